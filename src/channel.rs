@@ -1,0 +1,408 @@
+//! The public handles: a [`Producer`] and a [`Consumer`] joined through a
+//! named segment, and the [`RingOptions`] builder that makes or opens it.
+
+use crate::error::{Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::layout::{Kind, Slot};
+use crate::ring::{self, RingBacking, Stats};
+use crate::segment::{self, Expect, Segment, Shape};
+use crate::wait::WaitStrategy;
+use std::time::{Duration, Instant};
+
+/// Default data region size: 1 MiB.
+pub const DEFAULT_CAPACITY: u64 = 1 << 20;
+
+/// How to create or open a ring.
+///
+/// ```no_run
+/// use shmring::{Producer, RingOptions, WaitStrategy};
+/// let options = RingOptions::new()
+///     .capacity(4 << 20)
+///     .max_message(64 << 10)
+///     .wait(WaitStrategy::BusySpin);
+/// let mut producer = Producer::create("/telemetry", &options)?;
+/// producer.send(b"hello")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct RingOptions {
+    capacity: u64,
+    max_message: Option<u32>,
+    mode: u32,
+    unlink_on_drop: bool,
+    wait: WaitStrategy,
+    ready_timeout: Duration,
+    allow_foreign_owner: bool,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions {
+            capacity: DEFAULT_CAPACITY,
+            max_message: None,
+            mode: 0o600,
+            unlink_on_drop: true,
+            wait: WaitStrategy::default(),
+            ready_timeout: Duration::from_secs(1),
+            allow_foreign_owner: false,
+        }
+    }
+}
+
+impl RingOptions {
+    /// The defaults: 1 MiB capacity, max message capacity / 4, mode 0600,
+    /// unlink on drop, spin-then-park, 1 s to wait for a creator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes in the data region (creation only): a power of two, a multiple of
+    /// the page size, from 4 KiB to 1 TiB.
+    pub fn capacity(mut self, bytes: u64) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Largest message (creation only). Default: capacity / 4. At most
+    /// capacity / 2 - 8.
+    pub fn max_message(mut self, bytes: u32) -> Self {
+        self.max_message = Some(bytes);
+        self
+    }
+
+    /// Permission bits of a new segment (creation only). Default 0600; must
+    /// give the owner read and write.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Whether the creating handle removes the name when dropped. Default:
+    /// true. Set false to leave the segment for later processes.
+    pub fn unlink_on_drop(mut self, unlink: bool) -> Self {
+        self.unlink_on_drop = unlink;
+        self
+    }
+
+    /// How blocking calls wait. Default [`WaitStrategy::SpinThenPark`].
+    pub fn wait(mut self, strategy: WaitStrategy) -> Self {
+        self.wait = strategy;
+        self
+    }
+
+    /// How long opening waits for a creator that has not finished writing the
+    /// header. Default 1 s.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    /// Open segments owned by another user (refused by default).
+    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
+        self.allow_foreign_owner = allow;
+        self
+    }
+
+    fn shape(&self, kind: Kind) -> Shape {
+        let default_max = (self.capacity / 4).min(u64::from(u32::MAX)) as u32;
+        Shape {
+            kind,
+            capacity: self.capacity,
+            max_message: self.max_message.unwrap_or(default_max),
+            max_producers: 1,
+            mode: self.mode,
+        }
+    }
+
+    fn expect(&self, kind: Kind) -> Expect {
+        Expect { kind: Some(kind), allow_foreign_owner: self.allow_foreign_owner, ready_timeout: self.ready_timeout }
+    }
+
+    /// Creates an SPSC segment and leaves it, attached by nobody: for a
+    /// supervisor that starts the producer and consumer as other processes.
+    /// Remove it with [`unlink`](crate::unlink).
+    ///
+    /// ```no_run
+    /// let options = shmring::RingOptions::new().capacity(1 << 16);
+    /// options.create("/jobs")?;
+    /// let mut consumer = shmring::Consumer::open("/jobs", &options)?;
+    /// # shmring::unlink("/jobs")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create(&self, name: &str) -> Result<(), Error> {
+        Segment::create(name, &self.shape(Kind::Spsc), false).map(drop)
+    }
+}
+
+fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// Takes `slot`'s lock in `segment`, or reports who holds it.
+fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), Error> {
+    if segment.try_lock(slot)? {
+        return Ok(());
+    }
+    let holder = RingBacking::header(segment).participant(slot).map_or(0, |p| p.pid.load(crate::sync::Ordering::Relaxed));
+    Err(Error::AlreadyAttached { segment: segment.name().to_string(), role, pid: holder })
+}
+
+fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The sending side of an SPSC ring.
+///
+/// ```no_run
+/// use shmring::{Producer, RingOptions};
+/// let mut producer = Producer::open("/prices", &RingOptions::new())?;
+/// producer.send(b"EURUSD 1.0842")?;
+/// let mut grant = producer.reserve(16)?; // zero-copy
+/// grant.copy_from_slice(&42u128.to_le_bytes());
+/// grant.commit();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Producer {
+    ring: ring::Producer<Segment>,
+    wait: WaitStrategy,
+}
+
+impl Producer {
+    /// Creates the SPSC segment `name` (`O_EXCL`: never an existing one) and
+    /// attaches as its producer.
+    pub fn create(name: &str, options: &RingOptions) -> Result<Producer, Error> {
+        let segment = Segment::create(name, &options.shape(Kind::Spsc), options.unlink_on_drop)?;
+        Self::attach(segment, options)
+    }
+
+    /// Opens the existing SPSC segment `name` as its producer. Fails with
+    /// [`Error::AlreadyAttached`] while another live producer holds it; takes
+    /// over from a dead one.
+    pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
+        Self::attach(Segment::open(name, &options.expect(Kind::Spsc))?, options)
+    }
+
+    fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
+        claim_role(&segment, Slot::Producer(0), "producer")?;
+        Ok(Producer { ring: ring::Producer::attach(segment, pid())?, wait: options.wait })
+    }
+
+    /// Sends `msg`, blocking while the ring is full.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        self.ring.send(msg, self.wait, None).map_err(Into::into)
+    }
+
+    /// Sends `msg` if there is room now.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
+        self.ring.try_send(msg).map_err(Into::into)
+    }
+
+    /// Sends `msg`, blocking at most `timeout` while the ring is full.
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
+        self.ring.send(msg, self.wait, deadline(timeout)).map_err(Into::into)
+    }
+
+    /// Claims `len` bytes in the ring to write in place, blocking while full.
+    pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
+        let wait = self.wait;
+        self.ring.reserve(len, wait, None).map(Grant).map_err(Into::into)
+    }
+
+    /// Claims `len` bytes if there is room now.
+    pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, TrySendError> {
+        self.ring.try_reserve(len).map(Grant).map_err(Into::into)
+    }
+
+    /// Claims `len` bytes, blocking at most `timeout` while full.
+    pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>, SendTimeoutError> {
+        let wait = self.wait;
+        self.ring.reserve(len, wait, deadline(timeout)).map(Grant).map_err(Into::into)
+    }
+
+    /// This handle's counters.
+    pub fn stats(&self) -> Stats {
+        self.ring.stats()
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.ring.backing().name()
+    }
+
+    /// Bytes in the data region.
+    pub fn capacity(&self) -> u64 {
+        self.ring.backing().identity().capacity
+    }
+
+    /// The largest message the segment takes.
+    pub fn max_message(&self) -> usize {
+        self.ring.backing().identity().max_message as usize
+    }
+
+    /// Bytes written since the segment was created, records and padding
+    /// included: `position() % capacity()` is where the next record starts.
+    pub fn position(&self) -> u64 {
+        self.ring.position()
+    }
+
+    /// The strategy blocking calls use.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes the strategy blocking calls use.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+}
+
+/// Space in the ring for one message, written in place (see
+/// [`Producer::reserve`]). Dereferences to the payload bytes, whose initial
+/// contents are unspecified. [`commit`](Grant::commit) publishes the message;
+/// dropping the grant discards it.
+#[derive(Debug)]
+pub struct Grant<'a>(ring::Grant<'a, Segment>);
+
+impl Grant<'_> {
+    /// Publishes the message.
+    pub fn commit(self) {
+        self.0.commit();
+    }
+}
+
+impl std::ops::Deref for Grant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Grant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+/// The receiving side of an SPSC ring.
+///
+/// ```no_run
+/// use shmring::{Consumer, RingOptions};
+/// let mut consumer = Consumer::create("/prices", &RingOptions::new())?;
+/// let mut buf = Vec::new();
+/// let len = consumer.recv(&mut buf)?; // a copy
+/// let msg = consumer.read()?; // borrowed in place; freed on drop
+/// println!("{len} bytes, then {:?}", &*msg);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Consumer {
+    ring: ring::Consumer<Segment>,
+    wait: WaitStrategy,
+}
+
+impl Consumer {
+    /// Creates the SPSC segment `name` (`O_EXCL`) and attaches as its consumer.
+    pub fn create(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
+        let segment = Segment::create(name, &options.shape(Kind::Spsc), options.unlink_on_drop)?;
+        Self::attach(segment, options)
+    }
+
+    /// Opens the existing SPSC segment `name` as its consumer, continuing from
+    /// where the previous consumer stopped. Fails with
+    /// [`Error::AlreadyAttached`] while another live consumer holds it.
+    pub fn open(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
+        Self::attach(Segment::open(name, &options.expect(Kind::Spsc))?, options)
+    }
+
+    fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {
+        claim_role(&segment, Slot::Consumer, "consumer")?;
+        let zero_consumed = segment.kind() == Kind::Mpsc;
+        let ring = ring::Consumer::attach(segment, pid(), zero_consumed, Slot::Producer(0))?;
+        Ok(Consumer { ring, wait: options.wait })
+    }
+
+    /// Copies the next message into `buf` (replacing its contents), blocking
+    /// while the ring is empty; returns its length. After the producer has gone
+    /// and the ring is drained: [`RecvError::Disconnected`].
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        self.ring.recv(buf, self.wait, None).map_err(Into::into)
+    }
+
+    /// Copies the next message into `buf` if one is waiting.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+        self.ring.try_recv(buf).map_err(Into::into)
+    }
+
+    /// Copies the next message into `buf`, blocking at most `timeout`.
+    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
+        self.ring.recv(buf, self.wait, deadline(timeout)).map_err(Into::into)
+    }
+
+    /// Borrows the next message in place, blocking while the ring is empty.
+    /// Its space is freed when the guard drops.
+    pub fn read(&mut self) -> Result<ReadGuard<'_>, RecvError> {
+        let wait = self.wait;
+        self.ring.read(wait, None).map(ReadGuard).map_err(Into::into)
+    }
+
+    /// Borrows the next message in place if one is waiting.
+    pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
+        self.ring.try_read().map(ReadGuard).map_err(Into::into)
+    }
+
+    /// Borrows the next message in place, blocking at most `timeout`.
+    pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
+        let wait = self.wait;
+        self.ring.read(wait, deadline(timeout)).map(ReadGuard).map_err(Into::into)
+    }
+
+    /// This handle's counters.
+    pub fn stats(&self) -> Stats {
+        self.ring.stats()
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.ring.backing().name()
+    }
+
+    /// Bytes in the data region.
+    pub fn capacity(&self) -> u64 {
+        self.ring.backing().identity().capacity
+    }
+
+    /// The largest message the segment takes.
+    pub fn max_message(&self) -> usize {
+        self.ring.backing().identity().max_message as usize
+    }
+
+    /// Bytes consumed since the segment was created.
+    pub fn position(&self) -> u64 {
+        self.ring.position()
+    }
+
+    /// The strategy blocking calls use.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes the strategy blocking calls use.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+}
+
+/// A message borrowed in place (see [`Consumer::read`]). Dereferences to the
+/// payload; dropping it frees the space.
+#[derive(Debug)]
+pub struct ReadGuard<'a>(ring::ReadGuard<'a, Segment>);
+
+impl std::ops::Deref for ReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Re-exported so tools can check a name without creating anything.
+pub use segment::{unlink, validate_name};

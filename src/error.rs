@@ -1,0 +1,483 @@
+//! Errors: one enum for setup (create, open, validate), and small std-style
+//! types for the hot path, shaped like `std::sync::mpsc`'s.
+//!
+//! Every message names the segment and what was wrong with it.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// The shared memory broke the ring's invariants: a peer wrote garbage, or the
+/// segment was damaged. Carries the segment name and what was found.
+///
+/// Once a handle has returned this it keeps returning it; the segment should
+/// be inspected (`shmring stat`) and recreated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupted {
+    segment: Arc<str>,
+    what: String,
+}
+
+impl Corrupted {
+    pub(crate) fn new(segment: &Arc<str>, what: impl Into<String>) -> Self {
+        Corrupted { segment: Arc::clone(segment), what: what.into() }
+    }
+
+    /// The segment's name.
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+
+    /// What was wrong.
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl fmt::Display for Corrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "segment {} is corrupted: {}", self.segment, self.what)
+    }
+}
+
+impl std::error::Error for Corrupted {}
+
+/// A setup error: creating, opening or validating a segment.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The name is not a valid POSIX shared-memory name. No system call was
+    /// made.
+    InvalidName {
+        /// The name as given (lossy if it was not UTF-8).
+        name: String,
+        /// What rule it broke.
+        reason: &'static str,
+    },
+    /// The options cannot make a ring.
+    InvalidOptions {
+        /// The segment the options were for.
+        segment: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// No segment has that name.
+    NotFound {
+        /// The segment.
+        segment: String,
+    },
+    /// A segment (or other shared-memory object) of that name exists already;
+    /// it was left untouched.
+    AlreadyExists {
+        /// The segment.
+        segment: String,
+    },
+    /// The kernel refused access (mode bits), or the segment belongs to
+    /// another user and [`RingOptions::allow_foreign_owner`] was not set.
+    ///
+    /// [`RingOptions::allow_foreign_owner`]: crate::RingOptions::allow_foreign_owner
+    PermissionDenied {
+        /// The segment.
+        segment: String,
+        /// Why.
+        detail: String,
+    },
+    /// `/dev/shm` (or the file system) has no room for the segment.
+    NoSpace {
+        /// The segment.
+        segment: String,
+        /// Bytes that were asked for.
+        bytes: u64,
+    },
+    /// The object has no shmring header (wrong magic).
+    NotShmring {
+        /// The segment.
+        segment: String,
+    },
+    /// The header was written by another layout version.
+    VersionMismatch {
+        /// The segment.
+        segment: String,
+        /// The version found.
+        found: u32,
+        /// The version this build understands.
+        expected: u32,
+    },
+    /// The segment is of another kind than was asked for.
+    KindMismatch {
+        /// The segment.
+        segment: String,
+        /// The kind found (`None` if the code is unknown).
+        found: Option<crate::Kind>,
+        /// The kind asked for.
+        expected: crate::Kind,
+    },
+    /// The file's size does not match the header (truncated, or too small to
+    /// hold a header at all).
+    SizeMismatch {
+        /// The segment.
+        segment: String,
+        /// What the header says (or the least a header needs).
+        expected: u64,
+        /// What `fstat` says.
+        found: u64,
+    },
+    /// The identity fields do not match their checksum.
+    ChecksumMismatch {
+        /// The segment.
+        segment: String,
+    },
+    /// The creator did not finish writing the header in time.
+    NotReady {
+        /// The segment.
+        segment: String,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
+    /// The role is taken by a live process.
+    AlreadyAttached {
+        /// The segment.
+        segment: String,
+        /// "producer" or "consumer".
+        role: &'static str,
+        /// The holder's pid as it recorded it (a hint: it may be in another
+        /// PID namespace).
+        pid: u32,
+    },
+    /// Every producer slot of an MPSC segment is held by a live process.
+    TooManyProducers {
+        /// The segment.
+        segment: String,
+        /// How many slots it has.
+        max: u32,
+    },
+    /// A value in the header breaks the ring's invariants.
+    Corrupted(Corrupted),
+    /// Another system call failed.
+    Io {
+        /// The segment.
+        segment: String,
+        /// The call, e.g. `"mmap"`.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Map an errno from a system call on `segment` to the matching variant.
+    pub(crate) fn from_os(segment: &str, op: &'static str, errno: rustix::io::Errno) -> Error {
+        use rustix::io::Errno;
+        let segment = segment.to_owned();
+        match errno {
+            Errno::NOENT => Error::NotFound { segment },
+            Errno::EXIST => Error::AlreadyExists { segment },
+            Errno::ACCESS | Errno::PERM => {
+                Error::PermissionDenied { segment, detail: format!("{op}: {}", io::Error::from(errno)) }
+            }
+            Errno::NOSPC => Error::NoSpace { segment, bytes: 0 },
+            _ => Error::Io { segment, op, source: errno.into() },
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidName { name, reason } => write!(f, "invalid segment name {name:?}: {reason}"),
+            Error::InvalidOptions { segment, reason } => write!(f, "cannot create segment {segment}: {reason}"),
+            Error::NotFound { segment } => write!(f, "segment {segment} does not exist"),
+            Error::AlreadyExists { segment } => write!(f, "segment {segment} already exists"),
+            Error::PermissionDenied { segment, detail } => write!(f, "permission denied on segment {segment}: {detail}"),
+            Error::NoSpace { segment, bytes } => {
+                write!(f, "no space for segment {segment}: {bytes} bytes could not be reserved (is /dev/shm full?)")
+            }
+            Error::NotShmring { segment } => write!(f, "{segment} is not a shmring segment (bad magic)"),
+            Error::VersionMismatch { segment, found, expected } => {
+                write!(f, "segment {segment} has layout version {found}, this build reads version {expected}")
+            }
+            Error::KindMismatch { segment, found: Some(found), expected } => {
+                write!(f, "segment {segment} is an {found} ring, not {expected}")
+            }
+            Error::KindMismatch { segment, found: None, expected } => {
+                write!(f, "segment {segment} has an unknown ring kind (expected {expected})")
+            }
+            Error::SizeMismatch { segment, expected, found } => {
+                write!(f, "segment {segment} is {found} bytes but should be {expected} (truncated or resized?)")
+            }
+            Error::ChecksumMismatch { segment } => {
+                write!(f, "segment {segment} has a header whose checksum does not match (corrupted)")
+            }
+            Error::NotReady { segment, waited } => {
+                write!(f, "segment {segment} was not initialised by its creator within {waited:?}")
+            }
+            Error::AlreadyAttached { segment, role, pid } => {
+                write!(f, "segment {segment} already has a live {role} (pid {pid})")
+            }
+            Error::TooManyProducers { segment, max } => {
+                write!(f, "segment {segment} already has {max} live producers, its maximum")
+            }
+            Error::Corrupted(c) => c.fmt(f),
+            Error::Io { segment, op, source } => write!(f, "{op} failed on segment {segment}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Corrupted(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+impl From<Corrupted> for Error {
+    fn from(c: Corrupted) -> Self {
+        Error::Corrupted(c)
+    }
+}
+
+/// A message longer than the segment's maximum message size. Messages are
+/// never split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge {
+    /// The message's length.
+    pub len: usize,
+    /// The segment's maximum.
+    pub max: usize,
+}
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "message of {} bytes is larger than the segment's maximum of {} bytes", self.len, self.max)
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// Declares a hot-path error enum: its variants (unit ones with their message,
+/// and the shared `TooLarge` / `Corrupted` payload variants), `Display` and
+/// `Error`.
+macro_rules! hot_error {
+    (
+        $(#[$meta:meta])* $name:ident {
+            $( $(#[$vmeta:meta])* $unit:ident => $msg:literal, )*
+        } $(with $($payload:ident),+)?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $name {
+            $( $(#[$vmeta])* $unit, )*
+            $($(
+                #[doc = concat!("See [`", stringify!($payload), "`].")]
+                $payload($payload),
+            )+)?
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $( $name::$unit => f.write_str($msg), )*
+                    $($( $name::$payload(e) => e.fmt(f), )+)?
+                }
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                match self {
+                    $($( $name::$payload(e) => Some(e), )+)?
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+        }
+
+        $($(
+            impl From<$payload> for $name {
+                fn from(e: $payload) -> Self {
+                    $name::$payload(e)
+                }
+            }
+        )+)?
+    };
+}
+
+hot_error! {
+    /// Why [`Producer::try_send`](crate::Producer::try_send) or
+    /// [`Producer::try_reserve`](crate::Producer::try_reserve) did not send.
+    TrySendError {
+        /// The ring has no room for the message now.
+        Full => "the ring is full",
+        /// The consumer has detached or died.
+        Disconnected => "the consumer is gone",
+    } with TooLarge, Corrupted
+}
+
+hot_error! {
+    /// Why [`Producer::send`](crate::Producer::send) failed.
+    SendError {
+        /// The consumer has detached or died.
+        Disconnected => "the consumer is gone",
+    } with TooLarge, Corrupted
+}
+
+hot_error! {
+    /// Why [`Producer::send_timeout`](crate::Producer::send_timeout) failed.
+    SendTimeoutError {
+        /// The ring stayed full until the timeout.
+        Timeout => "timed out waiting for room in the ring",
+        /// The consumer has detached or died.
+        Disconnected => "the consumer is gone",
+    } with TooLarge, Corrupted
+}
+
+hot_error! {
+    /// Why [`Consumer::try_recv`](crate::Consumer::try_recv) returned nothing.
+    TryRecvError {
+        /// No message is waiting now.
+        Empty => "the ring is empty",
+        /// The ring is drained and no producer is attached any more.
+        Disconnected => "the ring is empty and the producer is gone",
+    } with Corrupted
+}
+
+hot_error! {
+    /// Why [`Consumer::recv`](crate::Consumer::recv) failed.
+    RecvError {
+        /// The ring is drained and no producer is attached any more.
+        Disconnected => "the ring is empty and the producer is gone",
+    } with Corrupted
+}
+
+hot_error! {
+    /// Why [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) failed.
+    RecvTimeoutError {
+        /// No message arrived before the timeout.
+        Timeout => "timed out waiting for a message",
+        /// The ring is drained and no producer is attached any more.
+        Disconnected => "the ring is empty and the producer is gone",
+    } with Corrupted
+}
+
+#[cfg(not(shmring_loom))]
+pub(crate) use stop::Stop;
+#[cfg(shmring_loom)]
+pub use stop::Stop;
+
+mod stop {
+    use super::{Corrupted, TooLarge};
+
+    /// Why a ring operation stopped, before it is mapped to the public error
+    /// type of the call that made it. Public only to the loom models.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Stop {
+        /// Full (producer) or empty (consumer), and no deadline left.
+        Timeout,
+        /// The peer detached or died.
+        Disconnected,
+        /// The message is over the maximum.
+        TooLarge(TooLarge),
+        /// Shared memory broke an invariant.
+        Corrupted(Corrupted),
+    }
+}
+
+impl From<Corrupted> for Stop {
+    fn from(c: Corrupted) -> Self {
+        Stop::Corrupted(c)
+    }
+}
+
+impl From<Stop> for TrySendError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout => TrySendError::Full,
+            Stop::Disconnected => TrySendError::Disconnected,
+            Stop::TooLarge(e) => TrySendError::TooLarge(e),
+            Stop::Corrupted(c) => TrySendError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for SendTimeoutError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout => SendTimeoutError::Timeout,
+            Stop::Disconnected => SendTimeoutError::Disconnected,
+            Stop::TooLarge(e) => SendTimeoutError::TooLarge(e),
+            Stop::Corrupted(c) => SendTimeoutError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for SendError {
+    /// `Timeout` cannot come from a call without a deadline; it is reported
+    /// as `Disconnected` rather than panicking.
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout | Stop::Disconnected => SendError::Disconnected,
+            Stop::TooLarge(e) => SendError::TooLarge(e),
+            Stop::Corrupted(c) => SendError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for TryRecvError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout => TryRecvError::Empty,
+            Stop::Disconnected | Stop::TooLarge(_) => TryRecvError::Disconnected,
+            Stop::Corrupted(c) => TryRecvError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for RecvTimeoutError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout => RecvTimeoutError::Timeout,
+            Stop::Disconnected | Stop::TooLarge(_) => RecvTimeoutError::Disconnected,
+            Stop::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for RecvError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout | Stop::Disconnected | Stop::TooLarge(_) => RecvError::Disconnected,
+            Stop::Corrupted(c) => RecvError::Corrupted(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_segment() {
+        let name: Arc<str> = Arc::from("/orders");
+        let c = Corrupted::new(&name, "record at 64 has length 99");
+        assert_eq!(c.to_string(), "segment /orders is corrupted: record at 64 has length 99");
+        assert_eq!(TryRecvError::Corrupted(c.clone()).to_string(), c.to_string());
+        let e = Error::from_os("/orders", "shm_open", rustix::io::Errno::NOENT);
+        assert_eq!(e.to_string(), "segment /orders does not exist");
+        let e = Error::KindMismatch { segment: "/q".into(), found: Some(crate::Kind::Mpsc), expected: crate::Kind::Spsc };
+        assert_eq!(e.to_string(), "segment /q is an MPSC ring, not SPSC");
+        assert_eq!(SendTimeoutError::Timeout.to_string(), "timed out waiting for room in the ring");
+    }
+
+    #[test]
+    fn sources_chain() {
+        use std::error::Error as _;
+        let name: Arc<str> = Arc::from("/x");
+        let c = Corrupted::new(&name, "bad");
+        assert!(SendError::Corrupted(c).source().is_some());
+        assert!(SendError::Disconnected.source().is_none());
+        assert!(SendError::TooLarge(TooLarge { len: 9, max: 8 }).source().is_some());
+    }
+}

@@ -1,0 +1,72 @@
+//! Lock-free message rings between processes, over POSIX shared memory.
+//!
+//! A segment made by `shm_open` + `ftruncate` + `mmap(MAP_SHARED)` holds a
+//! header and a ring of variable-length messages. Once both sides are
+//! attached, passing a message costs no system call and no kernel copy: the
+//! producer writes into the ring (or in place, with [`Producer::reserve`]),
+//! the consumer reads in place ([`Consumer::read`]) or copies out
+//! ([`Consumer::recv`]). Processes enter the kernel only to sleep on a futex
+//! when one of them actually has to wait.
+//!
+//! ```
+//! use shmring::{Consumer, Producer, RingOptions};
+//!
+//! let name = format!("/shmring-doc-{}", std::process::id());
+//! let options = RingOptions::new().capacity(64 * 1024);
+//! let mut consumer = Consumer::create(&name, &options)?; // unlinks on drop
+//! let mut producer = Producer::open(&name, &options)?; // usually another process
+//!
+//! producer.send(b"hello")?;
+//! let mut grant = producer.reserve(5)?;
+//! grant.copy_from_slice(b"world");
+//! grant.commit();
+//!
+//! let mut buf = Vec::new();
+//! consumer.recv(&mut buf)?;
+//! assert_eq!(buf, b"hello");
+//! assert_eq!(&*consumer.read()?, b"world");
+//!
+//! drop(producer);
+//! assert_eq!(consumer.try_recv(&mut buf), Err(shmring::TryRecvError::Disconnected));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Modules
+//!
+//! * [`layout`]: the header in shared memory, pinned at compile time.
+//! * `segment`: creating, opening, validating and mapping segments.
+//! * `ring`: the algorithms (record framing, commit words, wake-ups), written
+//!   once and model-checked with loom.
+//! * [`wait`]: how a blocked side waits.
+//! * [`error`]: what can go wrong, by name.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod layout;
+#[cfg(shmring_loom)]
+#[allow(unsafe_code)]
+pub mod ring;
+#[cfg(not(shmring_loom))]
+#[allow(unsafe_code)]
+pub(crate) mod ring;
+#[allow(unsafe_code)]
+mod sync;
+pub mod wait;
+
+#[cfg(not(shmring_loom))]
+mod channel;
+#[cfg(not(shmring_loom))]
+pub mod payload;
+#[cfg(not(shmring_loom))]
+#[allow(unsafe_code)]
+mod segment;
+
+#[cfg(not(shmring_loom))]
+pub use channel::{unlink, validate_name, Consumer, Grant, Producer, ReadGuard, RingOptions, DEFAULT_CAPACITY};
+pub use error::{
+    Corrupted, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLarge, TryRecvError, TrySendError,
+};
+pub use layout::Kind;
+pub use ring::Stats;
+pub use wait::WaitStrategy;

@@ -1,0 +1,211 @@
+//! The ring algorithms: record framing, claim and commit, wrap-around, and the
+//! wake-up protocol. They know nothing of how their memory was mapped: a
+//! [`RingBacking`] hands them the header and the data region. The same code
+//! runs over a shared mapping and, under `--cfg shmring_loom`, over loom-tracked
+//! heap memory.
+//!
+//! # Protocol
+//!
+//! * Positions are `u64` byte counters that never wrap; the offset in the
+//!   region is `position & (capacity - 1)`.
+//! * A record is published by a Release store of its commit word
+//!   ([`record`]). The consumer polls the commit word at `head` with Acquire;
+//!   zero means "nothing yet".
+//! * Before committing a record of `n` bytes at `p`, the SPSC producer zeroes
+//!   the word at `p + n` (the *terminator*). So the word the consumer polls
+//!   next is always zero or a record committed in this lap, never stale bytes
+//!   of an earlier lap. This costs one 8-byte store per message and needs 8
+//!   bytes of slack: a ring is full when a record plus its terminator no
+//!   longer fits.
+//! * The consumer frees space by a Release store of `head`; the producer
+//!   reloads `head` (Acquire) only when its cached copy says the ring is full.
+//! * Wake-ups, one [`WakeLine`] per direction: the side that must wait bumps
+//!   `sleepers`, fences (SeqCst), reads the futex word, re-checks its
+//!   condition and only then sleeps on the word. The other side, after
+//!   publishing, fences (SeqCst) and, only if `sleepers` is non-zero, bumps the
+//!   word and wakes. One of the two fences always sees the other side's store,
+//!   so no wake-up is lost; in steady streaming nobody sleeps and no system
+//!   call is made.
+//!
+//! [`WakeLine`]: crate::layout::WakeLine
+
+pub mod record;
+pub mod region;
+
+mod consumer;
+mod spsc;
+
+pub use consumer::{Consumer, ReadGuard};
+pub use region::Region;
+pub use spsc::{Grant, Producer};
+
+use crate::layout::{RingHeader, Slot, WakeLine, SLOT_ATTACHED, SLOT_DETACHED};
+use crate::sync::{sleeper_fence, waker_fence, FutexWait, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The memory (and liveness oracle) a ring runs on.
+pub trait RingBacking {
+    /// The ring's part of the header.
+    fn header(&self) -> &RingHeader;
+    /// The data region.
+    fn region(&self) -> &Region;
+    /// The segment's name, for error messages.
+    fn name(&self) -> &Arc<str>;
+    /// The largest payload a record may carry (validated at attach).
+    fn max_message(&self) -> u32;
+    /// Whether the participant in `slot` is alive. Called only when its slot
+    /// says it is attached, and at most every [`PROBE_INTERVAL`].
+    fn is_alive(&self, slot: Slot) -> bool;
+}
+
+impl<T: RingBacking + ?Sized> RingBacking for Arc<T> {
+    fn header(&self) -> &RingHeader {
+        (**self).header()
+    }
+    fn region(&self) -> &Region {
+        (**self).region()
+    }
+    fn name(&self) -> &Arc<str> {
+        (**self).name()
+    }
+    fn max_message(&self) -> u32 {
+        (**self).max_message()
+    }
+    fn is_alive(&self, slot: Slot) -> bool {
+        (**self).is_alive(slot)
+    }
+}
+
+/// Counters kept by each handle, in its own process memory.
+///
+/// `futex_waits` and `futex_wakes` count the only system calls the ring makes
+/// after attaching (besides rate-limited liveness probes while waiting), so
+/// `(futex_waits + futex_wakes) / messages` is the system calls per message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages sent (producer) or received (consumer).
+    pub messages: u64,
+    /// Payload bytes sent or received.
+    pub bytes: u64,
+    /// `futex(FUTEX_WAIT)` calls made by this handle.
+    pub futex_waits: u64,
+    /// `futex(FUTEX_WAKE)` calls made by this handle.
+    pub futex_wakes: u64,
+}
+
+/// How often a waiting side may ask the kernel whether its peer is alive.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Announces the waiting side (`sleepers += 1`), fences, and returns the futex
+/// word to sleep on if the re-check that the caller does next fails.
+#[inline]
+fn announce(line: &WakeLine) -> u32 {
+    line.sleepers.fetch_add(1, Ordering::Relaxed);
+    sleeper_fence();
+    line.seq.load(Ordering::Acquire)
+}
+
+/// Sleeps on `line` if nothing changed since `announce` returned `seq`, then
+/// withdraws the announcement.
+#[inline]
+fn sleep_and_withdraw(line: &WakeLine, seq: u32, timeout: Option<Duration>, stats: &mut Stats) -> FutexWait {
+    stats.futex_waits += 1;
+    let outcome = line.seq.wait(seq, timeout);
+    line.sleepers.fetch_sub(1, Ordering::Relaxed);
+    outcome
+}
+
+/// Withdraws an announcement without sleeping (the re-check succeeded).
+#[inline]
+fn withdraw(line: &WakeLine) {
+    line.sleepers.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// After publishing: wake the other side if it announced itself.
+#[inline(always)]
+fn wake_if_sleeping(line: &WakeLine, stats: &mut Stats) {
+    waker_fence();
+    if line.sleepers.load(Ordering::Relaxed) != 0 {
+        line.seq.bump();
+        line.seq.wake_all();
+        stats.futex_wakes += 1;
+    }
+}
+
+/// Watches the peer a handle waits on: its slot state, and (rate-limited) the
+/// kernel's word on whether it is alive.
+#[derive(Debug)]
+pub(crate) struct PeerWatch {
+    peer: Slot,
+    polls: u32,
+    #[cfg(not(shmring_loom))]
+    last_probe: Option<std::time::Instant>,
+}
+
+impl PeerWatch {
+    pub(crate) fn new(peer: Slot) -> Self {
+        PeerWatch {
+            peer,
+            polls: 0,
+            #[cfg(not(shmring_loom))]
+            last_probe: None,
+        }
+    }
+
+    /// Whether the peer has detached or died. `slow` is true on the parking
+    /// path, where a probe system call is affordable at every
+    /// [`PROBE_INTERVAL`]; on the polling path only every 1024th poll even
+    /// looks at the clock.
+    pub(crate) fn peer_gone<B: RingBacking>(&mut self, backing: &B, slow: bool) -> bool {
+        let Some(peer) = backing.header().participant(self.peer) else { return false };
+        match peer.state.load(Ordering::Acquire) {
+            SLOT_DETACHED => true,
+            SLOT_ATTACHED => self.probe_due(slow) && !backing.is_alive(self.peer),
+            _ => false,
+        }
+    }
+
+    #[cfg(not(shmring_loom))]
+    fn probe_due(&mut self, slow: bool) -> bool {
+        if !slow {
+            self.polls = self.polls.wrapping_add(1);
+            if self.polls % 1024 != 0 {
+                return false;
+            }
+        }
+        let now = std::time::Instant::now();
+        match self.last_probe {
+            Some(last) if now.duration_since(last) < PROBE_INTERVAL => false,
+            _ => {
+                self.last_probe = Some(now);
+                true
+            }
+        }
+    }
+
+    /// Under loom, peers only leave by detaching: death is not modelled.
+    #[cfg(shmring_loom)]
+    fn probe_due(&mut self, _slow: bool) -> bool {
+        let _ = self.polls;
+        false
+    }
+}
+
+/// Marks `slot` attached by `pid`.
+pub(crate) fn mark_attached(header: &RingHeader, slot: Slot, pid: u32) {
+    if let Some(p) = header.participant(slot) {
+        p.pid.store(pid, Ordering::Relaxed);
+        p.attachments.fetch_add(1, Ordering::Relaxed);
+        p.state.store(SLOT_ATTACHED, Ordering::Release);
+    }
+}
+
+/// Marks `slot` detached and wakes whoever waits on `peer_line`, so a peer
+/// parked on this side notices at once.
+pub(crate) fn mark_detached(header: &RingHeader, slot: Slot, peer_line: &WakeLine, stats: &mut Stats) {
+    if let Some(p) = header.participant(slot) {
+        p.state.store(SLOT_DETACHED, Ordering::Release);
+    }
+    wake_if_sleeping(peer_line, stats);
+}

@@ -1,0 +1,154 @@
+//! Record framing, shared by the SPSC and MPSC rings.
+//!
+//! A record is an 8-byte commit word followed by the payload, padded to a
+//! multiple of 8. The commit word is the record header *and* its publication:
+//! it is zero until the record is committed, and the consumer polls it (so
+//! learning of a message and reading its first payload bytes touch the same
+//! cache line, instead of a separate tail index plus the payload).
+//!
+//! ```text
+//!  63            40 39      32 31                 0
+//! +----------------+----------+--------------------+
+//! | stamp (24 bit) | tag (8)  | payload length (32) |
+//! +----------------+----------+--------------------+
+//! ```
+//!
+//! The stamp is bits 3..27 of the record's position, so a header is only
+//! valid at the position it was written for: a stale header from an earlier
+//! lap, or a scribble, is reported as corruption instead of being delivered.
+//! A record never crosses the end of the region: a padding record fills the
+//! rest of the region and the next record starts at offset 0.
+
+/// Bytes of the commit word.
+pub const HEADER_LEN: u64 = 8;
+/// Records start at multiples of this.
+pub const ALIGN: u64 = 8;
+/// Tag of a message record.
+pub const TAG_MESSAGE: u8 = 0x4D;
+/// Tag of a padding record (skipped by the consumer).
+pub const TAG_PADDING: u8 = 0x50;
+
+/// Bytes a record with a `len`-byte payload occupies.
+#[inline(always)]
+pub const fn record_size(len: u64) -> u64 {
+    HEADER_LEN + ((len + ALIGN - 1) & !(ALIGN - 1))
+}
+
+#[inline(always)]
+const fn stamp(position: u64) -> u64 {
+    (position >> 3) & 0xFF_FFFF
+}
+
+/// The commit word of a record at `position`.
+#[inline(always)]
+pub const fn encode(tag: u8, len: u32, position: u64) -> u64 {
+    (stamp(position) << 40) | ((tag as u64) << 32) | len as u64
+}
+
+/// A committed record as its commit word describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// A message with a payload of `len` bytes.
+    Message {
+        /// Payload length.
+        len: u32,
+    },
+    /// Padding of `len` bytes after the header, up to the end of the region.
+    Padding {
+        /// Bytes after the header.
+        len: u32,
+    },
+}
+
+impl Record {
+    /// Total bytes of the record, header included.
+    #[inline(always)]
+    pub fn size(self) -> u64 {
+        match self {
+            Record::Message { len } => record_size(u64::from(len)),
+            Record::Padding { len } => HEADER_LEN + u64::from(len),
+        }
+    }
+}
+
+/// Decode and validate a non-zero commit word found at `position`, in a
+/// region of `capacity` bytes with the given maximum message size.
+///
+/// Rejects a wrong stamp or tag, a message longer than the maximum, a record
+/// that would cross the end of the region, and padding that does not end
+/// exactly there.
+#[inline]
+pub fn decode(word: u64, position: u64, capacity: u64, max_message: u32) -> Result<Record, String> {
+    let len = word as u32;
+    let tag = (word >> 32) as u8;
+    if word >> 40 != stamp(position) {
+        return Err(format!(
+            "record header {word:#018x} at position {position} carries the stamp of another position"
+        ));
+    }
+    let offset = position & (capacity - 1);
+    let record = match tag {
+        TAG_MESSAGE if len <= max_message => Record::Message { len },
+        TAG_MESSAGE => {
+            return Err(format!(
+                "record at position {position} claims a length of {len} bytes, over the maximum of {max_message}"
+            ))
+        }
+        TAG_PADDING if offset + HEADER_LEN + u64::from(len) == capacity => Record::Padding { len },
+        TAG_PADDING => {
+            return Err(format!(
+                "padding record at position {position} has length {len}, which does not reach the end of the region"
+            ))
+        }
+        other => return Err(format!("record at position {position} has unknown tag {other:#04x}")),
+    };
+    if offset + record.size() > capacity {
+        return Err(format!("record at position {position} of {} bytes crosses the end of the region", record.size()));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: u64 = 4096;
+
+    #[test]
+    fn sizes_are_aligned() {
+        assert_eq!(record_size(0), 8);
+        assert_eq!(record_size(1), 16);
+        assert_eq!(record_size(8), 16);
+        assert_eq!(record_size(9), 24);
+    }
+
+    #[test]
+    fn round_trip() {
+        for pos in [0, 8, 4088 - 16, 1 << 40, (1 << 40) + 64] {
+            let w = encode(TAG_MESSAGE, 5, pos);
+            assert_ne!(w, 0);
+            assert_eq!(decode(w, pos, CAP, 1024), Ok(Record::Message { len: 5 }));
+        }
+        let pad = encode(TAG_PADDING, 16, 4072);
+        assert_eq!(decode(pad, 4072, CAP, 1024), Ok(Record::Padding { len: 16 }));
+        // A zero-byte padding record is a valid, non-zero word.
+        assert_ne!(encode(TAG_PADDING, 0, 4088), 0);
+        assert_eq!(decode(encode(TAG_PADDING, 0, 4088), 4088, CAP, 1024), Ok(Record::Padding { len: 0 }));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        // Written for another position (a stale lap).
+        assert!(decode(encode(TAG_MESSAGE, 5, 0), CAP, CAP, 1024).is_err());
+        // Over the maximum.
+        assert!(decode(encode(TAG_MESSAGE, 1025, 0), 0, CAP, 1024).is_err());
+        // Crossing the end.
+        assert!(decode(encode(TAG_MESSAGE, 64, 4064), 4064, CAP, 1024).is_err());
+        // Padding that stops short of the end.
+        assert!(decode(encode(TAG_PADDING, 8, 4000), 4000, CAP, 1024).is_err());
+        // Unknown tag.
+        assert!(decode(encode(0x11, 8, 0), 0, CAP, 1024).is_err());
+        // Length near u32::MAX does not overflow.
+        assert!(decode(encode(TAG_MESSAGE, u32::MAX, 0), 0, CAP, u32::MAX).is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! The data region: `capacity` bytes the ring frames records in.
+//!
+//! Normally a window of a shared mapping, reached through a raw pointer.
+//! Under loom it is heap memory in which every 8-byte word is an atomic (for
+//! its role as a commit word) paired with a `loom::cell::UnsafeCell` that every
+//! payload access goes through, so loom reports a data race when a reader can
+//! touch payload bytes before the writer published them.
+//!
+//! Every access is bounds-checked or masked here, so no value read from shared
+//! memory can make the ring touch memory outside the region.
+
+use crate::sync::AtomicU64;
+
+pub use imp::Region;
+pub(crate) use imp::{View, ViewMut};
+
+#[cfg(not(shmring_loom))]
+mod imp {
+    use super::AtomicU64;
+    use std::ptr::NonNull;
+
+    /// The ring's data region.
+    #[derive(Debug)]
+    pub struct Region {
+        base: NonNull<u8>,
+        len: usize,
+    }
+
+    // SAFETY: a Region is a pointer to shared memory whose validity does not
+    // depend on the thread using it (see `from_raw`); moving it to another
+    // thread is as sound as moving the mapping.
+    unsafe impl Send for Region {}
+
+    impl Region {
+        /// # Safety
+        /// `base .. base + len` must stay mapped readable and writable for as
+        /// long as the `Region` exists; `base` must be 8-byte aligned and `len`
+        /// a power of two of at least 8.
+        pub unsafe fn from_raw(base: NonNull<u8>, len: usize) -> Region {
+            debug_assert!(len.is_power_of_two() && len >= 8);
+            debug_assert_eq!(base.as_ptr() as usize % 8, 0);
+            Region { base, len }
+        }
+
+        /// The region's size in bytes.
+        pub fn len(&self) -> usize {
+            self.len
+        }
+
+        /// The 8-byte word that covers byte `index` modulo the region size.
+        /// Masking, not a check: any index is in bounds by construction.
+        #[inline(always)]
+        pub(crate) fn word(&self, index: u64) -> &AtomicU64 {
+            let offset = (index as usize) & (self.len - 1) & !7;
+            // SAFETY: `offset + 8 <= len` (len is a power of two >= 8 and
+            // offset is 8-aligned below it), the base is 8-aligned, and the
+            // memory is mapped for our lifetime (`from_raw`). An AtomicU64 may
+            // alias bytes other processes write: atomics never data-race.
+            unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU64>() }
+        }
+
+        fn in_bounds(&self, offset: usize, len: usize) -> bool {
+            offset <= self.len && len <= self.len - offset
+        }
+
+        /// Copy `src` into the region at `offset`. False if out of bounds.
+        #[inline]
+        pub(crate) fn write(&self, offset: usize, src: &[u8]) -> bool {
+            if !self.in_bounds(offset, src.len()) {
+                return false;
+            }
+            // SAFETY: in bounds (checked above) of memory mapped for our
+            // lifetime; `src` is process-local so cannot overlap the mapping's
+            // bytes we are about to write unless the caller passed a view of
+            // the ring itself, which `copy` (memmove) also handles.
+            unsafe { std::ptr::copy(src.as_ptr(), self.base.as_ptr().add(offset), src.len()) };
+            true
+        }
+
+        /// Copy bytes at `offset` into `dst`. False if out of bounds.
+        #[inline]
+        pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
+            if !self.in_bounds(offset, dst.len()) {
+                return false;
+            }
+            // SAFETY: as in `write`, with the roles of the buffers swapped.
+            unsafe { std::ptr::copy(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+            true
+        }
+
+        /// Zero `len` bytes at `offset`. False if out of bounds.
+        pub(crate) fn zero(&self, offset: usize, len: usize) -> bool {
+            if !self.in_bounds(offset, len) {
+                return false;
+            }
+            // SAFETY: in bounds of memory mapped for our lifetime.
+            unsafe { std::ptr::write_bytes(self.base.as_ptr().add(offset), 0, len) };
+            true
+        }
+
+        /// A borrowed view of `len` bytes at `offset`.
+        ///
+        /// # Safety
+        /// The ring protocol must give the caller these bytes for as long as the
+        /// view lives (`'a`, which the caller chooses): no handle of this
+        /// process writes them meanwhile, and the mapping outlives `'a`.
+        #[inline]
+        pub(crate) unsafe fn view<'a>(&self, offset: usize, len: usize) -> Option<View<'a>> {
+            if !self.in_bounds(offset, len) {
+                return None;
+            }
+            // SAFETY: in bounds of memory mapped for our lifetime; the caller
+            // guarantees no writer in this process. A peer process breaking the
+            // protocol can change the bytes under us (which the docs state) but
+            // cannot make this slice point outside the mapping.
+            Some(View(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) }))
+        }
+
+        /// A writable view of `len` bytes at `offset`.
+        ///
+        /// # Safety
+        /// The ring protocol must give the caller these bytes exclusively for as
+        /// long as the view lives (`'a`, which the caller chooses): no other view
+        /// of them exists in this process, and the mapping outlives `'a`.
+        #[inline]
+        pub(crate) unsafe fn view_mut<'a>(&self, offset: usize, len: usize) -> Option<ViewMut<'a>> {
+            if !self.in_bounds(offset, len) {
+                return None;
+            }
+            // SAFETY: in bounds; exclusivity within this process is the
+            // caller's guarantee (a claimed, uncommitted range).
+            Some(ViewMut(unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) }))
+        }
+    }
+
+    /// Borrowed payload bytes.
+    #[derive(Debug)]
+    pub(crate) struct View<'a>(&'a [u8]);
+
+    impl std::ops::Deref for View<'_> {
+        type Target = [u8];
+        #[inline(always)]
+        fn deref(&self) -> &[u8] {
+            self.0
+        }
+    }
+
+    /// Writable payload bytes of a claimed record.
+    #[derive(Debug)]
+    pub(crate) struct ViewMut<'a>(&'a mut [u8]);
+
+    impl ViewMut<'_> {
+        /// Make the written bytes part of the region (a no-op: they are
+        /// written in place).
+        #[inline(always)]
+        pub(crate) fn flush_into(&mut self, _region: &Region, _offset: usize) {}
+    }
+
+    impl std::ops::Deref for ViewMut<'_> {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            self.0
+        }
+    }
+
+    impl std::ops::DerefMut for ViewMut<'_> {
+        fn deref_mut(&mut self) -> &mut [u8] {
+            self.0
+        }
+    }
+
+}
+
+#[cfg(shmring_loom)]
+mod imp {
+    use super::AtomicU64;
+    use crate::sync::Ordering;
+    use loom::cell::UnsafeCell;
+
+    #[derive(Debug)]
+    struct Word {
+        value: AtomicU64,
+        payload: UnsafeCell<()>,
+    }
+
+    /// The ring's data region, as loom-tracked heap memory.
+    #[derive(Debug)]
+    pub struct Region {
+        words: Box<[Word]>,
+    }
+
+    impl Region {
+        /// A zeroed region of `len` bytes (a power of two of at least 8).
+        pub fn new_heap(len: usize) -> Region {
+            assert!(len.is_power_of_two() && len >= 8);
+            let words = (0..len / 8).map(|_| Word { value: AtomicU64::new(0), payload: UnsafeCell::new(()) }).collect();
+            Region { words }
+        }
+
+        /// The region's size in bytes.
+        pub fn len(&self) -> usize {
+            self.words.len() * 8
+        }
+
+        pub(crate) fn word(&self, index: u64) -> &AtomicU64 {
+            &self.words[(index as usize / 8) & (self.words.len() - 1)].value
+        }
+
+        fn in_bounds(&self, offset: usize, len: usize) -> bool {
+            offset <= self.len() && len <= self.len() - offset
+        }
+
+        /// Payload bytes are stored in the word's atomic (so a later header
+        /// read of the same bytes sees them), but every payload access also
+        /// touches the word's UnsafeCell, which is what loom checks for races.
+        pub(crate) fn write(&self, offset: usize, src: &[u8]) -> bool {
+            if !self.in_bounds(offset, src.len()) {
+                return false;
+            }
+            for (i, &byte) in src.iter().enumerate() {
+                let at = offset + i;
+                let word = &self.words[at / 8];
+                word.payload.with_mut(|_| ());
+                let mut bytes = word.value.load(Ordering::Relaxed).to_le_bytes();
+                bytes[at % 8] = byte;
+                word.value.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            }
+            true
+        }
+
+        pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
+            if !self.in_bounds(offset, dst.len()) {
+                return false;
+            }
+            for (i, byte) in dst.iter_mut().enumerate() {
+                let at = offset + i;
+                let word = &self.words[at / 8];
+                word.payload.with(|_| ());
+                *byte = word.value.load(Ordering::Relaxed).to_le_bytes()[at % 8];
+            }
+            true
+        }
+
+        pub(crate) fn zero(&self, offset: usize, len: usize) -> bool {
+            self.write(offset, &vec![0; len])
+        }
+
+        /// # Safety
+        /// None under loom (kept `unsafe` to match the real region).
+        pub(crate) unsafe fn view<'a>(&self, offset: usize, len: usize) -> Option<View<'a>> {
+            let mut copy = vec![0; len];
+            self.read(offset, &mut copy).then_some(View(copy, std::marker::PhantomData))
+        }
+
+        /// # Safety
+        /// None under loom (kept `unsafe` to match the real region).
+        pub(crate) unsafe fn view_mut<'a>(&self, offset: usize, len: usize) -> Option<ViewMut<'a>> {
+            // A fresh staging buffer: the grant's initial contents are
+            // unspecified, and reading the old bytes would be a spurious access.
+            self.in_bounds(offset, len).then(|| ViewMut(vec![0; len], std::marker::PhantomData))
+        }
+    }
+
+    /// Payload bytes, copied out of the model at the moment of the read.
+    #[derive(Debug)]
+    pub(crate) struct View<'a>(Vec<u8>, std::marker::PhantomData<&'a ()>);
+
+    impl std::ops::Deref for View<'_> {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    /// A staging copy of a claimed record's payload, written into the model
+    /// just before the record is committed.
+    #[derive(Debug)]
+    pub(crate) struct ViewMut<'a>(Vec<u8>, std::marker::PhantomData<&'a ()>);
+
+    impl ViewMut<'_> {
+        pub(crate) fn flush_into(&mut self, region: &Region, offset: usize) {
+            region.write(offset, &self.0);
+        }
+    }
+
+    impl std::ops::Deref for ViewMut<'_> {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl std::ops::DerefMut for ViewMut<'_> {
+        fn deref_mut(&mut self) -> &mut [u8] {
+            &mut self.0
+        }
+    }
+}

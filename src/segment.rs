@@ -1,0 +1,514 @@
+//! A mapped segment: `shm_open` + `ftruncate` + `fallocate` + `mmap(MAP_SHARED)`,
+//! the validation of a header found in one, and the kernel locks that tell
+//! whether a participant is alive.
+//!
+//! This module and [`crate::ring`] are the only ones with `unsafe` code.
+//!
+//! # Liveness
+//!
+//! Each participant holds an open-file-description lock (`F_OFD_SETLK`) on one
+//! byte of the segment ([`Slot::lock_byte`]). The kernel drops it when the
+//! holder's last descriptor for that open file closes, which includes every
+//! kind of death, so a probe (`F_OFD_GETLK`) is exact and immediate, and means
+//! the same across PID namespaces and after pid reuse. The pid in the slot is
+//! only a hint for humans.
+//!
+//! Caveat: a forked child inherits the open file description, and with it the
+//! lock; a handle must not be used from both sides of a `fork`.
+
+use crate::error::{Corrupted, Error};
+use crate::layout::{
+    IdentityFields, Kind, SegmentHeader, Slot, HEADER_BYTES, MAGIC, MAX_PRODUCERS, STATE_INITIALIZING, STATE_READY,
+    VERSION,
+};
+use crate::ring::record::record_size;
+use crate::ring::{Region, RingBacking};
+use crate::sync::Ordering;
+use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fs::{FallocateFlags, Mode};
+use rustix::io::Errno;
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::shm;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Smallest data region.
+pub const MIN_CAPACITY: u64 = 4096;
+/// Largest data region (1 TiB): positions are `u64`, mappings are `usize`.
+pub const MAX_CAPACITY: u64 = 1 << 40;
+
+/// Checks a POSIX shared-memory name before any system call: a leading `/`,
+/// no other `/`, not empty after it, not `.` or `..`, no NUL, at most 255
+/// bytes after the slash (the `NAME_MAX` of the `/dev/shm` file it becomes).
+///
+/// ```
+/// assert!(shmring::validate_name("/market-data").is_ok());
+/// assert!(shmring::validate_name("market-data").is_err());
+/// assert!(shmring::validate_name("/a/b").is_err());
+/// ```
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let invalid = |reason| Err(Error::InvalidName { name: name.to_owned(), reason });
+    let Some(rest) = name.strip_prefix('/') else {
+        return invalid("it must start with '/'");
+    };
+    if rest.is_empty() {
+        invalid("it must have at least one character after '/'")
+    } else if rest.contains('/') {
+        invalid("it must not contain '/' after the first character")
+    } else if rest.contains('\0') {
+        invalid("it must not contain NUL")
+    } else if rest == "." || rest == ".." {
+        invalid("'.' and '..' are not segment names")
+    } else if rest.len() > 255 {
+        invalid("it must be at most 255 bytes after the '/'")
+    } else {
+        Ok(())
+    }
+}
+
+/// `shm_unlink`: removes the name; processes that have the segment mapped
+/// keep using it until they unmap it.
+///
+/// ```no_run
+/// shmring::unlink("/stale-ring")?;
+/// # Ok::<(), shmring::Error>(())
+/// ```
+#[doc(alias = "shm_unlink")]
+pub fn unlink(name: &str) -> Result<(), Error> {
+    validate_name(name)?;
+    shm::unlink(name).map_err(|e| Error::from_os(name, "shm_unlink", e))
+}
+
+/// What to make when creating a segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub kind: Kind,
+    pub capacity: u64,
+    pub max_message: u32,
+    pub max_producers: u32,
+    pub mode: u32,
+}
+
+/// How to attach to an existing segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Expect {
+    /// The kind the caller needs (`None`: any, for tools).
+    pub kind: Option<Kind>,
+    pub allow_foreign_owner: bool,
+    pub ready_timeout: Duration,
+}
+
+/// Checks that `shape` can make a ring; the message says what is allowed.
+pub(crate) fn check_shape(name: &str, shape: &Shape) -> Result<(), Error> {
+    let invalid = |reason: String| Err(Error::InvalidOptions { segment: name.to_owned(), reason });
+    let page = page_size();
+    let cap = shape.capacity;
+    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || !cap.is_power_of_two() || cap % page != 0 {
+        return invalid(format!(
+            "capacity {cap} is not allowed: it must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY} bytes \
+             and a multiple of the page size ({page})"
+        ));
+    }
+    let max_allowed = max_message_for(cap);
+    if shape.max_message == 0 || u64::from(shape.max_message) > max_allowed {
+        return invalid(format!(
+            "max message size {} is not allowed: with a capacity of {cap} it must be from 1 to {max_allowed} bytes \
+             (a record plus the padding before it must fit in the ring)",
+            shape.max_message
+        ));
+    }
+    let producers_ok = match shape.kind {
+        Kind::Spsc => shape.max_producers == 1,
+        Kind::Mpsc => (1..=MAX_PRODUCERS as u32).contains(&shape.max_producers),
+    };
+    if !producers_ok {
+        return invalid(format!(
+            "max producers {} is not allowed for an {} ring (SPSC: 1, MPSC: 1 to {MAX_PRODUCERS})",
+            shape.max_producers, shape.kind
+        ));
+    }
+    if shape.mode & !0o777 != 0 || shape.mode & 0o600 != 0o600 {
+        return invalid(format!(
+            "mode {:o} is not allowed: it must be permission bits only and give the owner read and write",
+            shape.mode
+        ));
+    }
+    Ok(())
+}
+
+/// The largest payload a ring of `capacity` bytes can take: a record of that
+/// size, the padding that may precede it (less than one record) and the
+/// terminator word must fit in the ring.
+pub(crate) fn max_message_for(capacity: u64) -> u64 {
+    (capacity / 2 - 8).min(u64::from(u32::MAX - 8)) & !7
+}
+
+fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+/// Offset of the data region: the header page, or one page if pages are
+/// larger.
+fn data_offset() -> u64 {
+    HEADER_BYTES.max(page_size())
+}
+
+/// A mapped segment. Owns the descriptor (and so its participant lock) and
+/// the mapping; unmaps on drop, and unlinks the name if it created it and was
+/// asked to.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    name: Arc<str>,
+    fd: OwnedFd,
+    base: NonNull<u8>,
+    len: usize,
+    region: Region,
+    /// The identity as validated at attach: sizes are never re-read from
+    /// shared memory.
+    identity: IdentityFields,
+    unlink_on_drop: bool,
+}
+
+// SAFETY: the segment owns its descriptor and mapping; nothing in it is tied
+// to the thread that made it, and all access to the mapping is through atomics
+// or through the ring's single-owner protocol.
+unsafe impl Send for Segment {}
+
+impl Segment {
+    /// Creates the segment `O_CREAT | O_EXCL` (never touching an existing
+    /// object), sizes it, reserves its pages, maps it and writes the header.
+    pub(crate) fn create(name: &str, shape: &Shape, unlink_on_drop: bool) -> Result<Segment, Error> {
+        validate_name(name)?;
+        check_shape(name, shape)?;
+        let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
+        let fd = shm::open(name, flags, Mode::from_raw_mode(shape.mode))
+            .map_err(|e| Error::from_os(name, "shm_open", e))?;
+        // From here on the name is ours: remove it again if anything fails.
+        let created = Self::init(name, fd, shape, unlink_on_drop);
+        if created.is_err() {
+            let _ = shm::unlink(name);
+        }
+        created
+    }
+
+    fn init(name: &str, fd: OwnedFd, shape: &Shape, unlink_on_drop: bool) -> Result<Segment, Error> {
+        // The umask may have narrowed the mode: set it exactly.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "fchmod", e))?;
+        let total = data_offset() + shape.capacity;
+        rustix::fs::ftruncate(&fd, total).map_err(|e| Error::from_os(name, "ftruncate", e))?;
+        // Reserve the pages now, so a full /dev/shm is an error here rather
+        // than a SIGBUS at the first touch of a page later.
+        match rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, total) {
+            Ok(()) | Err(Errno::OPNOTSUPP) => {}
+            Err(Errno::NOSPC) => return Err(Error::NoSpace { segment: name.to_owned(), bytes: total }),
+            Err(e) => return Err(Error::from_os(name, "fallocate", e)),
+        }
+        let identity = IdentityFields {
+            magic: MAGIC,
+            version: VERSION,
+            kind: shape.kind.code(),
+            capacity: shape.capacity,
+            data_offset: data_offset(),
+            total_size: total,
+            max_message: shape.max_message,
+            max_producers: shape.max_producers,
+            creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
+            creator_uid: rustix::process::getuid().as_raw(),
+        };
+        let segment = Self::map(name, fd, identity, unlink_on_drop)?;
+        let header = segment.header();
+        header.identity.write(&identity);
+        header.identity.state.store(STATE_READY, Ordering::Release);
+        Ok(segment)
+    }
+
+    /// Opens an existing segment and validates its header against `fstat` and
+    /// `expect`, waiting up to `expect.ready_timeout` for its creator to
+    /// finish.
+    pub(crate) fn open(name: &str, expect: &Expect) -> Result<Segment, Error> {
+        validate_name(name)?;
+        let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
+        Self::attach(name, fd, expect)
+    }
+
+    fn attach(name: &str, fd: OwnedFd, expect: &Expect) -> Result<Segment, Error> {
+        let deadline = Instant::now() + expect.ready_timeout;
+        let segment = name.to_owned();
+        let stat = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?;
+        let me = rustix::process::getuid().as_raw();
+        if stat.st_uid != me && !expect.allow_foreign_owner {
+            return Err(Error::PermissionDenied {
+                segment,
+                detail: format!(
+                    "it belongs to uid {}, not to this process's uid {me} (see RingOptions::allow_foreign_owner)",
+                    stat.st_uid
+                ),
+            });
+        }
+        // The creator sizes the object right after creating it: wait for a
+        // header to be there at all.
+        let mut size = stat.st_size as u64;
+        while size < HEADER_BYTES {
+            if size >= 8 && !starts_with_magic(&fd) {
+                return Err(Error::NotShmring { segment });
+            }
+            if Instant::now() >= deadline {
+                return Err(if size == 0 {
+                    Error::NotReady { segment, waited: expect.ready_timeout }
+                } else {
+                    Error::SizeMismatch { segment, expected: HEADER_BYTES, found: size }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            size = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_size as u64;
+        }
+        // Map only the header until it is validated: its sizes are untrusted.
+        let probe = Mapping::new(name, &fd, HEADER_BYTES as usize)?;
+        let (identity, stored_checksum) = probe.header().identity.wait_ready(name, deadline, expect.ready_timeout)?;
+        validate_identity(name, &identity, stored_checksum, size, expect)?;
+        drop(probe);
+        Self::map(name, fd, identity, false)
+    }
+
+    fn map(name: &str, fd: OwnedFd, identity: IdentityFields, unlink_on_drop: bool) -> Result<Segment, Error> {
+        let mapping = Mapping::new(name, &fd, identity.total_size as usize)?;
+        let data = NonNull::new(mapping.base.as_ptr().wrapping_add(identity.data_offset as usize))
+            .ok_or_else(|| Error::Corrupted(Corrupted::new(&Arc::from(name), "data region at a null address")))?;
+        // SAFETY: validated (or, for a new segment, chosen) so that
+        // `data_offset + capacity == total_size`, the length we mapped; the data
+        // offset is a multiple of the page size so `data` is 8-aligned; the
+        // capacity is a power of two >= 4096. The mapping is owned by the
+        // `Segment` we return, which drops `region` before unmapping.
+        let region = unsafe { Region::from_raw(data, identity.capacity as usize) };
+        let (base, len) = (mapping.base, mapping.len);
+        std::mem::forget(mapping);
+        Ok(Segment { name: Arc::from(name), fd, base, len, region, identity, unlink_on_drop })
+    }
+
+    /// The segment's name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The identity validated at attach.
+    pub(crate) fn identity(&self) -> &IdentityFields {
+        &self.identity
+    }
+
+    /// The kind validated at attach.
+    pub(crate) fn kind(&self) -> Kind {
+        Kind::from_code(self.identity.kind).unwrap_or(Kind::Spsc)
+    }
+
+    /// The whole header.
+    pub(crate) fn header(&self) -> &SegmentHeader {
+        // SAFETY: the mapping starts with at least HEADER_BYTES >=
+        // size_of::<SegmentHeader>() bytes, is page-aligned (>= its 128-byte
+        // alignment), and lives as long as `self`. Every field is an atomic, so
+        // concurrent writes by other processes are not data races.
+        unsafe { self.base.cast::<SegmentHeader>().as_ref() }
+    }
+
+    /// Takes the participant lock of `slot`: `false` if a live process holds
+    /// it.
+    pub(crate) fn try_lock(&self, slot: Slot) -> Result<bool, Error> {
+        let mut lock = byte_lock(libc::F_WRLCK, slot);
+        // SAFETY: `fcntl(F_OFD_SETLK)` reads the `flock` we pass by pointer,
+        // which is valid for the call; the descriptor is open (owned by self).
+        let rc = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        match Errno::from_io_error(&std::io::Error::last_os_error()) {
+            Some(Errno::AGAIN) | Some(Errno::ACCESS) => Ok(false),
+            Some(e) => Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLK)", e)),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether some open file description (another handle, in any process)
+    /// holds the participant lock of `slot`.
+    pub(crate) fn is_locked(&self, slot: Slot) -> bool {
+        let mut lock = byte_lock(libc::F_WRLCK, slot);
+        // SAFETY: `fcntl(F_OFD_GETLK)` reads and writes the `flock` we pass by
+        // pointer, valid for the call; the descriptor is open.
+        let rc = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+        // If the probe itself fails, say "alive": a false "dead" would let a
+        // second process take a live role.
+        rc != 0 || lock.l_type != libc::F_UNLCK as libc::c_short
+    }
+}
+
+impl RingBacking for Segment {
+    fn header(&self) -> &crate::layout::RingHeader {
+        &Segment::header(self).ring
+    }
+    fn region(&self) -> &Region {
+        &self.region
+    }
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn max_message(&self) -> u32 {
+        self.identity.max_message
+    }
+    fn is_alive(&self, slot: Slot) -> bool {
+        self.is_locked(slot)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are the mapping made in `map`, unmapped only
+        // here; `region` and every view into it borrow `self`, so none is
+        // alive now.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+        if self.unlink_on_drop {
+            let _ = shm::unlink(&*self.name);
+        }
+    }
+}
+
+/// A `flock` for one participant byte.
+fn byte_lock(kind: libc::c_int, slot: Slot) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid
+    // value (and the `l_pid` of 0 that OFD locks require).
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = slot.lock_byte() as libc::off_t;
+    lock.l_len = 1;
+    lock
+}
+
+fn starts_with_magic(fd: &OwnedFd) -> bool {
+    let mut magic = [0u8; 8];
+    matches!(rustix::io::pread(fd, &mut magic, 0), Ok(8)) && u64::from_le_bytes(magic) == MAGIC
+}
+
+/// A plain `mmap` owned until dropped (used for the header probe, and handed
+/// over to `Segment` once validated).
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(name: &str, fd: &OwnedFd, len: usize) -> Result<Mapping, Error> {
+        // SAFETY: a fresh shared mapping of `len` bytes of our own descriptor
+        // at an address the kernel chooses: it aliases no Rust object. Bytes
+        // past the end of the file would fault, which is why callers size
+        // `len` from a validated header checked against `fstat`.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED | MapFlags::POPULATE,
+                fd,
+                0,
+            )
+        }
+        .map_err(|e| Error::from_os(name, "mmap", e))?;
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Io {
+            segment: name.to_owned(),
+            op: "mmap",
+            source: std::io::Error::other("mapped at address 0"),
+        })?;
+        Ok(Mapping { base, len })
+    }
+
+    fn header(&self) -> &SegmentHeader {
+        // SAFETY: at least HEADER_BYTES are mapped, page-aligned, for as long
+        // as `self`; every header field is an atomic.
+        unsafe { self.base.cast::<SegmentHeader>().as_ref() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once; `header()` borrows end with
+        // `self`.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+impl crate::layout::Identity {
+    /// Waits until the creator has published the header (`state` READY, read
+    /// with Acquire), then reads it and its stored checksum.
+    fn wait_ready(&self, name: &str, deadline: Instant, waited: Duration) -> Result<(IdentityFields, u64), Error> {
+        loop {
+            let state = self.state.load(Ordering::Acquire);
+            if state == STATE_READY {
+                return Ok((self.read(), self.checksum.load(Ordering::Relaxed)));
+            }
+            let magic = self.magic.load(Ordering::Relaxed);
+            if state != STATE_INITIALIZING || (magic != 0 && magic != MAGIC) {
+                return Err(Error::NotShmring { segment: name.to_owned() });
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotReady { segment: name.to_owned(), waited });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Checks every identity field before any of them is used.
+fn validate_identity(
+    name: &str,
+    id: &IdentityFields,
+    stored_checksum: u64,
+    file_size: u64,
+    expect: &Expect,
+) -> Result<(), Error> {
+    let segment = || name.to_owned();
+    if id.magic != MAGIC {
+        return Err(Error::NotShmring { segment: segment() });
+    }
+    if id.version != VERSION {
+        return Err(Error::VersionMismatch { segment: segment(), found: id.version, expected: VERSION });
+    }
+    if id.checksum() != stored_checksum {
+        return Err(Error::ChecksumMismatch { segment: segment() });
+    }
+    let kind = Kind::from_code(id.kind);
+    match (kind, expect.kind) {
+        (None, Some(expected)) => return Err(Error::KindMismatch { segment: segment(), found: None, expected }),
+        (None, None) => return Err(corrupt(name, format!("unknown ring kind {}", id.kind))),
+        (Some(found), Some(expected)) if found != expected => {
+            return Err(Error::KindMismatch { segment: segment(), found: Some(found), expected })
+        }
+        _ => {}
+    }
+    if id.data_offset < HEADER_BYTES || id.data_offset % page_size() != 0 || id.data_offset > 1 << 20 {
+        return Err(corrupt(name, format!("data offset {} is not a page-aligned offset after the header", id.data_offset)));
+    }
+    let shape = Shape {
+        kind: kind.unwrap_or(Kind::Spsc),
+        capacity: id.capacity,
+        max_message: id.max_message,
+        max_producers: id.max_producers,
+        mode: 0o600,
+    };
+    check_shape(name, &shape).map_err(|e| match e {
+        Error::InvalidOptions { reason, .. } => corrupt(name, reason),
+        other => other,
+    })?;
+    if id.total_size != id.data_offset + id.capacity {
+        return Err(corrupt(
+            name,
+            format!("total size {} is not data offset {} + capacity {}", id.total_size, id.data_offset, id.capacity),
+        ));
+    }
+    if file_size != id.total_size {
+        return Err(Error::SizeMismatch { segment: segment(), expected: id.total_size, found: file_size });
+    }
+    debug_assert!(record_size(u64::from(id.max_message)) * 2 <= id.capacity);
+    Ok(())
+}
+
+fn corrupt(name: &str, what: String) -> Error {
+    Error::Corrupted(Corrupted::new(&Arc::from(name), what))
+}

@@ -1,0 +1,176 @@
+//! The atomics, fences and futex the ring is written against.
+//!
+//! This is the only module that names `std::sync::atomic` or `loom`. Normally
+//! it re-exports the standard atomics and wraps the kernel futex; under
+//! `--cfg shmring_loom` it re-exports loom's atomics and a modelled futex, so
+//! the ring algorithms in [`crate::ring`] are written once and model-checked as
+//! they are.
+//!
+//! The orderings the protocol depends on are named constants here rather than
+//! literals at the use sites. Under `--cfg shmring_mutant="..."` (loom builds
+//! only) a constant is weakened or a fence removed, so that `loom-tests` can
+//! show the models catch exactly that bug.
+
+#[cfg(not(shmring_loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(shmring_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(all(shmring_mutant, not(shmring_loom)))]
+compile_error!("shmring_mutant switches are for loom builds only (add --cfg shmring_loom)");
+
+#[cfg(not(target_has_atomic = "64"))]
+compile_error!("shmring needs 64-bit atomics: positions in the shared header are AtomicU64");
+
+/// Ordering of the store that makes a record (or a freed range) visible.
+pub(crate) const PUBLISH: Ordering = if cfg!(shmring_mutant = "relaxed_publish") {
+    Ordering::Relaxed
+} else {
+    Ordering::Release
+};
+
+/// Ordering of the load that observes a published record (or freed range).
+pub(crate) const OBSERVE: Ordering = if cfg!(shmring_mutant = "relaxed_observe") {
+    Ordering::Relaxed
+} else {
+    Ordering::Acquire
+};
+
+/// The waker's StoreLoad barrier: between publishing and reading the peer's
+/// sleeper count. Pairs with [`sleeper_fence`].
+#[inline(always)]
+pub(crate) fn waker_fence() {
+    if !cfg!(shmring_mutant = "no_sleeper_fence_waker") {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The sleeper's StoreLoad barrier: between announcing itself and re-checking
+/// the condition it waits for. Pairs with [`waker_fence`].
+#[inline(always)]
+pub(crate) fn sleeper_fence() {
+    if !cfg!(shmring_mutant = "no_sleeper_fence_sleeper") {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// How a futex wait ended. All of them mean "re-check the condition".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FutexWait {
+    /// Woken, interrupted, or the word had already changed.
+    Woken,
+    /// The timeout ran out.
+    TimedOut,
+}
+
+pub use futex::FutexWord;
+
+#[cfg(not(shmring_loom))]
+mod futex {
+    use super::{AtomicU32, FutexWait, Ordering};
+    use rustix::io::Errno;
+    use rustix::thread::futex;
+    use std::time::Duration;
+
+    /// A 32-bit word in shared memory that processes sleep on.
+    ///
+    /// Never `FUTEX_PRIVATE`: the word is shared between processes, and a
+    /// private futex is keyed by (mm, address), which another process never
+    /// matches.
+    #[repr(transparent)]
+    #[derive(Debug, Default)]
+    pub struct FutexWord(AtomicU32);
+
+    impl FutexWord {
+        /// The word's current value.
+        pub fn load(&self, order: Ordering) -> u32 {
+            self.0.load(order)
+        }
+
+        /// Change the word so that a sleeper that read the old value does not
+        /// go to sleep (or is woken by the following [`wake_all`]).
+        ///
+        /// [`wake_all`]: Self::wake_all
+        pub(crate) fn bump(&self) {
+            if !cfg!(shmring_mutant = "wake_without_bump") {
+                self.0.fetch_add(1, Ordering::Release);
+            }
+        }
+
+        /// `futex(FUTEX_WAIT)`: sleep while the word equals `expected`, at most
+        /// `timeout`.
+        pub(crate) fn wait(&self, expected: u32, timeout: Option<Duration>) -> FutexWait {
+            let timespec = timeout.map(|t| rustix::thread::futex::Timespec {
+                tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(t.subsec_nanos()),
+            });
+            match futex::wait(&self.0, futex::Flags::empty(), expected, timespec.as_ref()) {
+                Err(Errno::TIMEDOUT) => FutexWait::TimedOut,
+                // AGAIN: the word changed before we slept; INTR: a signal.
+                // Both, like a real wake-up, mean "re-check".
+                _ => FutexWait::Woken,
+            }
+        }
+
+        /// `futex(FUTEX_WAKE)` for every sleeper on the word.
+        pub(crate) fn wake_all(&self) {
+            // An error here (EFAULT, EINVAL) cannot happen for a valid
+            // `&AtomicU32`; a failed wake would be caught by the sleeper's
+            // bounded park slice anyway.
+            let _ = futex::wake(&self.0, futex::Flags::empty(), i32::MAX as u32);
+        }
+    }
+}
+
+#[cfg(shmring_loom)]
+mod futex {
+    use super::{AtomicU32, FutexWait, Ordering};
+    use loom::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    /// A loom model of a futex word that keeps the kernel's contract: `wait`
+    /// compares the word under the bucket lock and sleeps only if it still
+    /// equals `expected`; `wake_all` takes the bucket lock and wakes every
+    /// sleeper. Timeouts are not modelled (a wait blocks until woken), so a
+    /// lost wake-up is reported by loom as a deadlock.
+    #[derive(Debug)]
+    pub struct FutexWord {
+        word: AtomicU32,
+        bucket: Mutex<()>,
+        sleepers: Condvar,
+    }
+
+    impl Default for FutexWord {
+        fn default() -> Self {
+            FutexWord { word: AtomicU32::new(0), bucket: Mutex::new(()), sleepers: Condvar::new() }
+        }
+    }
+
+    impl FutexWord {
+        /// The word's current value.
+        pub fn load(&self, order: Ordering) -> u32 {
+            self.word.load(order)
+        }
+
+        pub(crate) fn bump(&self) {
+            if !cfg!(shmring_mutant = "wake_without_bump") {
+                self.word.fetch_add(1, Ordering::Release);
+            }
+        }
+
+        pub(crate) fn wait(&self, expected: u32, _timeout: Option<Duration>) -> FutexWait {
+            let bucket = self.bucket.lock().unwrap();
+            if self.word.load(Ordering::SeqCst) != expected {
+                return FutexWait::Woken;
+            }
+            drop(self.sleepers.wait(bucket).unwrap());
+            FutexWait::Woken
+        }
+
+        pub(crate) fn wake_all(&self) {
+            let _bucket = self.bucket.lock().unwrap();
+            self.sleepers.notify_all();
+        }
+    }
+}
