@@ -166,6 +166,7 @@ pub enum Error {
 
 impl Error {
     /// Map an errno from a system call on `segment` to the matching variant.
+    #[cfg_attr(shmring_loom, allow(dead_code))]
     pub(crate) fn from_os(segment: &str, op: &'static str, errno: rustix::io::Errno) -> Error {
         use rustix::io::Errno;
         let segment = segment.to_owned();

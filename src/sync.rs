@@ -7,9 +7,10 @@
 //! they are.
 //!
 //! The orderings the protocol depends on are named constants here rather than
-//! literals at the use sites. Under `--cfg shmring_mutant="..."` (loom builds
-//! only) a constant is weakened or a fence removed, so that `loom-tests` can
-//! show the models catch exactly that bug.
+//! literals at the use sites. In a loom build only, the compile-time variable
+//! `SHMRING_MUTANT` weakens one of them or removes one fence (see [`MUTANTS`]),
+//! so that `loom-tests` can show the models catch exactly that bug. A normal
+//! build never reads the variable.
 
 #[cfg(not(shmring_loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
@@ -17,21 +18,67 @@ pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(shmring_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-#[cfg(all(shmring_mutant, not(shmring_loom)))]
-compile_error!("shmring_mutant switches are for loom builds only (add --cfg shmring_loom)");
+/// The protocol weakenings a loom build can be compiled with, each named by
+/// what it breaks.
+pub const MUTANTS: [&str; 6] = [
+    "relaxed_publish",          // commit / head stores Relaxed instead of Release
+    "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
+    "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
+    "no_sleeper_fence_sleeper", // no SeqCst fence between announce and re-check
+    "wake_without_bump",        // waker wakes without changing the futex word
+    "no_terminator",            // producer does not zero the word after a record
+];
+
+#[cfg(shmring_loom)]
+const MUTANT: &str = match option_env!("SHMRING_MUTANT") {
+    Some(m) => m,
+    None => "",
+};
+#[cfg(not(shmring_loom))]
+const MUTANT: &str = "";
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether this (loom) build carries the named mutant.
+pub(crate) const fn mutant(name: &str) -> bool {
+    same(MUTANT, name)
+}
+
+const _: () = {
+    let mut known = MUTANT.is_empty();
+    let mut i = 0;
+    while i < MUTANTS.len() {
+        known |= same(MUTANT, MUTANTS[i]);
+        i += 1;
+    }
+    assert!(known, "SHMRING_MUTANT names no known mutant (see sync::MUTANTS)");
+};
 
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("shmring needs 64-bit atomics: positions in the shared header are AtomicU64");
 
 /// Ordering of the store that makes a record (or a freed range) visible.
-pub(crate) const PUBLISH: Ordering = if cfg!(shmring_mutant = "relaxed_publish") {
+pub(crate) const PUBLISH: Ordering = if mutant("relaxed_publish") {
     Ordering::Relaxed
 } else {
     Ordering::Release
 };
 
 /// Ordering of the load that observes a published record (or freed range).
-pub(crate) const OBSERVE: Ordering = if cfg!(shmring_mutant = "relaxed_observe") {
+pub(crate) const OBSERVE: Ordering = if mutant("relaxed_observe") {
     Ordering::Relaxed
 } else {
     Ordering::Acquire
@@ -41,7 +88,7 @@ pub(crate) const OBSERVE: Ordering = if cfg!(shmring_mutant = "relaxed_observe")
 /// sleeper count. Pairs with [`sleeper_fence`].
 #[inline(always)]
 pub(crate) fn waker_fence() {
-    if !cfg!(shmring_mutant = "no_sleeper_fence_waker") {
+    if !mutant("no_sleeper_fence_waker") {
         fence(Ordering::SeqCst);
     }
 }
@@ -50,13 +97,14 @@ pub(crate) fn waker_fence() {
 /// the condition it waits for. Pairs with [`waker_fence`].
 #[inline(always)]
 pub(crate) fn sleeper_fence() {
-    if !cfg!(shmring_mutant = "no_sleeper_fence_sleeper") {
+    if !mutant("no_sleeper_fence_sleeper") {
         fence(Ordering::SeqCst);
     }
 }
 
 /// How a futex wait ended. All of them mean "re-check the condition".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(shmring_loom, allow(dead_code))]
 pub(crate) enum FutexWait {
     /// Woken, interrupted, or the word had already changed.
     Woken,
@@ -93,7 +141,7 @@ mod futex {
         ///
         /// [`wake_all`]: Self::wake_all
         pub(crate) fn bump(&self) {
-            if !cfg!(shmring_mutant = "wake_without_bump") {
+            if !super::mutant("wake_without_bump") {
                 self.0.fetch_add(1, Ordering::Release);
             }
         }
@@ -154,7 +202,7 @@ mod futex {
         }
 
         pub(crate) fn bump(&self) {
-            if !cfg!(shmring_mutant = "wake_without_bump") {
+            if !super::mutant("wake_without_bump") {
                 self.word.fetch_add(1, Ordering::Release);
             }
         }

@@ -209,3 +209,46 @@ pub(crate) fn mark_detached(header: &RingHeader, slot: Slot, peer_line: &WakeLin
     }
     wake_if_sleeping(peer_line, stats);
 }
+
+/// A ring in heap memory, for the loom models: the same header and algorithms,
+/// with loom's atomics and a loom-tracked data region.
+#[cfg(shmring_loom)]
+#[derive(Debug)]
+pub struct HeapRing {
+    header: RingHeader,
+    region: Region,
+    name: Arc<str>,
+    max_message: u32,
+}
+
+#[cfg(shmring_loom)]
+impl HeapRing {
+    /// A zeroed ring of `capacity` bytes taking messages up to `max_message`.
+    pub fn new(capacity: usize, max_message: u32) -> Self {
+        HeapRing {
+            header: RingHeader::default(),
+            region: Region::new_heap(capacity),
+            name: Arc::from("/loom"),
+            max_message,
+        }
+    }
+}
+
+#[cfg(shmring_loom)]
+impl RingBacking for HeapRing {
+    fn header(&self) -> &RingHeader {
+        &self.header
+    }
+    fn region(&self) -> &Region {
+        &self.region
+    }
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn max_message(&self) -> u32 {
+        self.max_message
+    }
+    fn is_alive(&self, _slot: Slot) -> bool {
+        true
+    }
+}

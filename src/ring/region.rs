@@ -177,10 +177,15 @@ mod imp {
     use crate::sync::Ordering;
     use loom::cell::UnsafeCell;
 
+    /// One 8-byte word of the modelled region. `value` is the word as atomics
+    /// see it (commit words, terminators, and payload bytes too, so a stale
+    /// payload later polled as a header reads as it would in real memory);
+    /// `payload` is the same bytes as payload reads see them, and the cell loom
+    /// tracks for data races.
     #[derive(Debug)]
     struct Word {
         value: AtomicU64,
-        payload: UnsafeCell<()>,
+        payload: UnsafeCell<[u8; 8]>,
     }
 
     /// The ring's data region, as loom-tracked heap memory.
@@ -193,7 +198,8 @@ mod imp {
         /// A zeroed region of `len` bytes (a power of two of at least 8).
         pub fn new_heap(len: usize) -> Region {
             assert!(len.is_power_of_two() && len >= 8);
-            let words = (0..len / 8).map(|_| Word { value: AtomicU64::new(0), payload: UnsafeCell::new(()) }).collect();
+            let words =
+                (0..len / 8).map(|_| Word { value: AtomicU64::new(0), payload: UnsafeCell::new([0; 8]) }).collect();
             Region { words }
         }
 
@@ -206,37 +212,38 @@ mod imp {
             &self.words[(index as usize / 8) & (self.words.len() - 1)].value
         }
 
-        fn in_bounds(&self, offset: usize, len: usize) -> bool {
-            offset <= self.len() && len <= self.len() - offset
+        /// The words covering `len` bytes at the 8-aligned `offset` (the ring
+        /// only moves payloads at record offset + 8).
+        fn words(&self, offset: usize, len: usize) -> Option<&[Word]> {
+            assert_eq!(offset % 8, 0, "the model moves payloads by whole words");
+            if offset > self.len() || len > self.len() - offset {
+                return None;
+            }
+            Some(&self.words[offset / 8..(offset + len).div_ceil(8)])
         }
 
-        /// Payload bytes are stored in the word's atomic (so a later header
-        /// read of the same bytes sees them), but every payload access also
-        /// touches the word's UnsafeCell, which is what loom checks for races.
+        /// Whole words are written (the tail of the last one is record
+        /// padding), so no old value is read and loom explores no extra
+        /// branches for it.
         pub(crate) fn write(&self, offset: usize, src: &[u8]) -> bool {
-            if !self.in_bounds(offset, src.len()) {
-                return false;
-            }
-            for (i, &byte) in src.iter().enumerate() {
-                let at = offset + i;
-                let word = &self.words[at / 8];
-                word.payload.with_mut(|_| ());
-                let mut bytes = word.value.load(Ordering::Relaxed).to_le_bytes();
-                bytes[at % 8] = byte;
+            let Some(words) = self.words(offset, src.len()) else { return false };
+            for (word, chunk) in words.iter().zip(src.chunks(8)) {
+                let mut bytes = [0u8; 8];
+                bytes[..chunk.len()].copy_from_slice(chunk);
+                // SAFETY: loom's pointer to the cell is valid for the closure;
+                // loom itself checks that no other access races with this one.
+                word.payload.with_mut(|cell| unsafe { *cell = bytes });
                 word.value.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
             }
             true
         }
 
         pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
-            if !self.in_bounds(offset, dst.len()) {
-                return false;
-            }
-            for (i, byte) in dst.iter_mut().enumerate() {
-                let at = offset + i;
-                let word = &self.words[at / 8];
-                word.payload.with(|_| ());
-                *byte = word.value.load(Ordering::Relaxed).to_le_bytes()[at % 8];
+            let Some(words) = self.words(offset, dst.len()) else { return false };
+            for (word, chunk) in words.iter().zip(dst.chunks_mut(8)) {
+                // SAFETY: as in `write`; loom checks this read for races.
+                let bytes = word.payload.with(|cell| unsafe { *cell });
+                chunk.copy_from_slice(&bytes[..chunk.len()]);
             }
             true
         }
@@ -257,7 +264,7 @@ mod imp {
         pub(crate) unsafe fn view_mut<'a>(&self, offset: usize, len: usize) -> Option<ViewMut<'a>> {
             // A fresh staging buffer: the grant's initial contents are
             // unspecified, and reading the old bytes would be a spurious access.
-            self.in_bounds(offset, len).then(|| ViewMut(vec![0; len], std::marker::PhantomData))
+            self.words(offset, len).map(|_| ViewMut(vec![0; len], std::marker::PhantomData))
         }
     }
 

@@ -211,7 +211,7 @@ fn payload_offset(position: u64, capacity: u64) -> usize {
 /// consumer, once it gets there, polls a zero until the next commit.
 #[inline(always)]
 fn terminate(region: &super::Region, position: u64) {
-    if !cfg!(shmring_mutant = "no_terminator") {
+    if !crate::sync::mutant("no_terminator") {
         region.word(position).store(0, Ordering::Relaxed);
     }
 }

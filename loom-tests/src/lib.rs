@@ -1,1 +1,0 @@
-//! Loom models live in tests/.
