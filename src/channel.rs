@@ -6,7 +6,7 @@ use crate::layout::{Kind, Slot};
 use crate::ring::{self, RingBacking, Stats};
 use crate::segment::{self, Expect, Segment, Shape};
 use crate::wait::WaitStrategy;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Default data region size: 1 MiB.
 pub const DEFAULT_CAPACITY: u64 = 1 << 20;
@@ -146,10 +146,6 @@ fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), E
     Err(Error::AlreadyAttached { segment: segment.name().to_string(), role, pid: holder })
 }
 
-fn deadline(timeout: Duration) -> Option<Instant> {
-    Instant::now().checked_add(timeout)
-}
-
 /// The sending side of an SPSC ring.
 ///
 /// ```no_run
@@ -199,7 +195,7 @@ impl Producer {
 
     /// Sends `msg`, blocking at most `timeout` while the ring is full.
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
-        self.ring.send(msg, self.wait, deadline(timeout)).map_err(Into::into)
+        self.ring.send(msg, self.wait, Some(timeout)).map_err(Into::into)
     }
 
     /// Claims `len` bytes in the ring to write in place, blocking while full.
@@ -216,7 +212,7 @@ impl Producer {
     /// Claims `len` bytes, blocking at most `timeout` while full.
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>, SendTimeoutError> {
         let wait = self.wait;
-        self.ring.reserve(len, wait, deadline(timeout)).map(Grant).map_err(Into::into)
+        self.ring.reserve(len, wait, Some(timeout)).map(Grant).map_err(Into::into)
     }
 
     /// This handle's counters.
@@ -335,7 +331,7 @@ impl Consumer {
 
     /// Copies the next message into `buf`, blocking at most `timeout`.
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
-        self.ring.recv(buf, self.wait, deadline(timeout)).map_err(Into::into)
+        self.ring.recv(buf, self.wait, Some(timeout)).map_err(Into::into)
     }
 
     /// Borrows the next message in place, blocking while the ring is empty.
@@ -353,7 +349,7 @@ impl Consumer {
     /// Borrows the next message in place, blocking at most `timeout`.
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
         let wait = self.wait;
-        self.ring.read(wait, deadline(timeout)).map(ReadGuard).map_err(Into::into)
+        self.ring.read(wait, Some(timeout)).map(ReadGuard).map_err(Into::into)
     }
 
     /// This handle's counters.

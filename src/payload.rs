@@ -13,57 +13,63 @@
 //! assert!(shmring::payload::check(3, 41, &buf).is_err());
 //! ```
 
+/// The first 12 bytes of every payload: `seq`, then `stream`.
+fn prefix(stream: u32, seq: u64) -> [u8; 12] {
+    let mut p = [0u8; 12];
+    p[..8].copy_from_slice(&seq.to_le_bytes());
+    p[8..].copy_from_slice(&stream.to_le_bytes());
+    p
+}
+
 /// Fills `buf` with the payload of (`stream`, `seq`).
 pub fn fill(stream: u32, seq: u64, buf: &mut [u8]) {
-    let head = seq.to_le_bytes();
-    let n = buf.len().min(8);
-    buf[..n].copy_from_slice(&head[..n]);
-    if buf.len() > 8 {
-        let id = stream.to_le_bytes();
-        let n = (buf.len() - 8).min(4);
-        buf[8..8 + n].copy_from_slice(&id[..n]);
-    }
+    let n = buf.len().min(12);
+    buf[..n].copy_from_slice(&prefix(stream, seq)[..n]);
     if buf.len() > 12 {
         let mut state = seed(stream, seq);
-        for chunk in buf[12..].chunks_mut(8) {
+        let mut words = buf[12..].chunks_exact_mut(8);
+        for word in &mut words {
             state = next(state);
-            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            word.copy_from_slice(&state.to_le_bytes());
         }
+        let rest = words.into_remainder();
+        let n = rest.len();
+        rest.copy_from_slice(&next(state).to_le_bytes()[..n]);
     }
 }
 
 /// Checks that `buf` is the payload of (`stream`, `seq`); the error names the
-/// first wrong byte.
+/// first wrong byte. Compares a word at a time: fast enough to verify every
+/// message of a multi-million-message stream.
 pub fn check(stream: u32, seq: u64, buf: &[u8]) -> Result<(), String> {
-    let mut expected = [0u8; 256];
-    let mut offset = 0;
-    // Compare against the expected bytes in windows, without allocating.
-    let mut state = seed(stream, seq);
-    while offset < buf.len() {
-        let window = (buf.len() - offset).min(expected.len());
-        for (i, e) in expected[..window].iter_mut().enumerate() {
-            let at = offset + i;
-            *e = match at {
-                0..=7 => seq.to_le_bytes()[at],
-                8..=11 => stream.to_le_bytes()[at - 8],
-                _ => {
-                    if (at - 12) % 8 == 0 {
-                        state = next(state);
-                    }
-                    state.to_le_bytes()[(at - 12) % 8]
-                }
-            };
+    let mismatch = |at: usize, expected: u8| {
+        Err(format!(
+            "payload of stream {stream} seq {seq} ({} bytes): byte {at} is {:#04x}, expected {expected:#04x}",
+            buf.len(),
+            buf[at]
+        ))
+    };
+    let expect_bytes = |offset: usize, got: &[u8], want: &[u8]| -> Result<(), String> {
+        match got.iter().zip(want).position(|(g, w)| g != w) {
+            Some(i) => mismatch(offset + i, want[i]),
+            None => Ok(()),
         }
-        if let Some(i) = (0..window).find(|&i| buf[offset + i] != expected[i]) {
-            let at = offset + i;
-            return Err(format!(
-                "payload of stream {stream} seq {seq} ({} bytes): byte {at} is {:#04x}, expected {:#04x}",
-                buf.len(),
-                buf[at],
-                expected[i]
-            ));
+    };
+    let n = buf.len().min(12);
+    expect_bytes(0, &buf[..n], &prefix(stream, seq)[..n])?;
+    if buf.len() > 12 {
+        let mut state = seed(stream, seq);
+        let mut words = buf[12..].chunks_exact(8);
+        let mut offset = 12;
+        for word in &mut words {
+            state = next(state);
+            if u64::from_le_bytes(word.try_into().unwrap_or_default()) != state {
+                return expect_bytes(offset, word, &state.to_le_bytes());
+            }
+            offset += 8;
         }
-        offset += window;
+        let rest = words.remainder();
+        expect_bytes(offset, rest, &next(state).to_le_bytes()[..rest.len()])?;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::error::{Corrupted, Stop};
 use crate::layout::Slot;
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crate::wait::{block, WaitStrategy, Waitable};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The consumer side of a ring.
 #[derive(Debug)]
@@ -153,10 +153,10 @@ impl<B: RingBacking> Consumer<B> {
         }
     }
 
-    /// Copies the next message into `buf`, waiting with `strategy` until
-    /// `deadline`.
-    pub fn recv(&mut self, buf: &mut Vec<u8>, strategy: WaitStrategy, deadline: Option<Instant>) -> Result<usize, Stop> {
-        let found = block(&mut Message { consumer: self }, strategy, deadline)?;
+    /// Copies the next message into `buf`, waiting with `strategy` for at most
+    /// `timeout`.
+    pub fn recv(&mut self, buf: &mut Vec<u8>, strategy: WaitStrategy, timeout: Option<Duration>) -> Result<usize, Stop> {
+        let found = block(&mut Message { consumer: self }, strategy, timeout)?;
         Ok(self.copy_out(found, buf))
     }
 
@@ -168,10 +168,10 @@ impl<B: RingBacking> Consumer<B> {
         }
     }
 
-    /// Borrows the next message in place, waiting with `strategy` until
-    /// `deadline`.
-    pub fn read(&mut self, strategy: WaitStrategy, deadline: Option<Instant>) -> Result<ReadGuard<'_, B>, Stop> {
-        let found = block(&mut Message { consumer: self }, strategy, deadline)?;
+    /// Borrows the next message in place, waiting with `strategy` for at most
+    /// `timeout`.
+    pub fn read(&mut self, strategy: WaitStrategy, timeout: Option<Duration>) -> Result<ReadGuard<'_, B>, Stop> {
+        let found = block(&mut Message { consumer: self }, strategy, timeout)?;
         ReadGuard::new(self, found)
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{Corrupted, Stop, TooLarge};
 use crate::layout::{Slot, SLOT_DETACHED};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crate::wait::{block, WaitStrategy, Waitable};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The producer side of an SPSC ring.
 #[derive(Debug)]
@@ -172,9 +172,9 @@ impl<B: RingBacking> Producer<B> {
         }
     }
 
-    /// Sends `msg`, waiting for room with `strategy` until `deadline`.
-    pub fn send(&mut self, msg: &[u8], strategy: WaitStrategy, deadline: Option<Instant>) -> Result<(), Stop> {
-        let claim = block(&mut Room { producer: self, len: msg.len() }, strategy, deadline)?;
+    /// Sends `msg`, waiting for room with `strategy` for at most `timeout`.
+    pub fn send(&mut self, msg: &[u8], strategy: WaitStrategy, timeout: Option<Duration>) -> Result<(), Stop> {
+        let claim = block(&mut Room { producer: self, len: msg.len() }, strategy, timeout)?;
         self.write_claim(claim, msg);
         Ok(())
     }
@@ -187,9 +187,9 @@ impl<B: RingBacking> Producer<B> {
         }
     }
 
-    /// Claims `len` bytes, waiting for room with `strategy` until `deadline`.
-    pub fn reserve(&mut self, len: usize, strategy: WaitStrategy, deadline: Option<Instant>) -> Result<Grant<'_, B>, Stop> {
-        let claim = block(&mut Room { producer: self, len }, strategy, deadline)?;
+    /// Claims `len` bytes, waiting for room with `strategy` for at most `timeout`.
+    pub fn reserve(&mut self, len: usize, strategy: WaitStrategy, timeout: Option<Duration>) -> Result<Grant<'_, B>, Stop> {
+        let claim = block(&mut Room { producer: self, len }, strategy, timeout)?;
         Grant::new(self, claim)
     }
 }

@@ -1,0 +1,269 @@
+//! Two processes streaming through a shmring segment, then the same stream
+//! through a pipe, measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example demo
+//! cargo run --release --example demo -- --size 1024 --seconds 5 --wait busy
+//! ```
+//!
+//! The demo creates a segment, starts a consumer and a producer as two
+//! processes (this executable, re-run in a hidden role), lets them stream for
+//! a few seconds with every byte verified, prints what each achieved and the
+//! futex calls per message, removes the segment, and then runs the same
+//! verified stream over a pipe (one `write` per message, a buffered reader)
+//! for the ratio.
+mod common;
+
+use clap::{Parser, Subcommand};
+use common::{ConsumerArgs, ProducerArgs, Summary};
+use shmring::{payload, RingOptions, WaitStrategy};
+use std::error::Error;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Stream between two processes through shmring, then through a pipe, and compare")]
+struct Cli {
+    #[command(subcommand)]
+    role: Option<Role>,
+    /// How long each stream runs.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Ring capacity in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    capacity: u64,
+    /// Wait strategy of both sides: busy, spin or park.
+    #[arg(long, default_value = "spin")]
+    wait: WaitStrategy,
+    /// Zero-copy on both sides (reserve/commit, borrowed reads).
+    #[arg(long)]
+    zero_copy: bool,
+    /// Skip the pipe comparison.
+    #[arg(long)]
+    no_pipe: bool,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    #[command(hide = true)]
+    Producer(ProducerArgs),
+    #[command(hide = true)]
+    Consumer(ConsumerArgs),
+    #[command(hide = true)]
+    PipeProducer {
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        size: usize,
+    },
+    #[command(hide = true)]
+    PipeConsumer,
+}
+
+/// A child process that is killed if the demo exits early.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Removes the segment however the demo ends.
+struct Unlink(String);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = shmring::unlink(&self.0);
+    }
+}
+
+fn spawn(args: &[String], stdin: Stdio) -> Result<Running, Box<dyn Error>> {
+    let child = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    Ok(Running(child))
+}
+
+/// Waits for a child and returns the summary line it printed (on stdout, or
+/// on stderr for the pipe producer, whose stdout is the pipe).
+fn finish(mut child: Running) -> Result<Summary, Box<dyn Error>> {
+    let mut out = String::new();
+    if let Some(mut stdout) = child.0.stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    let mut err = String::new();
+    child.0.stderr.take().ok_or("no stderr")?.read_to_string(&mut err)?;
+    out.push_str(&err);
+    let status = child.0.wait()?;
+    let summary = out.lines().find_map(Summary::parse).ok_or_else(|| format!("no summary from a child: {out}"))?;
+    if !status.success() {
+        return Err(format!("{} exited with {status}", summary.role).into());
+    }
+    Ok(summary)
+}
+
+fn strategy_name(w: WaitStrategy) -> &'static str {
+    match w {
+        WaitStrategy::BusySpin => "busy",
+        WaitStrategy::SpinThenPark(_) => "spin",
+        WaitStrategy::Park => "park",
+    }
+}
+
+fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
+    let name = format!("/shmring-demo-{}", std::process::id());
+    RingOptions::new().capacity(cli.capacity).create(&name)?;
+    let _unlink = Unlink(name.clone());
+    let wait = strategy_name(cli.wait).to_owned();
+    let mut consumer_args: Vec<String> =
+        ["consumer", "--name", &name, "--verify", "--wait", &wait].iter().map(|s| s.to_string()).collect();
+    let seconds = cli.seconds.to_string();
+    let size = cli.size.to_string();
+    let mut producer_args: Vec<String> = ["producer", "--name", &name, "--seconds", &seconds, "--size", &size, "--wait", &wait]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if cli.zero_copy {
+        consumer_args.push("--zero-copy".into());
+        producer_args.push("--zero-copy".into());
+    }
+    let consumer = spawn(&consumer_args, Stdio::null())?;
+    let producer = spawn(&producer_args, Stdio::null())?;
+    let produced = finish(producer)?;
+    let consumed = finish(consumer)?;
+    println!("  {produced}");
+    println!("  {consumed}");
+    if consumed.messages != produced.messages || consumed.bytes != produced.bytes {
+        return Err(format!("sent {} messages but received {}", produced.messages, consumed.messages).into());
+    }
+    let futex = produced.futex_calls + consumed.futex_calls;
+    println!(
+        "  shmring: {:.2} M msgs/s, {:.3} GB/s, every byte verified; futex calls per message (both sides): {:.6}",
+        consumed.msgs_per_s() / 1e6,
+        consumed.gb_per_s(),
+        futex as f64 / consumed.messages.max(1) as f64
+    );
+    Ok(consumed)
+}
+
+fn run_pipe(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
+    let mut producer = spawn(
+        &["pipe-producer".into(), "--seconds".into(), cli.seconds.to_string(), "--size".into(), cli.size.to_string()],
+        Stdio::null(),
+    )?;
+    let pipe = producer.0.stdout.take().ok_or("no stdout")?;
+    let consumer = spawn(&["pipe-consumer".into()], Stdio::from(pipe))?;
+    let produced = finish(producer)?;
+    let consumed = finish(consumer)?;
+    println!("  {produced}");
+    println!("  {consumed}");
+    println!("  pipe: {:.2} M msgs/s, {:.3} GB/s, every byte verified", consumed.msgs_per_s() / 1e6, consumed.gb_per_s());
+    Ok(consumed)
+}
+
+/// One `write` per message, as an application sending messages would.
+fn pipe_producer(seconds: f64, size: usize) -> Result<Summary, Box<dyn Error>> {
+    let mut out = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let mut frame = vec![0u8; 4 + size];
+    frame[..4].copy_from_slice(&(size as u32).to_le_bytes());
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let mut seq = 0;
+    loop {
+        if seq % 1024 == 0 && Instant::now() >= until {
+            break;
+        }
+        payload::fill(0, seq, &mut frame[4..]);
+        out.write_all(&frame)?;
+        seq += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // The summary goes to stderr: stdout is the pipe.
+    let summary = Summary {
+        role: "pipe-producer".into(),
+        messages: seq,
+        bytes: seq * size as u64,
+        secs,
+        ..Summary::default()
+    };
+    eprintln!("{summary}");
+    Ok(summary)
+}
+
+fn pipe_consumer() -> Result<Summary, Box<dyn Error>> {
+    let mut input = BufReader::with_capacity(64 << 10, File::from(std::io::stdin().as_fd().try_clone_to_owned()?));
+    let mut summary = Summary { role: "pipe-consumer".into(), ..Summary::default() };
+    let mut buf = Vec::new();
+    let mut start = None;
+    loop {
+        let mut len = [0u8; 4];
+        if input.fill_buf()?.is_empty() {
+            break;
+        }
+        input.read_exact(&mut len)?;
+        buf.resize(u32::from_le_bytes(len) as usize, 0);
+        input.read_exact(&mut buf)?;
+        start.get_or_insert_with(Instant::now);
+        if payload::check(0, summary.messages, &buf).is_err() {
+            summary.errors += 1;
+        }
+        summary.messages += 1;
+        summary.bytes += buf.len() as u64;
+    }
+    summary.secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    Ok(summary)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match &cli.role {
+        Some(Role::Producer(args)) => common::report(|| common::run_producer(args)),
+        Some(Role::Consumer(args)) => common::report(|| common::run_consumer(args)),
+        Some(Role::PipeProducer { seconds, size }) => {
+            // Prints its own summary, to stderr: stdout is the pipe.
+            match pipe_producer(*seconds, *size) {
+                Ok(_) => std::process::exit(0),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(2)
+                }
+            }
+        }
+        Some(Role::PipeConsumer) => common::report(pipe_consumer),
+        None => {
+            if let Err(e) = demo(&cli) {
+                eprintln!("demo failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+fn demo(cli: &Cli) -> Result<(), Box<dyn Error>> {
+    println!(
+        "shmring demo: {}-byte messages for {} s, two processes, wait strategy {}{}",
+        cli.size,
+        cli.seconds,
+        strategy_name(cli.wait),
+        if cli.zero_copy { ", zero-copy" } else { "" }
+    );
+    let ring = run_shmring(cli)?;
+    if cli.no_pipe {
+        return Ok(());
+    }
+    println!("the same verified stream through a pipe:");
+    let pipe = run_pipe(cli)?;
+    println!("shmring / pipe: {:.1}x messages per second", ring.msgs_per_s() / pipe.msgs_per_s().max(1e-9));
+    Ok(())
+}
