@@ -139,6 +139,9 @@ fn wake_if_sleeping(line: &WakeLine, stats: &mut Stats) {
 pub(crate) struct PeerWatch {
     peer: Slot,
     polls: u32,
+    /// The slot's `attachments` count when the probe found its holder dead:
+    /// the verdict stands until someone attaches again.
+    dead_holder: Option<u32>,
     #[cfg(not(shmring_loom))]
     last_probe: Option<std::time::Instant>,
 }
@@ -148,6 +151,7 @@ impl PeerWatch {
         PeerWatch {
             peer,
             polls: 0,
+            dead_holder: None,
             #[cfg(not(shmring_loom))]
             last_probe: None,
         }
@@ -161,7 +165,18 @@ impl PeerWatch {
         let Some(peer) = backing.header().participant(self.peer) else { return false };
         match peer.state.load(Ordering::Acquire) {
             SLOT_DETACHED => true,
-            SLOT_ATTACHED => self.probe_due(slow) && !backing.is_alive(self.peer),
+            SLOT_ATTACHED => {
+                let attachments = peer.attachments.load(Ordering::Relaxed);
+                if self.dead_holder == Some(attachments) {
+                    return true;
+                }
+                self.dead_holder = None;
+                let dead = self.probe_due(slow) && !backing.is_alive(self.peer);
+                if dead {
+                    self.dead_holder = Some(attachments);
+                }
+                dead
+            }
             _ => false,
         }
     }

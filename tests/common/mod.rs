@@ -1,0 +1,251 @@
+//! Helpers for tests that need real processes and real segments.
+//!
+//! A test binary re-runs itself as a child process: the parent starts
+//! `current_exe() --exact child --ignored` with `SHMRING_CHILD_ROLE` set, and
+//! the binary's `#[ignore]`d `child` test calls [`child_main`]. Every child is
+//! killed and reaped when its guard drops, and every segment is unlinked when
+//! its guard drops, so a failing test leaves neither behind.
+#![allow(dead_code)] // each test binary uses part of this module
+
+use shmring::{payload, Consumer, Producer, RingOptions, SendTimeoutError};
+use std::os::unix::fs::FileExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// A segment name no other test (or run) uses.
+pub fn unique_name(tag: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    format!("/shmring-test-{tag}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Unlinks the segment when dropped (whatever the test's outcome).
+pub struct SegmentGuard(pub String);
+
+impl SegmentGuard {
+    pub fn new(tag: &str) -> SegmentGuard {
+        SegmentGuard(unique_name(tag))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
+    /// The segment's file under /dev/shm, for tests that scribble on it.
+    pub fn file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new().read(true).write(true).open(self.path()).expect("open /dev/shm file")
+    }
+
+    pub fn path(&self) -> String {
+        format!("/dev/shm{}", self.0)
+    }
+
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) {
+        self.file().write_all_at(bytes, offset).expect("write into segment");
+    }
+
+    pub fn read_u64(&self, offset: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.file().read_exact_at(&mut b, offset).expect("read segment");
+        u64::from_le_bytes(b)
+    }
+}
+
+impl Drop for SegmentGuard {
+    fn drop(&mut self) {
+        let _ = shmring::unlink(&self.0);
+    }
+}
+
+/// A child process, killed and reaped when dropped.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits (at most `limit`) for the child to exit; returns its stdout.
+    pub fn finish(mut self, limit: Duration) -> (bool, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                let mut out = String::new();
+                if let Some(mut stdout) = self.0.stdout.take() {
+                    use std::io::Read;
+                    let _ = stdout.read_to_string(&mut out);
+                }
+                return (status.success(), out);
+            }
+            assert!(start.elapsed() < limit, "child did not finish within {limit:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts this test binary again as a child with `role` and `env`.
+pub fn spawn_child(role: &str, env: &[(&str, String)]) -> ChildGuard {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args(["--exact", "child", "--ignored", "--nocapture", "--test-threads=1", "-q"])
+        .env("SHMRING_CHILD_ROLE", role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    ChildGuard(cmd.spawn().expect("spawn child"))
+}
+
+fn env(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("child needs {key}"))
+}
+
+fn env_u64(key: &str) -> u64 {
+    env(key).parse().unwrap_or_else(|_| panic!("{key} is not a number"))
+}
+
+/// Payload sizes for the integrity stream: mostly small and random, and
+/// regularly the maximum, 1 byte, and sizes that end exactly at the end of
+/// the region or just past it (forcing a padding record).
+pub fn stream_size(seq: u64, rng: &mut u64, position: u64, capacity: u64, max: usize) -> usize {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let to_end = (capacity - position % capacity).saturating_sub(8) as usize;
+    match seq % 17 {
+        0 if to_end <= max => to_end,         // the record ends exactly at the end
+        3 if to_end < max => to_end + 1,      // one byte too many: padding first
+        5 => max,
+        7 => 1,
+        11 if to_end >= 8 && to_end <= max => to_end - 7, // same record size as `to_end`
+        _ => 1 + (*rng % 128) as usize,
+    }
+}
+
+/// The payload of message `seq` of the integrity stream: its length is the
+/// stream id, so a truncated or padded message fails the check too.
+pub fn fill_stream(seq: u64, buf: &mut [u8]) {
+    payload::fill(buf.len() as u32, seq, buf);
+}
+
+pub fn check_stream(seq: u64, msg: &[u8]) -> Result<(), String> {
+    payload::check(msg.len() as u32, seq, msg)
+}
+
+/// Entry point of child processes; see the module docs.
+pub fn child_main() {
+    let Ok(role) = std::env::var("SHMRING_CHILD_ROLE") else { return };
+    let name = env("SHMRING_NAME");
+    let options = RingOptions::new();
+    match role.as_str() {
+        // Send SHMRING_COUNT integrity-stream messages, then detach.
+        "produce" => {
+            let mut producer = Producer::open(&name, &options).expect("open producer");
+            let count = env_u64("SHMRING_COUNT");
+            let (capacity, max) = (producer.capacity(), producer.max_message());
+            let mut buf = vec![0u8; max];
+            let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+            for seq in 0..count {
+                let len = stream_size(seq, &mut rng, producer.position(), capacity, max);
+                fill_stream(seq, &mut buf[..len]);
+                producer.send(&buf[..len]).expect("send");
+            }
+            println!("sent={count}");
+        }
+        // Send until killed or disconnected, printing nothing.
+        "produce-forever" => {
+            let mut producer = Producer::open(&name, &options).expect("open producer");
+            let mut buf = [0u8; 48];
+            for seq in 0.. {
+                fill_stream(seq, &mut buf);
+                if producer.send(&buf).is_err() {
+                    break;
+                }
+            }
+        }
+        // Send SHMRING_COUNT messages, then stay attached and idle until killed.
+        "produce-then-idle" => {
+            let mut producer = Producer::open(&name, &options).expect("open producer");
+            let mut buf = [0u8; 48];
+            for seq in 0..env_u64("SHMRING_COUNT") {
+                fill_stream(seq, &mut buf);
+                producer.send(&buf).expect("send");
+            }
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        // Hold the producer role until killed.
+        "hold-producer" => {
+            let _producer = Producer::open(&name, &options).expect("open producer");
+            println!("attached");
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        // Read in place, record the sequence number of each message in the
+        // progress file *before* releasing it, verify order and bytes; until
+        // killed.
+        "consume-progress" => {
+            let progress = std::fs::OpenOptions::new().write(true).open(env("SHMRING_PROGRESS")).expect("progress");
+            let mut consumer = Consumer::open(&name, &options).expect("open consumer");
+            let mut expected = None;
+            loop {
+                let Ok(msg) = consumer.read_timeout(Duration::from_secs(30)) else { return };
+                let (_, seq) = payload::identify(&msg).expect("message too short");
+                assert!(expected.is_none_or(|e| e == seq), "expected {expected:?}, got {seq}");
+                check_stream(seq, &msg).expect("payload");
+                progress.write_all_at(&seq.to_le_bytes(), 0).expect("record progress");
+                expected = Some(seq + 1);
+                drop(msg);
+            }
+        }
+        // Drain until the producer is gone, checking that sequence numbers are
+        // contiguous; print the first, the last and the count.
+        "consume-rest" => {
+            let mut consumer = Consumer::open(&name, &options).expect("open consumer");
+            let mut buf = Vec::new();
+            let (mut first, mut last, mut count) = (None, None::<u64>, 0u64);
+            while consumer.recv_timeout(&mut buf, Duration::from_secs(30)).is_ok() {
+                let (_, seq) = payload::identify(&buf).expect("message too short");
+                check_stream(seq, &buf).expect("payload");
+                assert!(last.is_none_or(|l| l + 1 == seq), "gap or duplicate: {last:?} then {seq}");
+                first.get_or_insert(seq);
+                last = Some(seq);
+                count += 1;
+            }
+            println!("first={} last={} count={count}", first.map_or(-1, |f| f as i64), last.map_or(-1, |l| l as i64));
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+/// Sends the integrity stream from this process until `send_timeout` says
+/// the consumer is gone; returns how many were sent.
+pub fn produce_until_disconnected(producer: &mut Producer, limit: Duration) -> u64 {
+    let start = Instant::now();
+    let mut buf = [0u8; 48];
+    for seq in 0.. {
+        fill_stream(seq, &mut buf);
+        match producer.send_timeout(&buf, Duration::from_secs(10)) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Disconnected) => return seq,
+            Err(e) => panic!("send {seq}: {e}"),
+        }
+        assert!(start.elapsed() < limit, "producer never saw the consumer go");
+    }
+    unreachable!()
+}
+
+/// Parses `key=value` pairs from a child's output.
+pub fn field(out: &str, key: &str) -> i64 {
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {out:?}"))
+        .parse()
+        .expect("number")
+}
