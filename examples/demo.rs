@@ -130,10 +130,11 @@ fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
         ["consumer", "--name", &name, "--verify", "--wait", &wait].iter().map(|s| s.to_string()).collect();
     let seconds = cli.seconds.to_string();
     let size = cli.size.to_string();
-    let mut producer_args: Vec<String> = ["producer", "--name", &name, "--seconds", &seconds, "--size", &size, "--wait", &wait]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut producer_args: Vec<String> =
+        ["producer", "--name", &name, "--seconds", &seconds, "--size", &size, "--wait", &wait]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     if cli.zero_copy {
         consumer_args.push("--zero-copy".into());
         producer_args.push("--zero-copy".into());
@@ -168,7 +169,11 @@ fn run_pipe(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
     let consumed = finish(consumer)?;
     println!("  {produced}");
     println!("  {consumed}");
-    println!("  pipe: {:.2} M msgs/s, {:.3} GB/s, every byte verified", consumed.msgs_per_s() / 1e6, consumed.gb_per_s());
+    println!(
+        "  pipe: {:.2} M msgs/s, {:.3} GB/s, every byte verified",
+        consumed.msgs_per_s() / 1e6,
+        consumed.gb_per_s()
+    );
     Ok(consumed)
 }
 
@@ -190,13 +195,8 @@ fn pipe_producer(seconds: f64, size: usize) -> Result<Summary, Box<dyn Error>> {
     }
     let secs = start.elapsed().as_secs_f64();
     // The summary goes to stderr: stdout is the pipe.
-    let summary = Summary {
-        role: "pipe-producer".into(),
-        messages: seq,
-        bytes: seq * size as u64,
-        secs,
-        ..Summary::default()
-    };
+    let summary =
+        Summary { role: "pipe-producer".into(), messages: seq, bytes: seq * size as u64, secs, ..Summary::default() };
     eprintln!("{summary}");
     Ok(summary)
 }

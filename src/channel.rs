@@ -142,7 +142,8 @@ fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), E
     if segment.try_lock(slot)? {
         return Ok(());
     }
-    let holder = RingBacking::header(segment).participant(slot).map_or(0, |p| p.pid.load(crate::sync::Ordering::Relaxed));
+    let holder =
+        RingBacking::header(segment).participant(slot).map_or(0, |p| p.pid.load(crate::sync::Ordering::Relaxed));
     Err(Error::AlreadyAttached { segment: segment.name().to_string(), role, pid: holder })
 }
 

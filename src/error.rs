@@ -189,7 +189,9 @@ impl fmt::Display for Error {
             Error::InvalidOptions { segment, reason } => write!(f, "cannot create segment {segment}: {reason}"),
             Error::NotFound { segment } => write!(f, "segment {segment} does not exist"),
             Error::AlreadyExists { segment } => write!(f, "segment {segment} already exists"),
-            Error::PermissionDenied { segment, detail } => write!(f, "permission denied on segment {segment}: {detail}"),
+            Error::PermissionDenied { segment, detail } => {
+                write!(f, "permission denied on segment {segment}: {detail}")
+            }
             Error::NoSpace { segment, bytes } => {
                 write!(f, "no space for segment {segment}: {bytes} bytes could not be reserved (is /dev/shm full?)")
             }
@@ -467,7 +469,8 @@ mod tests {
         assert_eq!(TryRecvError::Corrupted(c.clone()).to_string(), c.to_string());
         let e = Error::from_os("/orders", "shm_open", rustix::io::Errno::NOENT);
         assert_eq!(e.to_string(), "segment /orders does not exist");
-        let e = Error::KindMismatch { segment: "/q".into(), found: Some(crate::Kind::Mpsc), expected: crate::Kind::Spsc };
+        let e =
+            Error::KindMismatch { segment: "/q".into(), found: Some(crate::Kind::Mpsc), expected: crate::Kind::Spsc };
         assert_eq!(e.to_string(), "segment /q is an MPSC ring, not SPSC");
         assert_eq!(SendTimeoutError::Timeout.to_string(), "timed out waiting for room in the ring");
     }

@@ -70,3 +70,8 @@ pub use error::{
 pub use layout::Kind;
 pub use ring::Stats;
 pub use wait::WaitStrategy;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -182,8 +182,8 @@ impl Segment {
         validate_name(name)?;
         check_shape(name, shape)?;
         let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
-        let fd = shm::open(name, flags, Mode::from_raw_mode(shape.mode))
-            .map_err(|e| Error::from_os(name, "shm_open", e))?;
+        let fd =
+            shm::open(name, flags, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "shm_open", e))?;
         // From here on the name is ours: remove it again if anything fails.
         let created = Self::init(name, fd, shape, unlink_on_drop);
         if created.is_err() {
@@ -483,7 +483,10 @@ fn validate_identity(
         _ => {}
     }
     if id.data_offset < HEADER_BYTES || id.data_offset % page_size() != 0 || id.data_offset > 1 << 20 {
-        return Err(corrupt(name, format!("data offset {} is not a page-aligned offset after the header", id.data_offset)));
+        return Err(corrupt(
+            name,
+            format!("data offset {} is not a page-aligned offset after the header", id.data_offset),
+        ));
     }
     let shape = Shape {
         kind: kind.unwrap_or(Kind::Spsc),

@@ -71,18 +71,10 @@ const _: () = {
 compile_error!("shmring needs 64-bit atomics: positions in the shared header are AtomicU64");
 
 /// Ordering of the store that makes a record (or a freed range) visible.
-pub(crate) const PUBLISH: Ordering = if mutant("relaxed_publish") {
-    Ordering::Relaxed
-} else {
-    Ordering::Release
-};
+pub(crate) const PUBLISH: Ordering = if mutant("relaxed_publish") { Ordering::Relaxed } else { Ordering::Release };
 
 /// Ordering of the load that observes a published record (or freed range).
-pub(crate) const OBSERVE: Ordering = if mutant("relaxed_observe") {
-    Ordering::Relaxed
-} else {
-    Ordering::Acquire
-};
+pub(crate) const OBSERVE: Ordering = if mutant("relaxed_observe") { Ordering::Relaxed } else { Ordering::Acquire };
 
 /// The waker's StoreLoad barrier: between publishing and reading the peer's
 /// sleeper count. Pairs with [`sleeper_fence`].

@@ -233,7 +233,10 @@ fn garbage_positions_are_reported() {
         segment.write_at(HEAD_AT, &head.to_le_bytes());
         let outcome = (0..200).map(|_| producer.try_send(&[0; 100])).find(|r| r.is_err());
         assert!(matches!(outcome, Some(Err(TrySendError::Corrupted(_)))), "head {head}: {outcome:?}");
-        assert!(matches!(producer.send_timeout(&[0; 100], Duration::from_secs(5)), Err(SendTimeoutError::Corrupted(_))));
+        assert!(matches!(
+            producer.send_timeout(&[0; 100], Duration::from_secs(5)),
+            Err(SendTimeoutError::Corrupted(_))
+        ));
     }
     // A tail hint no producer could have left, seen by a producer attaching.
     for tail in [u64::MAX - 7, 1 << 40, 5] {
@@ -264,9 +267,9 @@ fn random_scribbles_never_panic_or_hang() {
         let (segment, mut producer, mut consumer) = live("scribble");
         for _ in 0..1 + next() % 4 {
             let offset = match next() % 3 {
-                0 => next() % 1024,                  // identity, positions, wake words
-                1 => DATA_AT + next() % 256,         // the records just written
-                _ => DATA_AT + next() % 8192,        // anywhere in the data region
+                0 => next() % 1024,           // identity, positions, wake words
+                1 => DATA_AT + next() % 256,  // the records just written
+                _ => DATA_AT + next() % 8192, // anywhere in the data region
             };
             segment.write_at(offset, &next().to_le_bytes()[..1 + (next() % 8) as usize]);
         }

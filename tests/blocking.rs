@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const STRATEGIES: [WaitStrategy; 3] = [WaitStrategy::BusySpin, WaitStrategy::SpinThenPark(wait::DEFAULT_SPIN), WaitStrategy::Park];
+const STRATEGIES: [WaitStrategy; 3] =
+    [WaitStrategy::BusySpin, WaitStrategy::SpinThenPark(wait::DEFAULT_SPIN), WaitStrategy::Park];
 
 fn pair(tag: &str, wait: WaitStrategy) -> (SegmentGuard, Producer, Consumer) {
     let segment = SegmentGuard::new(tag);
@@ -187,9 +188,11 @@ fn grants_commit_or_discard() {
     let mut grant = producer.reserve(5).expect("reserve");
     grant.copy_from_slice(b"first");
     grant.commit();
-    let mut discarded = producer.try_reserve(7).expect("reserve");
-    discarded.copy_from_slice(b"dropped");
-    drop(discarded);
+    {
+        let mut discarded = producer.try_reserve(7).expect("reserve");
+        discarded.copy_from_slice(b"dropped");
+        // Goes out of scope without commit.
+    }
     producer.send(b"second").expect("send");
     assert_eq!(&*consumer.read().expect("read"), b"first");
     assert_eq!(&*consumer.read().expect("read"), b"second");

@@ -32,7 +32,9 @@ fn ten_million_messages_of_random_sizes_arrive_intact_and_in_order() {
         // Alternate copies and borrowed reads: both paths see every shape.
         let position = consumer.position();
         let outcome = if received % 2 == 0 {
-            consumer.recv_timeout(&mut buf, Duration::from_secs(30)).map(|_| check_stream(received, &buf).map(|_| buf.len()))
+            consumer
+                .recv_timeout(&mut buf, Duration::from_secs(30))
+                .map(|_| check_stream(received, &buf).map(|_| buf.len()))
         } else {
             consumer.read_timeout(Duration::from_secs(30)).map(|m| check_stream(received, &m).map(|_| m.len()))
         };

@@ -155,7 +155,12 @@ impl<B: RingBacking> Consumer<B> {
 
     /// Copies the next message into `buf`, waiting with `strategy` for at most
     /// `timeout`.
-    pub fn recv(&mut self, buf: &mut Vec<u8>, strategy: WaitStrategy, timeout: Option<Duration>) -> Result<usize, Stop> {
+    pub fn recv(
+        &mut self,
+        buf: &mut Vec<u8>,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<usize, Stop> {
         let found = block(&mut Message { consumer: self }, strategy, timeout)?;
         Ok(self.copy_out(found, buf))
     }

@@ -82,9 +82,7 @@ pub fn decode(word: u64, position: u64, capacity: u64, max_message: u32) -> Resu
     let len = word as u32;
     let tag = (word >> 32) as u8;
     if word >> 40 != stamp(position) {
-        return Err(format!(
-            "record header {word:#018x} at position {position} carries the stamp of another position"
-        ));
+        return Err(format!("record header {word:#018x} at position {position} carries the stamp of another position"));
     }
     let offset = position & (capacity - 1);
     let record = match tag {

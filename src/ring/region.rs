@@ -168,7 +168,6 @@ mod imp {
             self.0
         }
     }
-
 }
 
 #[cfg(shmring_loom)]

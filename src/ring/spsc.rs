@@ -188,7 +188,12 @@ impl<B: RingBacking> Producer<B> {
     }
 
     /// Claims `len` bytes, waiting for room with `strategy` for at most `timeout`.
-    pub fn reserve(&mut self, len: usize, strategy: WaitStrategy, timeout: Option<Duration>) -> Result<Grant<'_, B>, Stop> {
+    pub fn reserve(
+        &mut self,
+        len: usize,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<Grant<'_, B>, Stop> {
         let claim = block(&mut Room { producer: self, len }, strategy, timeout)?;
         Grant::new(self, claim)
     }

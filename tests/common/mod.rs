@@ -121,8 +121,8 @@ pub fn stream_size(seq: u64, rng: &mut u64, position: u64, capacity: u64, max: u
     *rng ^= *rng << 17;
     let to_end = (capacity - position % capacity).saturating_sub(8) as usize;
     match seq % 17 {
-        0 if to_end <= max => to_end,         // the record ends exactly at the end
-        3 if to_end < max => to_end + 1,      // one byte too many: padding first
+        0 if to_end <= max => to_end,    // the record ends exactly at the end
+        3 if to_end < max => to_end + 1, // one byte too many: padding first
         5 => max,
         7 => 1,
         11 if to_end >= 8 && to_end <= max => to_end - 7, // same record size as `to_end`
