@@ -216,7 +216,7 @@ impl Segment {
             creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
             creator_uid: rustix::process::getuid().as_raw(),
         };
-        let segment = Self::map(name, fd, identity, unlink_on_drop)?;
+        let segment = Self::map(name, fd, identity, unlink_on_drop, true)?;
         let header = segment.header();
         header.identity.write(&identity);
         header.identity.state.store(STATE_READY, Ordering::Release);
@@ -264,15 +264,26 @@ impl Segment {
             size = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_size as u64;
         }
         // Map only the header until it is validated: its sizes are untrusted.
-        let probe = Mapping::new(name, &fd, HEADER_BYTES as usize)?;
+        let probe = Mapping::new(name, &fd, HEADER_BYTES as usize, false)?;
         let (identity, stored_checksum) = probe.header().identity.wait_ready(name, deadline, expect.ready_timeout)?;
         validate_identity(name, &identity, stored_checksum, size, expect)?;
         drop(probe);
-        Self::map(name, fd, identity, false)
+        // Pre-fault the pages only if they all exist (a segment made here is
+        // fully allocated): populating a hostile sparse object would allocate
+        // all of it.
+        let blocks = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_blocks as u64;
+        let populate = blocks.saturating_mul(512) >= size;
+        Self::map(name, fd, identity, false, populate)
     }
 
-    fn map(name: &str, fd: OwnedFd, identity: IdentityFields, unlink_on_drop: bool) -> Result<Segment, Error> {
-        let mapping = Mapping::new(name, &fd, identity.total_size as usize)?;
+    fn map(
+        name: &str,
+        fd: OwnedFd,
+        identity: IdentityFields,
+        unlink_on_drop: bool,
+        populate: bool,
+    ) -> Result<Segment, Error> {
+        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate)?;
         let data = NonNull::new(mapping.base.as_ptr().wrapping_add(identity.data_offset as usize))
             .ok_or_else(|| Error::Corrupted(Corrupted::new(&Arc::from(name), "data region at a null address")))?;
         // SAFETY: validated (or, for a new segment, chosen) so that
@@ -395,22 +406,17 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn new(name: &str, fd: &OwnedFd, len: usize) -> Result<Mapping, Error> {
+    /// Maps `len` bytes of `fd`; `populate` pre-faults them (`MAP_POPULATE`),
+    /// so the first lap of the ring takes no page faults.
+    fn new(name: &str, fd: &OwnedFd, len: usize, populate: bool) -> Result<Mapping, Error> {
+        let flags = if populate { MapFlags::SHARED | MapFlags::POPULATE } else { MapFlags::SHARED };
         // SAFETY: a fresh shared mapping of `len` bytes of our own descriptor
         // at an address the kernel chooses: it aliases no Rust object. Bytes
         // past the end of the file would fault, which is why callers size
         // `len` from a validated header checked against `fstat`.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED | MapFlags::POPULATE,
-                fd,
-                0,
-            )
-        }
-        .map_err(|e| Error::from_os(name, "mmap", e))?;
+        let ptr =
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, flags, fd, 0) }
+                .map_err(|e| Error::from_os(name, "mmap", e))?;
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Io {
             segment: name.to_owned(),
             op: "mmap",

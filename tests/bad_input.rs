@@ -303,3 +303,20 @@ fn segments_of_another_user_are_refused_unless_allowed() {
     assert!(err.to_string().contains(&format!("uid {other}")), "{err}");
     Consumer::open(segment.name(), &options().allow_foreign_owner(true)).expect("allowed explicitly");
 }
+
+#[test]
+fn opening_a_sparse_segment_does_not_allocate_it() {
+    // A valid header for a 1 GiB ring, on an object whose data pages are holes.
+    let segment = made("sparse");
+    let capacity: u64 = 1 << 30;
+    rewrite_consistently(&segment, CAPACITY_AT, &capacity.to_le_bytes());
+    rewrite_consistently(&segment, 32, &(DATA_AT + capacity).to_le_bytes()); // total_size
+    rewrite_consistently(&segment, MAX_MESSAGE_AT, &1024u32.to_le_bytes());
+    segment.file().set_len(DATA_AT + capacity).expect("grow sparsely");
+    let blocks = |s: &SegmentGuard| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(s.path()).expect("stat"));
+    let before = blocks(&segment);
+    let mut consumer = Consumer::open(segment.name(), &options()).expect("a valid, if sparse, segment opens");
+    assert_eq!(consumer.capacity(), capacity);
+    assert_eq!(consumer.try_recv(&mut Vec::new()), Err(TryRecvError::Empty));
+    assert!(blocks(&segment) < before + 1024, "opening allocated {} blocks", blocks(&segment) - before);
+}
