@@ -3,8 +3,8 @@
 //! ```text
 //! offset  size  line
 //!      0   128  identity: magic, version, kind, sizes, creator, checksum, state
-//!    128   128  producer line: tail (next position to claim)
-//!    256   128  consumer line: head (next position to read)
+//!    128   128  producer line: tail (next position to claim), messages sent
+//!    256   128  consumer line: head (next position to read), messages read
 //!    384   128  consumer wake line: futex word + sleeper count
 //!    512   128  producer wake line: futex word + sleeper count
 //!    640   128  consumer participant slot
@@ -216,6 +216,9 @@ pub struct ProducerLine {
     /// producer after each commit (a hint for a restarted producer and for
     /// tools; the consumer never needs it). MPSC: the CAS-claimed position.
     pub tail: AtomicU64,
+    /// Messages committed since creation (for tools; nothing synchronises on
+    /// it).
+    pub messages: AtomicU64,
 }
 
 /// Written by the consumer only.
@@ -225,6 +228,9 @@ pub struct ConsumerLine {
     /// The position of the next record to read. Everything before it is free
     /// for producers. Advanced with Release after a record is released.
     pub head: AtomicU64,
+    /// Messages consumed since creation (for tools; nothing synchronises on
+    /// it).
+    pub messages: AtomicU64,
 }
 
 /// One direction of the wake-up protocol.
@@ -352,6 +358,8 @@ mod pinned {
     const_assert_eq!(offset_of!(RingHeader, consumer_slot), 512);
     const_assert_eq!(offset_of!(RingHeader, producer_slots), 640);
     const_assert_eq!(offset_of!(WakeLine, sleepers), 4);
+    const_assert_eq!(offset_of!(ProducerLine, messages), 8);
+    const_assert_eq!(offset_of!(ConsumerLine, messages), 8);
     const_assert_eq!(size_of::<SegmentHeader>(), 1792);
     const_assert!(size_of::<SegmentHeader>() as u64 <= HEADER_BYTES);
     // Every lock byte lies inside the header, before the data region.

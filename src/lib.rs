@@ -38,6 +38,8 @@
 //! * `ring`: the algorithms (record framing, commit words, wake-ups), written
 //!   once and model-checked with loom.
 //! * [`wait`]: how a blocked side waits.
+//! * [`inspect`]: reading segments without taking part (what the `shmring`
+//!   tool shows), and removing stale ones.
 //! * [`error`]: what can go wrong, by name.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -56,6 +58,8 @@ pub mod wait;
 
 #[cfg(not(shmring_loom))]
 mod channel;
+#[cfg(not(shmring_loom))]
+pub mod inspect;
 #[cfg(not(shmring_loom))]
 pub mod payload;
 #[cfg(not(shmring_loom))]

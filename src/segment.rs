@@ -216,7 +216,7 @@ impl Segment {
             creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
             creator_uid: rustix::process::getuid().as_raw(),
         };
-        let segment = Self::map(name, fd, identity, unlink_on_drop, true)?;
+        let segment = Self::map(name, fd, identity, unlink_on_drop, true, true)?;
         let header = segment.header();
         header.identity.write(&identity);
         header.identity.state.store(STATE_READY, Ordering::Release);
@@ -229,10 +229,21 @@ impl Segment {
     pub(crate) fn open(name: &str, expect: &Expect) -> Result<Segment, Error> {
         validate_name(name)?;
         let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
-        Self::attach(name, fd, expect)
+        Self::attach(name, fd, expect, true)
     }
 
-    fn attach(name: &str, fd: OwnedFd, expect: &Expect) -> Result<Segment, Error> {
+    /// Opens and validates a segment read-only, taking no role: for tools that
+    /// look at segments (of any kind, and of other users) without touching
+    /// them. Such a segment is never handed to a ring.
+    pub(crate) fn open_read_only(name: &str, ready_timeout: Duration) -> Result<Segment, Error> {
+        validate_name(name)?;
+        let fd =
+            shm::open(name, shm::OFlags::RDONLY, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
+        let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
+        Self::attach(name, fd, &expect, false)
+    }
+
+    fn attach(name: &str, fd: OwnedFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
         let deadline = Instant::now() + expect.ready_timeout;
         let segment = name.to_owned();
         let stat = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?;
@@ -264,7 +275,7 @@ impl Segment {
             size = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_size as u64;
         }
         // Map only the header until it is validated: its sizes are untrusted.
-        let probe = Mapping::new(name, &fd, HEADER_BYTES as usize, false)?;
+        let probe = Mapping::new(name, &fd, HEADER_BYTES as usize, false, writable)?;
         let (identity, stored_checksum) = probe.header().identity.wait_ready(name, deadline, expect.ready_timeout)?;
         validate_identity(name, &identity, stored_checksum, size, expect)?;
         drop(probe);
@@ -272,8 +283,8 @@ impl Segment {
         // fully allocated): populating a hostile sparse object would allocate
         // all of it.
         let blocks = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_blocks as u64;
-        let populate = blocks.saturating_mul(512) >= size;
-        Self::map(name, fd, identity, false, populate)
+        let populate = writable && blocks.saturating_mul(512) >= size;
+        Self::map(name, fd, identity, false, populate, writable)
     }
 
     fn map(
@@ -282,15 +293,18 @@ impl Segment {
         identity: IdentityFields,
         unlink_on_drop: bool,
         populate: bool,
+        writable: bool,
     ) -> Result<Segment, Error> {
-        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate)?;
+        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate, writable)?;
         let data = NonNull::new(mapping.base.as_ptr().wrapping_add(identity.data_offset as usize))
             .ok_or_else(|| Error::Corrupted(Corrupted::new(&Arc::from(name), "data region at a null address")))?;
         // SAFETY: validated (or, for a new segment, chosen) so that
         // `data_offset + capacity == total_size`, the length we mapped; the data
         // offset is a multiple of the page size so `data` is 8-aligned; the
         // capacity is a power of two >= 4096. The mapping is owned by the
-        // `Segment` we return, which drops `region` before unmapping.
+        // `Segment` we return, which drops `region` before unmapping. A
+        // read-only segment's region is only ever loaded from: such segments
+        // are never handed to a ring, which is the only writer.
         let region = unsafe { Region::from_raw(data, identity.capacity as usize) };
         let (base, len) = (mapping.base, mapping.len);
         std::mem::forget(mapping);
@@ -300,6 +314,12 @@ impl Segment {
     /// The segment's name.
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Owner, permission bits and size of the object, from `fstat`.
+    pub(crate) fn file_stat(&self) -> Result<(u32, u32, u64), Error> {
+        let stat = rustix::fs::fstat(&self.fd).map_err(|e| Error::from_os(&self.name, "fstat", e))?;
+        Ok((stat.st_uid, stat.st_mode & 0o7777, stat.st_size as u64))
     }
 
     /// The identity validated at attach.
@@ -408,14 +428,15 @@ struct Mapping {
 impl Mapping {
     /// Maps `len` bytes of `fd`; `populate` pre-faults them (`MAP_POPULATE`),
     /// so the first lap of the ring takes no page faults.
-    fn new(name: &str, fd: &OwnedFd, len: usize, populate: bool) -> Result<Mapping, Error> {
+    fn new(name: &str, fd: &OwnedFd, len: usize, populate: bool, writable: bool) -> Result<Mapping, Error> {
         let flags = if populate { MapFlags::SHARED | MapFlags::POPULATE } else { MapFlags::SHARED };
+        let prot = if writable { ProtFlags::READ | ProtFlags::WRITE } else { ProtFlags::READ };
         // SAFETY: a fresh shared mapping of `len` bytes of our own descriptor
         // at an address the kernel chooses: it aliases no Rust object. Bytes
         // past the end of the file would fault, which is why callers size
         // `len` from a validated header checked against `fstat`.
         let ptr =
-            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, flags, fd, 0) }
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) }
                 .map_err(|e| Error::from_os(name, "mmap", e))?;
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Io {
             segment: name.to_owned(),

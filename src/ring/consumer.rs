@@ -129,6 +129,8 @@ impl<B: RingBacking> Consumer<B> {
 
     fn release(&mut self, found: Found) {
         self.stats.messages += 1;
+        let counter = &self.backing.header().consumer.messages;
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         self.stats.bytes += u64::from(found.len);
         self.free(found.position, Record::Message { len: found.len }.size());
     }

@@ -151,6 +151,9 @@ impl<B: RingBacking> Producer<B> {
         let header = self.backing.header();
         header.producer.tail.store(self.tail, Ordering::Relaxed);
         self.stats.messages += 1;
+        // Only this handle writes the counter: a load and a store, no RMW.
+        let sent = header.producer.messages.load(Ordering::Relaxed);
+        header.producer.messages.store(sent.wrapping_add(1), Ordering::Relaxed);
         self.stats.bytes += u64::from(claim.len);
         wake_if_sleeping(&header.consumer_wake, &mut self.stats);
     }

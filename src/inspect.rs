@@ -1,0 +1,230 @@
+//! Looking at segments without taking part: what `shmring ls` and
+//! `shmring stat` show, and the removal of stale segments.
+//!
+//! Inspection opens a segment read-only and validates it exactly as attaching
+//! does, but takes no role and changes nothing. Whether a participant is alive
+//! comes from the kernel's lock on its byte of the segment, not from its pid.
+
+use crate::error::Error;
+use crate::layout::{Kind, Participant, Slot, WakeLine, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
+use crate::ring::RingBacking;
+use crate::segment::{unlink, Segment};
+use crate::sync::Ordering;
+use std::time::Duration;
+
+/// Where POSIX shared-memory objects live on Linux.
+pub const SHM_DIR: &str = "/dev/shm";
+
+/// A participant slot as the header records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotState {
+    /// Never attached.
+    Empty,
+    /// Attached (alive or not: see [`ParticipantInfo::alive`]).
+    Attached,
+    /// Detached cleanly.
+    Detached,
+    /// A value no version of shmring writes (corruption).
+    Unknown(u32),
+}
+
+/// One participant slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// What the slot says.
+    pub state: SlotState,
+    /// The pid the last holder recorded (a hint: it may be in another PID
+    /// namespace).
+    pub pid: u32,
+    /// How many times the slot has been taken.
+    pub attachments: u32,
+    /// Whether a live process holds the slot's lock.
+    pub alive: bool,
+}
+
+impl ParticipantInfo {
+    /// Attached, but its process is gone.
+    pub fn is_dead(&self) -> bool {
+        self.state == SlotState::Attached && !self.alive
+    }
+}
+
+/// One direction of the wake-up protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeInfo {
+    /// The futex word.
+    pub seq: u32,
+    /// Sleepers announced on it.
+    pub sleepers: u32,
+}
+
+/// Everything the header of a segment says, read at one moment.
+///
+/// ```no_run
+/// let info = shmring::inspect::inspect("/telemetry")?;
+/// println!("{} ring, {} of {} bytes used, {} messages pending", info.kind, info.used_bytes(), info.capacity, info.pending_messages());
+/// # Ok::<(), shmring::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// The segment's name.
+    pub name: String,
+    /// Ring kind.
+    pub kind: Kind,
+    /// Layout version.
+    pub version: u32,
+    /// Bytes in the data region.
+    pub capacity: u64,
+    /// Largest message.
+    pub max_message: u32,
+    /// Producer slots.
+    pub max_producers: u32,
+    /// Pid of the creator (a hint).
+    pub creator_pid: u32,
+    /// Uid of the creator.
+    pub creator_uid: u32,
+    /// Owner of the object (`fstat`).
+    pub owner_uid: u32,
+    /// Permission bits of the object.
+    pub mode: u32,
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// Position of the next record to read.
+    pub head: u64,
+    /// Position up to which records have been written.
+    pub tail: u64,
+    /// Messages committed since creation.
+    pub messages_sent: u64,
+    /// Messages consumed since creation.
+    pub messages_read: u64,
+    /// Where the consumer sleeps.
+    pub consumer_wake: WakeInfo,
+    /// Where producers sleep.
+    pub producer_wake: WakeInfo,
+    /// The consumer's slot.
+    pub consumer: ParticipantInfo,
+    /// The producer slots in use for this kind.
+    pub producers: Vec<ParticipantInfo>,
+}
+
+impl SegmentInfo {
+    /// Bytes between head and tail (records and padding not yet consumed).
+    pub fn used_bytes(&self) -> u64 {
+        self.tail.saturating_sub(self.head).min(self.capacity)
+    }
+
+    /// Messages committed and not yet consumed.
+    pub fn pending_messages(&self) -> u64 {
+        self.messages_sent.saturating_sub(self.messages_read)
+    }
+
+    /// Every participant that ever attached is dead or gone, and at least one
+    /// died without detaching: nobody will clean this segment up.
+    pub fn is_stale(&self) -> bool {
+        let all = || std::iter::once(&self.consumer).chain(&self.producers);
+        all().all(|p| !p.alive) && all().any(ParticipantInfo::is_dead)
+    }
+}
+
+fn participant(segment: &Segment, slot: Slot, p: &Participant) -> ParticipantInfo {
+    let state = match p.state.load(Ordering::Acquire) {
+        SLOT_EMPTY => SlotState::Empty,
+        SLOT_ATTACHED => SlotState::Attached,
+        SLOT_DETACHED => SlotState::Detached,
+        other => SlotState::Unknown(other),
+    };
+    ParticipantInfo {
+        state,
+        pid: p.pid.load(Ordering::Relaxed),
+        attachments: p.attachments.load(Ordering::Relaxed),
+        alive: segment.is_locked(slot),
+    }
+}
+
+fn wake(line: &WakeLine) -> WakeInfo {
+    WakeInfo { seq: line.seq.load(Ordering::Relaxed), sleepers: line.sleepers.load(Ordering::Relaxed) }
+}
+
+/// Reads the header of segment `name` (read-only, no role taken).
+pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
+    let segment = Segment::open_read_only(name, Duration::from_millis(100))?;
+    let (owner_uid, mode, size) = segment.file_stat()?;
+    let id = *segment.identity();
+    let ring = RingBacking::header(&segment);
+    let producers = ring
+        .producer_slots
+        .0
+        .iter()
+        .take(id.max_producers as usize)
+        .enumerate()
+        .map(|(n, p)| participant(&segment, Slot::Producer(n), p))
+        .collect();
+    Ok(SegmentInfo {
+        name: name.to_owned(),
+        kind: segment.kind(),
+        version: id.version,
+        capacity: id.capacity,
+        max_message: id.max_message,
+        max_producers: id.max_producers,
+        creator_pid: id.creator_pid,
+        creator_uid: id.creator_uid,
+        owner_uid,
+        mode,
+        size,
+        head: ring.consumer.head.load(Ordering::Acquire),
+        tail: ring.producer.tail.load(Ordering::Acquire),
+        messages_sent: ring.producer.messages.load(Ordering::Relaxed),
+        messages_read: ring.consumer.messages.load(Ordering::Relaxed),
+        consumer_wake: wake(&ring.consumer_wake),
+        producer_wake: wake(&ring.producer_wake),
+        consumer: participant(&segment, Slot::Consumer, &ring.consumer_slot),
+        producers,
+    })
+}
+
+/// One object found in [`SHM_DIR`].
+#[derive(Debug)]
+pub struct Listing {
+    /// Its name (with the leading `/`).
+    pub name: String,
+    /// Its header, or why it is not a readable shmring segment.
+    pub info: Result<SegmentInfo, Error>,
+}
+
+/// Every shared-memory object in [`SHM_DIR`], sorted by name, each with its
+/// header or the reason it has none.
+pub fn list() -> Result<Vec<Listing>, Error> {
+    let dir = std::fs::read_dir(SHM_DIR)
+        .map_err(|source| Error::Io { segment: SHM_DIR.to_owned(), op: "read_dir", source })?;
+    let mut listings: Vec<Listing> = dir
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .map(|file| {
+            let name = format!("/{file}");
+            let info = inspect(&name);
+            Listing { name, info }
+        })
+        .collect();
+    listings.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(listings)
+}
+
+/// Unlinks every stale shmring segment in [`SHM_DIR`] (see
+/// [`SegmentInfo::is_stale`]) and returns their names. Live segments, idle
+/// ones that nobody has died on, and objects that are not shmring segments
+/// are left alone.
+pub fn remove_stale() -> Result<Vec<String>, Error> {
+    let mut removed = Vec::new();
+    for listing in list()? {
+        if listing.info.is_ok_and(|info| info.is_stale()) {
+            // Another process may have removed it first: not an error.
+            match unlink(&listing.name) {
+                Ok(()) => removed.push(listing.name),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
