@@ -185,11 +185,17 @@ impl Producer {
     }
 
     /// Sends `msg`, blocking while the ring is full.
+    ///
+    /// [`SendError::Disconnected`] means the ring is full and no consumer is
+    /// attached to make room (it detached or died). While there is room,
+    /// messages are accepted whether or not a consumer is attached: they wait
+    /// in the ring for the next one, which continues where the last stopped.
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         self.ring.send(msg, self.wait, None).map_err(Into::into)
     }
 
-    /// Sends `msg` if there is room now.
+    /// Sends `msg` if there is room now: [`TrySendError::Full`] if not, or
+    /// [`TrySendError::Disconnected`] if not and no consumer is attached.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         self.ring.try_send(msg).map_err(Into::into)
     }

@@ -194,8 +194,11 @@ pub struct Listing {
 /// Every shared-memory object in [`SHM_DIR`], sorted by name, each with its
 /// header or the reason it has none.
 pub fn list() -> Result<Vec<Listing>, Error> {
-    let dir = std::fs::read_dir(SHM_DIR)
-        .map_err(|source| Error::Io { segment: SHM_DIR.to_owned(), op: "read_dir", source })?;
+    let dir = std::fs::read_dir(SHM_DIR).map_err(|source| Error::Io {
+        segment: SHM_DIR.to_owned(),
+        op: "read_dir",
+        source,
+    })?;
     let mut listings: Vec<Listing> = dir
         .filter_map(Result::ok)
         .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))

@@ -435,9 +435,8 @@ impl Mapping {
         // at an address the kernel chooses: it aliases no Rust object. Bytes
         // past the end of the file would fault, which is why callers size
         // `len` from a validated header checked against `fstat`.
-        let ptr =
-            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) }
-                .map_err(|e| Error::from_os(name, "mmap", e))?;
+        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) }
+            .map_err(|e| Error::from_os(name, "mmap", e))?;
         let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Io {
             segment: name.to_owned(),
             op: "mmap",

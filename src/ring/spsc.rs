@@ -6,7 +6,7 @@ use super::region::ViewMut;
 use super::{announce, mark_attached, mark_detached, sleep_and_withdraw, wake_if_sleeping, withdraw};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop, TooLarge};
-use crate::layout::{Slot, SLOT_DETACHED};
+use crate::layout::Slot;
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
@@ -102,9 +102,6 @@ impl<B: RingBacking> Producer<B> {
             return Err(Stop::TooLarge(TooLarge { len, max }));
         }
         let header = self.backing.header();
-        if header.consumer_slot.state.load(Ordering::Relaxed) == SLOT_DETACHED {
-            return Err(Stop::Disconnected);
-        }
         let size = record_size(len as u64);
         let offset = self.tail & (self.capacity - 1);
         let padding = if offset + size > self.capacity { self.capacity - offset } else { 0 };
@@ -122,6 +119,8 @@ impl<B: RingBacking> Producer<B> {
             }
             self.cached_head = head;
             if self.tail + needed - head > self.capacity {
+                // Full. Only now does the consumer's absence matter: while
+                // there is room, messages wait in the ring for the next one.
                 if self.watch.peer_gone(&self.backing, slow) {
                     return Err(Stop::Disconnected);
                 }

@@ -1,0 +1,187 @@
+//! The `shmring` binary, run as a user would run it.
+#![cfg(feature = "cli")]
+
+mod common;
+
+use common::{ChildGuard, SegmentGuard};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn shmring(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmring")).args(args).output().expect("run shmring")
+}
+
+fn shmring_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmring"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shmring");
+    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts a failure with a message on stderr containing `needle`, and
+/// nothing that looks like a panic.
+fn fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "expected failure, got {o:?}");
+    let err = stderr(o);
+    assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+}
+
+fn ls_row(name: &str, args: &[&str]) -> Option<String> {
+    let o = shmring(&[&["ls"], args].concat());
+    assert!(o.status.success(), "{o:?}");
+    stdout(&o).lines().find(|l| l.split_whitespace().next() == Some(name)).map(str::to_owned)
+}
+
+#[test]
+fn create_send_recv_stat_rm() {
+    let segment = SegmentGuard::new("cli");
+    let name = segment.name();
+    assert!(shmring(&["create", name, "--capacity", "64K", "--max-message", "1K", "--mode", "640"]).status.success());
+    let meta = std::fs::metadata(segment.path()).expect("created");
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o640);
+
+    let sent = shmring_with_input(&["send", name], b"first line\nsecond\r\n\nlast without newline");
+    assert!(sent.status.success(), "{sent:?}");
+
+    let stat = stdout(&shmring(&["stat", name]));
+    assert!(stat.contains("4 messages pending"), "{stat}");
+    assert!(stat.contains("4 sent, 0 read"), "{stat}");
+    assert!(stat.contains("max message 1024 bytes"), "{stat}");
+
+    let got = shmring(&["recv", name, "--count", "3"]);
+    assert!(got.status.success(), "{got:?}");
+    assert_eq!(stdout(&got), "first line\nsecond\n\n");
+    let got = shmring(&["recv", name, "--timeout", "200ms", "--hex"]);
+    assert!(got.status.success(), "a timeout is a clean end: {got:?}");
+    assert_eq!(stdout(&got).trim(), "6c 61 73 74 20 77 69 74 68 6f 75 74 20 6e 65 77 6c 69 6e 65");
+
+    let json: serde_json::Value = serde_json::from_slice(&shmring(&["stat", name, "--json"]).stdout).expect("json");
+    assert_eq!(json["messages_sent"], 4);
+    assert_eq!(json["messages_read"], 4);
+    assert_eq!(json["pending_messages"], 0);
+    assert_eq!(json["kind"], "spsc");
+    assert_eq!(json["capacity"], 65536);
+    assert_eq!(json["mode"], "0640");
+
+    let generated = shmring(&["send", name, "--count", "100", "--size", "32"]);
+    assert!(generated.status.success(), "{generated:?}");
+    let got = shmring(&["recv", name, "--count", "100", "--hex"]);
+    assert_eq!(stdout(&got).lines().count(), 100);
+    assert!(stdout(&got).lines().all(|l| l.split(' ').count() == 32));
+
+    assert!(shmring(&["rm", name]).status.success());
+    assert!(!std::path::Path::new(&segment.path()).exists());
+    fails_with(&shmring(&["stat", name]), "does not exist");
+}
+
+#[test]
+fn ls_marks_a_segment_stale_once_its_processes_die_and_rm_stale_removes_only_it() {
+    let stale = SegmentGuard::new("cli-stale");
+    let idle = SegmentGuard::new("cli-idle");
+    for s in [&stale, &idle] {
+        assert!(shmring(&["create", s.name()]).status.success());
+    }
+    let mut reader = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_shmring"))
+            .args(["recv", stale.name()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn recv"),
+    );
+    let start = Instant::now();
+    loop {
+        let row = ls_row(stale.name(), &[]).expect("listed");
+        if row.ends_with("live") {
+            assert!(row.contains("alive (pid"), "{row}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "consumer never showed up: {row}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    reader.kill();
+    let row = ls_row(stale.name(), &[]).expect("listed");
+    assert!(row.ends_with("STALE") && row.contains("DEAD"), "{row}");
+    assert!(ls_row(idle.name(), &[]).expect("listed").ends_with("idle"));
+    let json: serde_json::Value = serde_json::from_slice(&shmring(&["ls", "--json"]).stdout).expect("json");
+    let entry = json.as_array().unwrap().iter().find(|e| e["name"] == stale.name()).expect("in json");
+    assert_eq!(entry["stale"], true);
+    assert_eq!(entry["consumer"]["alive"], false);
+
+    let removed = shmring(&["rm", "--stale"]);
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(stdout(&removed).contains(&format!("removed {}", stale.name())));
+    assert!(!std::path::Path::new(&stale.path()).exists());
+    assert!(std::path::Path::new(&idle.path()).exists(), "an idle segment is not stale");
+}
+
+#[test]
+fn objects_that_are_not_segments_are_skipped_and_refused() {
+    let other = SegmentGuard::new("cli-foreign-object");
+    std::fs::write(other.path(), vec![7u8; 10_000]).expect("write");
+    assert!(ls_row(other.name(), &[]).is_none(), "skipped without --all");
+    assert!(ls_row(other.name(), &["--all"]).expect("listed with --all").ends_with("not shmring"));
+    fails_with(&shmring(&["stat", other.name()]), "is not a shmring segment");
+    fails_with(&shmring(&["recv", other.name(), "--timeout", "10ms"]), "is not a shmring segment");
+    fails_with(&shmring(&["rm", other.name()]), "not removed");
+    assert_eq!(std::fs::read(other.path()).expect("untouched"), vec![7u8; 10_000]);
+}
+
+#[test]
+fn every_error_names_the_segment_and_leaves_others_alone() {
+    let segment = SegmentGuard::new("cli-errors");
+    let name = segment.name();
+    assert!(shmring(&["create", name, "--capacity", "8K"]).status.success());
+    let missing = SegmentGuard::new("cli-missing");
+
+    fails_with(&shmring(&["create", name]), &format!("segment {name} already exists"));
+    fails_with(&shmring(&["create", missing.name(), "--capacity", "12K"]), "power of two");
+    fails_with(&shmring(&["create", missing.name(), "--capacity", "lots"]), "is not a size");
+    fails_with(&shmring(&["create", "no-slash"]), "must start with '/'");
+    fails_with(&shmring(&["create", missing.name(), "--mpsc"]), "MPSC segments are not supported");
+    fails_with(&shmring(&["stat", missing.name()]), &format!("segment {} does not exist", missing.name()));
+    fails_with(&shmring(&["send", missing.name()]), "does not exist");
+    fails_with(&shmring_with_input(&["send", name], &vec![b'x'; 3000]), "line 1: message of 3000 bytes");
+    fails_with(&shmring(&["rm", missing.name()]), "does not exist");
+    fails_with(&shmring(&["recv", name, "--timeout", "soon"]), "is not a duration");
+
+    // The segment is still there and whole.
+    let json: serde_json::Value = serde_json::from_slice(&shmring(&["stat", name, "--json"]).stdout).expect("json");
+    assert_eq!(json["capacity"], 8192);
+    assert_eq!(json["messages_sent"], 0);
+}
+
+#[test]
+fn help_has_an_example_for_every_subcommand() {
+    for sub in ["create", "ls", "stat", "send", "recv", "rm", "bench"] {
+        let o = shmring(&[sub, "--help"]);
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("Example"), "{sub} --help: {}", stdout(&o));
+    }
+}
+
+#[test]
+fn stat_watch_reports_rates() {
+    let segment = SegmentGuard::new("cli-watch");
+    assert!(shmring(&["create", segment.name()]).status.success());
+    let o = shmring(&["stat", segment.name(), "--watch", "--iterations", "2"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert_eq!(out.matches("segment     ").count(), 2, "{out}");
+    assert!(out.contains("rate        0 msgs/s"), "{out}");
+    assert!(!out.contains('\x1b'), "no terminal escapes in a pipe");
+}
