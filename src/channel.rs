@@ -103,7 +103,9 @@ impl RingOptions {
     }
 
     fn shape(&self, kind: Kind) -> Shape {
-        let default_max = (self.capacity / 4).min(u64::from(u32::MAX)) as u32;
+        // A quarter of the ring, within what a record can carry (a 32 GiB
+        // ring's quarter would not fit the 32-bit length).
+        let default_max = (self.capacity / 4).min(segment::max_message_for(self.capacity)) as u32;
         Shape {
             kind,
             capacity: self.capacity,
@@ -409,3 +411,21 @@ impl std::ops::Deref for ReadGuard<'_> {
 
 /// Re-exported so tools can check a name without creating anything.
 pub use segment::{unlink, validate_name};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_max_message_is_valid_for_every_capacity() {
+        for shift in 12..=40 {
+            let options = RingOptions::new().capacity(1 << shift);
+            let shape = options.shape(Kind::Spsc);
+            assert!(segment::check_shape("/t", &shape).is_ok(), "capacity 2^{shift}: {}", shape.max_message);
+        }
+        // Nonsense capacities get a clear error, not an overflow.
+        for capacity in [0, 1, 8, 4095] {
+            assert!(segment::check_shape("/t", &RingOptions::new().capacity(capacity).shape(Kind::Spsc)).is_err());
+        }
+    }
+}

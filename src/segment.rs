@@ -141,7 +141,7 @@ pub(crate) fn check_shape(name: &str, shape: &Shape) -> Result<(), Error> {
 /// size, the padding that may precede it (less than one record) and the
 /// terminator word must fit in the ring.
 pub(crate) fn max_message_for(capacity: u64) -> u64 {
-    (capacity / 2 - 8).min(u64::from(u32::MAX - 8)) & !7
+    (capacity / 2).saturating_sub(8).min(u64::from(u32::MAX - 8)) & !7
 }
 
 fn page_size() -> u64 {
