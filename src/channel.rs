@@ -149,6 +149,43 @@ fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), E
     Err(Error::AlreadyAttached { segment: segment.name().to_string(), role, pid: holder })
 }
 
+/// The accessors `Producer` and `Consumer` share.
+macro_rules! handle_accessors {
+    ($handle:ident) => {
+        impl $handle {
+            /// This handle's counters.
+            pub fn stats(&self) -> Stats {
+                self.ring.stats()
+            }
+
+            /// The segment's name.
+            pub fn name(&self) -> &str {
+                self.ring.backing().name()
+            }
+
+            /// Bytes in the data region.
+            pub fn capacity(&self) -> u64 {
+                self.ring.backing().identity().capacity
+            }
+
+            /// The largest message the segment takes.
+            pub fn max_message(&self) -> usize {
+                self.ring.backing().identity().max_message as usize
+            }
+
+            /// The strategy blocking calls use.
+            pub fn wait_strategy(&self) -> WaitStrategy {
+                self.wait
+            }
+
+            /// Changes the strategy blocking calls use.
+            pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+                self.wait = strategy;
+            }
+        }
+    };
+}
+
 /// The sending side of an SPSC ring.
 ///
 /// ```no_run
@@ -224,42 +261,14 @@ impl Producer {
         self.ring.reserve(len, wait, Some(timeout)).map(Grant).map_err(Into::into)
     }
 
-    /// This handle's counters.
-    pub fn stats(&self) -> Stats {
-        self.ring.stats()
-    }
-
-    /// The segment's name.
-    pub fn name(&self) -> &str {
-        self.ring.backing().name()
-    }
-
-    /// Bytes in the data region.
-    pub fn capacity(&self) -> u64 {
-        self.ring.backing().identity().capacity
-    }
-
-    /// The largest message the segment takes.
-    pub fn max_message(&self) -> usize {
-        self.ring.backing().identity().max_message as usize
-    }
-
     /// Bytes written since the segment was created, records and padding
     /// included: `position() % capacity()` is where the next record starts.
     pub fn position(&self) -> u64 {
         self.ring.position()
     }
-
-    /// The strategy blocking calls use.
-    pub fn wait_strategy(&self) -> WaitStrategy {
-        self.wait
-    }
-
-    /// Changes the strategy blocking calls use.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.wait = strategy;
-    }
 }
+
+handle_accessors!(Producer);
 
 /// Space in the ring for one message, written in place (see
 /// [`Producer::reserve`]). Dereferences to the payload bytes, whose initial
@@ -361,41 +370,13 @@ impl Consumer {
         self.ring.read(wait, Some(timeout)).map(ReadGuard).map_err(Into::into)
     }
 
-    /// This handle's counters.
-    pub fn stats(&self) -> Stats {
-        self.ring.stats()
-    }
-
-    /// The segment's name.
-    pub fn name(&self) -> &str {
-        self.ring.backing().name()
-    }
-
-    /// Bytes in the data region.
-    pub fn capacity(&self) -> u64 {
-        self.ring.backing().identity().capacity
-    }
-
-    /// The largest message the segment takes.
-    pub fn max_message(&self) -> usize {
-        self.ring.backing().identity().max_message as usize
-    }
-
     /// Bytes consumed since the segment was created.
     pub fn position(&self) -> u64 {
         self.ring.position()
     }
-
-    /// The strategy blocking calls use.
-    pub fn wait_strategy(&self) -> WaitStrategy {
-        self.wait
-    }
-
-    /// Changes the strategy blocking calls use.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.wait = strategy;
-    }
 }
+
+handle_accessors!(Consumer);
 
 /// A message borrowed in place (see [`Consumer::read`]). Dereferences to the
 /// payload; dropping it frees the space.

@@ -94,22 +94,11 @@ pub(crate) fn sleeper_fence() {
     }
 }
 
-/// How a futex wait ended. All of them mean "re-check the condition".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(shmring_loom, allow(dead_code))]
-pub(crate) enum FutexWait {
-    /// Woken, interrupted, or the word had already changed.
-    Woken,
-    /// The timeout ran out.
-    TimedOut,
-}
-
 pub use futex::FutexWord;
 
 #[cfg(not(shmring_loom))]
 mod futex {
-    use super::{AtomicU32, FutexWait, Ordering};
-    use rustix::io::Errno;
+    use super::{AtomicU32, Ordering};
     use rustix::thread::futex;
     use std::time::Duration;
 
@@ -139,18 +128,16 @@ mod futex {
         }
 
         /// `futex(FUTEX_WAIT)`: sleep while the word equals `expected`, at most
-        /// `timeout`.
-        pub(crate) fn wait(&self, expected: u32, timeout: Option<Duration>) -> FutexWait {
+        /// `timeout`. However it ends (woken, timed out, interrupted, or the
+        /// word had already changed), the caller re-checks its condition.
+        pub(crate) fn wait(&self, expected: u32, timeout: Option<Duration>) {
             let timespec = timeout.map(|t| rustix::thread::futex::Timespec {
                 tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
                 tv_nsec: i64::from(t.subsec_nanos()),
             });
-            match futex::wait(&self.0, futex::Flags::empty(), expected, timespec.as_ref()) {
-                Err(Errno::TIMEDOUT) => FutexWait::TimedOut,
-                // AGAIN: the word changed before we slept; INTR: a signal.
-                // Both, like a real wake-up, mean "re-check".
-                _ => FutexWait::Woken,
-            }
+            // Errors are outcomes here: AGAIN (the word changed before we
+            // slept), INTR (a signal), TIMEDOUT. All mean "re-check".
+            let _ = futex::wait(&self.0, futex::Flags::empty(), expected, timespec.as_ref());
         }
 
         /// `futex(FUTEX_WAKE)` for every sleeper on the word.
@@ -165,7 +152,7 @@ mod futex {
 
 #[cfg(shmring_loom)]
 mod futex {
-    use super::{AtomicU32, FutexWait, Ordering};
+    use super::{AtomicU32, Ordering};
     use loom::sync::{Condvar, Mutex};
     use std::time::Duration;
 
@@ -199,13 +186,12 @@ mod futex {
             }
         }
 
-        pub(crate) fn wait(&self, expected: u32, _timeout: Option<Duration>) -> FutexWait {
+        pub(crate) fn wait(&self, expected: u32, _timeout: Option<Duration>) {
             let bucket = self.bucket.lock().unwrap();
             if self.word.load(Ordering::SeqCst) != expected {
-                return FutexWait::Woken;
+                return;
             }
             drop(self.sleepers.wait(bucket).unwrap());
-            FutexWait::Woken
         }
 
         pub(crate) fn wake_all(&self) {

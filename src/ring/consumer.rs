@@ -4,10 +4,10 @@
 
 use super::record::{decode, Record, HEADER_LEN};
 use super::region::View;
-use super::{announce, mark_attached, mark_detached, sleep_and_withdraw, wake_if_sleeping, withdraw};
+use super::{mark_attached, mark_detached, park_once, wake_if_sleeping, Parkable};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop};
-use crate::layout::Slot;
+use crate::layout::{Slot, WakeLine};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
@@ -203,16 +203,23 @@ impl<B: RingBacking> Waitable for Message<'_, B> {
     }
 
     fn park(&mut self, timeout: Duration) -> Result<Option<Found>, Stop> {
-        let seq = announce(&self.consumer.backing.header().consumer_wake);
-        let attempt = self.consumer.try_find(true);
-        let line = &self.consumer.backing.header().consumer_wake;
-        match attempt {
-            Ok(None) => {
-                sleep_and_withdraw(line, seq, Some(timeout), &mut self.consumer.stats);
-            }
-            _ => withdraw(line),
-        }
-        attempt
+        park_once(self, timeout)
+    }
+}
+
+impl<B: RingBacking> Parkable for Message<'_, B> {
+    type Ready = Found;
+
+    fn line(&self) -> &WakeLine {
+        &self.consumer.backing.header().consumer_wake
+    }
+
+    fn recheck(&mut self) -> Result<Option<Found>, Stop> {
+        self.consumer.try_find(true)
+    }
+
+    fn stats(&mut self) -> &mut Stats {
+        &mut self.consumer.stats
     }
 }
 

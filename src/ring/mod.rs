@@ -39,8 +39,9 @@ pub use consumer::{Consumer, ReadGuard};
 pub use region::Region;
 pub use spsc::{Grant, Producer};
 
+use crate::error::Stop;
 use crate::layout::{RingHeader, Slot, WakeLine, SLOT_ATTACHED, SLOT_DETACHED};
-use crate::sync::{sleeper_fence, waker_fence, FutexWait, Ordering};
+use crate::sync::{sleeper_fence, waker_fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,29 +98,31 @@ pub struct Stats {
 /// How often a waiting side may ask the kernel whether its peer is alive.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Announces the waiting side (`sleepers += 1`), fences, and returns the futex
-/// word to sleep on if the re-check that the caller does next fails.
-#[inline]
-fn announce(line: &WakeLine) -> u32 {
-    line.sleepers.fetch_add(1, Ordering::Relaxed);
+/// A side that can wait on one direction of the wake-up protocol.
+pub(crate) trait Parkable {
+    type Ready;
+    /// The line this side sleeps on.
+    fn line(&self) -> &WakeLine;
+    /// The re-check after announcing (the slow path: may probe liveness).
+    fn recheck(&mut self) -> Result<Option<Self::Ready>, Stop>;
+    /// Where the futex calls are counted.
+    fn stats(&mut self) -> &mut Stats;
+}
+
+/// One park step: announce (`sleepers += 1`), fence, read the futex word,
+/// re-check, and only if still not ready sleep on the word (at most
+/// `timeout`); then withdraw the announcement.
+pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, Stop> {
+    side.line().sleepers.fetch_add(1, Ordering::Relaxed);
     sleeper_fence();
-    line.seq.load(Ordering::Acquire)
-}
-
-/// Sleeps on `line` if nothing changed since `announce` returned `seq`, then
-/// withdraws the announcement.
-#[inline]
-fn sleep_and_withdraw(line: &WakeLine, seq: u32, timeout: Option<Duration>, stats: &mut Stats) -> FutexWait {
-    stats.futex_waits += 1;
-    let outcome = line.seq.wait(seq, timeout);
-    line.sleepers.fetch_sub(1, Ordering::Relaxed);
-    outcome
-}
-
-/// Withdraws an announcement without sleeping (the re-check succeeded).
-#[inline]
-fn withdraw(line: &WakeLine) {
-    line.sleepers.fetch_sub(1, Ordering::Relaxed);
+    let seq = side.line().seq.load(Ordering::Acquire);
+    let attempt = side.recheck();
+    if let Ok(None) = attempt {
+        side.stats().futex_waits += 1;
+        side.line().seq.wait(seq, Some(timeout));
+    }
+    side.line().sleepers.fetch_sub(1, Ordering::Relaxed);
+    attempt
 }
 
 /// After publishing: wake the other side if it announced itself.

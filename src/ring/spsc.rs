@@ -3,10 +3,10 @@
 
 use super::record::{encode, record_size, Record, HEADER_LEN, TAG_MESSAGE, TAG_PADDING};
 use super::region::ViewMut;
-use super::{announce, mark_attached, mark_detached, sleep_and_withdraw, wake_if_sleeping, withdraw};
+use super::{mark_attached, mark_detached, park_once, wake_if_sleeping, Parkable};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop, TooLarge};
-use crate::layout::Slot;
+use crate::layout::{Slot, WakeLine};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
@@ -237,16 +237,23 @@ impl<B: RingBacking> Waitable for Room<'_, B> {
     }
 
     fn park(&mut self, timeout: Duration) -> Result<Option<Claim>, Stop> {
-        let seq = announce(&self.producer.backing.header().producer_wake);
-        let attempt = self.producer.try_claim(self.len, true);
-        let line = &self.producer.backing.header().producer_wake;
-        match attempt {
-            Ok(None) => {
-                sleep_and_withdraw(line, seq, Some(timeout), &mut self.producer.stats);
-            }
-            _ => withdraw(line),
-        }
-        attempt
+        park_once(self, timeout)
+    }
+}
+
+impl<B: RingBacking> Parkable for Room<'_, B> {
+    type Ready = Claim;
+
+    fn line(&self) -> &WakeLine {
+        &self.producer.backing.header().producer_wake
+    }
+
+    fn recheck(&mut self) -> Result<Option<Claim>, Stop> {
+        self.producer.try_claim(self.len, true)
+    }
+
+    fn stats(&mut self) -> &mut Stats {
+        &mut self.producer.stats
     }
 }
 
