@@ -138,9 +138,8 @@ impl<B: RingBacking> Consumer<B> {
     fn copy_out(&mut self, found: Found, buf: &mut Vec<u8>) -> usize {
         let len = found.len as usize;
         buf.clear();
-        buf.resize(len, 0);
         let offset = ((found.position & (self.capacity - 1)) + HEADER_LEN) as usize;
-        let copied = self.backing.region().read(offset, buf);
+        let copied = self.backing.region().append_to(offset, len, buf);
         debug_assert!(copied, "a decoded record always lies inside the region");
         self.release(found);
         len

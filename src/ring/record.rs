@@ -77,8 +77,24 @@ impl Record {
 /// Rejects a wrong stamp or tag, a message longer than the maximum, a record
 /// that would cross the end of the region, and padding that does not end
 /// exactly there.
-#[inline]
+#[inline(always)]
 pub fn decode(word: u64, position: u64, capacity: u64, max_message: u32) -> Result<Record, String> {
+    // The common case, a valid message, in a few instructions: stamp and tag
+    // compared at once, then the two bounds.
+    let len = word as u32;
+    if word >> 32 == (stamp(position) << 8) | TAG_MESSAGE as u64
+        && len <= max_message
+        && (position & (capacity - 1)) + record_size(u64::from(len)) <= capacity
+    {
+        return Ok(Record::Message { len });
+    }
+    decode_other(word, position, capacity, max_message)
+}
+
+/// Padding, and every way a word can be invalid.
+#[cold]
+#[inline(never)]
+fn decode_other(word: u64, position: u64, capacity: u64, max_message: u32) -> Result<Record, String> {
     let len = word as u32;
     let tag = (word >> 32) as u8;
     if word >> 40 != stamp(position) {

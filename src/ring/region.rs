@@ -77,14 +77,19 @@ mod imp {
             true
         }
 
-        /// Copy bytes at `offset` into `dst`. False if out of bounds.
+        /// Append the `len` bytes at `offset` to `dst` (one copy: no zeroing
+        /// of `dst` first). False if out of bounds.
         #[inline]
-        pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
-            if !self.in_bounds(offset, dst.len()) {
+        pub(crate) fn append_to(&self, offset: usize, len: usize, dst: &mut Vec<u8>) -> bool {
+            if !self.in_bounds(offset, len) {
                 return false;
             }
-            // SAFETY: as in `write`, with the roles of the buffers swapped.
-            unsafe { std::ptr::copy(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+            // SAFETY: in bounds of memory mapped for our lifetime; `dst` is a
+            // process-local Vec, so the slice cannot alias its new bytes. A
+            // peer breaking the protocol can change the bytes while we copy
+            // (garbage in `dst`), never make the copy leave the mapping.
+            let src = unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) };
+            dst.extend_from_slice(src);
             true
         }
 
@@ -245,6 +250,12 @@ mod imp {
                 chunk.copy_from_slice(&bytes[..chunk.len()]);
             }
             true
+        }
+
+        pub(crate) fn append_to(&self, offset: usize, len: usize, dst: &mut Vec<u8>) -> bool {
+            let start = dst.len();
+            dst.resize(start + len, 0);
+            self.read(offset, &mut dst[start..])
         }
 
         pub(crate) fn zero(&self, offset: usize, len: usize) -> bool {
