@@ -1,0 +1,909 @@
+//! shmring against a pipe, a Unix socket, a POSIX message queue, an ideal
+//! busy-polling ring and a bare cache-line ping-pong: two processes each,
+//! pinned to different cores, measured side by side in one run.
+//!
+//! ```text
+//! cargo bench --bench ipc             # full run (a few minutes)
+//! cargo bench --bench ipc -- --quick  # smoke run (under 90 s)
+//! ```
+//!
+//! Prints a markdown table and writes `target/shmring-bench/results.json`.
+//! Round trips are 64-byte messages echoed back; throughput is one-way,
+//! timed on the receiving side from its first message to its last.
+//!
+//! The ideal ring and the ping-pong are references for the physical limit,
+//! not products: they map a file of `/dev/shm` themselves, which is the only
+//! `unsafe` outside the library's `segment` and `ring` modules.
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use shmring::{Consumer, Producer, RingOptions, WaitStrategy};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Counts heap allocations, to report allocations per message.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: defers every call to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Transport {
+    Shmring { wait: WaitStrategy, zero_copy: bool },
+    Pipe,
+    Uds,
+    Mq,
+    IdealRing,
+    PingPong,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Shmring { .. } => "shmring-spsc",
+            Transport::Pipe => "pipe",
+            Transport::Uds => "uds",
+            Transport::Mq => "mq",
+            Transport::IdealRing => "ideal-ring",
+            Transport::PingPong => "pingpong",
+        }
+    }
+
+    fn wait(self) -> Option<String> {
+        match self {
+            Transport::Shmring { wait, zero_copy } => {
+                let base = match wait {
+                    WaitStrategy::BusySpin => "busy",
+                    WaitStrategy::SpinThenPark(_) => "spin",
+                    WaitStrategy::Park => "park",
+                };
+                Some(if zero_copy { format!("{base}+zero-copy") } else { base.to_string() })
+            }
+            Transport::IdealRing | Transport::PingPong => Some("busy".into()),
+            _ => None,
+        }
+    }
+
+    fn encode(self) -> String {
+        match self {
+            Transport::Shmring { wait, zero_copy } => format!("shmring:{}:{}", self.wait_arg(wait), zero_copy),
+            other => other.name().to_string(),
+        }
+    }
+
+    fn wait_arg(self, wait: WaitStrategy) -> &'static str {
+        match wait {
+            WaitStrategy::BusySpin => "busy",
+            WaitStrategy::SpinThenPark(_) => "spin",
+            WaitStrategy::Park => "park",
+        }
+    }
+
+    fn decode(s: &str) -> Transport {
+        let parts: Vec<&str> = s.split(':').collect();
+        match parts[0] {
+            "shmring" => Transport::Shmring { wait: parts[1].parse().expect("wait"), zero_copy: parts[2] == "true" },
+            "pipe" => Transport::Pipe,
+            "uds" => Transport::Uds,
+            "mq" => Transport::Mq,
+            "ideal-ring" => Transport::IdealRing,
+            "pingpong" => Transport::PingPong,
+            other => panic!("unknown transport {other}"),
+        }
+    }
+}
+
+/// One row of results; `None` is "not measured" (null in the JSON).
+#[derive(Debug, Default, Clone)]
+struct Row {
+    transport: &'static str,
+    wait: Option<String>,
+    size: usize,
+    rtt: Option<[u64; 4]>,
+    msgs_per_s: Option<f64>,
+    gb_per_s: Option<f64>,
+    syscalls_per_msg: Option<f64>,
+    allocs_per_msg: Option<f64>,
+    note: Option<String>,
+}
+
+/// Pins the calling process to `cpu` when the parent found two cores or more
+/// (it says so in `PIN_ENV`; a child cannot count them itself, since it
+/// inherits the parent's one-core mask).
+fn pin_to(cpu: usize) {
+    if std::env::var_os(PIN_ENV).is_some() {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+    }
+}
+
+const PIN_ENV: &str = "SHMRING_BENCH_PIN";
+
+/// Where a run's objects live: unique per bench process and transport.
+fn scratch(tag: &str) -> String {
+    format!("/shmring-bench-{}-{tag}", std::process::id())
+}
+
+fn spawn_child(transport: Transport, mode: &str, size: usize, count: u64, name: &str) -> Child {
+    Command::new(std::env::current_exe().expect("current_exe"))
+        .args(["--child", &transport.encode(), mode, &size.to_string(), &count.to_string(), name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn child")
+}
+
+/// The child's report, `syscalls allocs`, on the last line of its stderr
+/// (stdout may be the transport itself). A failed child's stderr is shown.
+fn child_report(mut child: Child) -> (u64, u64) {
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut err);
+    }
+    let status = child.wait().expect("wait child");
+    assert!(status.success(), "bench child failed: {status}\n{err}");
+    let last = err.lines().last().unwrap_or("0 0");
+    let mut it = last.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+fn shm_options(size: usize, wait: WaitStrategy) -> RingOptions {
+    let capacity = ((size as u64 + 8) * 64).next_power_of_two().max(1 << 20);
+    RingOptions::new().capacity(capacity).max_message(size.max(64) as u32).wait(wait).unlink_on_drop(false)
+}
+
+/// A mapped `/dev/shm` file for the reference transports.
+struct Shared {
+    base: *mut u8,
+    len: usize,
+}
+
+impl Shared {
+    fn map(name: &str, len: usize, create: bool) -> Shared {
+        let path = format!("/dev/shm{name}");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .open(&path)
+            .expect("open");
+        if create {
+            file.set_len(len as u64).expect("size");
+        }
+        // SAFETY: a fresh shared mapping of a file we just sized to `len`; it
+        // aliases no Rust object, and is unmapped only by the OS at exit.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED | rustix::mm::MapFlags::POPULATE,
+                &file,
+                0,
+            )
+        }
+        .expect("mmap");
+        Shared { base: ptr.cast(), len }
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.len);
+        // SAFETY: in bounds and 8-aligned (checked above) in a live mapping.
+        unsafe { &*self.base.add(offset).cast::<AtomicU64>() }
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) {
+        assert!(offset + src.len() <= self.len);
+        // SAFETY: in bounds; the ring protocol gives the writer these bytes.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(offset), src.len()) }
+    }
+
+    fn read(&self, offset: usize, dst: &mut [u8]) {
+        assert!(offset + dst.len() <= self.len);
+        // SAFETY: in bounds; the ring protocol gives the reader these bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.base.add(offset), dst.as_mut_ptr(), dst.len()) }
+    }
+}
+
+/// The ideal ring: fixed-size slots, head and tail on their own lines, each
+/// side caching the other's index; busy polling. The textbook SPSC ring.
+struct IdealRing {
+    shared: Shared,
+    slot: usize,
+    slots: u64,
+    mine: u64,
+    cached: u64,
+}
+
+const IDEAL_DATA: usize = 4096;
+
+impl IdealRing {
+    fn map(name: &str, size: usize, create: bool) -> IdealRing {
+        let slot = size.div_ceil(64) * 64;
+        let slots = ((4 << 20) / slot).max(4) as u64;
+        let shared = Shared::map(name, IDEAL_DATA + slot * slots as usize, create);
+        IdealRing { shared, slot, slots, mine: 0, cached: 0 }
+    }
+
+    fn send(&mut self, msg: &[u8]) {
+        // tail at 0 (ours), head at 128 (theirs)
+        while self.mine - self.cached == self.slots {
+            self.cached = self.shared.word(128).load(Ordering::Acquire);
+            std::hint::spin_loop();
+        }
+        self.shared.write(IDEAL_DATA + (self.mine % self.slots) as usize * self.slot, msg);
+        self.mine += 1;
+        self.shared.word(0).store(self.mine, Ordering::Release);
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) {
+        while self.mine == self.cached {
+            self.cached = self.shared.word(0).load(Ordering::Acquire);
+            std::hint::spin_loop();
+        }
+        self.shared.read(IDEAL_DATA + (self.mine % self.slots) as usize * self.slot, buf);
+        self.mine += 1;
+        self.shared.word(128).store(self.mine, Ordering::Release);
+    }
+}
+
+/// A stream transport's framing: 4-byte length, payload; one write each.
+fn write_frame(out: &mut impl Write, frame: &mut Vec<u8>, msg: &[u8]) -> u64 {
+    frame.clear();
+    frame.extend_from_slice(&(msg.len() as u32).to_le_bytes());
+    frame.extend_from_slice(msg);
+    out.write_all(frame).expect("write frame");
+    1
+}
+
+/// Counts `read` calls, for system calls per message on the receiving side.
+struct CountingReader<R> {
+    inner: R,
+    reads: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reads += 1;
+        self.inner.read(buf)
+    }
+}
+
+fn read_frame(input: &mut impl Read, buf: &mut [u8]) {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len).expect("frame length");
+    input.read_exact(&mut buf[..u32::from_le_bytes(len) as usize]).expect("frame");
+}
+
+fn mq_name(name: &str, dir: &str) -> String {
+    format!("{name}-{dir}")
+}
+
+fn mq_open(name: &str, size: usize, create: bool) -> posixmq::PosixMq {
+    let mut opts = posixmq::OpenOptions::readwrite();
+    if create {
+        opts.create_new().max_msg_len(size.max(1)).capacity(mq_limit("msg_max").min(10) as usize);
+    }
+    opts.open(name).expect("mq_open")
+}
+
+fn mq_limit(key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/sys/fs/mqueue/{key}")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- children
+
+fn child_main(args: &[String]) {
+    pin_to(1);
+    let transport = Transport::decode(&args[2]);
+    let (mode, size, count, name) =
+        (args[3].as_str(), args[4].parse().unwrap(), args[5].parse::<u64>().unwrap(), &args[6]);
+    let msg = vec![0xA5u8; size];
+    let mut buf = vec![0u8; size.max(64) + 4];
+    let mut syscalls = 0;
+    // Reset after each branch's setup: allocations per message count the loop.
+    let mut allocs_before = allocations();
+    match (transport, mode) {
+        (Transport::Shmring { wait, zero_copy }, "tput") => {
+            let mut producer = Producer::open(name, &shm_options(size, wait)).expect("open");
+            allocs_before = allocations();
+            for _ in 0..count {
+                if zero_copy {
+                    // Built in place: every byte written once, no copy.
+                    let mut grant = producer.reserve(size).expect("reserve");
+                    grant.fill(0xA5);
+                    grant.commit();
+                } else {
+                    producer.send(&msg).expect("send");
+                }
+            }
+            let s = producer.stats();
+            syscalls = s.futex_waits + s.futex_wakes;
+        }
+        (Transport::Shmring { wait, .. }, "rtt") => {
+            let options = shm_options(size, wait);
+            let mut requests = Consumer::open(&format!("{name}-ping"), &options).expect("open ping");
+            let mut replies = Producer::open(&format!("{name}-pong"), &options).expect("open pong");
+            for _ in 0..count {
+                let got = requests.read().expect("read");
+                replies.send(&got).expect("send");
+            }
+        }
+        (Transport::Pipe, "tput") => {
+            let mut out = std::fs::File::from(std::io::stdout().lock().as_fd_owned());
+            let mut frame = Vec::with_capacity(size + 4);
+            allocs_before = allocations();
+            for _ in 0..count {
+                syscalls += write_frame(&mut out, &mut frame, &msg);
+            }
+        }
+        (Transport::Pipe, "rtt") => {
+            let mut input = std::fs::File::from(std::io::stdin().lock().as_fd_owned());
+            let mut out = std::fs::File::from(std::io::stdout().lock().as_fd_owned());
+            let mut frame = Vec::with_capacity(size + 4);
+            for _ in 0..count {
+                read_frame(&mut input, &mut buf);
+                write_frame(&mut out, &mut frame, &buf[..size]);
+            }
+        }
+        (Transport::Uds, mode) => {
+            let mut stream = UnixStream::connect(format!("/tmp{name}.sock")).expect("connect");
+            allocs_before = allocations();
+            let mut frame = Vec::with_capacity(size + 4);
+            for _ in 0..count {
+                if mode == "rtt" {
+                    read_frame(&mut stream, &mut buf);
+                }
+                syscalls += write_frame(&mut stream, &mut frame, &buf[..size]);
+            }
+        }
+        (Transport::Mq, mode) => {
+            let to_parent = mq_open(&mq_name(name, "up"), size, false);
+            let from_parent = mq_open(&mq_name(name, "down"), size, false);
+            allocs_before = allocations();
+            for _ in 0..count {
+                if mode == "rtt" {
+                    from_parent.recv(&mut buf).expect("mq recv");
+                }
+                to_parent.send(0, &msg).expect("mq send");
+                syscalls += 1;
+            }
+        }
+        (Transport::IdealRing, "tput") => {
+            let mut ring = IdealRing::map(name, size, false);
+            allocs_before = allocations();
+            for _ in 0..count {
+                ring.send(&msg);
+            }
+        }
+        (Transport::IdealRing, "rtt") => {
+            let mut requests = IdealRing::map(&format!("{name}-ping"), size, false);
+            let mut replies = IdealRing::map(&format!("{name}-pong"), size, false);
+            for _ in 0..count {
+                requests.recv(&mut buf[..size]);
+                replies.send(&buf[..size]);
+            }
+        }
+        (Transport::PingPong, _) => {
+            let shared = Shared::map(name, 4096, false);
+            let word = shared.word(0);
+            for i in 0..count {
+                while word.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                word.store(2 * i + 2, Ordering::Release);
+            }
+        }
+        other => panic!("no child for {other:?}"),
+    }
+    eprintln!("{syscalls} {}", allocations() - allocs_before);
+}
+
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> std::os::fd::OwnedFd;
+}
+
+impl<T: std::os::fd::AsFd> AsFdOwned for T {
+    fn as_fd_owned(&self) -> std::os::fd::OwnedFd {
+        self.as_fd().try_clone_to_owned().expect("dup")
+    }
+}
+
+// ---------------------------------------------------------------- parent
+
+/// Round trips of 64-byte messages: `warmup` unrecorded, then `rounds`.
+fn rtt(transport: Transport, warmup: u64, rounds: u64) -> [u64; 4] {
+    let size = 64;
+    let total = warmup + rounds;
+    let name = scratch(&format!("rtt-{}", transport.encode().replace(':', "-")));
+    let msg = vec![0x5Au8; size];
+    let mut buf = vec![0u8; size + 4];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
+    let mut record = |i: u64, start: Instant| {
+        if i >= warmup {
+            let _ = hist.record(start.elapsed().as_nanos() as u64);
+        }
+    };
+    match transport {
+        Transport::Shmring { wait, .. } => {
+            let options = shm_options(size, wait);
+            let (ping, pong) = (format!("{name}-ping"), format!("{name}-pong"));
+            options.create(&ping).expect("create");
+            options.create(&pong).expect("create");
+            let mut requests = Producer::open(&ping, &options).expect("open");
+            let mut replies = Consumer::open(&pong, &options).expect("open");
+            let child = spawn_child(transport, "rtt", size, total, &name);
+            for i in 0..total {
+                let start = Instant::now();
+                requests.send(&msg).expect("send");
+                drop(replies.read().expect("read"));
+                record(i, start);
+            }
+            child_report(child);
+            let _ = shmring::unlink(&ping);
+            let _ = shmring::unlink(&pong);
+        }
+        Transport::Pipe => {
+            let mut child = spawn_child(transport, "rtt", size, total, &name);
+            let mut to = std::fs::File::from(child.stdin.take().unwrap().as_fd_owned());
+            let mut from = std::fs::File::from(child.stdout.as_ref().unwrap().as_fd_owned());
+            let mut frame = Vec::new();
+            for i in 0..total {
+                let start = Instant::now();
+                write_frame(&mut to, &mut frame, &msg);
+                read_frame(&mut from, &mut buf);
+                record(i, start);
+            }
+            drop(from);
+            child_report(child);
+        }
+        Transport::Uds => {
+            let path = format!("/tmp{name}.sock");
+            let listener = UnixListener::bind(&path).expect("bind");
+            let child = spawn_child(transport, "rtt", size, total, &name);
+            let (mut stream, _) = listener.accept().expect("accept");
+            let _ = std::fs::remove_file(&path);
+            let mut frame = Vec::new();
+            for i in 0..total {
+                let start = Instant::now();
+                write_frame(&mut stream, &mut frame, &msg);
+                read_frame(&mut stream, &mut buf);
+                record(i, start);
+            }
+            child_report(child);
+        }
+        Transport::Mq => {
+            let (up, down) = (mq_name(&name, "up"), mq_name(&name, "down"));
+            let from_child = mq_open(&up, size, true);
+            let to_child = mq_open(&down, size, true);
+            let child = spawn_child(transport, "rtt", size, total, &name);
+            for i in 0..total {
+                let start = Instant::now();
+                to_child.send(0, &msg).expect("mq send");
+                from_child.recv(&mut buf).expect("mq recv");
+                record(i, start);
+            }
+            child_report(child);
+            let _ = posixmq::remove_queue(&up);
+            let _ = posixmq::remove_queue(&down);
+        }
+        Transport::IdealRing => {
+            let (ping, pong) = (format!("{name}-ping"), format!("{name}-pong"));
+            let mut requests = IdealRing::map(&ping, size, true);
+            let mut replies = IdealRing::map(&pong, size, true);
+            let child = spawn_child(transport, "rtt", size, total, &name);
+            for i in 0..total {
+                let start = Instant::now();
+                requests.send(&msg);
+                replies.recv(&mut buf[..size]);
+                record(i, start);
+            }
+            child_report(child);
+            let _ = std::fs::remove_file(format!("/dev/shm{ping}"));
+            let _ = std::fs::remove_file(format!("/dev/shm{pong}"));
+        }
+        Transport::PingPong => {
+            let shared = Shared::map(&name, 4096, true);
+            let child = spawn_child(transport, "rtt", size, total, &name);
+            let word = shared.word(0);
+            for i in 0..total {
+                let start = Instant::now();
+                word.store(2 * i + 1, Ordering::Release);
+                while word.load(Ordering::Acquire) != 2 * i + 2 {
+                    std::hint::spin_loop();
+                }
+                record(i, start);
+            }
+            child_report(child);
+            let _ = std::fs::remove_file(format!("/dev/shm{name}"));
+        }
+    }
+    [hist.value_at_quantile(0.5), hist.value_at_quantile(0.99), hist.value_at_quantile(0.999), hist.max()]
+}
+
+/// One-way throughput of `count` messages of `size` bytes: (msgs/s, system
+/// calls per message on both sides, allocations per message on both sides).
+fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) {
+    let name = scratch(&format!("tput-{}-{size}", transport.encode().replace(':', "-")));
+    let mut buf = vec![0u8; size + 4];
+    let secs;
+    let (mut syscalls, mut allocs) = (0u64, 0u64);
+    let timed = |first: &mut Option<Instant>, received: u64| {
+        if received == 1 {
+            *first = Some(Instant::now());
+        }
+    };
+    match transport {
+        Transport::Shmring { wait, zero_copy } => {
+            let options = shm_options(size, wait);
+            options.create(&name).expect("create");
+            let mut consumer = Consumer::open(&name, &options).expect("open");
+            let child = spawn_child(transport, "tput", size, count, &name);
+            let mut first = None;
+            let before = allocations();
+            for n in 1..=count {
+                if zero_copy {
+                    // Read in place: every cache line of the message visited.
+                    let msg = consumer.read().expect("read");
+                    std::hint::black_box(touch_lines(&msg));
+                } else {
+                    consumer.recv(&mut buf).expect("recv");
+                }
+                timed(&mut first, n);
+            }
+            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            allocs += allocations() - before;
+            let s = consumer.stats();
+            let (child_sys, child_allocs) = child_report(child);
+            syscalls += s.futex_waits + s.futex_wakes + child_sys;
+            allocs += child_allocs;
+            let _ = shmring::unlink(&name);
+        }
+        Transport::Pipe | Transport::Uds => {
+            let (mut child, reader): (Child, Box<dyn Read>) = if transport == Transport::Pipe {
+                let mut child = spawn_child(transport, "tput", size, count, &name);
+                let out = std::fs::File::from(child.stdout.take().unwrap().as_fd_owned());
+                (child, Box::new(out))
+            } else {
+                let path = format!("/tmp{name}.sock");
+                let listener = UnixListener::bind(&path).expect("bind");
+                let child = spawn_child(transport, "tput", size, count, &name);
+                let (stream, _) = listener.accept().expect("accept");
+                let _ = std::fs::remove_file(&path);
+                (child, Box::new(stream))
+            };
+            let mut input = BufReader::with_capacity(256 << 10, CountingReader { inner: reader, reads: 0 });
+            let mut first = None;
+            let before = allocations();
+            for n in 1..=count {
+                read_frame(&mut input, &mut buf);
+                timed(&mut first, n);
+            }
+            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            allocs += allocations() - before;
+            syscalls += input.get_ref().reads + count; // reads here, one write per message there
+            drop(input);
+            let _ = child.stdin.take();
+            let (_, child_allocs) = child_report(child);
+            allocs += child_allocs;
+        }
+        Transport::Mq => {
+            let (up, down) = (mq_name(&name, "up"), mq_name(&name, "down"));
+            let from_child = mq_open(&up, size, true);
+            let _to_child = mq_open(&down, size, true);
+            let child = spawn_child(transport, "tput", size, count, &name);
+            let mut first = None;
+            let before = allocations();
+            for n in 1..=count {
+                from_child.recv(&mut buf).expect("mq recv");
+                timed(&mut first, n);
+            }
+            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            allocs += allocations() - before;
+            syscalls += 2 * count;
+            allocs += child_report(child).1;
+            let _ = posixmq::remove_queue(&up);
+            let _ = posixmq::remove_queue(&down);
+        }
+        Transport::IdealRing => {
+            let mut ring = IdealRing::map(&name, size, true);
+            let child = spawn_child(transport, "tput", size, count, &name);
+            let mut first = None;
+            for n in 1..=count {
+                ring.recv(&mut buf[..size]);
+                timed(&mut first, n);
+            }
+            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            child_report(child);
+            let _ = std::fs::remove_file(format!("/dev/shm{name}"));
+        }
+        Transport::PingPong => unreachable!("ping-pong has no throughput row"),
+    }
+    // The first message started the clock: count - 1 intervals.
+    ((count - 1) as f64 / secs.max(1e-9), syscalls as f64 / count as f64, allocs as f64 / count as f64)
+}
+
+/// One byte of every 64: what a reader that parses a message at least pulls
+/// across cores.
+fn touch_lines(msg: &[u8]) -> u8 {
+    msg.iter().step_by(64).fold(0, |acc, &b| acc ^ b)
+}
+
+fn cell(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        child_main(&args);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+        std::env::set_var(PIN_ENV, "1");
+    } else {
+        eprintln!("one core: producer and consumer share it, busy rows measure the scheduler");
+    }
+    pin_to(0);
+    // `--only TEXT`: just the transports whose "name wait" contains TEXT.
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
+    let (warmup, rounds) = if quick { (2_000, 20_000) } else { (20_000, 200_000) };
+    // (size, messages) for throughput; fewer when quick.
+    let sizes: [(usize, u64); 3] = if quick {
+        [(64, 2_000_000), (1024, 500_000), (65536, 10_000)]
+    } else {
+        [(64, 10_000_000), (1024, 2_000_000), (65536, 50_000)]
+    };
+    // Throughput on a shared VM is bimodal (see README): every transport is
+    // measured once per repetition, interleaved, and the median is reported.
+    let repetitions = if quick { 1 } else { 5 };
+    let spin = WaitStrategy::default();
+    let transports: Vec<Transport> = [
+        Transport::Shmring { wait: WaitStrategy::BusySpin, zero_copy: false },
+        Transport::Shmring { wait: WaitStrategy::BusySpin, zero_copy: true },
+        Transport::Shmring { wait: spin, zero_copy: false },
+        Transport::Shmring { wait: WaitStrategy::Park, zero_copy: false },
+        Transport::IdealRing,
+        Transport::PingPong,
+        Transport::Pipe,
+        Transport::Uds,
+        Transport::Mq,
+    ]
+    .into_iter()
+    .filter(|t| {
+        only.as_ref()
+            .is_none_or(|only| format!("{} {}", t.name(), t.wait().unwrap_or_default()).contains(only.as_str()))
+    })
+    .collect();
+    let mq_max = mq_limit("msgsize_max") as usize;
+
+    let mut rows: Vec<Row> = Vec::new();
+    for &transport in &transports {
+        eprintln!("round trips: {} {}", transport.name(), transport.wait().unwrap_or_default());
+        let zero_copy = matches!(transport, Transport::Shmring { zero_copy: true, .. });
+        let rtt = (!zero_copy).then(|| rtt(transport, warmup, rounds));
+        if transport == Transport::PingPong {
+            rows.push(Row {
+                transport: transport.name(),
+                wait: transport.wait(),
+                size: 64,
+                rtt,
+                syscalls_per_msg: Some(0.0),
+                ..Row::default()
+            });
+            continue;
+        }
+        for (size, _) in sizes {
+            let mut row = Row { transport: transport.name(), wait: transport.wait(), size, ..Row::default() };
+            if size == 64 {
+                row.rtt = rtt;
+            }
+            if transport == Transport::Mq && size > mq_max {
+                row.note = Some(format!("over /proc/sys/fs/mqueue/msgsize_max ({mq_max})"));
+            }
+            rows.push(row);
+        }
+    }
+    let mut samples: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); rows.len()];
+    for repetition in 1..=repetitions {
+        eprintln!("throughput, repetition {repetition} of {repetitions}");
+        for (row, samples) in rows.iter().zip(samples.iter_mut()) {
+            let Some(&transport) = transports.iter().find(|t| t.name() == row.transport && t.wait() == row.wait) else {
+                continue;
+            };
+            if transport == Transport::PingPong || row.note.is_some() {
+                continue;
+            }
+            let count = sizes.iter().find(|(size, _)| *size == row.size).map_or(0, |(_, count)| *count);
+            // Parking is measured for latency; its throughput equals spin's.
+            let count = if matches!(transport, Transport::Shmring { wait: WaitStrategy::Park, .. }) {
+                count / 4
+            } else {
+                count
+            };
+            samples.push(throughput(transport, row.size, count));
+        }
+    }
+    for (row, samples) in rows.iter_mut().zip(samples.iter_mut()) {
+        if samples.is_empty() {
+            continue;
+        }
+        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (msgs, syscalls, allocs) = samples[samples.len() / 2];
+        row.msgs_per_s = Some(msgs);
+        row.gb_per_s = Some(msgs * row.size as f64 / 1e9);
+        row.syscalls_per_msg = Some(syscalls);
+        row.allocs_per_msg = Some(allocs);
+    }
+
+    print_table(&rows);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/shmring-bench");
+    std::fs::create_dir_all(&dir).expect("results dir");
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&to_json(&rows)).expect("json"))
+        .expect("write results");
+    chart(&rows, &dir.join("ipc.svg"));
+    eprintln!("results: {0}/results.json, {0}/ipc.svg", dir.display());
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| transport | wait | size | RTT p50 ns | p99 | p99.9 | max | msgs/s | GB/s | syscalls/msg | allocs/msg |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let rtt = |i: usize| r.rtt.map_or("-".into(), |v| v[i].to_string());
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+            r.transport,
+            r.wait.as_deref().unwrap_or("-"),
+            r.size,
+            rtt(0),
+            rtt(1),
+            rtt(2),
+            rtt(3),
+            cell(r.msgs_per_s, 0),
+            cell(r.gb_per_s, 3),
+            cell(r.syscalls_per_msg, 5),
+            cell(r.allocs_per_msg, 5),
+            r.note.as_ref().map_or(String::new(), |n| format!(" {n}"))
+        );
+    }
+}
+
+fn to_json(rows: &[Row]) -> Vec<serde_json::Value> {
+    rows.iter()
+        .map(|r| {
+            json!({
+                "transport": r.transport,
+                "wait": r.wait,
+                "producers": 1,
+                "size": r.size,
+                "rtt_p50_ns": r.rtt.map(|v| v[0]),
+                "rtt_p99_ns": r.rtt.map(|v| v[1]),
+                "rtt_p999_ns": r.rtt.map(|v| v[2]),
+                "rtt_max_ns": r.rtt.map(|v| v[3]),
+                "msgs_per_s": r.msgs_per_s,
+                "gb_per_s": r.gb_per_s,
+                "syscalls_per_msg": r.syscalls_per_msg,
+                "allocs_per_msg": r.allocs_per_msg,
+                "note": r.note,
+            })
+        })
+        .collect()
+}
+
+/// Two panels: round-trip percentiles per transport (log scale), and GB/s
+/// per message size for each transport (log scale).
+fn chart(rows: &[Row], path: &std::path::Path) {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE).expect("chart");
+    let (left, right) = root.split_horizontally(600);
+    let label = |r: &Row| match &r.wait {
+        Some(w) if r.transport.starts_with("shmring") => format!("{} {w}", r.transport),
+        _ => r.transport.to_string(),
+    };
+
+    let short = |r: &Row| match &r.wait {
+        Some(w) if r.transport.starts_with("shmring") => format!("shm {w}"),
+        _ => r.transport.replace("-ring", ""),
+    };
+    let latency: Vec<(String, [u64; 4])> = rows.iter().filter_map(|r| Some((short(r), r.rtt?))).collect();
+    let top = latency.iter().map(|(_, v)| v[2]).max().unwrap_or(1000).max(1000) as f64 * 2.0;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("64-byte round trip (ns, log)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0..latency.len().max(1), (50.0..top).log_scale())
+        .expect("chart");
+    chart
+        .configure_mesh()
+        .x_labels(latency.len().max(1))
+        .x_label_formatter(&|i| latency.get(*i).map_or(String::new(), |(name, _)| name.clone()))
+        .x_label_style(("sans-serif", 12))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .expect("chart");
+    for (k, (name, color)) in [("p50", BLUE), ("p99", GREEN), ("p99.9", RED)].into_iter().enumerate() {
+        chart
+            .draw_series(latency.iter().enumerate().map(|(i, (_, v))| Circle::new((i, v[k] as f64), 4, color.filled())))
+            .expect("chart")
+            .label(name)
+            .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+    }
+    chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().expect("chart");
+
+    let sizes = [64usize, 1024, 65536];
+    let mut chart = ChartBuilder::on(&right)
+        .caption("one-way throughput (GB/s, log)", ("sans-serif", 18))
+        .margin(12)
+        .margin_right(40)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0..sizes.len() - 1, (0.01..100.0).log_scale())
+        .expect("chart");
+    chart
+        .configure_mesh()
+        .x_labels(sizes.len())
+        .x_label_formatter(&|i| sizes.get(*i).map_or(String::new(), |s| format!("{s} B")))
+        .y_label_formatter(&|v| format!("{v}"))
+        .draw()
+        .expect("chart");
+    let mut names: Vec<String> = rows.iter().filter(|r| r.gb_per_s.is_some()).map(label).collect();
+    names.dedup();
+    for (n, name) in names.iter().enumerate() {
+        let color = Palette99::pick(n).to_rgba();
+        let points: Vec<(usize, f64)> = rows
+            .iter()
+            .filter(|r| &label(r) == name)
+            .filter_map(|r| Some((sizes.iter().position(|s| *s == r.size)?, r.gb_per_s?)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .expect("chart")
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).expect("chart");
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .border_style(BLACK)
+        .background_style(WHITE)
+        .draw()
+        .expect("chart");
+    root.present().expect("chart");
+}
