@@ -57,12 +57,17 @@ fn allocations() -> u64 {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Transport {
-    Shmring { wait: WaitStrategy, zero_copy: bool },
+    Shmring {
+        wait: WaitStrategy,
+        zero_copy: bool,
+    },
     Pipe,
     Uds,
     Mq,
     IdealRing,
     PingPong,
+    #[cfg(feature = "compare-iceoryx2")]
+    Iceoryx2,
 }
 
 impl Transport {
@@ -74,6 +79,8 @@ impl Transport {
             Transport::Mq => "mq",
             Transport::IdealRing => "ideal-ring",
             Transport::PingPong => "pingpong",
+            #[cfg(feature = "compare-iceoryx2")]
+            Transport::Iceoryx2 => "iceoryx2",
         }
     }
 
@@ -88,6 +95,8 @@ impl Transport {
                 Some(if zero_copy { format!("{base}+zero-copy") } else { base.to_string() })
             }
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
+            #[cfg(feature = "compare-iceoryx2")]
+            Transport::Iceoryx2 => Some("busy+zero-copy".into()),
             _ => None,
         }
     }
@@ -116,6 +125,8 @@ impl Transport {
             "mq" => Transport::Mq,
             "ideal-ring" => Transport::IdealRing,
             "pingpong" => Transport::PingPong,
+            #[cfg(feature = "compare-iceoryx2")]
+            "iceoryx2" => Transport::Iceoryx2,
             other => panic!("unknown transport {other}"),
         }
     }
@@ -135,18 +146,27 @@ struct Row {
     note: Option<String>,
 }
 
-/// Pins the calling process to `cpu` when the parent found two cores or more
-/// (it says so in `PIN_ENV`; a child cannot count them itself, since it
-/// inherits the parent's one-core mask).
-fn pin_to(cpu: usize) {
-    if std::env::var_os(PIN_ENV).is_some() {
-        let mut set = rustix::thread::CpuSet::new();
-        set.set(cpu);
-        rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+/// Pins the calling process to the `side`-th (0 or 1) of the two cores the
+/// parent chose and put in `PIN_ENV` (a child cannot choose itself: it
+/// inherits the parent's one-core mask). Without the variable, no pinning.
+fn pin_to(side: usize) {
+    let Some(cores) = std::env::var(PIN_ENV).ok() else { return };
+    let Some(cpu) = cores.split(',').nth(side).and_then(|c| c.parse().ok()) else { return };
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+        eprintln!("cannot pin to CPU {cpu}: {e}");
     }
 }
 
-const PIN_ENV: &str = "SHMRING_BENCH_PIN";
+/// The first two CPUs this process may run on, if it may run on two.
+fn two_cores() -> Option<(usize, usize)> {
+    let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&cpu| allowed.is_set(cpu));
+    Some((cpus.next()?, cpus.next()?))
+}
+
+const PIN_ENV: &str = "SHMRING_BENCH_CPUS";
 
 /// Where a run's objects live: unique per bench process and transport.
 fn scratch(tag: &str) -> String {
@@ -175,6 +195,104 @@ fn child_report(mut child: Child) -> (u64, u64) {
     let last = err.lines().last().unwrap_or("0 0");
     let mut it = last.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Waits for a child's `ready` line on stdout (iceoryx2: its ports exist,
+/// so nothing sent from now on is dropped for want of a subscriber).
+#[cfg(feature = "compare-iceoryx2")]
+fn wait_ready(child: &mut Child) {
+    use std::io::BufRead;
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().expect("child stdout");
+    std::io::BufReader::new(stdout).read_line(&mut line).expect("ready line");
+    assert_eq!(line.trim(), "ready", "child did not get ready");
+}
+
+/// iceoryx2's publish-subscribe with `[u8]` slices, set up as its own
+/// benchmark does (a service per direction, one publisher and one subscriber
+/// each, no history), plus back-pressure so that throughput runs lose
+/// nothing: the publisher retries while the subscriber's buffer is full.
+#[cfg(feature = "compare-iceoryx2")]
+mod ice {
+    use iceoryx2::port::publisher::Publisher;
+    use iceoryx2::port::subscriber::Subscriber;
+    use iceoryx2::prelude::*;
+
+    pub struct Ends {
+        publisher: Option<Publisher<ipc::Service, [u8], ()>>,
+        subscriber: Option<Subscriber<ipc::Service, [u8], ()>>,
+        _node: Node<ipc::Service>,
+    }
+
+    const BUFFER: usize = 256;
+
+    impl Ends {
+        /// `parent` publishes on `NAME-down` and subscribes to `NAME-up`; the
+        /// child the other way round. Throughput runs (`both` false) only
+        /// need the child's publisher and the parent's subscriber.
+        pub fn open(name: &str, size: usize, both: bool, parent: bool) -> Ends {
+            iceoryx2::prelude::set_log_level(LogLevel::Error);
+            let node = NodeBuilder::new().create::<ipc::Service>().expect("iceoryx2 node");
+            let service = |direction: &str| {
+                let service_name = ServiceName::new(&format!("shmring-bench{}-{direction}", name.replace('/', "-")))
+                    .expect("service name");
+                node.service_builder(&service_name)
+                    .publish_subscribe::<[u8]>()
+                    .enable_safe_overflow(false)
+                    .history_size(0)
+                    .subscriber_max_buffer_size(BUFFER)
+                    .max_publishers(1)
+                    .max_subscribers(1)
+                    .open_or_create()
+                    .expect("iceoryx2 service")
+            };
+            let (send_on, receive_on) = if parent { ("down", "up") } else { ("up", "down") };
+            let publisher = (both || !parent).then(|| {
+                service(send_on)
+                    .publisher_builder()
+                    .initial_max_slice_len(size)
+                    .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                    .create()
+                    .expect("iceoryx2 publisher")
+            });
+            let subscriber = (both || parent).then(|| {
+                service(receive_on).subscriber_builder().buffer_size(BUFFER).create().expect("iceoryx2 subscriber")
+            });
+            Ends { publisher, subscriber, _node: node }
+        }
+
+        /// Loans a sample, writes `msg` into it, sends it.
+        pub fn send(&self, msg: &[u8]) {
+            let publisher = self.publisher.as_ref().expect("publisher");
+            let sample = publisher.loan_slice_uninit(msg.len()).expect("loan");
+            sample.write_from_slice(msg).send().expect("send");
+        }
+
+        /// Busy-polls for the next sample and hands it to `f` in place.
+        pub fn receive<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+            let subscriber = self.subscriber.as_ref().expect("subscriber");
+            loop {
+                if let Some(sample) = subscriber.receive().expect("receive") {
+                    return f(sample.payload());
+                }
+                std::hint::spin_loop();
+            }
+        }
+
+        /// Receives one sample and sends its bytes back.
+        pub fn echo(&self) {
+            let subscriber = self.subscriber.as_ref().expect("subscriber");
+            let publisher = self.publisher.as_ref().expect("publisher");
+            loop {
+                if let Some(sample) = subscriber.receive().expect("receive") {
+                    let reply = publisher.loan_slice_uninit(sample.payload().len()).expect("loan");
+                    reply.write_from_slice(sample.payload()).send().expect("send");
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
 }
 
 fn shm_options(size: usize, wait: WaitStrategy) -> RingOptions {
@@ -425,6 +543,19 @@ fn child_main(args: &[String]) {
                 word.store(2 * i + 2, Ordering::Release);
             }
         }
+        #[cfg(feature = "compare-iceoryx2")]
+        (Transport::Iceoryx2, mode) => {
+            let ends = ice::Ends::open(name, size, mode == "rtt", false);
+            println!("ready");
+            allocs_before = allocations();
+            for _ in 0..count {
+                if mode == "rtt" {
+                    ends.echo();
+                } else {
+                    ends.send(&msg);
+                }
+            }
+        }
         other => panic!("no child for {other:?}"),
     }
     eprintln!("{syscalls} {}", allocations() - allocs_before);
@@ -532,6 +663,19 @@ fn rtt(transport: Transport, warmup: u64, rounds: u64) -> [u64; 4] {
             child_report(child);
             let _ = std::fs::remove_file(format!("/dev/shm{ping}"));
             let _ = std::fs::remove_file(format!("/dev/shm{pong}"));
+        }
+        #[cfg(feature = "compare-iceoryx2")]
+        Transport::Iceoryx2 => {
+            let ends = ice::Ends::open(&name, size, true, true);
+            let mut child = spawn_child(transport, "rtt", size, total, &name);
+            wait_ready(&mut child);
+            for i in 0..total {
+                let start = Instant::now();
+                ends.send(&msg);
+                ends.receive(|reply| std::hint::black_box(touch_lines(reply)));
+                record(i, start);
+            }
+            child_report(child);
         }
         Transport::PingPong => {
             let shared = Shared::map(&name, 4096, true);
@@ -648,6 +792,21 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             child_report(child);
             let _ = std::fs::remove_file(format!("/dev/shm{name}"));
         }
+        #[cfg(feature = "compare-iceoryx2")]
+        Transport::Iceoryx2 => {
+            let ends = ice::Ends::open(&name, size, false, true);
+            let mut child = spawn_child(transport, "tput", size, count, &name);
+            wait_ready(&mut child);
+            let mut first = None;
+            let before = allocations();
+            for n in 1..=count {
+                ends.receive(|msg| std::hint::black_box(touch_lines(msg)));
+                timed(&mut first, n);
+            }
+            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            allocs += allocations() - before;
+            allocs += child_report(child).1;
+        }
         Transport::PingPong => unreachable!("ping-pong has no throughput row"),
     }
     // The first message started the clock: count - 1 intervals.
@@ -671,8 +830,8 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    if std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
-        std::env::set_var(PIN_ENV, "1");
+    if let Some((a, b)) = two_cores() {
+        std::env::set_var(PIN_ENV, format!("{a},{b}"));
     } else {
         eprintln!("one core: producer and consumer share it, busy rows measure the scheduler");
     }
@@ -700,6 +859,8 @@ fn main() {
         Transport::Pipe,
         Transport::Uds,
         Transport::Mq,
+        #[cfg(feature = "compare-iceoryx2")]
+        Transport::Iceoryx2,
     ]
     .into_iter()
     .filter(|t| {
@@ -764,7 +925,8 @@ fn main() {
         let (msgs, syscalls, allocs) = samples[samples.len() / 2];
         row.msgs_per_s = Some(msgs);
         row.gb_per_s = Some(msgs * row.size as f64 / 1e9);
-        row.syscalls_per_msg = Some(syscalls);
+        // iceoryx2 keeps no counters of its own, and strace would perturb it.
+        row.syscalls_per_msg = (row.transport != "iceoryx2").then_some(syscalls);
         row.allocs_per_msg = Some(allocs);
     }
 
