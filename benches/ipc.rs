@@ -216,6 +216,7 @@ fn wait_ready(child: &mut Child) {
 mod ice {
     use iceoryx2::port::publisher::Publisher;
     use iceoryx2::port::subscriber::Subscriber;
+    use iceoryx2::port::update_connections::UpdateConnections;
     use iceoryx2::prelude::*;
 
     pub struct Ends {
@@ -225,6 +226,16 @@ mod ice {
     }
 
     const BUFFER: usize = 256;
+
+    fn send_from(publisher: &Publisher<ipc::Service, [u8], ()>, msg: &[u8]) {
+        loop {
+            let sample = publisher.loan_slice_uninit(msg.len()).expect("loan");
+            if sample.write_from_slice(msg).send().expect("send") > 0 {
+                return;
+            }
+            publisher.update_connections().expect("update connections");
+        }
+    }
 
     impl Ends {
         /// `parent` publishes on `NAME-down` and subscribes to `NAME-up`; the
@@ -261,11 +272,10 @@ mod ice {
             Ends { publisher, subscriber, _node: node }
         }
 
-        /// Loans a sample, writes `msg` into it, sends it.
+        /// Loans a sample, writes `msg` into it, sends it; again if it
+        /// reached no subscriber (the publisher had not connected yet).
         pub fn send(&self, msg: &[u8]) {
-            let publisher = self.publisher.as_ref().expect("publisher");
-            let sample = publisher.loan_slice_uninit(msg.len()).expect("loan");
-            sample.write_from_slice(msg).send().expect("send");
+            send_from(self.publisher.as_ref().expect("publisher"), msg);
         }
 
         /// Busy-polls for the next sample and hands it to `f` in place.
@@ -285,8 +295,7 @@ mod ice {
             let publisher = self.publisher.as_ref().expect("publisher");
             loop {
                 if let Some(sample) = subscriber.receive().expect("receive") {
-                    let reply = publisher.loan_slice_uninit(sample.payload().len()).expect("loan");
-                    reply.write_from_slice(sample.payload()).send().expect("send");
+                    send_from(publisher, sample.payload());
                     return;
                 }
                 std::hint::spin_loop();
@@ -555,6 +564,9 @@ fn child_main(args: &[String]) {
                     ends.send(&msg);
                 }
             }
+            // A subscriber drops the samples of a publisher that is gone: stay
+            // until the parent has them all (it closes our stdin then).
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         }
         other => panic!("no child for {other:?}"),
     }
@@ -675,6 +687,7 @@ fn rtt(transport: Transport, warmup: u64, rounds: u64) -> [u64; 4] {
                 ends.receive(|reply| std::hint::black_box(touch_lines(reply)));
                 record(i, start);
             }
+            drop(child.stdin.take());
             child_report(child);
         }
         Transport::PingPong => {
@@ -805,6 +818,7 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             }
             secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
             allocs += allocations() - before;
+            drop(child.stdin.take());
             allocs += child_report(child).1;
         }
         Transport::PingPong => unreachable!("ping-pong has no throughput row"),
@@ -838,16 +852,16 @@ fn main() {
     pin_to(0);
     // `--only TEXT`: just the transports whose "name wait" contains TEXT.
     let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
-    let (warmup, rounds) = if quick { (2_000, 20_000) } else { (20_000, 200_000) };
+    let (warmup, rounds) = if quick { (2_000, 20_000) } else { (10_000, 100_000) };
     // (size, messages) for throughput; fewer when quick.
     let sizes: [(usize, u64); 3] = if quick {
         [(64, 2_000_000), (1024, 500_000), (65536, 10_000)]
     } else {
-        [(64, 10_000_000), (1024, 2_000_000), (65536, 50_000)]
+        [(64, 5_000_000), (1024, 1_000_000), (65536, 30_000)]
     };
     // Throughput on a shared VM is bimodal (see README): every transport is
     // measured once per repetition, interleaved, and the median is reported.
-    let repetitions = if quick { 1 } else { 5 };
+    let repetitions = if quick { 1 } else { 3 };
     let spin = WaitStrategy::default();
     let transports: Vec<Transport> = [
         Transport::Shmring { wait: WaitStrategy::BusySpin, zero_copy: false },
