@@ -6,7 +6,7 @@
 //! comes from the kernel's lock on its byte of the segment, not from its pid.
 
 use crate::error::Error;
-use crate::layout::{Kind, Participant, Slot, WakeLine, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
+use crate::layout::{Kind, Participant, Slot, WakeLine, SLEEPER_COUNT_BITS, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
 use crate::ring::RingBacking;
 use crate::segment::{unlink, Segment};
 use crate::sync::Ordering;
@@ -56,6 +56,9 @@ pub struct WakeInfo {
     pub seq: u32,
     /// Sleepers announced on it.
     pub sleepers: u32,
+    /// Times anyone has announced itself on it (modulo 2^24): how often a
+    /// side went to park.
+    pub parks: u32,
 }
 
 /// Everything the header of a segment says, read at one moment.
@@ -142,7 +145,12 @@ fn participant(segment: &Segment, slot: Slot, p: &Participant) -> ParticipantInf
 }
 
 fn wake(line: &WakeLine) -> WakeInfo {
-    WakeInfo { seq: line.seq.load(Ordering::Relaxed), sleepers: line.sleepers.load(Ordering::Relaxed) }
+    let announced = line.sleepers.load(Ordering::Relaxed);
+    WakeInfo {
+        seq: line.seq.load(Ordering::Relaxed),
+        sleepers: announced & ((1 << SLEEPER_COUNT_BITS) - 1),
+        parks: announced >> SLEEPER_COUNT_BITS,
+    }
 }
 
 /// Reads the header of segment `name` (read-only, no role taken).

@@ -239,9 +239,18 @@ pub struct ConsumerLine {
 pub struct WakeLine {
     /// The futex word sleepers wait on; wakers bump it before waking.
     pub seq: FutexWord,
-    /// How many are announced as (about to be) asleep on `seq`.
+    /// Who is announced as (about to be) asleep on `seq`: the count in the
+    /// low [`SLEEPER_COUNT_BITS`] bits, and above them an epoch that every
+    /// announcement advances, so a waker can tell "the sleepers I already
+    /// woke" from "someone announced since" (see `ring::Waker`).
     pub sleepers: AtomicU32,
 }
+
+/// Bits of [`WakeLine::sleepers`] that count sleepers (at most 65 ever wait
+/// on one line: 64 producers, or the consumer).
+pub const SLEEPER_COUNT_BITS: u32 = 8;
+/// What one announcement adds to [`WakeLine::sleepers`]: one sleeper, one epoch.
+pub const SLEEPER_ANNOUNCE: u32 = 1 | (1 << SLEEPER_COUNT_BITS);
 
 /// [`Participant::state`]: never attached.
 pub const SLOT_EMPTY: u32 = 0;

@@ -20,12 +20,14 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// The protocol weakenings a loom build can be compiled with, each named by
 /// what it breaks.
-pub const MUTANTS: [&str; 6] = [
+pub const MUTANTS: [&str; 8] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
     "no_sleeper_fence_sleeper", // no SeqCst fence between announce and re-check
     "wake_without_bump",        // waker wakes without changing the futex word
+    "wake_once_per_count",      // waker skips a wake when only the epoch moved
+    "announce_before_seq_read", // sleeper reads the futex word after announcing
     "no_terminator",            // producer does not zero the word after a record
 ];
 

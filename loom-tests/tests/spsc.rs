@@ -148,6 +148,36 @@ fn producer_parked_on_full_is_woken() {
     });
 }
 
+/// The producer parks for room that takes three releases to appear (a
+/// 24-byte message after three 8-byte ones needs the padding at the wrap as
+/// well), so it is woken, finds too little room, and parks again: each
+/// release after its new announcement must wake it anew, even though the
+/// consumer already woke it once for the same count of sleepers.
+#[test]
+fn producer_parked_again_is_woken_again() {
+    model("producer_parked_again_is_woken_again", || {
+        let ring = Arc::new(HeapRing::new(64, 24));
+        let mut consumer = attach_consumer(&ring);
+        let mut producer = attach_producer(&ring);
+        for i in 0..3 {
+            producer.send(&message(i, 8), PARK, None).expect("small sends fit");
+        }
+        let sender = thread::spawn(move || {
+            producer.send(&message(3, 24), PARK, None).expect("large send");
+            producer
+        });
+        let mut buf = Vec::new();
+        for i in 0..3 {
+            consumer.recv(&mut buf, PARK, None).expect("recv small");
+            assert_eq!(buf, message(i, 8));
+        }
+        let producer = sender.join().unwrap();
+        consumer.recv(&mut buf, PARK, None).expect("recv large");
+        assert_eq!(buf, message(3, 24));
+        drop(producer);
+    });
+}
+
 /// A producer that sends and detaches: the consumer, parked or not, drains
 /// the message and then gets `Disconnected`, never a hang.
 #[test]

@@ -271,7 +271,7 @@ fn slot_json(p: &ParticipantInfo) -> Value {
 }
 
 fn wake_json(w: &WakeInfo) -> Value {
-    json!({ "seq": w.seq, "sleepers": w.sleepers })
+    json!({ "seq": w.seq, "sleepers": w.sleepers, "parks": w.parks })
 }
 
 fn info_json(info: &SegmentInfo) -> Value {
@@ -408,16 +408,20 @@ fn describe(info: &SegmentInfo, previous: Option<(&SegmentInfo, f64)>) -> String
         s += &format!("rate        {msgs:.0} msgs/s, {bytes:.0} bytes/s (consumed)\n");
     }
     s += &format!(
-        "consumer    {}, {} attachments; wake word {}, {} sleeping\n",
+        "consumer    {}, {} attachments; wake word {}, {} sleeping, {} parks\n",
         slot_text(&info.consumer),
         info.consumer.attachments,
         info.consumer_wake.seq,
-        info.consumer_wake.sleepers
+        info.consumer_wake.sleepers,
+        info.consumer_wake.parks
     );
     for (n, p) in info.producers.iter().enumerate() {
         s += &format!("producer {n}  {}, {} attachments\n", slot_text(p), p.attachments);
     }
-    s += &format!("producers   wake word {}, {} sleeping\n", info.producer_wake.seq, info.producer_wake.sleepers);
+    s += &format!(
+        "producers   wake word {}, {} sleeping, {} parks\n",
+        info.producer_wake.seq, info.producer_wake.sleepers, info.producer_wake.parks
+    );
     s
 }
 

@@ -4,7 +4,7 @@
 
 use super::record::{decode, Record, HEADER_LEN};
 use super::region::View;
-use super::{mark_attached, mark_detached, park_once, wake_if_sleeping, Parkable};
+use super::{mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop};
 use crate::layout::{Slot, WakeLine};
@@ -25,6 +25,8 @@ pub struct Consumer<B: RingBacking> {
     /// ranges whose first word must read zero until they commit).
     zero_consumed: bool,
     watch: PeerWatch,
+    /// Wakes the producer when it sleeps.
+    waker: Waker,
     stats: Stats,
 }
 
@@ -60,6 +62,7 @@ impl<B: RingBacking> Consumer<B> {
             max_message,
             zero_consumed,
             watch: PeerWatch::new(producer),
+            waker: Waker::default(),
             stats: Stats::default(),
             backing,
         })
@@ -124,7 +127,7 @@ impl<B: RingBacking> Consumer<B> {
         self.head = position + size;
         let header = self.backing.header();
         header.consumer.head.store(self.head, PUBLISH);
-        wake_if_sleeping(&header.producer_wake, &mut self.stats);
+        self.waker.wake_if_sleeping(&header.producer_wake, &mut self.stats);
     }
 
     fn release(&mut self, found: Found) {

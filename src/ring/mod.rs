@@ -40,7 +40,7 @@ pub use region::Region;
 pub use spsc::{Grant, Producer};
 
 use crate::error::Stop;
-use crate::layout::{RingHeader, Slot, WakeLine, SLOT_ATTACHED, SLOT_DETACHED};
+use crate::layout::{RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_BITS, SLOT_ATTACHED, SLOT_DETACHED};
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,13 +109,26 @@ pub(crate) trait Parkable {
     fn stats(&mut self) -> &mut Stats;
 }
 
-/// One park step: announce (`sleepers += 1`), fence, read the futex word,
-/// re-check, and only if still not ready sleep on the word (at most
-/// `timeout`); then withdraw the announcement.
+/// One park step: read the futex word, announce (one sleeper, one epoch),
+/// fence, re-check, and only if still not ready sleep on the word (at most
+/// `timeout`); then withdraw (the count, not the epoch).
+///
+/// The word is read before announcing, so a waker that sees the announcement
+/// bumps the word after this read (its read of `sleepers` happens-before the
+/// bump, which this Acquire load would otherwise have synchronised with): the
+/// wait then returns at once, and the caller re-checks.
 pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, Stop> {
-    side.line().sleepers.fetch_add(1, Ordering::Relaxed);
-    sleeper_fence();
-    let seq = side.line().seq.load(Ordering::Acquire);
+    let line = side.line();
+    let seq = if crate::sync::mutant("announce_before_seq_read") {
+        line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
+        sleeper_fence();
+        line.seq.load(Ordering::Acquire)
+    } else {
+        let seq = line.seq.load(Ordering::Acquire);
+        line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
+        sleeper_fence();
+        seq
+    };
     let attempt = side.recheck();
     if let Ok(None) = attempt {
         side.stats().futex_waits += 1;
@@ -125,16 +138,49 @@ pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<
     attempt
 }
 
-/// After publishing: wake the other side if it announced itself.
-#[inline(always)]
-fn wake_if_sleeping(line: &WakeLine, stats: &mut Stats) {
-    waker_fence();
-    if line.sleepers.load(Ordering::Relaxed) != 0 {
-        line.seq.bump();
-        line.seq.wake_all();
-        stats.futex_wakes += 1;
+/// The waking half of the protocol, for one line, held by the side that
+/// publishes to it.
+///
+/// A woken sleeper takes tens of microseconds to be scheduled and withdraw;
+/// meanwhile its count stays up, and a producer streaming millions of
+/// messages a second would issue a `FUTEX_WAKE` for every one of them. So the
+/// waker remembers the `sleepers` word it last woke for and skips the wake
+/// while the word is unchanged. That is safe because every sleeper counted in
+/// that word read `seq` before announcing, hence before the bump that went
+/// with the wake: its wait returns at once, and to wait again it must
+/// withdraw and announce anew, which moves the epoch and so earns a wake of
+/// its own. (The epoch wraps after 2^24 announcements; an exact wrap between
+/// two publishes could delay a wake by one park slice, never lose it.)
+#[derive(Debug, Default)]
+pub(crate) struct Waker {
+    woken_for: Option<u32>,
+}
+
+impl Waker {
+    /// After publishing: wake the other side if someone announced itself
+    /// since the last wake.
+    #[inline(always)]
+    pub(crate) fn wake_if_sleeping(&mut self, line: &WakeLine, stats: &mut Stats) {
+        waker_fence();
+        let sleepers = line.sleepers.load(Ordering::Relaxed);
+        if sleepers & SLEEPER_COUNT_MASK == 0 {
+            return;
+        }
+        let unchanged = if crate::sync::mutant("wake_once_per_count") {
+            self.woken_for.is_some_and(|w| w & SLEEPER_COUNT_MASK == sleepers & SLEEPER_COUNT_MASK)
+        } else {
+            self.woken_for == Some(sleepers)
+        };
+        if !unchanged {
+            self.woken_for = Some(sleepers);
+            line.seq.bump();
+            line.seq.wake_all();
+            stats.futex_wakes += 1;
+        }
     }
 }
+
+const SLEEPER_COUNT_MASK: u32 = (1 << SLEEPER_COUNT_BITS) - 1;
 
 /// Watches the peer a handle waits on: its slot state, and (rate-limited) the
 /// kernel's word on whether it is alive.
@@ -225,7 +271,8 @@ pub(crate) fn mark_detached(header: &RingHeader, slot: Slot, peer_line: &WakeLin
     if let Some(p) = header.participant(slot) {
         p.state.store(SLOT_DETACHED, Ordering::Release);
     }
-    wake_if_sleeping(peer_line, stats);
+    // A fresh waker: whoever is announced must hear of the detach.
+    Waker::default().wake_if_sleeping(peer_line, stats);
 }
 
 /// A ring in heap memory, for the loom models: the same header and algorithms,

@@ -3,7 +3,7 @@
 
 use super::record::{encode, record_size, Record, HEADER_LEN, TAG_MESSAGE, TAG_PADDING};
 use super::region::ViewMut;
-use super::{mark_attached, mark_detached, park_once, wake_if_sleeping, Parkable};
+use super::{mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop, TooLarge};
 use crate::layout::{Slot, WakeLine};
@@ -23,6 +23,8 @@ pub struct Producer<B: RingBacking> {
     capacity: u64,
     max_message: u32,
     watch: PeerWatch,
+    /// Wakes the consumer when it sleeps.
+    waker: Waker,
     stats: Stats,
 }
 
@@ -74,6 +76,7 @@ impl<B: RingBacking> Producer<B> {
             capacity,
             max_message,
             watch: PeerWatch::new(Slot::Consumer),
+            waker: Waker::default(),
             stats: Stats::default(),
             backing,
         })
@@ -154,7 +157,7 @@ impl<B: RingBacking> Producer<B> {
         let sent = header.producer.messages.load(Ordering::Relaxed);
         header.producer.messages.store(sent.wrapping_add(1), Ordering::Relaxed);
         self.stats.bytes += u64::from(claim.len);
-        wake_if_sleeping(&header.consumer_wake, &mut self.stats);
+        self.waker.wake_if_sleeping(&header.consumer_wake, &mut self.stats);
     }
 
     fn write_claim(&mut self, claim: Claim, msg: &[u8]) {
