@@ -144,6 +144,8 @@ struct Row {
     syscalls_per_msg: Option<f64>,
     allocs_per_msg: Option<f64>,
     note: Option<String>,
+    /// A round-trip row only (no throughput is measured for its size).
+    rtt_only: bool,
 }
 
 /// Pins the calling process to the `side`-th (0 or 1) of the two cores the
@@ -592,11 +594,10 @@ impl<T: std::os::fd::AsFd> AsFdOwned for T {
 
 // ---------------------------------------------------------------- parent
 
-/// Round trips of 64-byte messages: `warmup` unrecorded, then `rounds`.
-fn rtt(transport: Transport, warmup: u64, rounds: u64) -> [u64; 4] {
-    let size = 64;
+/// Round trips of `size`-byte messages: `warmup` unrecorded, then `rounds`.
+fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] {
     let total = warmup + rounds;
-    let name = scratch(&format!("rtt-{}", transport.encode().replace(':', "-")));
+    let name = scratch(&format!("rtt-{}-{size}", transport.encode().replace(':', "-")));
     let msg = vec![0x5Au8; size];
     let mut buf = vec![0u8; size + 4];
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("histogram");
@@ -900,22 +901,37 @@ fn main() {
     for &transport in &transports {
         eprintln!("round trips: {} {}", transport.name(), transport.wait().unwrap_or_default());
         let zero_copy = matches!(transport, Transport::Shmring { zero_copy: true, .. });
-        let rtt = (!zero_copy).then(|| rtt(transport, warmup, rounds));
+        let rtt64 = (!zero_copy).then(|| rtt(transport, 64, warmup, rounds));
         if transport == Transport::PingPong {
             rows.push(Row {
                 transport: transport.name(),
                 wait: transport.wait(),
                 size: 64,
-                rtt,
+                rtt: rtt64,
                 syscalls_per_msg: Some(0.0),
                 ..Row::default()
             });
             continue;
         }
+        // 56 bytes: the largest payload whose record (8-byte commit word
+        // first) is one cache line, for the busy rings only.
+        if matches!(
+            transport,
+            Transport::IdealRing | Transport::Shmring { wait: WaitStrategy::BusySpin, zero_copy: false }
+        ) {
+            rows.push(Row {
+                transport: transport.name(),
+                wait: transport.wait(),
+                size: 56,
+                rtt: Some(rtt(transport, 56, warmup, rounds)),
+                rtt_only: true,
+                ..Row::default()
+            });
+        }
         for (size, _) in sizes {
             let mut row = Row { transport: transport.name(), wait: transport.wait(), size, ..Row::default() };
             if size == 64 {
-                row.rtt = rtt;
+                row.rtt = rtt64;
             }
             if transport == Transport::Mq && size > mq_max {
                 row.note = Some(format!("over /proc/sys/fs/mqueue/msgsize_max ({mq_max})"));
@@ -930,7 +946,7 @@ fn main() {
             let Some(&transport) = transports.iter().find(|t| t.name() == row.transport && t.wait() == row.wait) else {
                 continue;
             };
-            if transport == Transport::PingPong || row.note.is_some() {
+            if transport == Transport::PingPong || row.note.is_some() || row.rtt_only {
                 continue;
             }
             let count = sizes.iter().find(|(size, _)| *size == row.size).map_or(0, |(_, count)| *count);
@@ -1028,7 +1044,8 @@ fn chart(rows: &[Row], path: &std::path::Path) {
         Some(w) if r.transport.starts_with("shmring") => format!("shm {w}"),
         _ => r.transport.replace("-ring", ""),
     };
-    let latency: Vec<(String, [u64; 4])> = rows.iter().filter_map(|r| Some((short(r), r.rtt?))).collect();
+    let latency: Vec<(String, [u64; 4])> =
+        rows.iter().filter(|r| r.size == 64).filter_map(|r| Some((short(r), r.rtt?))).collect();
     let top = latency.iter().map(|(_, v)| v[2]).max().unwrap_or(1000).max(1000) as f64 * 2.0;
     let mut chart = ChartBuilder::on(&left)
         .caption("64-byte round trip (ns, log)", ("sans-serif", 18))
