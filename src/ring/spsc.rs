@@ -20,6 +20,9 @@ pub struct Producer<B: RingBacking> {
     /// The consumer's `head` as last read; refreshed only when the ring looks
     /// full, so streaming does not pull the consumer's line every message.
     cached_head: u64,
+    /// Every word from `tail` up to here is known to be zero (this handle
+    /// zeroed it, and only this handle writes free space).
+    zeroed_to: u64,
     capacity: u64,
     max_message: u32,
     watch: PeerWatch,
@@ -73,6 +76,7 @@ impl<B: RingBacking> Producer<B> {
         Ok(Producer {
             tail,
             cached_head: head,
+            zeroed_to: tail,
             capacity,
             max_message,
             watch: PeerWatch::new(Slot::Consumer),
@@ -131,13 +135,13 @@ impl<B: RingBacking> Producer<B> {
             }
         }
         if padding > 0 {
-            let region = self.backing.region();
             // The terminator of the padding: the first word of the next lap.
-            terminate(region, self.tail + padding);
+            self.terminate(self.tail + padding);
             let pad_len = (padding - HEADER_LEN) as u32;
+            let region = self.backing.region();
             region.word(self.tail).store(encode(TAG_PADDING, pad_len, self.tail), PUBLISH);
             self.tail += padding;
-            header.producer.tail.store(self.tail, Ordering::Relaxed);
+            self.backing.header().producer.tail.store(self.tail, Ordering::Relaxed);
         }
         Ok(Some(Claim { position: self.tail, len: len as u32 }))
     }
@@ -145,10 +149,11 @@ impl<B: RingBacking> Producer<B> {
     /// Writes the terminator, then the commit word (Release), then wakes the
     /// consumer if it sleeps.
     fn commit(&mut self, claim: Claim) {
-        let region = self.backing.region();
         let size = Record::Message { len: claim.len }.size();
-        terminate(region, claim.position + size);
+        self.terminate(claim.position + size);
+        let region = self.backing.region();
         region.word(claim.position).store(encode(TAG_MESSAGE, claim.len, claim.position), PUBLISH);
+        self.zero_ahead(claim.position + size);
         self.tail = claim.position + size;
         let header = self.backing.header();
         header.producer.tail.store(self.tail, Ordering::Relaxed);
@@ -164,6 +169,46 @@ impl<B: RingBacking> Producer<B> {
         let written = self.backing.region().write(payload_offset(claim.position, self.capacity), msg);
         debug_assert!(written, "a claim always lies inside the region");
         self.commit(claim);
+    }
+
+    /// Makes the word at `position` (free space) read zero, so that the
+    /// consumer, once it gets there, polls a zero until the next commit and
+    /// never a stale word of an earlier lap. Usually [`zero_ahead`] did it
+    /// already, off the critical path.
+    ///
+    /// [`zero_ahead`]: Self::zero_ahead
+    #[inline(always)]
+    fn terminate(&mut self, position: u64) {
+        if crate::sync::mutant("no_terminator") {
+            return;
+        }
+        if position >= self.zeroed_to {
+            self.backing.region().word(position).store(0, Ordering::Relaxed);
+            self.zeroed_to = position + HEADER_LEN;
+        }
+    }
+
+    /// After a commit whose terminator is at `end`: zero the free space up to
+    /// the end of the cache line after `end`'s. The next commits then find
+    /// their terminators written, and their own stores do not queue behind
+    /// a store to a line this core does not hold (stores leave in order, so
+    /// that store would delay the commit's visibility by a cache miss).
+    #[inline(always)]
+    fn zero_ahead(&mut self, end: u64) {
+        if crate::sync::mutant("no_terminator") {
+            return;
+        }
+        let limit = ((end | 63) + 65).min(self.cached_head + self.capacity);
+        let mut from = self.zeroed_to.max(end);
+        let region = self.backing.region();
+        while from < limit {
+            let offset = from & (self.capacity - 1);
+            let len = (limit - from).min(self.capacity - offset);
+            let zeroed = region.zero(offset as usize, len as usize);
+            debug_assert!(zeroed, "free space always lies inside the region");
+            from += len;
+        }
+        self.zeroed_to = self.zeroed_to.max(from);
     }
 
     /// Sends `msg` if there is room now.
@@ -215,15 +260,6 @@ impl<B: RingBacking> Drop for Producer<B> {
 #[inline(always)]
 fn payload_offset(position: u64, capacity: u64) -> usize {
     ((position & (capacity - 1)) + HEADER_LEN) as usize
-}
-
-/// Zeroes the word at `position`, which must be free space, so that the
-/// consumer, once it gets there, polls a zero until the next commit.
-#[inline(always)]
-fn terminate(region: &super::Region, position: u64) {
-    if !crate::sync::mutant("no_terminator") {
-        region.word(position).store(0, Ordering::Relaxed);
-    }
 }
 
 /// A producer waiting for room for a `len`-byte message.
