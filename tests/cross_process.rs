@@ -197,3 +197,44 @@ fn a_role_is_exclusive_while_its_holder_lives_and_free_once_it_dies() {
 fn tempfile_path(tag: &str) -> String {
     std::env::temp_dir().join(format!("shmring-test-{}-{tag}", std::process::id())).to_string_lossy().into_owned()
 }
+
+/// A consumer killed while parked never withdraws its announcement. Its
+/// successor clears the count when it attaches, and until then the producer
+/// wakes the dead sleeper once, not once per message.
+#[test]
+fn a_consumer_killed_while_parked_leaves_no_sleeper_behind() {
+    let segment = SegmentGuard::new("kill-parked-consumer");
+    let options = RingOptions::new().capacity(1 << 20);
+    let mut producer = Producer::create(segment.name(), &options).expect("create");
+    let progress = tempfile_path("parked-progress");
+    std::fs::write(&progress, [0u8; 8]).expect("progress file");
+    let mut consumer =
+        spawn_child("consume-progress", &[("SHMRING_NAME", segment.0.clone()), ("SHMRING_PROGRESS", progress.clone())]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shmring::inspect::inspect(segment.name()).expect("inspect").consumer_wake.sleepers == 0 {
+        assert!(Instant::now() < deadline, "the consumer never parked");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    consumer.kill();
+    let _ = std::fs::remove_file(&progress);
+    assert_eq!(
+        shmring::inspect::inspect(segment.name()).expect("inspect").consumer_wake.sleepers,
+        1,
+        "dead sleeper counted"
+    );
+
+    for seq in 0..1000u64 {
+        producer.send(&seq.to_le_bytes()).expect("send");
+    }
+    assert!(producer.stats().futex_wakes <= 1, "{} wakes for one dead sleeper", producer.stats().futex_wakes);
+
+    let mut successor = Consumer::open(segment.name(), &options).expect("open");
+    let wake = shmring::inspect::inspect(segment.name()).expect("inspect").consumer_wake;
+    assert_eq!(wake.sleepers, 0, "the successor forgets the dead sleeper");
+    assert!(wake.parks >= 1, "the epoch is kept: {wake:?}");
+    let mut buf = Vec::new();
+    for seq in 0..1000u64 {
+        successor.try_recv(&mut buf).expect("message");
+        assert_eq!(buf, seq.to_le_bytes());
+    }
+}

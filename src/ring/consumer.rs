@@ -4,7 +4,7 @@
 
 use super::record::{decode, Record, HEADER_LEN};
 use super::region::View;
-use super::{mark_attached, mark_detached, park_once, Parkable, Waker};
+use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop};
 use crate::layout::{Slot, WakeLine};
@@ -55,6 +55,9 @@ impl<B: RingBacking> Consumer<B> {
         if word != 0 {
             decode(word, head, capacity, max_message).map_err(|what| Corrupted::new(backing.name(), what))?;
         }
+        // The consumer role is exclusive: only a dead predecessor can be
+        // announced on the consumer's line.
+        forget_dead_sleepers(&header.consumer_wake);
         mark_attached(header, Slot::Consumer, pid);
         Ok(Consumer {
             head,

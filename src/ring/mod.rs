@@ -182,6 +182,16 @@ impl Waker {
 
 const SLEEPER_COUNT_MASK: u32 = (1 << SLEEPER_COUNT_BITS) - 1;
 
+/// Forgets the announcements on `line` of sleepers that no longer exist. Only
+/// for a line on which nobody but the caller's role can sleep, called when the
+/// role is taken: an earlier holder killed while parked never withdrew, and
+/// its count would otherwise stay up for good (costing a wake per epoch, and
+/// after 255 such deaths overflowing into the epoch). The epoch is kept, so
+/// wakers' memories of it stay meaningful.
+pub(crate) fn forget_dead_sleepers(line: &WakeLine) {
+    line.sleepers.fetch_and(!SLEEPER_COUNT_MASK, Ordering::Relaxed);
+}
+
 /// Watches the peer a handle waits on: its slot state, and (rate-limited) the
 /// kernel's word on whether it is alive.
 #[derive(Debug)]

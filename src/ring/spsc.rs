@@ -3,7 +3,7 @@
 
 use super::record::{encode, record_size, Record, HEADER_LEN, TAG_MESSAGE, TAG_PADDING};
 use super::region::ViewMut;
-use super::{mark_attached, mark_detached, park_once, Parkable, Waker};
+use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop, TooLarge};
 use crate::layout::{Slot, WakeLine};
@@ -72,6 +72,8 @@ impl<B: RingBacking> Producer<B> {
             }
         }
         header.producer.tail.store(tail, Ordering::Relaxed);
+        // The single producer is the only one that sleeps on this line.
+        forget_dead_sleepers(&header.producer_wake);
         mark_attached(header, Slot::Producer(0), pid);
         Ok(Producer {
             tail,
