@@ -87,11 +87,7 @@ impl Transport {
     fn wait(self) -> Option<String> {
         match self {
             Transport::Shmring { wait, zero_copy } => {
-                let base = match wait {
-                    WaitStrategy::BusySpin => "busy",
-                    WaitStrategy::SpinThenPark(_) => "spin",
-                    WaitStrategy::Park => "park",
-                };
+                let base = wait_name(wait);
                 Some(if zero_copy { format!("{base}+zero-copy") } else { base.to_string() })
             }
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
@@ -103,16 +99,8 @@ impl Transport {
 
     fn encode(self) -> String {
         match self {
-            Transport::Shmring { wait, zero_copy } => format!("shmring:{}:{}", self.wait_arg(wait), zero_copy),
+            Transport::Shmring { wait, zero_copy } => format!("shmring:{}:{}", wait_name(wait), zero_copy),
             other => other.name().to_string(),
-        }
-    }
-
-    fn wait_arg(self, wait: WaitStrategy) -> &'static str {
-        match wait {
-            WaitStrategy::BusySpin => "busy",
-            WaitStrategy::SpinThenPark(_) => "spin",
-            WaitStrategy::Park => "park",
         }
     }
 
@@ -129,6 +117,15 @@ impl Transport {
             "iceoryx2" => Transport::Iceoryx2,
             other => panic!("unknown transport {other}"),
         }
+    }
+}
+
+/// The name `WaitStrategy::from_str` parses back.
+fn wait_name(wait: WaitStrategy) -> &'static str {
+    match wait {
+        WaitStrategy::BusySpin => "busy",
+        WaitStrategy::SpinThenPark(_) => "spin",
+        WaitStrategy::Park => "park",
     }
 }
 
@@ -625,10 +622,22 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
             let _ = shmring::unlink(&ping);
             let _ = shmring::unlink(&pong);
         }
-        Transport::Pipe => {
-            let mut child = spawn_child(transport, "rtt", size, total, &name);
-            let mut to = std::fs::File::from(child.stdin.take().unwrap().as_fd_owned());
-            let mut from = std::fs::File::from(child.stdout.as_ref().unwrap().as_fd_owned());
+        Transport::Pipe | Transport::Uds => {
+            // The child's stdin and stdout, or both ends of one socket.
+            let (mut child, mut to, mut from): (Child, Box<dyn Write>, Box<dyn Read>) = if transport == Transport::Pipe
+            {
+                let mut child = spawn_child(transport, "rtt", size, total, &name);
+                let to = std::fs::File::from(child.stdin.take().unwrap().as_fd_owned());
+                let from = std::fs::File::from(child.stdout.as_ref().unwrap().as_fd_owned());
+                (child, Box::new(to), Box::new(from))
+            } else {
+                let path = format!("/tmp{name}.sock");
+                let listener = UnixListener::bind(&path).expect("bind");
+                let child = spawn_child(transport, "rtt", size, total, &name);
+                let (stream, _) = listener.accept().expect("accept");
+                let _ = std::fs::remove_file(&path);
+                (child, Box::new(stream.try_clone().expect("clone socket")), Box::new(stream))
+            };
             let mut frame = Vec::new();
             for i in 0..total {
                 let start = Instant::now();
@@ -636,22 +645,8 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
                 read_frame(&mut from, &mut buf);
                 record(i, start);
             }
-            drop(from);
-            child_report(child);
-        }
-        Transport::Uds => {
-            let path = format!("/tmp{name}.sock");
-            let listener = UnixListener::bind(&path).expect("bind");
-            let child = spawn_child(transport, "rtt", size, total, &name);
-            let (mut stream, _) = listener.accept().expect("accept");
-            let _ = std::fs::remove_file(&path);
-            let mut frame = Vec::new();
-            for i in 0..total {
-                let start = Instant::now();
-                write_frame(&mut stream, &mut frame, &msg);
-                read_frame(&mut stream, &mut buf);
-                record(i, start);
-            }
+            drop((to, from));
+            let _ = child.stdin.take();
             child_report(child);
         }
         Transport::Mq => {

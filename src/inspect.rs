@@ -6,7 +6,9 @@
 //! comes from the kernel's lock on its byte of the segment, not from its pid.
 
 use crate::error::Error;
-use crate::layout::{Kind, Participant, Slot, WakeLine, SLEEPER_COUNT_BITS, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
+use crate::layout::{
+    Kind, Participant, Slot, WakeLine, SLEEPER_COUNT_BITS, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
+};
 use crate::ring::RingBacking;
 use crate::segment::{unlink, Segment};
 use crate::sync::Ordering;
@@ -148,7 +150,7 @@ fn wake(line: &WakeLine) -> WakeInfo {
     let announced = line.sleepers.load(Ordering::Relaxed);
     WakeInfo {
         seq: line.seq.load(Ordering::Relaxed),
-        sleepers: announced & ((1 << SLEEPER_COUNT_BITS) - 1),
+        sleepers: announced & SLEEPER_COUNT_MASK,
         parks: announced >> SLEEPER_COUNT_BITS,
     }
 }

@@ -249,6 +249,8 @@ pub struct WakeLine {
 /// Bits of [`WakeLine::sleepers`] that count sleepers (at most 65 ever wait
 /// on one line: 64 producers, or the consumer).
 pub const SLEEPER_COUNT_BITS: u32 = 8;
+/// The sleeper count of a [`WakeLine::sleepers`] word (the rest is the epoch).
+pub const SLEEPER_COUNT_MASK: u32 = (1 << SLEEPER_COUNT_BITS) - 1;
 /// What one announcement adds to [`WakeLine::sleepers`]: one sleeper, one epoch.
 pub const SLEEPER_ANNOUNCE: u32 = 1 | (1 << SLEEPER_COUNT_BITS);
 

@@ -40,7 +40,7 @@ pub use region::Region;
 pub use spsc::{Grant, Producer};
 
 use crate::error::Stop;
-use crate::layout::{RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_BITS, SLOT_ATTACHED, SLOT_DETACHED};
+use crate::layout::{RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED};
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -179,8 +179,6 @@ impl Waker {
         }
     }
 }
-
-const SLEEPER_COUNT_MASK: u32 = (1 << SLEEPER_COUNT_BITS) - 1;
 
 /// Forgets the announcements on `line` of sleepers that no longer exist. Only
 /// for a line on which nobody but the caller's role can sleep, called when the
