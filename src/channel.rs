@@ -1,8 +1,10 @@
 //! The public handles: a [`Producer`] and a [`Consumer`] joined through a
 //! named segment, and the [`RingOptions`] builder that makes or opens it.
+//! The same handles serve both ring kinds; the options say which kind to
+//! create or expect.
 
 use crate::error::{Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
-use crate::layout::{Kind, Slot};
+use crate::layout::{Kind, Slot, MAX_PRODUCERS};
 use crate::ring::{self, RingBacking, Stats};
 use crate::segment::{self, Expect, Segment, Shape};
 use crate::wait::WaitStrategy;
@@ -25,6 +27,8 @@ pub const DEFAULT_CAPACITY: u64 = 1 << 20;
 /// ```
 #[derive(Debug, Clone)]
 pub struct RingOptions {
+    kind: Kind,
+    max_producers: Option<u32>,
     capacity: u64,
     max_message: Option<u32>,
     mode: u32,
@@ -37,6 +41,8 @@ pub struct RingOptions {
 impl Default for RingOptions {
     fn default() -> Self {
         RingOptions {
+            kind: Kind::Spsc,
+            max_producers: None,
             capacity: DEFAULT_CAPACITY,
             max_message: None,
             mode: 0o600,
@@ -49,10 +55,36 @@ impl Default for RingOptions {
 }
 
 impl RingOptions {
-    /// The defaults: 1 MiB capacity, max message capacity / 4, mode 0600,
-    /// unlink on drop, spin-then-park, 1 s to wait for a creator.
+    /// The defaults: SPSC, 1 MiB capacity, max message capacity / 4, mode
+    /// 0600, unlink on drop, spin-then-park, 1 s to wait for a creator.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The ring kind to create, and the kind an opened segment must be
+    /// (otherwise [`Error::KindMismatch`]). Default [`Kind::Spsc`].
+    ///
+    /// ```no_run
+    /// use shmring::{Kind, Producer, RingOptions};
+    /// let options = RingOptions::new().kind(Kind::Mpsc).max_producers(8);
+    /// options.create("/orders")?;
+    /// let mut a = Producer::open("/orders", &options)?; // each in its own process, usually
+    /// let mut b = Producer::open("/orders", &options)?;
+    /// a.send(b"from a")?;
+    /// b.send(b"from b")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// Producer slots of a new MPSC segment (creation only): how many
+    /// producers can be attached at once, 1 to 64. Default 64. An SPSC
+    /// segment has exactly 1.
+    pub fn max_producers(mut self, producers: u32) -> Self {
+        self.max_producers = Some(producers);
+        self
     }
 
     /// Bytes in the data region (creation only): a power of two, a multiple of
@@ -102,26 +134,34 @@ impl RingOptions {
         self
     }
 
-    fn shape(&self, kind: Kind) -> Shape {
+    fn shape(&self) -> Shape {
         // A quarter of the ring, within what a record can carry (a 32 GiB
         // ring's quarter would not fit the 32-bit length).
         let default_max = (self.capacity / 4).min(segment::max_message_for(self.capacity)) as u32;
+        let default_producers = match self.kind {
+            Kind::Spsc => 1,
+            Kind::Mpsc => MAX_PRODUCERS as u32,
+        };
         Shape {
-            kind,
+            kind: self.kind,
             capacity: self.capacity,
             max_message: self.max_message.unwrap_or(default_max),
-            max_producers: 1,
+            max_producers: self.max_producers.unwrap_or(default_producers),
             mode: self.mode,
         }
     }
 
-    fn expect(&self, kind: Kind) -> Expect {
-        Expect { kind: Some(kind), allow_foreign_owner: self.allow_foreign_owner, ready_timeout: self.ready_timeout }
+    fn expect(&self) -> Expect {
+        Expect {
+            kind: Some(self.kind),
+            allow_foreign_owner: self.allow_foreign_owner,
+            ready_timeout: self.ready_timeout,
+        }
     }
 
-    /// Creates an SPSC segment and leaves it, attached by nobody: for a
-    /// supervisor that starts the producer and consumer as other processes.
-    /// Remove it with [`unlink`](crate::unlink).
+    /// Creates a segment of the options' kind and leaves it, attached by
+    /// nobody: for a supervisor that starts the producers and consumer as
+    /// other processes. Remove it with [`unlink`](crate::unlink).
     ///
     /// ```no_run
     /// let options = shmring::RingOptions::new().capacity(1 << 16);
@@ -131,7 +171,7 @@ impl RingOptions {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn create(&self, name: &str) -> Result<(), Error> {
-        Segment::create(name, &self.shape(Kind::Spsc), false).map(drop)
+        Segment::create(name, &self.shape(), false).map(drop)
     }
 }
 
@@ -147,6 +187,21 @@ fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), E
     let holder =
         RingBacking::header(segment).participant(slot).map_or(0, |p| p.pid.load(crate::sync::Ordering::Relaxed));
     Err(Error::AlreadyAttached { segment: segment.name().to_string(), role, pid: holder })
+}
+
+/// Takes the first producer slot of an MPSC segment that no live producer
+/// holds and whose dead holder (if any) left no unresolved claim.
+fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
+    let max = segment.identity().max_producers;
+    for n in 0..max as usize {
+        if segment.try_lock(Slot::Producer(n))? {
+            if ring::slot_reusable(RingBacking::header(segment), n) {
+                return Ok(n);
+            }
+            segment.unlock(Slot::Producer(n))?;
+        }
+    }
+    Err(Error::TooManyProducers { segment: segment.name().to_string(), max })
 }
 
 /// The accessors `Producer` and `Consumer` share.
@@ -186,7 +241,8 @@ macro_rules! handle_accessors {
     };
 }
 
-/// The sending side of an SPSC ring.
+/// The sending side of a ring: the producer of an SPSC ring, or one of the
+/// producers of an MPSC ring.
 ///
 /// ```no_run
 /// use shmring::{Producer, RingOptions};
@@ -204,23 +260,42 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Creates the SPSC segment `name` (`O_EXCL`: never an existing one) and
-    /// attaches as its producer.
+    /// Creates the segment `name` (`O_EXCL`: never an existing one) of the
+    /// options' kind and attaches as a producer.
     pub fn create(name: &str, options: &RingOptions) -> Result<Producer, Error> {
-        let segment = Segment::create(name, &options.shape(Kind::Spsc), options.unlink_on_drop)?;
+        let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
         Self::attach(segment, options)
     }
 
-    /// Opens the existing SPSC segment `name` as its producer. Fails with
-    /// [`Error::AlreadyAttached`] while another live producer holds it; takes
-    /// over from a dead one.
+    /// Opens the existing segment `name` as a producer.
+    ///
+    /// SPSC: fails with [`Error::AlreadyAttached`] while another live
+    /// producer holds it; takes over from a dead one. MPSC: takes a free
+    /// producer slot, or fails with [`Error::TooManyProducers`].
     pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
-        Self::attach(Segment::open(name, &options.expect(Kind::Spsc))?, options)
+        Self::attach(Segment::open(name, &options.expect())?, options)
     }
 
     fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
-        claim_role(&segment, Slot::Producer(0), "producer")?;
-        Ok(Producer { ring: ring::Producer::attach(segment, pid())?, wait: options.wait })
+        let ring = match segment.kind() {
+            Kind::Spsc => {
+                claim_role(&segment, Slot::Producer(0), "producer")?;
+                ring::Producer::attach(segment, pid())?
+            }
+            Kind::Mpsc => {
+                let slot = take_producer_slot(&segment)?;
+                ring::Producer::attach_mpsc(segment, pid(), slot)?
+            }
+        };
+        Ok(Producer { ring, wait: options.wait })
+    }
+
+    /// The producer slot this handle holds (always 0 in an SPSC ring).
+    pub fn slot(&self) -> usize {
+        match self.ring.slot() {
+            Slot::Producer(n) => n,
+            Slot::Consumer => 0,
+        }
     }
 
     /// Sends `msg`, blocking while the ring is full.
@@ -261,8 +336,9 @@ impl Producer {
         self.ring.reserve(len, wait, Some(timeout)).map(Grant).map_err(Into::into)
     }
 
-    /// Bytes written since the segment was created, records and padding
-    /// included: `position() % capacity()` is where the next record starts.
+    /// SPSC: bytes written since the segment was created, records and
+    /// padding included: `position() % capacity()` is where the next record
+    /// starts. MPSC: where this producer's last claim ended.
     pub fn position(&self) -> u64 {
         self.ring.position()
     }
@@ -297,7 +373,7 @@ impl std::ops::DerefMut for Grant<'_> {
     }
 }
 
-/// The receiving side of an SPSC ring.
+/// The receiving side of a ring (SPSC or MPSC: there is one consumer).
 ///
 /// ```no_run
 /// use shmring::{Consumer, RingOptions};
@@ -315,29 +391,39 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Creates the SPSC segment `name` (`O_EXCL`) and attaches as its consumer.
+    /// Creates the segment `name` (`O_EXCL`) of the options' kind and attaches
+    /// as its consumer.
     pub fn create(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
-        let segment = Segment::create(name, &options.shape(Kind::Spsc), options.unlink_on_drop)?;
+        let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
         Self::attach(segment, options)
     }
 
-    /// Opens the existing SPSC segment `name` as its consumer, continuing from
+    /// Opens the existing segment `name` as its consumer, continuing from
     /// where the previous consumer stopped. Fails with
     /// [`Error::AlreadyAttached`] while another live consumer holds it.
     pub fn open(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
-        Self::attach(Segment::open(name, &options.expect(Kind::Spsc))?, options)
+        Self::attach(Segment::open(name, &options.expect())?, options)
     }
 
     fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {
         claim_role(&segment, Slot::Consumer, "consumer")?;
-        let zero_consumed = segment.kind() == Kind::Mpsc;
-        let ring = ring::Consumer::attach(segment, pid(), zero_consumed, Slot::Producer(0))?;
+        let kind = segment.kind();
+        let ring = ring::Consumer::attach(segment, pid(), kind)?;
         Ok(Consumer { ring, wait: options.wait })
     }
 
     /// Copies the next message into `buf` (replacing its contents), blocking
-    /// while the ring is empty; returns its length. After the producer has gone
-    /// and the ring is drained: [`RecvError::Disconnected`].
+    /// while the ring is empty; returns its length. After every producer has
+    /// gone and the ring is drained: [`RecvError::Disconnected`].
+    ///
+    /// MPSC: messages arrive in the order producers claimed space. A record
+    /// whose producer died before committing it is skipped once the kernel
+    /// says that producer is dead (within about [`PARK_SLICE`] plus
+    /// [`PROBE_INTERVAL`](crate::wait::PROBE_INTERVAL)), and counted in
+    /// [`Stats::torn_records`]; a live producer's record is always waited
+    /// for.
+    ///
+    /// [`PARK_SLICE`]: crate::wait::PARK_SLICE
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         self.ring.recv(buf, self.wait, None).map_err(Into::into)
     }
@@ -401,12 +487,12 @@ mod tests {
     fn default_max_message_is_valid_for_every_capacity() {
         for shift in 12..=40 {
             let options = RingOptions::new().capacity(1 << shift);
-            let shape = options.shape(Kind::Spsc);
+            let shape = options.shape();
             assert!(segment::check_shape("/t", &shape).is_ok(), "capacity 2^{shift}: {}", shape.max_message);
         }
         // Nonsense capacities get a clear error, not an overflow.
         for capacity in [0, 1, 8, 4095] {
-            assert!(segment::check_shape("/t", &RingOptions::new().capacity(capacity).shape(Kind::Spsc)).is_err());
+            assert!(segment::check_shape("/t", &RingOptions::new().capacity(capacity).shape()).is_err());
         }
     }
 }

@@ -144,7 +144,8 @@ pub enum Error {
         /// PID namespace).
         pid: u32,
     },
-    /// Every producer slot of an MPSC segment is held by a live process.
+    /// Every producer slot of an MPSC segment is held by a live process, or
+    /// by a dead one whose last claim the consumer has not passed yet.
     TooManyProducers {
         /// The segment.
         segment: String,
@@ -218,7 +219,11 @@ impl fmt::Display for Error {
                 write!(f, "segment {segment} already has a live {role} (pid {pid})")
             }
             Error::TooManyProducers { segment, max } => {
-                write!(f, "segment {segment} already has {max} live producers, its maximum")
+                write!(
+                    f,
+                    "segment {segment} has no free producer slot: all {max} are held by live producers \
+                     (or by dead ones whose last record the consumer has not reached yet)"
+                )
             }
             Error::Corrupted(c) => c.fmt(f),
             Error::Io { segment, op, source } => write!(f, "{op} failed on segment {segment}: {source}"),

@@ -1,16 +1,21 @@
-//! The `#[repr(C)]` header at the start of every segment (layout version 1).
+//! The `#[repr(C)]` header at the start of every segment (layout version 2).
 //!
 //! ```text
 //! offset  size  line
 //!      0   128  identity: magic, version, kind, sizes, creator, checksum, state
 //!    128   128  producer line: tail (next position to claim), messages sent
-//!    256   128  consumer line: head (next position to read), messages read
+//!    256   128  consumer line: head, messages read, freeing_to, torn records
 //!    384   128  consumer wake line: futex word + sleeper count
 //!    512   128  producer wake line: futex word + sleeper count
 //!    640   128  consumer participant slot
 //!    768  1024  producer participant slots (64 x 16 bytes)
-//!   1792        end of header; the data region starts at the next page
+//!   1792  8192  producer claim lines (64 x 128 bytes): each MPSC producer's
+//!               claim intent and message count, one line per producer
+//!   9984        end of header; the data region starts at 12288 (or the next page)
 //! ```
+//!
+//! Version 2 added the consumer line's `freeing_to` and `torn_records` and the
+//! claim lines, which MPSC needs; version 1 segments are refused by name.
 //!
 //! Every field is an atomic, including the identity that is written once: the
 //! mapping is shared with processes we do not trust, and an atomic read of a
@@ -27,7 +32,7 @@ use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering};
 /// `b"SHMRING\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// The layout version this build reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// `state` while the creator is still writing the header.
 pub const STATE_INITIALIZING: u32 = 0;
 /// `state` once the header is complete (stored with Release).
@@ -36,9 +41,9 @@ pub const STATE_READY: u32 = u32::from_le_bytes(*b"RDY1");
 pub const MAX_PRODUCERS: usize = if cfg!(shmring_loom) { 2 } else { 64 };
 /// Alignment of every independently written line of the header.
 pub const LINE: usize = 128;
-/// Bytes reserved for the header; the data region starts here (a multiple of
-/// every page size Linux uses on the supported targets' base pages).
-pub const HEADER_BYTES: u64 = 4096;
+/// Bytes reserved for the header; the data region starts here (or at the
+/// first page boundary after it, on machines with larger pages).
+pub const HEADER_BYTES: u64 = 12288;
 
 /// The two ring kinds. Fixed at creation and checked on attach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -231,6 +236,35 @@ pub struct ConsumerLine {
     /// Messages consumed since creation (for tools; nothing synchronises on
     /// it).
     pub messages: AtomicU64,
+    /// MPSC: the end of the range the consumer is zeroing before it advances
+    /// `head` there. A consumer killed in the middle leaves it above `head`,
+    /// and the next one finishes the job instead of finding a half-zeroed
+    /// record.
+    pub freeing_to: AtomicU64,
+    /// MPSC: records whose producer died before committing them, skipped.
+    pub torn_records: AtomicU64,
+}
+
+/// [`ClaimLine::start`] when the producer is not claiming anything.
+pub const NO_CLAIM: u64 = u64::MAX;
+
+/// One MPSC producer's claim in progress, on a line of its own (written on
+/// every message, so producers never share a line).
+///
+/// A producer publishes `end` then `start` *before* its CAS on the claim
+/// position, and keeps them until its next attempt, so that whoever finds
+/// the record at `start` unwritten can tell which producers may own it (see
+/// `ring::mpsc`).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ClaimLine {
+    /// The claim position the producer read and tries to move, or
+    /// [`NO_CLAIM`].
+    pub start: AtomicU64,
+    /// Where the claim ends (after the padding and the record).
+    pub end: AtomicU64,
+    /// Messages this slot's holders committed (for tools).
+    pub messages: AtomicU64,
 }
 
 /// One direction of the wake-up protocol.
@@ -293,6 +327,8 @@ pub struct RingHeader {
     pub consumer_slot: Line<Participant>,
     /// Producer registrations (SPSC uses slot 0).
     pub producer_slots: Line<[Participant; MAX_PRODUCERS]>,
+    /// MPSC producers' claims, one line per producer slot.
+    pub claims: [Line<ClaimLine>; MAX_PRODUCERS],
 }
 
 impl Default for RingHeader {
@@ -304,6 +340,7 @@ impl Default for RingHeader {
             producer_wake: Line::default(),
             consumer_slot: Line::default(),
             producer_slots: Line(std::array::from_fn(|_| Participant::default())),
+            claims: std::array::from_fn(|_| Line::default()),
         }
     }
 }
@@ -347,6 +384,11 @@ impl RingHeader {
             Slot::Producer(n) => self.producer_slots.0.get(n),
         }
     }
+
+    /// The claim line of producer slot `n`, if the slot exists.
+    pub fn claim(&self, n: usize) -> Option<&ClaimLine> {
+        self.claims.get(n).map(|line| &line.0)
+    }
 }
 
 #[cfg(not(shmring_loom))]
@@ -371,7 +413,12 @@ mod pinned {
     const_assert_eq!(offset_of!(WakeLine, sleepers), 4);
     const_assert_eq!(offset_of!(ProducerLine, messages), 8);
     const_assert_eq!(offset_of!(ConsumerLine, messages), 8);
-    const_assert_eq!(size_of::<SegmentHeader>(), 1792);
+    const_assert_eq!(offset_of!(ConsumerLine, freeing_to), 16);
+    const_assert_eq!(offset_of!(ConsumerLine, torn_records), 24);
+    const_assert_eq!(offset_of!(RingHeader, claims), 1664);
+    const_assert_eq!(size_of::<Line<ClaimLine>>(), LINE);
+    const_assert_eq!(offset_of!(ClaimLine, end), 8);
+    const_assert_eq!(size_of::<SegmentHeader>(), 9984);
     const_assert!(size_of::<SegmentHeader>() as u64 <= HEADER_BYTES);
     // Every lock byte lies inside the header, before the data region.
     const_assert!((MAX_PRODUCERS as u64) < HEADER_BYTES);
@@ -402,7 +449,7 @@ mod tests {
         let sum = base.checksum();
         let variants = [
             IdentityFields { magic: base.magic ^ 1, ..base },
-            IdentityFields { version: 2, ..base },
+            IdentityFields { version: base.version + 1, ..base },
             IdentityFields { kind: 2, ..base },
             IdentityFields { capacity: 1 << 17, ..base },
             IdentityFields { data_offset: 0, ..base },

@@ -358,6 +358,21 @@ impl Segment {
         }
     }
 
+    /// Releases the participant lock of `slot` (taken with
+    /// [`try_lock`](Self::try_lock) by a producer that then found the slot
+    /// unusable).
+    pub(crate) fn unlock(&self, slot: Slot) -> Result<(), Error> {
+        let mut lock = byte_lock(libc::F_UNLCK, slot);
+        // SAFETY: `fcntl(F_OFD_SETLK)` reads the `flock` we pass by pointer,
+        // which is valid for the call; the descriptor is open (owned by self).
+        let rc = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
+        Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLK, F_UNLCK)", errno))
+    }
+
     /// Whether some open file description (another handle, in any process)
     /// holds the participant lock of `slot`.
     pub(crate) fn is_locked(&self, slot: Slot) -> bool {
@@ -383,6 +398,9 @@ impl RingBacking for Segment {
     }
     fn max_message(&self) -> u32 {
         self.identity.max_message
+    }
+    fn max_producers(&self) -> u32 {
+        self.identity.max_producers
     }
     fn is_alive(&self, slot: Slot) -> bool {
         self.is_locked(slot)

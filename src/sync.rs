@@ -20,7 +20,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// The protocol weakenings a loom build can be compiled with, each named by
 /// what it breaks.
-pub const MUTANTS: [&str; 8] = [
+pub const MUTANTS: [&str; 10] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
@@ -29,6 +29,8 @@ pub const MUTANTS: [&str; 8] = [
     "wake_once_per_count",      // waker skips a wake when only the epoch moved
     "announce_before_seq_read", // sleeper reads the futex word after announcing
     "no_terminator",            // producer does not zero the word after a record
+    "relaxed_claim",            // MPSC claim CAS Relaxed instead of Release
+    "no_claim_marker",          // MPSC producer does not mark its claim
 ];
 
 #[cfg(shmring_loom)]

@@ -16,6 +16,12 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 /// The longest a parked side sleeps before re-checking its peer's liveness.
 pub const PARK_SLICE: Duration = Duration::from_millis(50);
 
+/// How often a waiting side may ask the kernel whether a peer is alive (one
+/// `fcntl` per peer). With [`PARK_SLICE`] it bounds how long a dead peer
+/// (or, in an MPSC ring, a dead producer's unfinished record) can hold up a
+/// waiting side once the death has happened.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
 /// What a blocked `send`/`recv` does while it waits.
 ///
 /// ```

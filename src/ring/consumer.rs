@@ -1,13 +1,15 @@
 //! The consumer: polls the commit word at `head`, validates it, hands out the
-//! payload, and frees the space. Shared by the SPSC and MPSC rings; they
-//! differ only in whether consumed space is zeroed.
+//! payload, and frees the space. Shared by the SPSC and MPSC rings; MPSC
+//! also zeroes consumed space and resolves records whose producer died (see
+//! [`super::mpsc`]).
 
+use super::mpsc::{ProducersWatch, Step};
 use super::record::{decode, Record, HEADER_LEN};
 use super::region::View;
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop};
-use crate::layout::{Slot, WakeLine};
+use crate::layout::{Kind, Slot, WakeLine};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
@@ -15,19 +17,21 @@ use std::time::Duration;
 /// The consumer side of a ring.
 #[derive(Debug)]
 pub struct Consumer<B: RingBacking> {
-    backing: B,
+    pub(super) backing: B,
     /// Position of the next record. Authoritative: only this handle frees
     /// space, and it never re-reads `head` from shared memory after attach.
-    head: u64,
-    capacity: u64,
+    pub(super) head: u64,
+    pub(super) capacity: u64,
     max_message: u32,
-    /// Zero each consumed record before freeing it (MPSC: producers claim
-    /// ranges whose first word must read zero until they commit).
-    zero_consumed: bool,
+    /// SPSC: the producer.
     watch: PeerWatch,
-    /// Wakes the producer when it sleeps.
+    /// MPSC: the producers. Its presence also means consumed space is zeroed
+    /// before it is freed (producers claim ranges whose first word must read
+    /// zero until they mark or commit them).
+    pub(super) mpsc: Option<ProducersWatch>,
+    /// Wakes producers when they sleep.
     waker: Waker,
-    stats: Stats,
+    pub(super) stats: Stats,
 }
 
 /// A committed message found at `head`: `len` payload bytes at
@@ -42,14 +46,30 @@ impl<B: RingBacking> Consumer<B> {
     /// Attaches to the ring as its consumer (the caller holds the consumer
     /// role) and continues from the shared `head`: nothing committed and not
     /// yet released is lost (a message a killed consumer was reading is
-    /// delivered again).
-    pub fn attach(backing: B, pid: u32, zero_consumed: bool, producer: Slot) -> Result<Self, Corrupted> {
+    /// delivered again). MPSC: a release the previous consumer was killed in
+    /// the middle of is finished first.
+    pub fn attach(backing: B, pid: u32, kind: Kind) -> Result<Self, Corrupted> {
         let header = backing.header();
         let capacity = backing.region().len() as u64;
         let max_message = backing.max_message();
-        let head = header.consumer.head.load(Ordering::Acquire);
+        let corrupted = |what: String| Corrupted::new(backing.name(), what);
+        let mut head = header.consumer.head.load(Ordering::Acquire);
         if head % 8 != 0 {
-            return Err(Corrupted::new(backing.name(), format!("head {head} is not 8-byte aligned")));
+            return Err(corrupted(format!("head {head} is not 8-byte aligned")));
+        }
+        if kind == Kind::Mpsc {
+            let freeing_to = header.consumer.freeing_to.load(Ordering::Relaxed);
+            if freeing_to > head {
+                let tail = header.producer.tail.load(Ordering::Acquire);
+                if freeing_to % 8 != 0 || freeing_to > tail || freeing_to - head > capacity {
+                    return Err(corrupted(format!(
+                        "an interrupted release reaches {freeing_to}, outside head {head} .. claim position {tail}"
+                    )));
+                }
+                zero_range(backing.region(), head, freeing_to);
+                head = freeing_to;
+                header.consumer.head.store(head, PUBLISH);
+            }
         }
         let word = backing.region().word(head).load(OBSERVE);
         if word != 0 {
@@ -59,12 +79,13 @@ impl<B: RingBacking> Consumer<B> {
         // announced on the consumer's line.
         forget_dead_sleepers(&header.consumer_wake);
         mark_attached(header, Slot::Consumer, pid);
+        let mpsc = (kind == Kind::Mpsc).then(|| ProducersWatch::new(backing.max_producers()));
         Ok(Consumer {
             head,
             capacity,
             max_message,
-            zero_consumed,
-            watch: PeerWatch::new(producer),
+            mpsc,
+            watch: PeerWatch::new(Slot::Producer(0)),
             waker: Waker::default(),
             stats: Stats::default(),
             backing,
@@ -86,50 +107,78 @@ impl<B: RingBacking> Consumer<B> {
         self.head
     }
 
-    fn corrupted(&self, what: String) -> Stop {
+    pub(super) fn corrupted(&self, what: String) -> Stop {
         Stop::Corrupted(Corrupted::new(self.backing.name(), what))
     }
 
-    /// The message at `head`, skipping a padding record; `None` when empty.
+    /// The message at `head`, skipping padding (and, MPSC, discarded and torn
+    /// records); `None` when there is none yet.
     fn try_find(&mut self, slow: bool) -> Result<Option<Found>, Stop> {
-        let region = self.backing.region();
-        let mut word = region.word(self.head).load(OBSERVE);
-        if word == 0 {
-            if !self.watch.peer_gone(&self.backing, slow) {
+        loop {
+            let word = self.backing.region().word(self.head).load(OBSERVE);
+            let step = if word == 0 {
+                self.nothing_at_head(slow)?
+            } else {
+                match decode(word, self.head, self.capacity, self.max_message) {
+                    Ok(Record::Message { len }) => return Ok(Some(Found { position: self.head, len })),
+                    Ok(Record::Padding { .. }) if self.head & (self.capacity - 1) == 0 => {
+                        return Err(
+                            self.corrupted(format!("padding record at position {} fills the whole region", self.head))
+                        );
+                    }
+                    Ok(skipped @ Record::Padding { .. }) => {
+                        self.free_to(self.head + skipped.size());
+                        Step::Again
+                    }
+                    Ok(skipped @ Record::Discarded { .. }) if self.mpsc.is_some() => {
+                        self.free_to(self.head + skipped.size());
+                        Step::Again
+                    }
+                    Ok(Record::Claimed { owner, len }) if self.mpsc.is_some() => {
+                        self.mpsc_claimed_at_head(owner, len, word, slow)?
+                    }
+                    Ok(other) => {
+                        return Err(self.corrupted(format!(
+                            "an SPSC ring holds an MPSC record ({other:?}) at position {}",
+                            self.head
+                        )));
+                    }
+                    Err(what) => return Err(self.corrupted(what)),
+                }
+            };
+            if let Step::Wait = step {
                 return Ok(None);
             }
-            // The producer's last commit happens-before its detach, which we
-            // just observed: one more look tells drained from not yet seen.
-            word = region.word(self.head).load(OBSERVE);
-            if word == 0 {
-                return Err(Stop::Disconnected);
-            }
-        }
-        match decode(word, self.head, self.capacity, self.max_message) {
-            Ok(Record::Message { len }) => Ok(Some(Found { position: self.head, len })),
-            Ok(Record::Padding { .. }) if self.head & (self.capacity - 1) == 0 => {
-                Err(self.corrupted(format!("padding record at position {} fills the whole region", self.head)))
-            }
-            Ok(padding @ Record::Padding { .. }) => {
-                self.free(self.head, padding.size());
-                // The next record starts the next lap, at offset 0; a padding
-                // record there is refused above, so this recursion ends.
-                self.try_find(slow)
-            }
-            Err(what) => Err(self.corrupted(what)),
         }
     }
 
-    /// Frees the `size` bytes at `position` (== head) and wakes a producer
-    /// waiting for room.
-    fn free(&mut self, position: u64, size: u64) {
-        let region = self.backing.region();
-        if self.zero_consumed {
-            region.zero((position & (self.capacity - 1)) as usize, size as usize);
+    /// The word at `head` is zero.
+    fn nothing_at_head(&mut self, slow: bool) -> Result<Step, Stop> {
+        if self.mpsc.is_some() {
+            return self.mpsc_nothing_at_head(slow);
         }
-        self.head = position + size;
+        if !self.watch.peer_gone(&self.backing, slow) {
+            return Ok(Step::Wait);
+        }
+        // The producer's last commit happens-before its detach, which we
+        // just observed: one more look tells drained from not yet seen.
+        if self.backing.region().word(self.head).load(OBSERVE) == 0 {
+            return Err(Stop::Disconnected);
+        }
+        Ok(Step::Again)
+    }
+
+    /// Frees everything from `head` to `end` and wakes a producer waiting
+    /// for room. MPSC zeroes it first, saying so in `freeing_to` so that a
+    /// consumer killed in the middle is finished by the next.
+    pub(super) fn free_to(&mut self, end: u64) {
         let header = self.backing.header();
-        header.consumer.head.store(self.head, PUBLISH);
+        if self.mpsc.is_some() {
+            header.consumer.freeing_to.store(end, Ordering::Relaxed);
+            zero_range(self.backing.region(), self.head, end);
+        }
+        self.head = end;
+        header.consumer.head.store(end, PUBLISH);
         self.waker.wake_if_sleeping(&header.producer_wake, &mut self.stats);
     }
 
@@ -138,7 +187,7 @@ impl<B: RingBacking> Consumer<B> {
         let counter = &self.backing.header().consumer.messages;
         counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         self.stats.bytes += u64::from(found.len);
-        self.free(found.position, Record::Message { len: found.len }.size());
+        self.free_to(found.position + Record::Message { len: found.len }.size());
     }
 
     fn copy_out(&mut self, found: Found, buf: &mut Vec<u8>) -> usize {
@@ -192,6 +241,20 @@ impl<B: RingBacking> Drop for Consumer<B> {
     fn drop(&mut self) {
         let header = self.backing.header();
         mark_detached(header, Slot::Consumer, &header.producer_wake, &mut self.stats);
+    }
+}
+
+/// Zeroes the positions `from..to` (less than a lap), in two pieces if they
+/// wrap.
+fn zero_range(region: &super::Region, from: u64, to: u64) {
+    let capacity = region.len() as u64;
+    let mut at = from;
+    while at < to {
+        let offset = at & (capacity - 1);
+        let len = (to - at).min(capacity - offset);
+        let zeroed = region.zero(offset as usize, len as usize);
+        debug_assert!(zeroed, "a range inside one lap lies inside the region");
+        at += len;
     }
 }
 

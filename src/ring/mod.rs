@@ -33,15 +33,23 @@ pub mod record;
 pub mod region;
 
 mod consumer;
+mod mpsc;
+mod producer;
 mod spsc;
 
 pub use consumer::{Consumer, ReadGuard};
+pub use mpsc::slot_reusable;
+#[cfg(shmring_loom)]
+pub use mpsc::DieAt;
+pub use producer::{Grant, Producer};
 pub use region::Region;
-pub use spsc::{Grant, Producer};
 
 use crate::error::Stop;
-use crate::layout::{RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED};
+use crate::layout::{
+    RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
+};
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
+use crate::wait::PROBE_INTERVAL;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +63,8 @@ pub trait RingBacking {
     fn name(&self) -> &Arc<str>;
     /// The largest payload a record may carry (validated at attach).
     fn max_message(&self) -> u32;
+    /// Producer slots in use (1 for SPSC; validated at attach).
+    fn max_producers(&self) -> u32;
     /// Whether the participant in `slot` is alive. Called only when its slot
     /// says it is attached, and at most every [`PROBE_INTERVAL`].
     fn is_alive(&self, slot: Slot) -> bool;
@@ -72,6 +82,9 @@ impl<T: RingBacking + ?Sized> RingBacking for Arc<T> {
     }
     fn max_message(&self) -> u32 {
         (**self).max_message()
+    }
+    fn max_producers(&self) -> u32 {
+        (**self).max_producers()
     }
     fn is_alive(&self, slot: Slot) -> bool {
         (**self).is_alive(slot)
@@ -93,10 +106,10 @@ pub struct Stats {
     pub futex_waits: u64,
     /// `futex(FUTEX_WAKE)` calls made by this handle.
     pub futex_wakes: u64,
+    /// Consumer of an MPSC ring: records skipped because the producer that
+    /// claimed them died before committing.
+    pub torn_records: u64,
 }
-
-/// How often a waiting side may ask the kernel whether its peer is alive.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A side that can wait on one direction of the wake-up protocol.
 pub(crate) trait Parkable {
@@ -190,56 +203,20 @@ pub(crate) fn forget_dead_sleepers(line: &WakeLine) {
     line.sleepers.fetch_and(!SLEEPER_COUNT_MASK, Ordering::Relaxed);
 }
 
-/// Watches the peer a handle waits on: its slot state, and (rate-limited) the
-/// kernel's word on whether it is alive.
-#[derive(Debug)]
-pub(crate) struct PeerWatch {
-    peer: Slot,
+/// Paces the checks a waiting side makes through system calls (liveness
+/// probes): on the parking path at most every [`PROBE_INTERVAL`]; on the
+/// polling path only every 1024th poll even looks at the clock.
+#[derive(Debug, Default)]
+pub(crate) struct Limiter {
     polls: u32,
-    /// The slot's `attachments` count when the probe found its holder dead:
-    /// the verdict stands until someone attaches again.
-    dead_holder: Option<u32>,
     #[cfg(not(shmring_loom))]
     last_probe: Option<std::time::Instant>,
 }
 
-impl PeerWatch {
-    pub(crate) fn new(peer: Slot) -> Self {
-        PeerWatch {
-            peer,
-            polls: 0,
-            dead_holder: None,
-            #[cfg(not(shmring_loom))]
-            last_probe: None,
-        }
-    }
-
-    /// Whether the peer has detached or died. `slow` is true on the parking
-    /// path, where a probe system call is affordable at every
-    /// [`PROBE_INTERVAL`]; on the polling path only every 1024th poll even
-    /// looks at the clock.
-    pub(crate) fn peer_gone<B: RingBacking>(&mut self, backing: &B, slow: bool) -> bool {
-        let Some(peer) = backing.header().participant(self.peer) else { return false };
-        match peer.state.load(Ordering::Acquire) {
-            SLOT_DETACHED => true,
-            SLOT_ATTACHED => {
-                let attachments = peer.attachments.load(Ordering::Relaxed);
-                if self.dead_holder == Some(attachments) {
-                    return true;
-                }
-                self.dead_holder = None;
-                let dead = self.probe_due(slow) && !backing.is_alive(self.peer);
-                if dead {
-                    self.dead_holder = Some(attachments);
-                }
-                dead
-            }
-            _ => false,
-        }
-    }
-
+impl Limiter {
+    /// Whether a check is due now. `slow`: called on the parking path.
     #[cfg(not(shmring_loom))]
-    fn probe_due(&mut self, slow: bool) -> bool {
+    pub(crate) fn due(&mut self, slow: bool) -> bool {
         if !slow {
             self.polls = self.polls.wrapping_add(1);
             if self.polls % 1024 != 0 {
@@ -256,11 +233,79 @@ impl PeerWatch {
         }
     }
 
-    /// Under loom, peers only leave by detaching: death is not modelled.
+    /// Under loom there is no clock: a check is due on every park re-check
+    /// (the models park rather than poll).
     #[cfg(shmring_loom)]
-    fn probe_due(&mut self, _slow: bool) -> bool {
+    pub(crate) fn due(&mut self, slow: bool) -> bool {
         let _ = self.polls;
-        false
+        slow
+    }
+}
+
+/// What a waiting side knows of a peer slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerStatus {
+    /// Never attached.
+    Never,
+    /// Attached and (as far as checked) alive.
+    Present,
+    /// Detached, or its holder died.
+    Gone,
+}
+
+/// Watches the peer a handle waits on: its slot state, and (rate-limited) the
+/// kernel's word on whether it is alive.
+#[derive(Debug)]
+pub(crate) struct PeerWatch {
+    peer: Slot,
+    /// The slot's `attachments` count when the probe found its holder dead:
+    /// the verdict stands until someone attaches again.
+    dead_holder: Option<u32>,
+    limiter: Limiter,
+}
+
+impl PeerWatch {
+    pub(crate) fn new(peer: Slot) -> Self {
+        PeerWatch { peer, dead_holder: None, limiter: Limiter::default() }
+    }
+
+    /// Whether the peer has detached or died. `slow` is true on the parking
+    /// path (see [`Limiter`]).
+    pub(crate) fn peer_gone<B: RingBacking>(&mut self, backing: &B, slow: bool) -> bool {
+        let limiter = &mut self.limiter;
+        matches!(Self::status_of(self.peer, &mut self.dead_holder, backing, || limiter.due(slow)), PeerStatus::Gone)
+    }
+
+    /// The peer's status, probing its liveness only if `may_probe` says so.
+    pub(crate) fn status<B: RingBacking>(&mut self, backing: &B, may_probe: impl FnOnce() -> bool) -> PeerStatus {
+        Self::status_of(self.peer, &mut self.dead_holder, backing, may_probe)
+    }
+
+    fn status_of<B: RingBacking>(
+        peer: Slot,
+        dead_holder: &mut Option<u32>,
+        backing: &B,
+        may_probe: impl FnOnce() -> bool,
+    ) -> PeerStatus {
+        let Some(participant) = backing.header().participant(peer) else { return PeerStatus::Never };
+        match participant.state.load(Ordering::Acquire) {
+            SLOT_DETACHED => PeerStatus::Gone,
+            SLOT_ATTACHED => {
+                let attachments = participant.attachments.load(Ordering::Relaxed);
+                if *dead_holder == Some(attachments) {
+                    return PeerStatus::Gone;
+                }
+                *dead_holder = None;
+                if may_probe() && !backing.is_alive(peer) {
+                    *dead_holder = Some(attachments);
+                    return PeerStatus::Gone;
+                }
+                PeerStatus::Present
+            }
+            SLOT_EMPTY => PeerStatus::Never,
+            // Not a state shmring writes: treat as absent, never as alive.
+            _ => PeerStatus::Gone,
+        }
     }
 }
 
@@ -292,6 +337,9 @@ pub struct HeapRing {
     region: Region,
     name: Arc<str>,
     max_message: u32,
+    /// Per producer slot, set when a model "kills" it. Only MPSC models have
+    /// it, so SPSC models pay no extra loom operations.
+    dead: Option<Vec<crate::sync::AtomicU32>>,
 }
 
 #[cfg(shmring_loom)]
@@ -303,7 +351,28 @@ impl HeapRing {
             region: Region::new_heap(capacity),
             name: Arc::from("/loom"),
             max_message,
+            dead: None,
         }
+    }
+
+    /// The same, with producers that a model can kill ([`HeapRing::kill`]).
+    pub fn with_killable_producers(capacity: usize, max_message: u32) -> Self {
+        let dead = (0..crate::layout::MAX_PRODUCERS).map(|_| crate::sync::AtomicU32::new(0)).collect();
+        HeapRing { dead: Some(dead), ..HeapRing::new(capacity, max_message) }
+    }
+
+    /// Models the death of the producer in `slot` (whose thread has stopped
+    /// for good): the kernel drops its lock (Release, as the kernel's own
+    /// locking orders the dead process's stores before the probe that sees
+    /// the lock gone), and the consumer's park slice expires (modelled as a
+    /// wake, since loom has no timeouts).
+    pub fn kill(&self, slot: usize) {
+        if let Some(flag) = self.dead.as_ref().and_then(|dead| dead.get(slot)) {
+            flag.store(1, Ordering::Release);
+        }
+        let line = &self.header.consumer_wake;
+        line.seq.bump();
+        line.seq.wake_all();
     }
 }
 
@@ -321,7 +390,13 @@ impl RingBacking for HeapRing {
     fn max_message(&self) -> u32 {
         self.max_message
     }
-    fn is_alive(&self, _slot: Slot) -> bool {
-        true
+    fn max_producers(&self) -> u32 {
+        crate::layout::MAX_PRODUCERS as u32
+    }
+    fn is_alive(&self, slot: Slot) -> bool {
+        match (slot, &self.dead) {
+            (Slot::Producer(n), Some(dead)) => dead.get(n).is_some_and(|flag| flag.load(Ordering::Acquire) == 0),
+            _ => true,
+        }
     }
 }

@@ -18,6 +18,12 @@
 //! lap, or a scribble, is reported as corruption instead of being delivered.
 //! A record never crosses the end of the region: a padding record fills the
 //! rest of the region and the next record starts at offset 0.
+//!
+//! MPSC adds two tags. A producer that has claimed space writes a *claim
+//! marker* (tag `0x80 | slot`) in the commit word at once, so a record whose
+//! producer died before committing names its owner. A producer that drops a
+//! grant without committing writes a *discarded* record, which the consumer
+//! skips.
 
 /// Bytes of the commit word.
 pub const HEADER_LEN: u64 = 8;
@@ -27,6 +33,12 @@ pub const ALIGN: u64 = 8;
 pub const TAG_MESSAGE: u8 = 0x4D;
 /// Tag of a padding record (skipped by the consumer).
 pub const TAG_PADDING: u8 = 0x50;
+/// Tag of a record its producer gave up (an MPSC grant dropped uncommitted).
+pub const TAG_DISCARDED: u8 = 0x44;
+/// Tag of a claim marker: this bit, or'ed with the owner's producer slot.
+pub const TAG_CLAIM: u8 = 0x80;
+/// The producer slot bits of a claim marker's tag.
+pub const CLAIM_OWNER_MASK: u8 = 0x3F;
 
 /// Bytes a record with a `len`-byte payload occupies.
 #[inline(always)]
@@ -58,6 +70,19 @@ pub enum Record {
         /// Bytes after the header.
         len: u32,
     },
+    /// Space claimed by MPSC producer slot `owner` for a `len`-byte message
+    /// that is not committed yet.
+    Claimed {
+        /// The producer slot that claimed it.
+        owner: u8,
+        /// Payload length.
+        len: u32,
+    },
+    /// A record of `len` payload bytes its producer discarded.
+    Discarded {
+        /// Payload length.
+        len: u32,
+    },
 }
 
 impl Record {
@@ -65,7 +90,9 @@ impl Record {
     #[inline(always)]
     pub fn size(self) -> u64 {
         match self {
-            Record::Message { len } => record_size(u64::from(len)),
+            Record::Message { len } | Record::Claimed { len, .. } | Record::Discarded { len } => {
+                record_size(u64::from(len))
+            }
             Record::Padding { len } => HEADER_LEN + u64::from(len),
         }
     }
@@ -114,6 +141,13 @@ fn decode_other(word: u64, position: u64, capacity: u64, max_message: u32) -> Re
                 "padding record at position {position} has length {len}, which does not reach the end of the region"
             ))
         }
+        TAG_DISCARDED | TAG_CLAIM..=u8::MAX if len > max_message => {
+            return Err(format!(
+                "record at position {position} claims a length of {len} bytes, over the maximum of {max_message}"
+            ))
+        }
+        TAG_DISCARDED => Record::Discarded { len },
+        claim if claim & !CLAIM_OWNER_MASK == TAG_CLAIM => Record::Claimed { owner: claim & CLAIM_OWNER_MASK, len },
         other => return Err(format!("record at position {position} has unknown tag {other:#04x}")),
     };
     if offset + record.size() > capacity {
@@ -164,5 +198,18 @@ mod tests {
         assert!(decode(encode(0x11, 8, 0), 0, CAP, 1024).is_err());
         // Length near u32::MAX does not overflow.
         assert!(decode(encode(TAG_MESSAGE, u32::MAX, 0), 0, CAP, u32::MAX).is_err());
+        // Claim markers and discarded records are bounded like messages.
+        assert!(decode(encode(TAG_CLAIM | 3, 1025, 0), 0, CAP, 1024).is_err());
+        assert!(decode(encode(TAG_DISCARDED, 64, 4064), 4064, CAP, 1024).is_err());
+        // Tags 0xC0.. are not claim markers (owner bits are six).
+        assert!(decode(encode(0xC1, 8, 0), 0, CAP, 1024).is_err());
+    }
+
+    #[test]
+    fn claim_markers_name_their_owner() {
+        let w = encode(TAG_CLAIM | 63, 100, 256);
+        assert_eq!(decode(w, 256, CAP, 1024), Ok(Record::Claimed { owner: 63, len: 100 }));
+        assert_eq!(decode(encode(TAG_DISCARDED, 5, 8), 8, CAP, 1024), Ok(Record::Discarded { len: 5 }));
+        assert_eq!(Record::Claimed { owner: 1, len: 9 }.size(), 24);
     }
 }

@@ -1,0 +1,290 @@
+//! A producer handle: sending, zero-copy grants, waiting for room, and
+//! committing. How space is claimed is the one thing the two ring kinds do
+//! differently: [`super::spsc`] (the only writer: plain stores, a
+//! terminator word) and [`super::mpsc`] (a CAS on the shared claim position,
+//! with a published intent and a claim marker so that a producer's death is
+//! recoverable).
+
+use super::record::{encode, Record, HEADER_LEN, TAG_DISCARDED, TAG_MESSAGE};
+use super::region::ViewMut;
+use super::{mark_detached, park_once, Parkable, Waker};
+use super::{PeerWatch, RingBacking, Stats};
+use crate::error::{Corrupted, Stop, TooLarge};
+use crate::layout::{Slot, WakeLine};
+use crate::sync::PUBLISH;
+use crate::wait::{block, WaitStrategy, Waitable};
+use std::time::Duration;
+
+/// The producer side of a ring (SPSC, or one of the producers of an MPSC
+/// ring).
+#[derive(Debug)]
+pub struct Producer<B: RingBacking> {
+    pub(super) backing: B,
+    pub(super) capacity: u64,
+    pub(super) max_message: u32,
+    /// The consumer's `head` as last read; refreshed only when the ring looks
+    /// full, so streaming does not pull the consumer's line every message.
+    pub(super) cached_head: u64,
+    /// SPSC: the next position to write (authoritative: only this handle
+    /// writes records). MPSC: the end of this handle's last claim.
+    pub(super) tail: u64,
+    /// SPSC: every word from `tail` up to here is known to be zero (this
+    /// handle zeroed it, and only this handle writes free space).
+    pub(super) zeroed_to: u64,
+    /// MPSC: the producer slot this handle holds. `None`: the SPSC producer.
+    pub(super) mpsc_slot: Option<usize>,
+    pub(super) watch: PeerWatch,
+    /// Wakes the consumer when it sleeps.
+    pub(super) waker: Waker,
+    pub(super) stats: Stats,
+    /// Loom models only: where this producer stops as if killed.
+    #[cfg(shmring_loom)]
+    pub(super) die_at: Option<super::mpsc::DieAt>,
+}
+
+/// Space claimed for one message: `len` payload bytes at `position + 8`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Claim {
+    pub(super) position: u64,
+    pub(super) len: u32,
+}
+
+impl<B: RingBacking> Producer<B> {
+    pub(super) fn new(backing: B, cached_head: u64, tail: u64, mpsc_slot: Option<usize>) -> Self {
+        Producer {
+            capacity: backing.region().len() as u64,
+            max_message: backing.max_message(),
+            cached_head,
+            tail,
+            zeroed_to: tail,
+            mpsc_slot,
+            watch: PeerWatch::new(Slot::Consumer),
+            waker: Waker::default(),
+            stats: Stats::default(),
+            #[cfg(shmring_loom)]
+            die_at: None,
+            backing,
+        }
+    }
+
+    /// The backing this producer writes to.
+    pub fn backing(&self) -> &B {
+        &self.backing
+    }
+
+    /// This handle's counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// SPSC: bytes written into the ring since it was created (the next
+    /// position). MPSC: the end of this handle's last claim.
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// The participant slot this producer holds.
+    pub fn slot(&self) -> Slot {
+        Slot::Producer(self.mpsc_slot.unwrap_or(0))
+    }
+
+    pub(super) fn corrupted(&self, what: String) -> Stop {
+        Stop::Corrupted(Corrupted::new(self.backing.name(), what))
+    }
+
+    /// Room for `len` bytes, or `None` when full.
+    #[inline]
+    fn try_claim(&mut self, len: usize, slow: bool) -> Result<Option<Claim>, Stop> {
+        let max = self.max_message as usize;
+        if len > max {
+            return Err(Stop::TooLarge(TooLarge { len, max }));
+        }
+        match self.mpsc_slot {
+            None => self.spsc_claim(len as u32, slow),
+            Some(slot) => self.mpsc_claim(slot, len as u32, slow),
+        }
+    }
+
+    /// Publishes the claimed record (Release), counts it, and wakes the
+    /// consumer if it sleeps.
+    #[inline]
+    fn commit(&mut self, claim: Claim) {
+        let size = Record::Message { len: claim.len }.size();
+        let word = encode(TAG_MESSAGE, claim.len, claim.position);
+        match self.mpsc_slot {
+            None => self.spsc_publish(claim.position, size, word),
+            Some(slot) => self.mpsc_publish(slot, claim.position, word),
+        }
+        self.stats.messages += 1;
+        self.stats.bytes += u64::from(claim.len);
+        self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+    }
+
+    /// Gives up a claim without publishing a message. SPSC: the space is
+    /// simply not committed and the next claim takes it again. MPSC: other
+    /// producers may have claimed after it, so it is committed as a
+    /// discarded record, which the consumer skips.
+    fn discard(&mut self, claim: Claim) {
+        if self.mpsc_slot.is_some() {
+            let word = encode(TAG_DISCARDED, claim.len, claim.position);
+            self.backing.region().word(claim.position).store(word, PUBLISH);
+            self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+        }
+    }
+
+    fn write_claim(&mut self, claim: Claim, msg: &[u8]) {
+        let written = self.backing.region().write(payload_offset(claim.position, self.capacity), msg);
+        debug_assert!(written, "a claim always lies inside the region");
+        self.commit(claim);
+    }
+
+    /// Sends `msg` if there is room now.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), Stop> {
+        match self.try_claim(msg.len(), false)? {
+            Some(claim) => {
+                self.write_claim(claim, msg);
+                Ok(())
+            }
+            None => Err(Stop::Timeout),
+        }
+    }
+
+    /// Sends `msg`, waiting for room with `strategy` for at most `timeout`.
+    pub fn send(&mut self, msg: &[u8], strategy: WaitStrategy, timeout: Option<Duration>) -> Result<(), Stop> {
+        let claim = block(&mut Room { producer: self, len: msg.len() }, strategy, timeout)?;
+        self.write_claim(claim, msg);
+        Ok(())
+    }
+
+    /// Claims `len` bytes in the ring if there is room now.
+    pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_, B>, Stop> {
+        match self.try_claim(len, false)? {
+            Some(claim) => Grant::new(self, claim),
+            None => Err(Stop::Timeout),
+        }
+    }
+
+    /// Claims `len` bytes, waiting for room with `strategy` for at most `timeout`.
+    pub fn reserve(
+        &mut self,
+        len: usize,
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<Grant<'_, B>, Stop> {
+        let claim = block(&mut Room { producer: self, len }, strategy, timeout)?;
+        Grant::new(self, claim)
+    }
+}
+
+impl<B: RingBacking> Drop for Producer<B> {
+    fn drop(&mut self) {
+        let slot = self.slot();
+        let header = self.backing.header();
+        mark_detached(header, slot, &header.consumer_wake, &mut self.stats);
+    }
+}
+
+/// Offset in the region of the payload of the record at `position`.
+#[inline(always)]
+pub(super) fn payload_offset(position: u64, capacity: u64) -> usize {
+    ((position & (capacity - 1)) + HEADER_LEN) as usize
+}
+
+/// A producer waiting for room for a `len`-byte message.
+struct Room<'a, B: RingBacking> {
+    producer: &'a mut Producer<B>,
+    len: usize,
+}
+
+impl<B: RingBacking> Waitable for Room<'_, B> {
+    type Ready = Claim;
+
+    fn poll(&mut self) -> Result<Option<Claim>, Stop> {
+        self.producer.try_claim(self.len, false)
+    }
+
+    fn park(&mut self, timeout: Duration) -> Result<Option<Claim>, Stop> {
+        park_once(self, timeout)
+    }
+}
+
+impl<B: RingBacking> Parkable for Room<'_, B> {
+    type Ready = Claim;
+
+    fn line(&self) -> &WakeLine {
+        &self.producer.backing.header().producer_wake
+    }
+
+    fn recheck(&mut self) -> Result<Option<Claim>, Stop> {
+        self.producer.try_claim(self.len, true)
+    }
+
+    fn stats(&mut self) -> &mut Stats {
+        &mut self.producer.stats
+    }
+}
+
+/// Space claimed in the ring for one message, written in place.
+///
+/// Dereferences to the `len` bytes of the payload. [`commit`](Grant::commit)
+/// publishes them; dropping the grant without committing discards them (the
+/// consumer never sees them).
+#[derive(Debug)]
+pub struct Grant<'a, B: RingBacking> {
+    producer: &'a mut Producer<B>,
+    view: ViewMut<'a>,
+    /// `None` once committed.
+    claim: Option<Claim>,
+}
+
+impl<'a, B: RingBacking> Grant<'a, B> {
+    fn new(producer: &'a mut Producer<B>, claim: Claim) -> Result<Self, Stop> {
+        let offset = payload_offset(claim.position, producer.capacity);
+        let region: *const super::Region = producer.backing.region();
+        // SAFETY: `region` points into `producer.backing`, which lives (and
+        // keeps its mapping) for all of 'a. The claimed bytes lie between our
+        // claim's start and the consumer's head plus capacity, which the
+        // protocol gives to this producer alone until it commits; the grant
+        // holds the producer mutably for its whole life, so no other view of
+        // them exists in this process. The view points into the mapping, not
+        // into `Producer`, so it does not alias the `&mut Producer` beside it.
+        let view = unsafe { (*region).view_mut(offset, claim.len as usize) };
+        match view {
+            Some(view) => Ok(Grant { producer, view, claim: Some(claim) }),
+            None => {
+                producer.discard(claim);
+                Err(producer.corrupted(format!("claim at position {} does not fit the region", claim.position)))
+            }
+        }
+    }
+
+    /// Publishes the message.
+    pub fn commit(mut self) {
+        if let Some(claim) = self.claim.take() {
+            self.view
+                .flush_into(self.producer.backing.region(), payload_offset(claim.position, self.producer.capacity));
+            self.producer.commit(claim);
+        }
+    }
+}
+
+impl<B: RingBacking> Drop for Grant<'_, B> {
+    fn drop(&mut self) {
+        if let Some(claim) = self.claim.take() {
+            self.producer.discard(claim);
+        }
+    }
+}
+
+impl<B: RingBacking> std::ops::Deref for Grant<'_, B> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.view
+    }
+}
+
+impl<B: RingBacking> std::ops::DerefMut for Grant<'_, B> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.view
+    }
+}
