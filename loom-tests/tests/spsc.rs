@@ -9,8 +9,8 @@
 
 use loom::thread;
 use shmring::error::Stop;
-use shmring::layout::Slot;
 use shmring::ring::{Consumer, HeapRing, Producer};
+use shmring::Kind;
 use shmring::WaitStrategy;
 use std::sync::Arc;
 
@@ -46,7 +46,7 @@ fn message(i: u8, len: usize) -> Vec<u8> {
 }
 
 fn attach_consumer(ring: &Arc<HeapRing>) -> Consumer<Arc<HeapRing>> {
-    Consumer::attach(Arc::clone(ring), 2, false, Slot::Producer(0)).expect("attach consumer")
+    Consumer::attach(Arc::clone(ring), 2, Kind::Spsc).expect("attach consumer")
 }
 
 fn attach_producer(ring: &Arc<HeapRing>) -> Producer<Arc<HeapRing>> {

@@ -162,14 +162,21 @@ impl<B: RingBacking> Producer<B> {
                 }
             }
             let line = &header.claims[slot];
-            line.end.store(end, Ordering::Relaxed);
-            line.start.store(tail, Ordering::Release);
+            let intent_first = !crate::sync::mutant("intent_after_claim");
+            if intent_first {
+                line.end.store(end, Ordering::Relaxed);
+                line.start.store(tail, Ordering::Release);
+            }
             if self.dies_at(DIE_INTENT) {
                 return Err(Stop::Timeout);
             }
             if header.producer.tail.compare_exchange_weak(tail, end, CLAIM, Ordering::Relaxed).is_err() {
                 backoff.spin();
                 continue;
+            }
+            if !intent_first {
+                line.end.store(end, Ordering::Relaxed);
+                line.start.store(tail, Ordering::Release);
             }
             if self.dies_at(DIE_CLAIMED) {
                 return Err(Stop::Timeout);
@@ -285,10 +292,12 @@ impl<B: RingBacking> Consumer<B> {
             if !producers.all_gone(&self.backing) {
                 return Ok(Step::Wait);
             }
-            // Each producer's last commit happens-before its detach (or
-            // death) that we just observed: one more look tells drained from
-            // not yet seen.
-            if self.backing.region().word(head).load(OBSERVE) == 0 {
+            // Each producer's last claim and commit happen-before its detach
+            // (or death) that we just observed: one more look at both tells
+            // drained from not yet seen (the tail read above may predate a
+            // claim of a producer that then died).
+            let header = self.backing.header();
+            if header.producer.tail.load(OBSERVE) == head && self.backing.region().word(head).load(OBSERVE) == 0 {
                 return Err(Stop::Disconnected);
             }
             return Ok(Step::Again);

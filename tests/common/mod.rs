@@ -7,7 +7,7 @@
 //! its guard drops, so a failing test leaves neither behind.
 #![allow(dead_code)] // each test binary uses part of this module
 
-use shmring::{payload, Consumer, Producer, RingOptions, SendTimeoutError};
+use shmring::{payload, Consumer, Kind, Producer, RingOptions, SendTimeoutError};
 use std::os::unix::fs::FileExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,12 +140,89 @@ pub fn check_stream(seq: u64, msg: &[u8]) -> Result<(), String> {
     payload::check(msg.len() as u32, seq, msg)
 }
 
+/// Options for opening an MPSC segment made by a test.
+pub fn mpsc_options() -> RingOptions {
+    RingOptions::new().kind(Kind::Mpsc)
+}
+
+/// Payload sizes of MPSC stream `stream`: reproducible, 1 to `max` bytes.
+pub struct StreamSizes(u64);
+
+impl StreamSizes {
+    pub fn new(stream: u32) -> StreamSizes {
+        StreamSizes(0x9E37_79B9_7F4A_7C15 ^ (u64::from(stream) << 32) | 1)
+    }
+
+    pub fn next(&mut self, max: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        1 + (self.0 % max as u64) as usize
+    }
+}
+
 /// Entry point of child processes; see the module docs.
 pub fn child_main() {
     let Ok(role) = std::env::var("SHMRING_CHILD_ROLE") else { return };
     let name = env("SHMRING_NAME");
     let options = RingOptions::new();
     match role.as_str() {
+        // MPSC: send SHMRING_COUNT messages (all if absent: until killed) of
+        // stream SHMRING_STREAM with sizes up to SHMRING_MAX_SIZE, written in
+        // place, holding each claim SHMRING_HOLD_US more. With
+        // SHMRING_PROGRESS, record the count committed after each commit.
+        "mpsc-produce" => {
+            let mut producer = Producer::open(&name, &mpsc_options()).expect("open MPSC producer");
+            let stream: u32 = env("SHMRING_STREAM").parse().expect("stream");
+            let count = std::env::var("SHMRING_COUNT").map_or(u64::MAX, |c| c.parse().expect("count"));
+            let max = env_u64("SHMRING_MAX_SIZE") as usize;
+            let progress = std::env::var("SHMRING_PROGRESS")
+                .ok()
+                .map(|p| std::fs::OpenOptions::new().write(true).open(p).expect("progress file"));
+            let hold = Duration::from_micros(std::env::var("SHMRING_HOLD_US").map_or(0, |h| h.parse().expect("hold")));
+            let mut sizes = StreamSizes::new(stream);
+            println!("slot={}", producer.slot());
+            for seq in 0..count {
+                let len = sizes.next(max).max(12);
+                let mut grant = producer.reserve(len).expect("reserve");
+                payload::fill(stream, seq, &mut grant);
+                let claimed = Instant::now();
+                while claimed.elapsed() < hold {
+                    std::hint::spin_loop();
+                }
+                grant.commit();
+                if let Some(file) = &progress {
+                    file.write_all_at(&(seq + 1).to_le_bytes(), 0).expect("record progress");
+                }
+            }
+            println!("sent={count}");
+        }
+        // MPSC: claim space, say "claimed", and hold the claim until killed.
+        "mpsc-hold-claim" => {
+            let mut producer = Producer::open(&name, &mpsc_options()).expect("open MPSC producer");
+            let grant = producer.reserve(64).expect("reserve");
+            println!("claimed");
+            std::thread::sleep(Duration::from_secs(600));
+            drop(grant);
+        }
+        // MPSC consumer: read in place and verify; for each message record
+        // its stream's next expected seq in the progress file (8 bytes per
+        // stream) *before* releasing it; until killed.
+        "mpsc-consume-progress" => {
+            let progress = std::fs::OpenOptions::new().write(true).open(env("SHMRING_PROGRESS")).expect("progress");
+            let mut consumer = Consumer::open(&name, &mpsc_options()).expect("open consumer");
+            let mut next = std::collections::HashMap::new();
+            loop {
+                let Ok(msg) = consumer.read_timeout(Duration::from_secs(30)) else { return };
+                let (stream, seq) = payload::identify(&msg).expect("message too short");
+                let expected = next.entry(stream).or_insert(seq);
+                assert_eq!(*expected, seq, "stream {stream} out of order");
+                payload::check(stream, seq, &msg).expect("payload");
+                progress.write_all_at(&(seq + 1).to_le_bytes(), u64::from(stream) * 8).expect("record progress");
+                *expected = seq + 1;
+                drop(msg);
+            }
+        }
         // Send SHMRING_COUNT integrity-stream messages, then detach.
         "produce" => {
             let mut producer = Producer::open(&name, &options).expect("open producer");

@@ -1,0 +1,150 @@
+//! Model checks of the MPSC ring: the real `ring` code, two producers (the
+//! most a loom build registers) and a consumer over loom-tracked heap memory.
+//!
+//! * Two producers claim with the CAS, wrap with padding, fill the ring and
+//!   park; every message arrives once, in each producer's order, intact.
+//! * A producer "dies" (stops for good without detaching; the model's kernel
+//!   then drops its lock) at each stage of a claim: before its CAS, between
+//!   the CAS and its claim marker, and after marking a claim that wraps. The
+//!   consumer must deliver every message of the survivor, skip exactly the
+//!   dead producer's claim (if it made one) and count it, and then report
+//!   the stream's end: never a hang, never a skipped live record.
+#![cfg(shmring_loom)]
+
+use loom::thread;
+use shmring::error::Stop;
+use shmring::ring::{Consumer, DieAt, HeapRing, Producer};
+use shmring::{Kind, WaitStrategy};
+use std::sync::Arc;
+
+const PARK: WaitStrategy = WaitStrategy::Park;
+
+/// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`
+/// (default 3), and reports how many interleavings it explored.
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let start = std::time::Instant::now();
+    builder.check(move || {
+        counted.fetch_add(1, Ordering::Relaxed);
+        f();
+    });
+    eprintln!(
+        "loom model {name}: {} interleavings, preemption bound {}, {:.1?}",
+        runs.load(Ordering::Relaxed),
+        builder.preemption_bound.unwrap_or(0),
+        start.elapsed()
+    );
+}
+
+/// Message `i` of producer `p`: `len` bytes, all depending on both, so a torn,
+/// stale or misattributed read shows as a wrong byte.
+fn message(p: u8, i: u8, len: usize) -> Vec<u8> {
+    (0..len as u8).map(|j| p.wrapping_mul(97).wrapping_add(i.wrapping_mul(31)).wrapping_add(j) | 0x80).collect()
+}
+
+fn producer(ring: &Arc<HeapRing>, slot: usize) -> Producer<Arc<HeapRing>> {
+    Producer::attach_mpsc(Arc::clone(ring), 10 + slot as u32, slot).expect("attach producer")
+}
+
+fn consumer(ring: &Arc<HeapRing>) -> Consumer<Arc<HeapRing>> {
+    Consumer::attach(Arc::clone(ring), 2, Kind::Mpsc).expect("attach consumer")
+}
+
+/// Receives until the stream ends; returns the messages in arrival order.
+fn drain(consumer: &mut Consumer<Arc<HeapRing>>) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match consumer.recv(&mut buf, PARK, None) {
+            Ok(_) => got.push(buf.clone()),
+            Err(Stop::Disconnected) => return got,
+            Err(other) => panic!("recv: {other:?}"),
+        }
+    }
+}
+
+/// A 20-byte message is sent and consumed first (head at 32); then each
+/// producer sends a 12-byte message (24-byte records): whichever claims
+/// second wraps, with 8 bytes of padding, to the start of the lap. The
+/// consumer gets both, intact, then the end of the stream.
+#[test]
+fn two_producers_claim_wrap_and_commit() {
+    model("two_producers_claim_wrap_and_commit", || {
+        let ring = Arc::new(HeapRing::with_killable_producers(64, 24));
+        let mut consumer = consumer(&ring);
+        let mut first = producer(&ring, 0);
+        let mut second = producer(&ring, 1);
+        first.send(&message(0, 9, 20), PARK, None).expect("prefill");
+        let mut buf = Vec::new();
+        consumer.recv(&mut buf, PARK, None).expect("prefill recv");
+        let a = thread::spawn(move || first.send(&message(0, 0, 12), PARK, None).expect("send 0"));
+        let b = thread::spawn(move || second.send(&message(1, 0, 12), PARK, None).expect("send 1"));
+        let mut got = drain(&mut consumer);
+        a.join().unwrap();
+        b.join().unwrap();
+        got.sort();
+        let mut want = vec![message(0, 0, 12), message(1, 0, 12)];
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(consumer.stats().torn_records, 0);
+    });
+}
+
+/// Producer 0 dies at `stage` of a claim for a `len`-byte message while
+/// producer 1 sends one 8-byte message; `prefill` bytes are sent and consumed
+/// first, so the dying claim can be made to wrap.
+fn dies_while_other_sends(stage: DieAt, prefill: usize, len: usize) {
+    let ring = Arc::new(HeapRing::with_killable_producers(64, 28));
+    let mut consumer = consumer(&ring);
+    let mut survivor = producer(&ring, 1);
+    if prefill > 0 {
+        survivor.send(&message(1, 9, prefill), PARK, None).expect("prefill");
+        let mut buf = Vec::new();
+        consumer.recv(&mut buf, PARK, None).expect("prefill recv");
+    }
+    let mut dying = producer(&ring, 0);
+    let killer_ring = Arc::clone(&ring);
+    let killed = thread::spawn(move || {
+        dying.die_at(stage);
+        assert_eq!(dying.send(&message(0, 0, len), PARK, None), Err(Stop::Timeout), "the model's death");
+        // A dead process never detaches: keep the handle from doing so.
+        std::mem::forget(dying);
+        killer_ring.kill(0);
+    });
+    let sender = thread::spawn(move || survivor.send(&message(1, 0, 8), PARK, None).expect("survivor's send"));
+    // Drain before joining: the survivor may be waiting for room.
+    let got = drain(&mut consumer);
+    sender.join().unwrap();
+    killed.join().unwrap();
+    assert_eq!(got, vec![message(1, 0, 8)], "the survivor's message, once, intact");
+    let torn = if stage == DieAt::Intent { 0 } else { 1 };
+    assert_eq!(consumer.stats().torn_records, torn, "torn records skipped");
+}
+
+/// Dead after publishing its intent, before its CAS: it claimed nothing, so
+/// nothing is skipped; its stale intent never blocks the survivor's record.
+#[test]
+fn producer_dead_before_its_claim_costs_nothing() {
+    model("producer_dead_before_its_claim_costs_nothing", || dies_while_other_sends(DieAt::Intent, 0, 12));
+}
+
+/// Dead between its CAS and its claim marker: the record at its position
+/// reads zero, and only its intent says whose it is.
+#[test]
+fn claim_without_marker_of_dead_producer_is_skipped() {
+    model("claim_without_marker_of_dead_producer_is_skipped", || dies_while_other_sends(DieAt::Claimed, 0, 12));
+}
+
+/// Dead after marking a claim that wraps (padding at 40 or 56, the record
+/// at 64): the consumer skips the padding and must find the owner by the
+/// marker at the start of the lap.
+#[test]
+fn marked_wrapping_claim_of_dead_producer_is_skipped() {
+    model("marked_wrapping_claim_of_dead_producer_is_skipped", || dies_while_other_sends(DieAt::Marked, 28, 20));
+}
