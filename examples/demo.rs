@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example demo
 //! cargo run --release --example demo -- --size 1024 --seconds 5 --wait busy
+//! cargo run --release --example demo -- --producers 4   # an MPSC ring
 //! ```
 //!
 //! The demo creates a segment, starts a consumer and a producer as two
@@ -16,7 +17,7 @@ mod common;
 
 use clap::{Parser, Subcommand};
 use common::{ConsumerArgs, ProducerArgs, Summary};
-use shmring::{payload, RingOptions, WaitStrategy};
+use shmring::{payload, Kind, RingOptions, WaitStrategy};
 use std::error::Error;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -25,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(about = "Stream between two processes through shmring, then through a pipe, and compare")]
+#[command(about = "Stream between processes through shmring, then through a pipe, and compare")]
 struct Cli {
     #[command(subcommand)]
     role: Option<Role>,
@@ -44,6 +45,13 @@ struct Cli {
     /// Zero-copy on both sides (reserve/commit, borrowed reads).
     #[arg(long)]
     zero_copy: bool,
+    /// Producer processes. More than one makes the segment an MPSC ring
+    /// (`--mpsc` makes it one even with a single producer).
+    #[arg(long, default_value_t = 1)]
+    producers: u32,
+    /// Use an MPSC ring.
+    #[arg(long)]
+    mpsc: bool,
     /// Skip the pipe comparison.
     #[arg(long)]
     no_pipe: bool,
@@ -123,11 +131,18 @@ fn strategy_name(w: WaitStrategy) -> &'static str {
 
 fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
     let name = format!("/shmring-demo-{}", std::process::id());
-    RingOptions::new().capacity(cli.capacity).create(&name)?;
+    let mpsc = cli.mpsc || cli.producers > 1;
+    let options = RingOptions::new().capacity(cli.capacity);
+    let options = if mpsc { options.kind(Kind::Mpsc).max_producers(cli.producers.max(1)) } else { options };
+    options.create(&name)?;
     let _unlink = Unlink(name.clone());
     let wait = strategy_name(cli.wait).to_owned();
+    let producers = cli.producers.max(1).to_string();
     let mut consumer_args: Vec<String> =
-        ["consumer", "--name", &name, "--verify", "--wait", &wait].iter().map(|s| s.to_string()).collect();
+        ["consumer", "--name", &name, "--verify", "--wait", &wait, "--producers", &producers]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let seconds = cli.seconds.to_string();
     let size = cli.size.to_string();
     let mut producer_args: Vec<String> =
@@ -135,22 +150,40 @@ fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
             .iter()
             .map(|s| s.to_string())
             .collect();
-    if cli.zero_copy {
-        consumer_args.push("--zero-copy".into());
-        producer_args.push("--zero-copy".into());
+    for args in [&mut consumer_args, &mut producer_args] {
+        if cli.zero_copy {
+            args.push("--zero-copy".into());
+        }
+        if mpsc {
+            args.push("--mpsc".into());
+        }
     }
     let consumer = spawn(&consumer_args, Stdio::null())?;
-    let producer = spawn(&producer_args, Stdio::null())?;
-    let produced = finish(producer)?;
-    let consumed = finish(consumer)?;
-    println!("  {produced}");
-    println!("  {consumed}");
-    if consumed.messages != produced.messages || consumed.bytes != produced.bytes {
-        return Err(format!("sent {} messages but received {}", produced.messages, consumed.messages).into());
+    let producers = (0..cli.producers.max(1))
+        .map(|id| spawn(&[&producer_args[..], &["--id".into(), id.to_string()]].concat(), Stdio::null()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut sent, mut sent_bytes, mut futex) = (0, 0, 0);
+    for producer in producers {
+        let produced = finish(producer)?;
+        println!("  {produced}");
+        sent += produced.messages;
+        sent_bytes += produced.bytes;
+        futex += produced.futex_calls;
     }
-    let futex = produced.futex_calls + consumed.futex_calls;
+    let consumed = finish(consumer)?;
+    println!("  {consumed}");
+    if consumed.messages != sent || consumed.bytes != sent_bytes {
+        return Err(format!("sent {sent} messages but received {}", consumed.messages).into());
+    }
+    futex += consumed.futex_calls;
     println!(
-        "  shmring: {:.2} M msgs/s, {:.3} GB/s, every byte verified; futex calls per message (both sides): {:.6}",
+        "  shmring{}: {:.2} M msgs/s, {:.3} GB/s, every byte and each producer's order verified; \
+         futex calls per message (all sides): {:.6}",
+        match cli.producers.max(1) {
+            _ if !mpsc => String::new(),
+            1 => " (MPSC, 1 producer)".to_owned(),
+            n => format!(" (MPSC, {n} producers)"),
+        },
         consumed.msgs_per_s() / 1e6,
         consumed.gb_per_s(),
         futex as f64 / consumed.messages.max(1) as f64
@@ -251,10 +284,13 @@ fn main() {
 }
 
 fn demo(cli: &Cli) -> Result<(), Box<dyn Error>> {
+    let producers = cli.producers.max(1);
     println!(
-        "shmring demo: {}-byte messages for {} s, two processes, wait strategy {}{}",
+        "shmring demo: {}-byte messages for {} s, {} producer process{} and a consumer, wait strategy {}{}",
         cli.size,
         cli.seconds,
+        producers,
+        if producers == 1 { "" } else { "es" },
         strategy_name(cli.wait),
         if cli.zero_copy { ", zero-copy" } else { "" }
     );

@@ -1,10 +1,12 @@
 //! The producer and consumer loops shared by the `producer`, `consumer` and
-//! `demo` examples. Payloads come from `shmring::payload`, so a consumer can
-//! verify every byte and the order of every message.
+//! `demo` examples. Payloads come from `shmring::payload` and carry their
+//! producer's id and sequence number, so a consumer can verify every byte and
+//! each producer's order (SPSC: one producer; MPSC: several).
 #![allow(dead_code)] // each example uses part of this module
 
 use clap::Args;
-use shmring::{payload, Consumer, Producer, RecvTimeoutError, RingOptions, WaitStrategy};
+use shmring::{payload, Consumer, Kind, Producer, RecvTimeoutError, RingOptions, WaitStrategy};
+use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -18,6 +20,9 @@ pub struct ProducerArgs {
     /// Create the segment (otherwise open an existing one).
     #[arg(long)]
     pub create: bool,
+    /// The segment is (or is created as) an MPSC ring: many producers.
+    #[arg(long)]
+    pub mpsc: bool,
     /// Data region size in bytes, when creating.
     #[arg(long, default_value_t = 1 << 20)]
     pub capacity: u64,
@@ -42,9 +47,10 @@ pub struct ProducerArgs {
     /// Write payloads in place with reserve/commit instead of send.
     #[arg(long)]
     pub zero_copy: bool,
-    /// Stream id written into every payload.
-    #[arg(long, default_value_t = 0)]
-    pub stream: u32,
+    /// This producer's id, written into every payload (so the consumer can
+    /// check each producer's order).
+    #[arg(long, visible_alias = "stream", default_value_t = 0)]
+    pub id: u32,
 }
 
 /// Options of a consumer process.
@@ -56,13 +62,20 @@ pub struct ConsumerArgs {
     /// Create the segment (otherwise open an existing one).
     #[arg(long)]
     pub create: bool,
+    /// The segment is (or is created as) an MPSC ring: many producers.
+    #[arg(long)]
+    pub mpsc: bool,
     /// Data region size in bytes, when creating.
     #[arg(long, default_value_t = 1 << 20)]
     pub capacity: u64,
-    /// Stop after this many messages (default: when the producer is gone).
+    /// Keep going until this many producers have been seen (a producer that
+    /// starts late is not mistaken for the end of the stream).
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Stop after this many messages (default: when the producers are gone).
     #[arg(long)]
     pub count: Option<u64>,
-    /// Check every byte and the order of every message.
+    /// Check every byte, and the order of each producer's messages.
     #[arg(long)]
     pub verify: bool,
     /// Wait strategy: busy, spin or park.
@@ -74,9 +87,6 @@ pub struct ConsumerArgs {
     /// Give up after this many seconds without a message.
     #[arg(long, default_value_t = 30.0)]
     pub idle_timeout: f64,
-    /// Stream id the payloads carry.
-    #[arg(long, default_value_t = 0)]
-    pub stream: u32,
 }
 
 /// What one side did: printed as one `key=value` line.
@@ -88,6 +98,7 @@ pub struct Summary {
     pub errors: u64,
     pub secs: f64,
     pub futex_calls: u64,
+    pub torn: u64,
 }
 
 impl Summary {
@@ -111,6 +122,7 @@ impl Summary {
                 "errors" => s.errors = value.parse().ok()?,
                 "secs" => s.secs = value.parse().ok()?,
                 "futex_calls" => s.futex_calls = value.parse().ok()?,
+                "torn_records" => s.torn = value.parse().ok()?,
                 _ => {}
             }
         }
@@ -122,8 +134,8 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: messages={} bytes={} errors={} secs={:.3} msgs_per_s={:.0} gb_per_s={:.3} futex_calls={} futex_per_msg={:.6}",
-            self.role,
+            "{}: messages={} bytes={} errors={} secs={:.3} msgs_per_s={:.0} gb_per_s={:.3} futex_calls={} futex_per_msg={:.6} torn_records={}",
+            self.role.replace(' ', "-"),
             self.messages,
             self.bytes,
             self.errors,
@@ -131,7 +143,8 @@ impl fmt::Display for Summary {
             self.msgs_per_s(),
             self.gb_per_s(),
             self.futex_calls,
-            self.futex_calls as f64 / self.messages.max(1) as f64
+            self.futex_calls as f64 / self.messages.max(1) as f64,
+            self.torn
         )
     }
 }
@@ -163,19 +176,68 @@ impl Sizes {
     }
 }
 
-fn options(capacity: u64, wait: WaitStrategy) -> RingOptions {
-    RingOptions::new().capacity(capacity).wait(wait)
+fn options(capacity: u64, wait: WaitStrategy, mpsc: bool) -> RingOptions {
+    let options = RingOptions::new().capacity(capacity).wait(wait);
+    if mpsc {
+        options.kind(Kind::Mpsc)
+    } else {
+        options
+    }
+}
+
+/// Counts each producer's messages and, when verifying, checks each message
+/// against the next sequence number of the producer it names.
+#[derive(Default)]
+struct Verifier {
+    next: HashMap<u32, u64>,
+}
+
+impl Verifier {
+    fn observe(&mut self, msg: &[u8], verify: bool, summary: &mut Summary) {
+        summary.messages += 1;
+        summary.bytes += msg.len() as u64;
+        let Some((id, seq)) = payload::identify(msg) else {
+            return summary.error(verify, format!("a {}-byte message is too short to name its producer", msg.len()));
+        };
+        let expected = self.next.entry(id).or_insert(0);
+        let outcome = if !verify {
+            Ok(())
+        } else if seq != *expected {
+            Err(format!("producer {id}: expected message {expected}, got {seq}"))
+        } else {
+            payload::check(id, seq, msg)
+        };
+        *expected = seq + 1;
+        if let Err(e) = outcome {
+            summary.error(verify, e);
+        }
+    }
+
+    fn producers(&self) -> usize {
+        self.next.len()
+    }
+}
+
+impl Summary {
+    fn error(&mut self, counts: bool, what: String) {
+        if counts {
+            if self.errors < 10 {
+                eprintln!("{}: {what}", self.role);
+            }
+            self.errors += 1;
+        }
+    }
 }
 
 pub fn run_producer(args: &ProducerArgs) -> Result<Summary, Box<dyn Error>> {
-    let options = options(args.capacity, args.wait);
+    let options = options(args.capacity, args.wait, args.mpsc);
     let mut producer =
         if args.create { Producer::create(&args.name, &options)? } else { Producer::open(&args.name, &options)? };
     let count = args.count.unwrap_or(if args.seconds.is_some() { u64::MAX } else { 1_000_000 });
     let until = args.seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
-    let mut sizes = Sizes::new(args.size, args.min_size, args.max_size, 0x5eed ^ u64::from(args.stream));
+    let mut sizes = Sizes::new(args.size, args.min_size, args.max_size, 0x5eed ^ u64::from(args.id));
     let mut buf = vec![0u8; producer.max_message()];
-    let mut summary = Summary { role: "producer".into(), ..Summary::default() };
+    let mut summary = Summary { role: format!("producer {}", args.id), ..Summary::default() };
     let start = Instant::now();
     let mut seq = 0;
     while seq < count {
@@ -186,10 +248,10 @@ pub fn run_producer(args: &ProducerArgs) -> Result<Summary, Box<dyn Error>> {
         let len = sizes.next().min(producer.max_message());
         if args.zero_copy {
             let mut grant = producer.reserve(len)?;
-            payload::fill(args.stream, seq, &mut grant);
+            payload::fill(args.id, seq, &mut grant);
             grant.commit();
         } else {
-            payload::fill(args.stream, seq, &mut buf[..len]);
+            payload::fill(args.id, seq, &mut buf[..len]);
             producer.send(&buf[..len])?;
         }
         summary.bytes += len as u64;
@@ -203,45 +265,44 @@ pub fn run_producer(args: &ProducerArgs) -> Result<Summary, Box<dyn Error>> {
 }
 
 pub fn run_consumer(args: &ConsumerArgs) -> Result<Summary, Box<dyn Error>> {
-    let options = options(args.capacity, args.wait);
+    let options = options(args.capacity, args.wait, args.mpsc);
     let mut consumer =
         if args.create { Consumer::create(&args.name, &options)? } else { Consumer::open(&args.name, &options)? };
     let idle = Duration::from_secs_f64(args.idle_timeout);
     let count = args.count.unwrap_or(u64::MAX);
     let mut summary = Summary { role: "consumer".into(), ..Summary::default() };
     let mut buf = Vec::with_capacity(consumer.max_message());
+    let mut verifier = Verifier::default();
     let mut start = None;
-    let check = |seq: u64, msg: &[u8], summary: &mut Summary| {
-        summary.bytes += msg.len() as u64;
-        if args.verify {
-            if let Err(e) = payload::check(args.stream, seq, msg) {
-                if summary.errors < 10 {
-                    eprintln!("consumer: {e}");
-                }
-                summary.errors += 1;
-            }
-        }
-    };
+    let mut last_message = Instant::now();
     while summary.messages < count {
         let outcome = if args.zero_copy {
-            consumer.read_timeout(idle).map(|msg| check(summary.messages, &msg, &mut summary))
+            consumer.read_timeout(idle).map(|msg| verifier.observe(&msg, args.verify, &mut summary))
         } else {
-            consumer.recv_timeout(&mut buf, idle).map(|_| check(summary.messages, &buf, &mut summary))
+            consumer.recv_timeout(&mut buf, idle).map(|_| verifier.observe(&buf, args.verify, &mut summary))
         };
         match outcome {
             Ok(()) => {
-                summary.messages += 1;
                 start.get_or_insert_with(Instant::now);
+                last_message = Instant::now();
+            }
+            // Every producer attached so far has gone; a late one may still
+            // come (until the idle timeout).
+            Err(RecvTimeoutError::Disconnected)
+                if verifier.producers() < args.producers && last_message.elapsed() < idle =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err(RecvTimeoutError::Disconnected) => break,
             Err(e) => return Err(e.into()),
         }
     }
-    // Timed from the first message, so waiting for the producer to start
-    // does not count.
-    summary.secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    // Timed from the first message to the last, so waiting for the
+    // producers to start does not count.
+    summary.secs = start.map_or(0.0, |s| last_message.duration_since(s).as_secs_f64());
     let stats = consumer.stats();
     summary.futex_calls = stats.futex_waits + stats.futex_wakes;
+    summary.torn = stats.torn_records;
     Ok(summary)
 }
 
