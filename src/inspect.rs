@@ -42,6 +42,9 @@ pub struct ParticipantInfo {
     pub attachments: u32,
     /// Whether a live process holds the slot's lock.
     pub alive: bool,
+    /// Messages this slot's holders committed (a producer) or read (the
+    /// consumer).
+    pub messages: u64,
 }
 
 impl ParticipantInfo {
@@ -102,6 +105,8 @@ pub struct SegmentInfo {
     pub messages_sent: u64,
     /// Messages consumed since creation.
     pub messages_read: u64,
+    /// MPSC: records skipped because their producer died before committing.
+    pub torn_records: u64,
     /// Where the consumer sleeps.
     pub consumer_wake: WakeInfo,
     /// Where producers sleep.
@@ -131,7 +136,7 @@ impl SegmentInfo {
     }
 }
 
-fn participant(segment: &Segment, slot: Slot, p: &Participant) -> ParticipantInfo {
+fn participant(segment: &Segment, slot: Slot, p: &Participant, messages: u64) -> ParticipantInfo {
     let state = match p.state.load(Ordering::Acquire) {
         SLOT_EMPTY => SlotState::Empty,
         SLOT_ATTACHED => SlotState::Attached,
@@ -143,6 +148,7 @@ fn participant(segment: &Segment, slot: Slot, p: &Participant) -> ParticipantInf
         pid: p.pid.load(Ordering::Relaxed),
         attachments: p.attachments.load(Ordering::Relaxed),
         alive: segment.is_locked(slot),
+        messages,
     }
 }
 
@@ -161,14 +167,20 @@ pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
     let (owner_uid, mode, size) = segment.file_stat()?;
     let id = *segment.identity();
     let ring = RingBacking::header(&segment);
-    let producers = ring
+    // SPSC counts in the producer line; each MPSC producer in its claim line.
+    let sent = |n: usize| match segment.kind() {
+        Kind::Spsc => ring.producer.messages.load(Ordering::Relaxed),
+        Kind::Mpsc => ring.claim(n).map_or(0, |line| line.messages.load(Ordering::Relaxed)),
+    };
+    let producers: Vec<ParticipantInfo> = ring
         .producer_slots
         .0
         .iter()
         .take(id.max_producers as usize)
         .enumerate()
-        .map(|(n, p)| participant(&segment, Slot::Producer(n), p))
+        .map(|(n, p)| participant(&segment, Slot::Producer(n), p, sent(n)))
         .collect();
+    let messages_read = ring.consumer.messages.load(Ordering::Relaxed);
     Ok(SegmentInfo {
         name: name.to_owned(),
         kind: segment.kind(),
@@ -183,11 +195,12 @@ pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
         size,
         head: ring.consumer.head.load(Ordering::Acquire),
         tail: ring.producer.tail.load(Ordering::Acquire),
-        messages_sent: ring.producer.messages.load(Ordering::Relaxed),
-        messages_read: ring.consumer.messages.load(Ordering::Relaxed),
+        messages_sent: producers.iter().fold(0u64, |sum, p| sum.wrapping_add(p.messages)),
+        messages_read,
+        torn_records: ring.consumer.torn_records.load(Ordering::Relaxed),
         consumer_wake: wake(&ring.consumer_wake),
         producer_wake: wake(&ring.producer_wake),
-        consumer: participant(&segment, Slot::Consumer, &ring.consumer_slot),
+        consumer: participant(&segment, Slot::Consumer, &ring.consumer_slot, messages_read),
         producers,
     })
 }

@@ -152,7 +152,7 @@ fn every_error_names_the_segment_and_leaves_others_alone() {
     fails_with(&shmring(&["create", missing.name(), "--capacity", "12K"]), "power of two");
     fails_with(&shmring(&["create", missing.name(), "--capacity", "lots"]), "is not a size");
     fails_with(&shmring(&["create", "no-slash"]), "must start with '/'");
-    fails_with(&shmring(&["create", missing.name(), "--mpsc"]), "MPSC segments are not supported");
+    fails_with(&shmring(&["create", missing.name(), "--mpsc", "--max-producers", "65"]), "max producers 65");
     fails_with(&shmring(&["stat", missing.name()]), &format!("segment {} does not exist", missing.name()));
     fails_with(&shmring(&["send", missing.name()]), "does not exist");
     fails_with(&shmring_with_input(&["send", name], &vec![b'x'; 3000]), "line 1: message of 3000 bytes");
@@ -163,6 +163,33 @@ fn every_error_names_the_segment_and_leaves_others_alone() {
     let json: serde_json::Value = serde_json::from_slice(&shmring(&["stat", name, "--json"]).stdout).expect("json");
     assert_eq!(json["capacity"], 8192);
     assert_eq!(json["messages_sent"], 0);
+}
+
+#[test]
+fn mpsc_segments_from_create_to_stat() {
+    let segment = SegmentGuard::new("cli-mpsc");
+    let name = segment.name();
+    assert!(shmring(&["create", name, "--mpsc", "--max-producers", "4", "--capacity", "64K"]).status.success());
+    // Two producers one after the other, then a third that stays attached.
+    assert!(shmring_with_input(&["send", name], b"one\ntwo\n").status.success());
+    assert!(shmring_with_input(&["send", name], b"three\n").status.success());
+    let recv = shmring(&["recv", name, "--count", "3", "--timeout", "5s"]);
+    assert!(recv.status.success(), "{recv:?}");
+    assert_eq!(stdout(&recv), "one\ntwo\nthree\n");
+    let stat = stdout(&shmring(&["stat", name]));
+    assert!(stat.contains("kind        MPSC (layout version 2)"), "{stat}");
+    assert!(stat.contains("messages    3 sent, 3 read"), "{stat}");
+    assert!(stat.contains("torn        0 records skipped"), "{stat}");
+    assert!(stat.contains("producer 0  detached"), "{stat}");
+    let json: serde_json::Value = serde_json::from_slice(&shmring(&["stat", name, "--json"]).stdout).expect("json");
+    assert_eq!(json["kind"], "mpsc");
+    assert_eq!(json["max_producers"], 4);
+    assert_eq!(json["torn_records"], 0);
+    assert_eq!(json["producers"].as_array().map(Vec::len), Some(4));
+    let sent: u64 = (0..4).map(|n| json["producers"][n]["messages"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(sent, 3);
+    let row = ls_row(name, &[]).expect("listed");
+    assert!(row.contains("MPSC"), "{row}");
 }
 
 #[test]

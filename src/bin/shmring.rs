@@ -5,7 +5,7 @@
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use shmring::inspect::{self, ParticipantInfo, SegmentInfo, SlotState, WakeInfo};
-use shmring::{payload, Consumer, Error, Producer, RecvTimeoutError, RingOptions, WaitStrategy};
+use shmring::{payload, Consumer, Error, Kind, Producer, RecvTimeoutError, RingOptions, WaitStrategy};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::{Child, Command as Process, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ enum Command {
         /// Many producers, one consumer.
         #[arg(long)]
         mpsc: bool,
-        /// Producer slots of an MPSC segment.
+        /// Producer slots of an MPSC segment (1 to 64; default 64).
         #[arg(long, requires = "mpsc")]
         max_producers: Option<u32>,
         /// Permission bits, in octal.
@@ -166,11 +166,14 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Create { name, capacity, max_message, mpsc, max_producers: _, mode } => {
-            if mpsc {
-                return Err(format!("cannot create {name}: MPSC segments are not supported by this version").into());
-            }
+        Command::Create { name, capacity, max_message, mpsc, max_producers, mode } => {
             let mut options = RingOptions::new().capacity(capacity).mode(mode);
+            if mpsc {
+                options = options.kind(Kind::Mpsc);
+            }
+            if let Some(max) = max_producers {
+                options = options.max_producers(max);
+            }
             if let Some(max) = max_message {
                 options =
                     options.max_message(u32::try_from(max).map_err(|_| format!("--max-message {max} is too large"))?);
@@ -267,7 +270,7 @@ fn slot_json(p: &ParticipantInfo) -> Value {
         SlotState::Detached => "detached".to_string(),
         SlotState::Unknown(v) => format!("unknown({v})"),
     };
-    json!({ "state": state, "alive": p.alive, "pid": p.pid, "attachments": p.attachments })
+    json!({ "state": state, "alive": p.alive, "pid": p.pid, "attachments": p.attachments, "messages": p.messages })
 }
 
 fn wake_json(w: &WakeInfo) -> Value {
@@ -292,6 +295,7 @@ fn info_json(info: &SegmentInfo) -> Value {
         "used_bytes": info.used_bytes(),
         "messages_sent": info.messages_sent,
         "messages_read": info.messages_read,
+        "torn_records": info.torn_records,
         "pending_messages": info.pending_messages(),
         "consumer_wake": wake_json(&info.consumer_wake),
         "producer_wake": wake_json(&info.producer_wake),
@@ -402,6 +406,9 @@ fn describe(info: &SegmentInfo, previous: Option<(&SegmentInfo, f64)>) -> String
         info.pending_messages()
     );
     s += &format!("messages    {} sent, {} read\n", info.messages_sent, info.messages_read);
+    if info.kind == Kind::Mpsc {
+        s += &format!("torn        {} records skipped (their producer died before committing)\n", info.torn_records);
+    }
     if let Some((before, secs)) = previous {
         let msgs = info.messages_read.saturating_sub(before.messages_read) as f64 / secs;
         let bytes = info.head.saturating_sub(before.head) as f64 / secs;
@@ -416,7 +423,11 @@ fn describe(info: &SegmentInfo, previous: Option<(&SegmentInfo, f64)>) -> String
         info.consumer_wake.parks
     );
     for (n, p) in info.producers.iter().enumerate() {
-        s += &format!("producer {n}  {}, {} attachments\n", slot_text(p), p.attachments);
+        // An MPSC segment has up to 64 slots: show the ones ever used.
+        if info.kind == Kind::Mpsc && p.state == SlotState::Empty {
+            continue;
+        }
+        s += &format!("producer {n:<2} {}, {} attachments, {} sent\n", slot_text(p), p.attachments, p.messages);
     }
     s += &format!(
         "producers   wake word {}, {} sleeping, {} parks\n",
@@ -467,7 +478,7 @@ fn send(
     generated: Option<(u64, u64)>,
     timeout: Option<Duration>,
 ) -> Result<ExitCode> {
-    let mut producer = Producer::open(name, &RingOptions::new())?;
+    let mut producer = Producer::open(name, &options_for(name)?)?;
     let mut send_one = |msg: &[u8], what: &dyn Fn() -> String| -> Result<()> {
         match timeout {
             Some(t) => producer.send_timeout(msg, t).map_err(|e| format!("{name}: {}: {e}", what()))?,
@@ -497,8 +508,13 @@ fn send(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Options that open `name` as whatever kind of ring it is.
+fn options_for(name: &str) -> Result<RingOptions> {
+    Ok(RingOptions::new().kind(inspect::inspect(name)?.kind))
+}
+
 fn recv(name: &str, count: Option<u64>, timeout: Option<Duration>, hex: bool) -> Result<ExitCode> {
-    let mut consumer = Consumer::open(name, &RingOptions::new())?;
+    let mut consumer = Consumer::open(name, &options_for(name)?)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // No timeout: wait as long as it takes (in slices, so the loop stays simple).
     let slice = timeout.unwrap_or(Duration::from_secs(3600));
