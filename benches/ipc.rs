@@ -17,7 +17,7 @@
 
 use hdrhistogram::Histogram;
 use serde_json::json;
-use shmring::{Consumer, Producer, RingOptions, WaitStrategy};
+use shmring::{Consumer, Kind, Producer, RingOptions, WaitStrategy};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -61,6 +61,11 @@ enum Transport {
         wait: WaitStrategy,
         zero_copy: bool,
     },
+    /// An MPSC ring fed by `producers` processes (throughput only).
+    ShmringMpsc {
+        wait: WaitStrategy,
+        producers: u32,
+    },
     Pipe,
     Uds,
     Mq,
@@ -74,6 +79,7 @@ impl Transport {
     fn name(self) -> &'static str {
         match self {
             Transport::Shmring { .. } => "shmring-spsc",
+            Transport::ShmringMpsc { .. } => "shmring-mpsc",
             Transport::Pipe => "pipe",
             Transport::Uds => "uds",
             Transport::Mq => "mq",
@@ -90,6 +96,7 @@ impl Transport {
                 let base = wait_name(wait);
                 Some(if zero_copy { format!("{base}+zero-copy") } else { base.to_string() })
             }
+            Transport::ShmringMpsc { wait, .. } => Some(wait_name(wait).to_string()),
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
             #[cfg(feature = "compare-iceoryx2")]
             Transport::Iceoryx2 => Some("busy+zero-copy".into()),
@@ -100,7 +107,16 @@ impl Transport {
     fn encode(self) -> String {
         match self {
             Transport::Shmring { wait, zero_copy } => format!("shmring:{}:{}", wait_name(wait), zero_copy),
+            Transport::ShmringMpsc { wait, producers } => format!("mpsc:{}:{producers}", wait_name(wait)),
             other => other.name().to_string(),
+        }
+    }
+
+    /// Producer processes (1 but for MPSC rows).
+    fn producers(self) -> u32 {
+        match self {
+            Transport::ShmringMpsc { producers, .. } => producers,
+            _ => 1,
         }
     }
 
@@ -108,6 +124,10 @@ impl Transport {
         let parts: Vec<&str> = s.split(':').collect();
         match parts[0] {
             "shmring" => Transport::Shmring { wait: parts[1].parse().expect("wait"), zero_copy: parts[2] == "true" },
+            "mpsc" => Transport::ShmringMpsc {
+                wait: parts[1].parse().expect("wait"),
+                producers: parts[2].parse().expect("n"),
+            },
             "pipe" => Transport::Pipe,
             "uds" => Transport::Uds,
             "mq" => Transport::Mq,
@@ -134,6 +154,7 @@ fn wait_name(wait: WaitStrategy) -> &'static str {
 struct Row {
     transport: &'static str,
     wait: Option<String>,
+    producers: u32,
     size: usize,
     rtt: Option<[u64; 4]>,
     msgs_per_s: Option<f64>,
@@ -484,6 +505,16 @@ fn child_main(args: &[String]) {
             let s = producer.stats();
             syscalls = s.futex_waits + s.futex_wakes - at_first;
         }
+        (Transport::ShmringMpsc { wait, .. }, "tput") => {
+            let options = shm_options(size, wait).kind(Kind::Mpsc);
+            let mut producer = Producer::open(name, &options).expect("open MPSC producer");
+            allocs_before = allocations();
+            for _ in 0..count {
+                producer.send(&msg).expect("send");
+            }
+            let s = producer.stats();
+            syscalls = s.futex_waits + s.futex_wakes;
+        }
         (Transport::Shmring { wait, .. }, "rtt") => {
             let options = shm_options(size, wait);
             let mut requests = Consumer::open(&format!("{name}-ping"), &options).expect("open ping");
@@ -604,6 +635,7 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
         }
     };
     match transport {
+        Transport::ShmringMpsc { .. } => unreachable!("MPSC rows measure throughput only"),
         Transport::Shmring { wait, .. } => {
             let options = shm_options(size, wait);
             let (ping, pong) = (format!("{name}-ping"), format!("{name}-pong"));
@@ -718,6 +750,8 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
     let name = scratch(&format!("tput-{}-{size}", transport.encode().replace(':', "-")));
     let mut buf = vec![0u8; size + 4];
     let secs;
+    // MPSC: `count` rounded down to a multiple of the producers.
+    let mut delivered = count;
     let (mut syscalls, mut allocs) = (0u64, 0u64);
     let timed = |first: &mut Option<Instant>, received: u64| {
         if received == 1 {
@@ -754,6 +788,32 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             syscalls += s.futex_waits + s.futex_wakes - at_first + child_sys;
             allocs += child_allocs;
             let _ = shmring::unlink(&name);
+        }
+        Transport::ShmringMpsc { wait, producers } => {
+            let options = shm_options(size, wait).kind(Kind::Mpsc).max_producers(producers);
+            options.create(&name).expect("create");
+            let mut consumer = Consumer::open(&name, &options).expect("open");
+            let each = count / u64::from(producers);
+            let children: Vec<Child> =
+                (0..producers).map(|_| spawn_child(transport, "tput", size, each, &name)).collect();
+            let total = each * u64::from(producers);
+            let mut first = None;
+            let before = allocations();
+            for n in 1..=total {
+                consumer.recv(&mut buf).expect("recv");
+                timed(&mut first, n);
+            }
+            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            allocs += allocations() - before;
+            let s = consumer.stats();
+            syscalls += s.futex_waits + s.futex_wakes;
+            for child in children {
+                let (child_sys, child_allocs) = child_report(child);
+                syscalls += child_sys;
+                allocs += child_allocs;
+            }
+            let _ = shmring::unlink(&name);
+            delivered = total;
         }
         Transport::Pipe | Transport::Uds => {
             let (mut child, reader): (Child, Box<dyn Read>) = if transport == Transport::Pipe {
@@ -831,8 +891,9 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
         }
         Transport::PingPong => unreachable!("ping-pong has no throughput row"),
     }
-    // The first message started the clock: count - 1 intervals.
-    ((count - 1) as f64 / secs.max(1e-9), syscalls as f64 / count as f64, allocs as f64 / count as f64)
+    // The first message started the clock: delivered - 1 intervals.
+    let n = delivered as f64;
+    ((n - 1.0) / secs.max(1e-9), syscalls as f64 / n, allocs as f64 / n)
 }
 
 /// One byte of every 64: what a reader that parses a message at least pulls
@@ -876,6 +937,12 @@ fn main() {
         Transport::Shmring { wait: WaitStrategy::BusySpin, zero_copy: true },
         Transport::Shmring { wait: spin, zero_copy: false },
         Transport::Shmring { wait: WaitStrategy::Park, zero_copy: false },
+        // MPSC against the SPSC rows above: 1, 2 and 4 producer processes
+        // (on two cores the producers share one).
+        Transport::ShmringMpsc { wait: WaitStrategy::BusySpin, producers: 1 },
+        Transport::ShmringMpsc { wait: spin, producers: 1 },
+        Transport::ShmringMpsc { wait: spin, producers: 2 },
+        Transport::ShmringMpsc { wait: spin, producers: 4 },
         Transport::IdealRing,
         Transport::PingPong,
         Transport::Pipe,
@@ -894,6 +961,17 @@ fn main() {
 
     let mut rows: Vec<Row> = Vec::new();
     for &transport in &transports {
+        if let Transport::ShmringMpsc { producers, .. } = transport {
+            // Throughput of 64-byte messages only.
+            rows.push(Row {
+                transport: transport.name(),
+                wait: transport.wait(),
+                producers,
+                size: 64,
+                ..Row::default()
+            });
+            continue;
+        }
         eprintln!("round trips: {} {}", transport.name(), transport.wait().unwrap_or_default());
         let zero_copy = matches!(transport, Transport::Shmring { zero_copy: true, .. });
         let rtt64 = (!zero_copy).then(|| rtt(transport, 64, warmup, rounds));
@@ -938,7 +1016,10 @@ fn main() {
     for repetition in 1..=repetitions {
         eprintln!("throughput, repetition {repetition} of {repetitions}");
         for (row, samples) in rows.iter().zip(samples.iter_mut()) {
-            let Some(&transport) = transports.iter().find(|t| t.name() == row.transport && t.wait() == row.wait) else {
+            let Some(&transport) = transports
+                .iter()
+                .find(|t| t.name() == row.transport && t.wait() == row.wait && t.producers() == row.producers.max(1))
+            else {
                 continue;
             };
             if transport == Transport::PingPong || row.note.is_some() || row.rtt_only {
@@ -978,15 +1059,16 @@ fn main() {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "| transport | wait | size | RTT p50 ns | p99 | p99.9 | max | msgs/s | GB/s | syscalls/msg | allocs/msg |"
+        "| transport | wait | producers | size | RTT p50 ns | p99 | p99.9 | max | msgs/s | GB/s | syscalls/msg | allocs/msg |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let rtt = |i: usize| r.rtt.map_or("-".into(), |v| v[i].to_string());
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
             r.transport,
             r.wait.as_deref().unwrap_or("-"),
+            r.producers.max(1),
             r.size,
             rtt(0),
             rtt(1),
@@ -1007,7 +1089,7 @@ fn to_json(rows: &[Row]) -> Vec<serde_json::Value> {
             json!({
                 "transport": r.transport,
                 "wait": r.wait,
-                "producers": 1,
+                "producers": r.producers.max(1),
                 "size": r.size,
                 "rtt_p50_ns": r.rtt.map(|v| v[0]),
                 "rtt_p99_ns": r.rtt.map(|v| v[1]),
