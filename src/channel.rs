@@ -36,6 +36,7 @@ pub struct RingOptions {
     wait: WaitStrategy,
     ready_timeout: Duration,
     allow_foreign_owner: bool,
+    liveness_interval: Duration,
 }
 
 impl Default for RingOptions {
@@ -50,6 +51,7 @@ impl Default for RingOptions {
             wait: WaitStrategy::default(),
             ready_timeout: Duration::from_secs(1),
             allow_foreign_owner: false,
+            liveness_interval: crate::wait::PARK_SLICE,
         }
     }
 }
@@ -126,6 +128,37 @@ impl RingOptions {
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self
+    }
+
+    /// How often a blocked side checks that its peers are alive: it parks at
+    /// most this long at a time, and asks the kernel at most every fifth of
+    /// it. This bounds how long a dead peer can hold it up once the death
+    /// has happened: a producer blocked on a full ring learns that the
+    /// consumer died, and (MPSC) the consumer skips the unfinished record of
+    /// a producer that died mid-write, within about 1.2 times this. Default
+    /// 50 ms; 1 ms to 60 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = shmring::RingOptions::new().liveness_interval(Duration::from_millis(5));
+    /// ```
+    pub fn liveness_interval(mut self, interval: Duration) -> Self {
+        self.liveness_interval = interval;
+        self
+    }
+
+    fn check_liveness_interval(&self, segment: &str) -> Result<(), Error> {
+        let allowed = Duration::from_millis(1)..=Duration::from_secs(60);
+        if allowed.contains(&self.liveness_interval) {
+            return Ok(());
+        }
+        Err(Error::InvalidOptions {
+            segment: segment.to_owned(),
+            reason: format!(
+                "liveness interval {:?} is not allowed: it must be from 1 ms to 60 s",
+                self.liveness_interval
+            ),
+        })
     }
 
     /// Open segments owned by another user (refused by default).
@@ -263,6 +296,7 @@ impl Producer {
     /// Creates the segment `name` (`O_EXCL`: never an existing one) of the
     /// options' kind and attaches as a producer.
     pub fn create(name: &str, options: &RingOptions) -> Result<Producer, Error> {
+        options.check_liveness_interval(name)?;
         let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
         Self::attach(segment, options)
     }
@@ -273,11 +307,12 @@ impl Producer {
     /// producer holds it; takes over from a dead one. MPSC: takes a free
     /// producer slot, or fails with [`Error::TooManyProducers`].
     pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
+        options.check_liveness_interval(name)?;
         Self::attach(Segment::open(name, &options.expect())?, options)
     }
 
     fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
-        let ring = match segment.kind() {
+        let mut ring = match segment.kind() {
             Kind::Spsc => {
                 claim_role(&segment, Slot::Producer(0), "producer")?;
                 ring::Producer::attach(segment, pid())?
@@ -287,6 +322,7 @@ impl Producer {
                 ring::Producer::attach_mpsc(segment, pid(), slot)?
             }
         };
+        ring.set_liveness_interval(options.liveness_interval);
         Ok(Producer { ring, wait: options.wait })
     }
 
@@ -394,6 +430,7 @@ impl Consumer {
     /// Creates the segment `name` (`O_EXCL`) of the options' kind and attaches
     /// as its consumer.
     pub fn create(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
+        options.check_liveness_interval(name)?;
         let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
         Self::attach(segment, options)
     }
@@ -402,13 +439,15 @@ impl Consumer {
     /// where the previous consumer stopped. Fails with
     /// [`Error::AlreadyAttached`] while another live consumer holds it.
     pub fn open(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
+        options.check_liveness_interval(name)?;
         Self::attach(Segment::open(name, &options.expect())?, options)
     }
 
     fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {
         claim_role(&segment, Slot::Consumer, "consumer")?;
         let kind = segment.kind();
-        let ring = ring::Consumer::attach(segment, pid(), kind)?;
+        let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
+        ring.set_liveness_interval(options.liveness_interval);
         Ok(Consumer { ring, wait: options.wait })
     }
 
@@ -418,12 +457,10 @@ impl Consumer {
     ///
     /// MPSC: messages arrive in the order producers claimed space. A record
     /// whose producer died before committing it is skipped once the kernel
-    /// says that producer is dead (within about [`PARK_SLICE`] plus
-    /// [`PROBE_INTERVAL`](crate::wait::PROBE_INTERVAL)), and counted in
+    /// says that producer is dead (within about 1.2 times
+    /// [`RingOptions::liveness_interval`], 60 ms by default), and counted in
     /// [`Stats::torn_records`]; a live producer's record is always waited
     /// for.
-    ///
-    /// [`PARK_SLICE`]: crate::wait::PARK_SLICE
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         self.ring.recv(buf, self.wait, None).map_err(Into::into)
     }

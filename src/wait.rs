@@ -13,14 +13,22 @@ use std::time::{Duration, Instant};
 /// How long [`WaitStrategy::default`] spins before parking.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
-/// The longest a parked side sleeps before re-checking its peer's liveness.
+/// The longest a parked side sleeps before re-checking its peer's liveness,
+/// by default (see [`RingOptions::liveness_interval`]).
+///
+/// [`RingOptions::liveness_interval`]: crate::RingOptions::liveness_interval
 pub const PARK_SLICE: Duration = Duration::from_millis(50);
 
-/// How often a waiting side may ask the kernel whether a peer is alive (one
-/// `fcntl` per peer). With [`PARK_SLICE`] it bounds how long a dead peer
-/// (or, in an MPSC ring, a dead producer's unfinished record) can hold up a
-/// waiting side once the death has happened.
+/// How often, by default, a waiting side may ask the kernel whether a peer
+/// is alive (one `fcntl` per peer): a fifth of the park slice. Together they
+/// bound how long a dead peer (or, in an MPSC ring, a dead producer's
+/// unfinished record) can hold up a waiting side once the death has happened.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The probe interval that goes with a park slice (`liveness`): a fifth.
+pub(crate) fn probe_interval(liveness: Duration) -> Duration {
+    liveness / 5
+}
 
 /// What a blocked `send`/`recv` does while it waits.
 ///
@@ -66,6 +74,10 @@ pub(crate) trait Waitable {
     fn poll(&mut self) -> Result<Option<Self::Ready>, Stop>;
     /// Announce, re-check, and sleep at most `timeout` if still not ready.
     fn park(&mut self, timeout: Duration) -> Result<Option<Self::Ready>, Stop>;
+    /// The longest one park may sleep before the side re-checks its peers.
+    fn park_slice(&self) -> Duration {
+        PARK_SLICE
+    }
 }
 
 /// Waits for `waitable` with `strategy` until it is ready, it stops, or
@@ -109,15 +121,16 @@ pub(crate) fn block<W: Waitable>(
             }
         }
     }
+    let park_slice = waitable.park_slice();
     loop {
         let slice = match deadline {
-            None => PARK_SLICE,
+            None => park_slice,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     return Err(Stop::Timeout);
                 }
-                left.min(PARK_SLICE)
+                left.min(park_slice)
             }
         };
         if let Some(ready) = waitable.park(slice)? {

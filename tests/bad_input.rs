@@ -104,6 +104,11 @@ fn invalid_options_say_what_is_allowed() {
         (options().max_message(4089), "from 1 to 4088"),
         (options().mode(0o400), "owner read and write"),
         (options().mode(0o4600), "permission bits"),
+        (options().liveness_interval(Duration::ZERO), "from 1 ms to 60 s"),
+        (options().liveness_interval(Duration::from_secs(61)), "liveness interval 61s"),
+        (options().kind(Kind::Mpsc).max_producers(0), "max producers 0"),
+        (options().kind(Kind::Mpsc).max_producers(65), "MPSC: 1 to 64"),
+        (options().max_producers(2), "SPSC: 1"),
     ] {
         match Producer::create(segment.name(), &opts) {
             Err(e @ Error::InvalidOptions { .. }) => {

@@ -32,6 +32,8 @@ pub struct Consumer<B: RingBacking> {
     /// Wakes producers when they sleep.
     waker: Waker,
     pub(super) stats: Stats,
+    /// The longest a park lasts before the producers' liveness is re-checked.
+    park_slice: Duration,
 }
 
 /// A committed message found at `head`: `len` payload bytes at
@@ -88,6 +90,7 @@ impl<B: RingBacking> Consumer<B> {
             watch: PeerWatch::new(Slot::Producer(0)),
             waker: Waker::default(),
             stats: Stats::default(),
+            park_slice: crate::wait::PARK_SLICE,
             backing,
         })
     }
@@ -95,6 +98,18 @@ impl<B: RingBacking> Consumer<B> {
     /// The backing this consumer reads from.
     pub fn backing(&self) -> &B {
         &self.backing
+    }
+
+    /// How often a waiting consumer checks that its producers are alive (and,
+    /// MPSC, whether the producer of an unfinished record has died): it parks
+    /// at most `interval` at a time and probes at most every fifth of it.
+    pub fn set_liveness_interval(&mut self, interval: Duration) {
+        self.park_slice = interval;
+        let probe = crate::wait::probe_interval(interval);
+        self.watch.limiter.interval = probe;
+        if let Some(producers) = self.mpsc.as_mut() {
+            producers.set_probe_interval(probe);
+        }
     }
 
     /// This handle's counters.
@@ -272,6 +287,10 @@ impl<B: RingBacking> Waitable for Message<'_, B> {
 
     fn park(&mut self, timeout: Duration) -> Result<Option<Found>, Stop> {
         park_once(self, timeout)
+    }
+
+    fn park_slice(&self) -> Duration {
+        self.consumer.park_slice
     }
 }
 

@@ -49,7 +49,6 @@ use crate::layout::{
     RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
 };
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
-use crate::wait::PROBE_INTERVAL;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +65,8 @@ pub trait RingBacking {
     /// Producer slots in use (1 for SPSC; validated at attach).
     fn max_producers(&self) -> u32;
     /// Whether the participant in `slot` is alive. Called only when its slot
-    /// says it is attached, and at most every [`PROBE_INTERVAL`].
+    /// says it is attached, and at most every probe interval
+    /// ([`crate::wait::PROBE_INTERVAL`] by default).
     fn is_alive(&self, slot: Slot) -> bool;
 }
 
@@ -204,13 +204,25 @@ pub(crate) fn forget_dead_sleepers(line: &WakeLine) {
 }
 
 /// Paces the checks a waiting side makes through system calls (liveness
-/// probes): on the parking path at most every [`PROBE_INTERVAL`]; on the
-/// polling path only every 1024th poll even looks at the clock.
-#[derive(Debug, Default)]
+/// probes): on the parking path at most every `interval`; on the polling
+/// path only every 1024th poll even looks at the clock.
+#[derive(Debug)]
 pub(crate) struct Limiter {
     polls: u32,
+    pub(crate) interval: Duration,
     #[cfg(not(shmring_loom))]
     last_probe: Option<std::time::Instant>,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            polls: 0,
+            interval: crate::wait::PROBE_INTERVAL,
+            #[cfg(not(shmring_loom))]
+            last_probe: None,
+        }
+    }
 }
 
 impl Limiter {
@@ -225,7 +237,7 @@ impl Limiter {
         }
         let now = std::time::Instant::now();
         match self.last_probe {
-            Some(last) if now.duration_since(last) < PROBE_INTERVAL => false,
+            Some(last) if now.duration_since(last) < self.interval => false,
             _ => {
                 self.last_probe = Some(now);
                 true
@@ -237,7 +249,7 @@ impl Limiter {
     /// (the models park rather than poll).
     #[cfg(shmring_loom)]
     pub(crate) fn due(&mut self, slow: bool) -> bool {
-        let _ = self.polls;
+        let _ = (self.polls, self.interval);
         slow
     }
 }
@@ -261,7 +273,7 @@ pub(crate) struct PeerWatch {
     /// The slot's `attachments` count when the probe found its holder dead:
     /// the verdict stands until someone attaches again.
     dead_holder: Option<u32>,
-    limiter: Limiter,
+    pub(crate) limiter: Limiter,
 }
 
 impl PeerWatch {

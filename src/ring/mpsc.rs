@@ -28,7 +28,7 @@
 //! # A producer that dies
 //!
 //! When the record at `head` stays uncommitted, the consumer finds its owner
-//! (at most every `PROBE_INTERVAL`, or each time it wakes from a park):
+//! (at most every probe interval, or each time it wakes from a park):
 //!
 //! * a claim marker names the owner slot;
 //! * a zero word with `tail > head` is a claim between steps 3 and 4; its
@@ -57,6 +57,7 @@ use crate::error::{Corrupted, Stop};
 use crate::layout::{ClaimLine, RingHeader, Slot, MAX_PRODUCERS, NO_CLAIM, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crossbeam_utils::Backoff;
+use std::time::Duration;
 
 /// Ordering of the CAS that claims space: Release, so the intent written
 /// before it is visible to whoever observes the new claim position.
@@ -247,6 +248,10 @@ impl ProducersWatch {
         let producers =
             (0..max_producers.min(MAX_PRODUCERS as u32) as usize).map(|n| PeerWatch::new(Slot::Producer(n)));
         ProducersWatch { producers: producers.collect(), limiter: Limiter::default() }
+    }
+
+    pub(super) fn set_probe_interval(&mut self, interval: Duration) {
+        self.limiter.interval = interval;
     }
 
     /// Every producer that ever attached has detached or died, and at least

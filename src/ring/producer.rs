@@ -37,6 +37,8 @@ pub struct Producer<B: RingBacking> {
     /// Wakes the consumer when it sleeps.
     pub(super) waker: Waker,
     pub(super) stats: Stats,
+    /// The longest a park lasts before the consumer's liveness is re-checked.
+    park_slice: Duration,
     /// Loom models only: where this producer stops as if killed.
     #[cfg(shmring_loom)]
     pub(super) die_at: Option<super::mpsc::DieAt>,
@@ -61,6 +63,7 @@ impl<B: RingBacking> Producer<B> {
             watch: PeerWatch::new(Slot::Consumer),
             waker: Waker::default(),
             stats: Stats::default(),
+            park_slice: crate::wait::PARK_SLICE,
             #[cfg(shmring_loom)]
             die_at: None,
             backing,
@@ -81,6 +84,14 @@ impl<B: RingBacking> Producer<B> {
     /// position). MPSC: the end of this handle's last claim.
     pub fn position(&self) -> u64 {
         self.tail
+    }
+
+    /// How often a waiting producer checks that the consumer is alive: it
+    /// parks at most `interval` at a time and probes at most every fifth of
+    /// it.
+    pub fn set_liveness_interval(&mut self, interval: Duration) {
+        self.park_slice = interval;
+        self.watch.limiter.interval = crate::wait::probe_interval(interval);
     }
 
     /// The participant slot this producer holds.
@@ -205,6 +216,10 @@ impl<B: RingBacking> Waitable for Room<'_, B> {
 
     fn park(&mut self, timeout: Duration) -> Result<Option<Claim>, Stop> {
         park_once(self, timeout)
+    }
+
+    fn park_slice(&self) -> Duration {
+        self.producer.park_slice
     }
 }
 
