@@ -1164,7 +1164,9 @@ fn chart(rows: &[Row], path: &std::path::Path) {
         .y_label_formatter(&|v| format!("{v}"))
         .draw()
         .expect("chart");
-    let mut names: Vec<String> = rows.iter().filter(|r| r.gb_per_s.is_some()).map(label).collect();
+    // MPSC rows are 64-byte only and compared in the table, not here.
+    let per_size = |r: &&Row| r.gb_per_s.is_some() && r.transport != "shmring-mpsc";
+    let mut names: Vec<String> = rows.iter().filter(per_size).map(label).collect();
     names.dedup();
     for (n, name) in names.iter().enumerate() {
         let color = Palette99::pick(n).to_rgba();
