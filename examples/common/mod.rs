@@ -6,7 +6,6 @@
 
 use clap::Args;
 use shmring::{payload, Consumer, Kind, Producer, RecvTimeoutError, RingOptions, WaitStrategy};
-use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -189,8 +188,15 @@ fn options(capacity: u64, wait: WaitStrategy, mpsc: bool) -> RingOptions {
 /// against the next sequence number of the producer it names.
 #[derive(Default)]
 struct Verifier {
-    next: HashMap<u32, u64>,
+    /// Next sequence number per producer id (`u64::MAX`: not seen yet).
+    /// Indexed by id: a hash lookup per message would cost more than the
+    /// ring does.
+    next: Vec<u64>,
+    producers: usize,
 }
+
+/// Producer ids the verifier tracks.
+const MAX_PRODUCER_ID: u32 = 4096;
 
 impl Verifier {
     fn observe(&mut self, msg: &[u8], verify: bool, summary: &mut Summary) {
@@ -199,7 +205,18 @@ impl Verifier {
         let Some((id, seq)) = payload::identify(msg) else {
             return summary.error(verify, format!("a {}-byte message is too short to name its producer", msg.len()));
         };
-        let expected = self.next.entry(id).or_insert(0);
+        if id >= MAX_PRODUCER_ID {
+            return summary.error(verify, format!("producer id {id} is over {MAX_PRODUCER_ID}"));
+        }
+        let index = id as usize;
+        if index >= self.next.len() {
+            self.next.resize(index + 1, u64::MAX);
+        }
+        let expected = &mut self.next[index];
+        if *expected == u64::MAX {
+            *expected = 0;
+            self.producers += 1;
+        }
         let outcome = if !verify {
             Ok(())
         } else if seq != *expected {
@@ -214,7 +231,7 @@ impl Verifier {
     }
 
     fn producers(&self) -> usize {
-        self.next.len()
+        self.producers
     }
 }
 
