@@ -1,13 +1,18 @@
 //! The public handles: a [`Producer`] and a [`Consumer`] joined through a
-//! named segment, and the [`RingOptions`] builder that makes or opens it.
-//! The same handles serve both ring kinds; the options say which kind to
-//! create or expect.
+//! segment, and the [`RingOptions`] builder that makes or opens it. The same
+//! handles serve both ring kinds (the options say which kind to create or
+//! expect) and every backing: a shared-memory name (`create`/`open`), a
+//! regular file (`create_file`/`open_file`), or an [`AnonymousRing`] (a
+//! memfd, for `fork` and for passing over a Unix socket).
 
 use crate::error::{Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::layout::{Kind, Slot, MAX_PRODUCERS};
 use crate::ring::{self, RingBacking, Stats};
-use crate::segment::{self, Expect, Segment, Shape};
+use crate::segment::{self, Backing, Expect, Segment, Shape};
 use crate::wait::WaitStrategy;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 /// Default data region size: 1 MiB.
@@ -206,6 +211,29 @@ impl RingOptions {
     pub fn create(&self, name: &str) -> Result<(), Error> {
         Segment::create(name, &self.shape(), false).map(drop)
     }
+
+    /// Creates a file-backed segment at `path` (`O_EXCL`, mode 0600 by
+    /// default) and leaves it. The file is never removed by shmring: it is
+    /// the ring's persistent storage (see [`Producer::flush`]).
+    pub fn create_file(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        Segment::create_file(path.as_ref(), &self.shape(), false).map(drop)
+    }
+}
+
+/// Makes durable what is committed in `segment` (see [`Producer::flush`]).
+fn flush(segment: &Segment, sync: bool) -> Result<(), Error> {
+    let header = RingBacking::header(segment);
+    let persistence = &header.persistence;
+    let durable = persistence.durable_tail.load(crate::sync::Ordering::Acquire);
+    let from = durable.max(header.consumer.head.load(crate::sync::Ordering::Acquire));
+    let end = ring::persist::committed_end(segment, from);
+    segment.write_back(from, end, sync)?;
+    if sync {
+        // Only once the records are on the disk may the header say so.
+        persistence.durable_tail.fetch_max(end, crate::sync::Ordering::Release);
+        segment.write_back(end, end, true)?;
+    }
+    Ok(())
 }
 
 fn pid() -> u32 {
@@ -324,6 +352,48 @@ impl Producer {
         };
         ring.set_liveness_interval(options.liveness_interval);
         Ok(Producer { ring, wait: options.wait })
+    }
+
+    /// Creates a file-backed segment at `path` (`O_EXCL`: never an existing
+    /// file) and attaches as a producer. The file stays when the handle is
+    /// dropped.
+    ///
+    /// ```no_run
+    /// use shmring::{Producer, RingOptions};
+    /// let mut producer = Producer::create_file("/var/lib/app/journal.ring", &RingOptions::new())?;
+    /// producer.send(b"survives a crash once flushed")?;
+    /// producer.flush()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Producer, Error> {
+        let path = path.as_ref();
+        options.check_liveness_interval(&path.to_string_lossy())?;
+        Self::attach(Segment::create_file(path, &options.shape(), false)?, options)
+    }
+
+    /// Opens the file-backed segment at `path` as a producer. After a restart
+    /// of the machine, the ring is first recovered: what was flushed is
+    /// kept, what was written after the last flush is dropped and counted.
+    pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Producer, Error> {
+        let path = path.as_ref();
+        options.check_liveness_interval(&path.to_string_lossy())?;
+        Self::attach(Segment::open_file(path, &options.expect())?, options)
+    }
+
+    /// Writes every message committed so far back to the file with
+    /// `msync(MS_SYNC)`, then records that in the header: once this returns,
+    /// those messages survive the machine going down. A no-op in effect for
+    /// shared memory and memfd rings, which do not outlive the machine.
+    #[doc(alias = "msync")]
+    pub fn flush(&self) -> Result<(), Error> {
+        flush(self.ring.backing(), true)
+    }
+
+    /// Starts writing back what is committed (`msync(MS_ASYNC)`) without
+    /// waiting: cheaper, and it promises nothing after a crash of the machine
+    /// (recovery keeps only what [`flush`](Self::flush) made durable).
+    pub fn flush_async(&self) -> Result<(), Error> {
+        flush(self.ring.backing(), false)
     }
 
     /// The producer slot this handle holds (always 0 in an SPSC ring).
@@ -496,6 +566,173 @@ impl Consumer {
     /// Bytes consumed since the segment was created.
     pub fn position(&self) -> u64 {
         self.ring.position()
+    }
+
+    /// Creates a file-backed segment at `path` (`O_EXCL`) and attaches as its
+    /// consumer. The file stays when the handle is dropped.
+    pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Consumer, Error> {
+        let path = path.as_ref();
+        options.check_liveness_interval(&path.to_string_lossy())?;
+        Self::attach(Segment::create_file(path, &options.shape(), false)?, options)
+    }
+
+    /// Opens the file-backed segment at `path` as its consumer, continuing
+    /// from the persisted `head` (after a restart of the machine, from the
+    /// last flushed one: messages consumed after it are delivered again).
+    ///
+    /// ```no_run
+    /// use shmring::{Consumer, RingOptions};
+    /// let mut consumer = Consumer::open_file("/var/lib/app/journal.ring", &RingOptions::new())?;
+    /// let mut buf = Vec::new();
+    /// while consumer.try_recv(&mut buf).is_ok() { /* replay */ }
+    /// consumer.flush()?; // the position is durable too
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Consumer, Error> {
+        let path = path.as_ref();
+        options.check_liveness_interval(&path.to_string_lossy())?;
+        Self::attach(Segment::open_file(path, &options.expect())?, options)
+    }
+
+    /// Writes the consumer's position (and what is committed) back to the
+    /// file with `msync(MS_SYNC)`: messages consumed before this are not
+    /// delivered again after the machine restarts.
+    #[doc(alias = "msync")]
+    pub fn flush(&self) -> Result<(), Error> {
+        flush(self.ring.backing(), true)
+    }
+
+    /// [`flush`](Self::flush) without waiting for the disk (`MS_ASYNC`).
+    pub fn flush_async(&self) -> Result<(), Error> {
+        flush(self.ring.backing(), false)
+    }
+
+    /// Records dropped by recoveries after restarts of the machine (written
+    /// after the last flush, so possibly torn): counted in the file, so every
+    /// later opener sees the total.
+    pub fn lost_records(&self) -> u64 {
+        RingBacking::header(self.ring.backing()).persistence.lost_records.load(crate::sync::Ordering::Relaxed)
+    }
+}
+
+/// A ring in anonymous shared memory: a memfd, sealed so that nobody can
+/// shrink it, with no name in `/dev/shm`. Create it, then either `fork` (or
+/// spawn a child that inherits the descriptor) or send it to another process
+/// over a Unix socket; each process then attaches as a producer or the
+/// consumer.
+///
+/// Each attach reopens the memfd through `/proc/self/fd`, so every handle
+/// has an open file description (and a liveness lock) of its own, even
+/// across `fork`. Attach after forking: a handle made before `fork` is
+/// shared with the child, and its lock with it.
+///
+/// ```no_run
+/// use shmring::{AnonymousRing, RingOptions};
+/// use std::os::unix::net::UnixStream;
+/// let options = RingOptions::new();
+/// let ring = AnonymousRing::create("telemetry", &options)?;
+/// let (here, there) = UnixStream::pair()?; // `there`: another process's end
+/// ring.send_over(&here)?;
+/// let received = AnonymousRing::receive_from(&there, &options)?; // validated like any segment
+/// let mut consumer = received.consumer(&options)?;
+/// let mut producer = ring.producer(&options)?;
+/// producer.send(b"no name in /dev/shm")?;
+/// assert_eq!(&*consumer.read()?, b"no name in /dev/shm");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct AnonymousRing {
+    segment: Segment,
+    label: String,
+}
+
+impl AnonymousRing {
+    /// Creates an anonymous ring of the options' kind and shape. `label` names
+    /// it in messages (and in `/proc/PID/fd`).
+    #[doc(alias = "memfd_create")]
+    pub fn create(label: &str, options: &RingOptions) -> Result<AnonymousRing, Error> {
+        options.check_liveness_interval(label)?;
+        Ok(AnonymousRing { segment: Segment::create_memfd(label, &options.shape())?, label: label.to_owned() })
+    }
+
+    /// Opens the ring whose memfd is descriptor `fd` of this process (for
+    /// example inherited from the parent that created it). The descriptor is
+    /// not taken over: the ring reopens it. It must be a memfd sealed against
+    /// shrinking ([`Error::NotSealed`] otherwise) with a valid header of the
+    /// options' kind.
+    pub fn open_inherited(fd: RawFd, options: &RingOptions) -> Result<AnonymousRing, Error> {
+        let label = format!("fd{fd}");
+        options.check_liveness_interval(&label)?;
+        Ok(AnonymousRing { segment: Segment::open_memfd(fd, &label, &options.expect())?, label })
+    }
+
+    /// Sends the ring's descriptor over a Unix stream socket (`SCM_RIGHTS`,
+    /// with one byte of data).
+    pub fn send_over(&self, socket: &UnixStream) -> Result<(), Error> {
+        use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let fds = [self.segment.fd()];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        sendmsg(socket, &[std::io::IoSlice::new(b"R")], &mut control, SendFlags::empty())
+            .map_err(|e| Error::from_os(&format!("memfd:{}", self.label), "sendmsg", e))?;
+        Ok(())
+    }
+
+    /// Receives a ring's descriptor sent with [`send_over`](Self::send_over)
+    /// and validates it exactly as a named segment is validated (the peer can
+    /// send anything): a memfd sealed against shrinking, large enough, with a
+    /// valid header of the options' kind.
+    pub fn receive_from(socket: &UnixStream, options: &RingOptions) -> Result<AnonymousRing, Error> {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        let label = "received".to_owned();
+        let os_error = |op, e| Error::from_os(&format!("memfd:{label}"), op, e);
+        let mut byte = [0u8; 1];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = recvmsg(socket, &mut [std::io::IoSliceMut::new(&mut byte)], &mut control, RecvFlags::CMSG_CLOEXEC)
+            .map_err(|e| os_error("recvmsg", e))?;
+        let mut received = None;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                // Keep the first; any others are closed as the iterator drops them.
+                for fd in fds {
+                    received.get_or_insert(fd);
+                }
+            }
+        }
+        let Some(fd) = received.filter(|_| got.bytes == 1) else {
+            return Err(os_error("recvmsg", rustix::io::Errno::BADMSG));
+        };
+        options.check_liveness_interval(&label)?;
+        // Reopened: the received descriptor shares the sender's open file
+        // description, and so would its locks.
+        let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect())?;
+        Ok(AnonymousRing { segment, label })
+    }
+
+    /// Attaches as a producer (reopening the memfd: see the type's docs).
+    pub fn producer(&self, options: &RingOptions) -> Result<Producer, Error> {
+        Producer::attach(self.reopen(options)?, options)
+    }
+
+    /// Attaches as the consumer (reopening the memfd: see the type's docs).
+    pub fn consumer(&self, options: &RingOptions) -> Result<Consumer, Error> {
+        Consumer::attach(self.reopen(options)?, options)
+    }
+
+    fn reopen(&self, options: &RingOptions) -> Result<Segment, Error> {
+        options.check_liveness_interval(&self.label)?;
+        debug_assert_eq!(self.segment.backing(), Backing::Memfd);
+        Segment::open_memfd(self.segment.fd().as_raw_fd(), &self.label, &options.expect())
+    }
+}
+
+impl AsFd for AnonymousRing {
+    /// The memfd, for passing to a child (clear `FD_CLOEXEC` on a duplicate)
+    /// or another process.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.segment.fd()
     }
 }
 

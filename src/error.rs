@@ -152,6 +152,13 @@ pub enum Error {
         /// How many slots it has.
         max: u32,
     },
+    /// A descriptor handed over for a memfd segment is not a memfd sealed
+    /// against shrinking, so whoever holds it could truncate it under our
+    /// mapping (a `SIGBUS` at the next access).
+    NotSealed {
+        /// The segment.
+        segment: String,
+    },
     /// A value in the header breaks the ring's invariants.
     Corrupted(Corrupted),
     /// Another system call failed.
@@ -224,6 +231,9 @@ impl fmt::Display for Error {
                     "segment {segment} has no free producer slot: all {max} are held by live producers \
                      (or by dead ones whose last record the consumer has not reached yet)"
                 )
+            }
+            Error::NotSealed { segment } => {
+                write!(f, "{segment} is not a memfd sealed against shrinking (F_SEAL_SHRINK): refused")
             }
             Error::Corrupted(c) => c.fmt(f),
             Error::Io { segment, op, source } => write!(f, "{op} failed on segment {segment}: {source}"),

@@ -107,6 +107,11 @@ pub struct SegmentInfo {
     pub messages_read: u64,
     /// MPSC: records skipped because their producer died before committing.
     pub torn_records: u64,
+    /// File-backed rings: every record before this position is durable.
+    pub durable_tail: u64,
+    /// File-backed rings: records dropped by recoveries after restarts of
+    /// the machine (written after the last flush).
+    pub lost_records: u64,
     /// Where the consumer sleeps.
     pub consumer_wake: WakeInfo,
     /// Where producers sleep.
@@ -163,7 +168,23 @@ fn wake(line: &WakeLine) -> WakeInfo {
 
 /// Reads the header of segment `name` (read-only, no role taken).
 pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
-    let segment = Segment::open_read_only(name, Duration::from_millis(100))?;
+    describe(name, Segment::open_read_only(name, Duration::from_millis(100))?)
+}
+
+/// Reads the header of the file-backed segment at `path` (read-only, no
+/// role taken, no recovery).
+///
+/// ```no_run
+/// let info = shmring::inspect::inspect_file("/var/lib/app/journal.ring")?;
+/// println!("durable up to {}, {} records lost to restarts", info.durable_tail, info.lost_records);
+/// # Ok::<(), shmring::Error>(())
+/// ```
+pub fn inspect_file(path: impl AsRef<std::path::Path>) -> Result<SegmentInfo, Error> {
+    let path = path.as_ref();
+    describe(&path.to_string_lossy(), Segment::open_file_read_only(path, Duration::from_millis(100))?)
+}
+
+fn describe(name: &str, segment: Segment) -> Result<SegmentInfo, Error> {
     let (owner_uid, mode, size) = segment.file_stat()?;
     let id = *segment.identity();
     let ring = RingBacking::header(&segment);
@@ -198,6 +219,8 @@ pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
         messages_sent: producers.iter().fold(0u64, |sum, p| sum.wrapping_add(p.messages)),
         messages_read,
         torn_records: ring.consumer.torn_records.load(Ordering::Relaxed),
+        durable_tail: ring.persistence.durable_tail.load(Ordering::Relaxed),
+        lost_records: ring.persistence.lost_records.load(Ordering::Relaxed),
         consumer_wake: wake(&ring.consumer_wake),
         producer_wake: wake(&ring.producer_wake),
         consumer: participant(&segment, Slot::Consumer, &ring.consumer_slot, messages_read),

@@ -11,11 +11,14 @@
 //!    768  1024  producer participant slots (64 x 16 bytes)
 //!   1792  8192  producer claim lines (64 x 128 bytes): each MPSC producer's
 //!               claim intent and message count, one line per producer
-//!   9984        end of header; the data region starts at 12288 (or the next page)
+//!   9984   128  persistence line: durable tail, boot id, records lost to a
+//!               machine restart (file-backed rings)
+//!  10112        end of header; the data region starts at 12288 (or the next page)
 //! ```
 //!
-//! Version 2 added the consumer line's `freeing_to` and `torn_records` and the
-//! claim lines, which MPSC needs; version 1 segments are refused by name.
+//! Version 2 added the consumer line's `freeing_to` and `torn_records`, the
+//! claim lines (MPSC) and the persistence line (file-backed rings); version 1
+//! segments are refused by name.
 //!
 //! Every field is an atomic, including the identity that is written once: the
 //! mapping is shared with processes we do not trust, and an atomic read of a
@@ -311,6 +314,26 @@ pub struct Participant {
     pub reserved: AtomicU32,
 }
 
+/// What a file-backed ring needs to survive a restart of the machine. Shared
+/// memory and memfd rings carry it too (unused: they do not outlive the
+/// machine).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct PersistenceLine {
+    /// Every record before this position was committed and written back to
+    /// the file (`msync`) before this word was; raised by `flush`.
+    pub durable_tail: AtomicU64,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`) when the
+    /// segment was created or last recovered. Another one means the machine
+    /// restarted since: what is past `durable_tail` may be torn.
+    pub boot_id: [AtomicU64; 2],
+    /// Records dropped by recoveries after a restart (written after the last
+    /// flush, so possibly torn).
+    pub lost_records: AtomicU64,
+    /// How many recoveries after a restart the segment has been through.
+    pub recoveries: AtomicU64,
+}
+
 /// The part of the header the ring algorithms use.
 #[repr(C)]
 #[derive(Debug)]
@@ -329,6 +352,8 @@ pub struct RingHeader {
     pub producer_slots: Line<[Participant; MAX_PRODUCERS]>,
     /// MPSC producers' claims, one line per producer slot.
     pub claims: [Line<ClaimLine>; MAX_PRODUCERS],
+    /// See [`PersistenceLine`].
+    pub persistence: Line<PersistenceLine>,
 }
 
 impl Default for RingHeader {
@@ -341,6 +366,7 @@ impl Default for RingHeader {
             consumer_slot: Line::default(),
             producer_slots: Line(std::array::from_fn(|_| Participant::default())),
             claims: std::array::from_fn(|_| Line::default()),
+            persistence: Line::default(),
         }
     }
 }
@@ -375,6 +401,10 @@ impl Slot {
         }
     }
 }
+
+/// The byte of the segment file whose lock serialises recovery after a
+/// machine restart (file-backed rings): after every participant's byte.
+pub const RECOVERY_LOCK_BYTE: u64 = 1 + MAX_PRODUCERS as u64;
 
 impl RingHeader {
     /// The participant record of `slot`, if the slot exists.
@@ -418,7 +448,10 @@ mod pinned {
     const_assert_eq!(offset_of!(RingHeader, claims), 1664);
     const_assert_eq!(size_of::<Line<ClaimLine>>(), LINE);
     const_assert_eq!(offset_of!(ClaimLine, end), 8);
-    const_assert_eq!(size_of::<SegmentHeader>(), 9984);
+    const_assert_eq!(offset_of!(RingHeader, persistence), 9856);
+    const_assert_eq!(offset_of!(PersistenceLine, boot_id), 8);
+    const_assert_eq!(offset_of!(PersistenceLine, lost_records), 24);
+    const_assert_eq!(size_of::<SegmentHeader>(), 10112);
     const_assert!(size_of::<SegmentHeader>() as u64 <= HEADER_BYTES);
     // Every lock byte lies inside the header, before the data region.
     const_assert!((MAX_PRODUCERS as u64) < HEADER_BYTES);

@@ -67,7 +67,9 @@ pub mod payload;
 mod segment;
 
 #[cfg(not(shmring_loom))]
-pub use channel::{unlink, validate_name, Consumer, Grant, Producer, ReadGuard, RingOptions, DEFAULT_CAPACITY};
+pub use channel::{
+    unlink, validate_name, AnonymousRing, Consumer, Grant, Producer, ReadGuard, RingOptions, DEFAULT_CAPACITY,
+};
 pub use error::{
     Corrupted, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLarge, TryRecvError, TrySendError,
 };

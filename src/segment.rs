@@ -1,6 +1,23 @@
-//! A mapped segment: `shm_open` + `ftruncate` + `fallocate` + `mmap(MAP_SHARED)`,
-//! the validation of a header found in one, and the kernel locks that tell
-//! whether a participant is alive.
+//! A mapped segment: a shared-memory object, a regular file or a memfd,
+//! sized with `ftruncate` + `fallocate` and mapped `MAP_SHARED`; the
+//! validation of a header found in one; the kernel locks that tell whether a
+//! participant is alive; and write-back (`msync`) and restart recovery for
+//! files.
+//!
+//! # Backings
+//!
+//! The ring and header code do not know which one they sit on: everything
+//! here works on a descriptor.
+//!
+//! * [`Backing::Shm`]: `shm_open` by name, for unrelated processes.
+//! * [`Backing::File`]: a regular file, created `O_EXCL` with mode 0600. It
+//!   outlives the processes, and `flush` writes it back (see
+//!   [`crate::ring::persist`]).
+//! * [`Backing::Memfd`]: an anonymous `memfd_create` object, sealed against
+//!   shrinking, inherited across `fork`/`exec` or passed over a Unix socket.
+//!   Every process (re)opens it through `/proc/self/fd/N`, which gives it an
+//!   open file description of its own, so that its liveness lock is its own
+//!   and not shared with the process it got the descriptor from.
 //!
 //! This module and [`crate::ring`] are the only ones with `unsafe` code.
 //!
@@ -18,17 +35,18 @@
 
 use crate::error::{Corrupted, Error};
 use crate::layout::{
-    IdentityFields, Kind, SegmentHeader, Slot, HEADER_BYTES, MAGIC, MAX_PRODUCERS, STATE_INITIALIZING, STATE_READY,
-    VERSION,
+    IdentityFields, Kind, SegmentHeader, Slot, HEADER_BYTES, MAGIC, MAX_PRODUCERS, RECOVERY_LOCK_BYTE,
+    STATE_INITIALIZING, STATE_READY, VERSION,
 };
 use crate::ring::record::record_size;
 use crate::ring::{Region, RingBacking};
 use crate::sync::Ordering;
-use rustix::fd::{AsRawFd, OwnedFd};
-use rustix::fs::{FallocateFlags, Mode};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::shm;
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,12 +172,33 @@ fn data_offset() -> u64 {
     HEADER_BYTES.max(page_size())
 }
 
+/// What a segment lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// A POSIX shared-memory object (`/dev/shm`).
+    Shm,
+    /// A regular file: persistent, written back by `flush`.
+    File,
+    /// An anonymous memfd, sealed against shrinking.
+    Memfd,
+}
+
+/// What to remove when the segment is dropped.
+#[derive(Debug)]
+enum Removal {
+    Nothing,
+    ShmName,
+    File(PathBuf),
+}
+
 /// A mapped segment. Owns the descriptor (and so its participant lock) and
-/// the mapping; unmaps on drop, and unlinks the name if it created it and was
-/// asked to.
+/// the mapping; unmaps on drop, and removes the name or file if it created it
+/// and was asked to.
 #[derive(Debug)]
 pub(crate) struct Segment {
+    /// The name for messages: `/name`, the file's path, or `memfd:label`.
     name: Arc<str>,
+    backing: Backing,
     fd: OwnedFd,
     base: NonNull<u8>,
     len: usize,
@@ -167,7 +206,7 @@ pub(crate) struct Segment {
     /// The identity as validated at attach: sizes are never re-read from
     /// shared memory.
     identity: IdentityFields,
-    unlink_on_drop: bool,
+    removal: Removal,
 }
 
 // SAFETY: the segment owns its descriptor and mapping; nothing in it is tied
@@ -185,14 +224,44 @@ impl Segment {
         let fd =
             shm::open(name, flags, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "shm_open", e))?;
         // From here on the name is ours: remove it again if anything fails.
-        let created = Self::init(name, fd, shape, unlink_on_drop);
+        let removal = if unlink_on_drop { Removal::ShmName } else { Removal::Nothing };
+        let created = Self::init(name, Backing::Shm, fd, shape, removal);
         if created.is_err() {
             let _ = shm::unlink(name);
         }
         created
     }
 
-    fn init(name: &str, fd: OwnedFd, shape: &Shape, unlink_on_drop: bool) -> Result<Segment, Error> {
+    /// Creates the regular file `path` (`O_CREAT | O_EXCL`, never an existing
+    /// file) as a segment.
+    pub(crate) fn create_file(path: &Path, shape: &Shape, remove_on_drop: bool) -> Result<Segment, Error> {
+        let name = path.to_string_lossy();
+        check_shape(&name, shape)?;
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(shape.mode))
+            .map_err(|e| Error::from_os(&name, "open", e))?;
+        let removal = if remove_on_drop { Removal::File(path.to_owned()) } else { Removal::Nothing };
+        let created = Self::init(&name, Backing::File, fd, shape, removal);
+        if created.is_err() {
+            let _ = std::fs::remove_file(path);
+        }
+        created
+    }
+
+    /// Creates an anonymous memfd segment, sealed against shrinking (and
+    /// growing, and further seals) once sized.
+    pub(crate) fn create_memfd(label: &str, shape: &Shape) -> Result<Segment, Error> {
+        let name = format!("memfd:{label}");
+        check_shape(&name, shape)?;
+        let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+        let fd = rustix::fs::memfd_create(label, flags).map_err(|e| Error::from_os(&name, "memfd_create", e))?;
+        let segment = Self::init(&name, Backing::Memfd, fd, shape, Removal::Nothing)?;
+        rustix::fs::fcntl_add_seals(&segment.fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .map_err(|e| Error::from_os(&name, "fcntl(F_ADD_SEALS)", e))?;
+        Ok(segment)
+    }
+
+    fn init(name: &str, backing: Backing, fd: OwnedFd, shape: &Shape, removal: Removal) -> Result<Segment, Error> {
         // The umask may have narrowed the mode: set it exactly.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "fchmod", e))?;
         let total = data_offset() + shape.capacity;
@@ -216,8 +285,9 @@ impl Segment {
             creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
             creator_uid: rustix::process::getuid().as_raw(),
         };
-        let segment = Self::map(name, fd, identity, unlink_on_drop, true, true)?;
+        let segment = Self::map(name, backing, fd, identity, removal, true, true)?;
         let header = segment.header();
+        store_boot_id(&header.ring.persistence, current_boot_id());
         header.identity.write(&identity);
         header.identity.state.store(STATE_READY, Ordering::Release);
         Ok(segment)
@@ -229,7 +299,37 @@ impl Segment {
     pub(crate) fn open(name: &str, expect: &Expect) -> Result<Segment, Error> {
         validate_name(name)?;
         let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
-        Self::attach(name, fd, expect, true)
+        Self::attach(name, Backing::Shm, fd, expect, true)
+    }
+
+    /// Opens the file segment `path` and validates it; after a restart of the
+    /// machine, recovers it first (see [`crate::ring::persist`]).
+    pub(crate) fn open_file(path: &Path, expect: &Expect) -> Result<Segment, Error> {
+        let name = path.to_string_lossy();
+        let fd = rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::from_os(&name, "open", e))?;
+        let segment = Self::attach(&name, Backing::File, fd, expect, true)?;
+        segment.recover_if_restarted()?;
+        Ok(segment)
+    }
+
+    /// Opens a memfd segment from descriptor number `fd` of this process
+    /// (inherited, or received over a Unix socket). It is reopened through
+    /// `/proc/self/fd`, so the segment has an open file description (and so
+    /// liveness locks) of its own, and no descriptor is taken over. It must be
+    /// sealed against shrinking (so that no one can truncate it under our
+    /// mapping) and hold a valid header.
+    pub(crate) fn open_memfd(fd: std::os::fd::RawFd, label: &str, expect: &Expect) -> Result<Segment, Error> {
+        let name = format!("memfd:{label}");
+        let path = format!("/proc/self/fd/{fd}");
+        let own = rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::from_os(&name, "open(/proc/self/fd)", e))?;
+        // EINVAL: not a memfd (nor anything else that can be sealed).
+        let seals = rustix::fs::fcntl_get_seals(&own).unwrap_or(SealFlags::empty());
+        if !seals.contains(SealFlags::SHRINK) {
+            return Err(Error::NotSealed { segment: name });
+        }
+        Self::attach(&name, Backing::Memfd, own, expect, true)
     }
 
     /// Opens and validates a segment read-only, taking no role: for tools that
@@ -240,10 +340,19 @@ impl Segment {
         let fd =
             shm::open(name, shm::OFlags::RDONLY, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
         let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
-        Self::attach(name, fd, &expect, false)
+        Self::attach(name, Backing::Shm, fd, &expect, false)
     }
 
-    fn attach(name: &str, fd: OwnedFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
+    /// Opens and validates a file segment read-only, taking no role (tools).
+    pub(crate) fn open_file_read_only(path: &Path, ready_timeout: Duration) -> Result<Segment, Error> {
+        let name = path.to_string_lossy();
+        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| Error::from_os(&name, "open", e))?;
+        let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
+        Self::attach(&name, Backing::File, fd, &expect, false)
+    }
+
+    fn attach(name: &str, backing: Backing, fd: OwnedFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
         let deadline = Instant::now() + expect.ready_timeout;
         let segment = name.to_owned();
         let stat = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?;
@@ -284,14 +393,15 @@ impl Segment {
         // all of it.
         let blocks = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_blocks as u64;
         let populate = writable && blocks.saturating_mul(512) >= size;
-        Self::map(name, fd, identity, false, populate, writable)
+        Self::map(name, backing, fd, identity, Removal::Nothing, populate, writable)
     }
 
     fn map(
         name: &str,
+        backing: Backing,
         fd: OwnedFd,
         identity: IdentityFields,
-        unlink_on_drop: bool,
+        removal: Removal,
         populate: bool,
         writable: bool,
     ) -> Result<Segment, Error> {
@@ -308,7 +418,80 @@ impl Segment {
         let region = unsafe { Region::from_raw(data, identity.capacity as usize) };
         let (base, len) = (mapping.base, mapping.len);
         std::mem::forget(mapping);
-        Ok(Segment { name: Arc::from(name), fd, base, len, region, identity, unlink_on_drop })
+        Ok(Segment { name: Arc::from(name), backing, fd, base, len, region, identity, removal })
+    }
+
+    /// What the segment lives in.
+    pub(crate) fn backing(&self) -> Backing {
+        self.backing
+    }
+
+    /// The segment's descriptor (the memfd to hand to another process).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// `msync`: writes back the pages holding the header and the data of
+    /// positions `from..to` (at most a lap), waiting for the disk if `sync`.
+    pub(crate) fn write_back(&self, from: u64, to: u64, sync: bool) -> Result<(), Error> {
+        let capacity = self.identity.capacity;
+        let data = self.identity.data_offset;
+        let mut at = from;
+        while at < to && to - at <= capacity {
+            let offset = at & (capacity - 1);
+            let len = (to - at).min(capacity - offset);
+            self.msync(data + offset, len, sync)?;
+            at += len;
+        }
+        self.msync(0, HEADER_BYTES, sync)
+    }
+
+    fn msync(&self, offset: u64, len: u64, sync: bool) -> Result<(), Error> {
+        let page = page_size();
+        let start = offset & !(page - 1);
+        let end = (offset + len).div_ceil(page) * page;
+        if len == 0 || end > self.len as u64 {
+            return Ok(());
+        }
+        let flags = if sync { rustix::mm::MsyncFlags::SYNC } else { rustix::mm::MsyncFlags::ASYNC };
+        // SAFETY: `start..end` is page-aligned and inside the mapping we own
+        // (checked against `self.len` above); msync only writes pages back
+        // and changes no memory.
+        unsafe { rustix::mm::msync(self.base.as_ptr().add(start as usize).cast(), (end - start) as usize, flags) }
+            .map_err(|e| Error::from_os(&self.name, "msync", e))
+    }
+
+    /// File segments: if the machine restarted since the segment was last
+    /// created or recovered (another boot id), keep what was flushed and drop
+    /// the rest. Serialised by a lock, so concurrent openers recover once.
+    fn recover_if_restarted(&self) -> Result<(), Error> {
+        let persistence = &self.header().ring.persistence;
+        let boot = current_boot_id();
+        if load_boot_id(persistence) == boot {
+            return Ok(());
+        }
+        let lock = |kind| {
+            let mut lock = byte_lock_at(kind, RECOVERY_LOCK_BYTE);
+            // SAFETY: `fcntl(F_OFD_SETLKW)` reads the `flock` we pass by
+            // pointer, valid for the call; the descriptor is open.
+            unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_SETLKW, &mut lock) }
+        };
+        if lock(libc::F_WRLCK) != 0 {
+            let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
+            return Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLKW)", errno));
+        }
+        // Another opener may have recovered while we waited for the lock.
+        let recovered = if load_boot_id(persistence) == boot {
+            Ok(())
+        } else {
+            crate::ring::persist::recover_after_restart(self).map_err(Error::from).and_then(|_| {
+                self.write_back(0, self.identity.capacity, true)?;
+                store_boot_id(persistence, boot);
+                self.msync(0, HEADER_BYTES, true)
+            })
+        };
+        lock(libc::F_UNLCK);
+        recovered
     }
 
     /// The segment's name.
@@ -413,22 +596,60 @@ impl Drop for Segment {
         // here; `region` and every view into it borrow `self`, so none is
         // alive now.
         let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
-        if self.unlink_on_drop {
-            let _ = shm::unlink(&*self.name);
+        match &self.removal {
+            Removal::Nothing => {}
+            Removal::ShmName => {
+                let _ = shm::unlink(&*self.name);
+            }
+            Removal::File(path) => {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
 
 /// A `flock` for one participant byte.
 fn byte_lock(kind: libc::c_int, slot: Slot) -> libc::flock {
+    byte_lock_at(kind, slot.lock_byte())
+}
+
+/// A `flock` for the byte at `offset`.
+fn byte_lock_at(kind: libc::c_int, offset: u64) -> libc::flock {
     // SAFETY: `flock` is a plain C struct of integers; all-zero is a valid
     // value (and the `l_pid` of 0 that OFD locks require).
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = kind as libc::c_short;
     lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock.l_start = slot.lock_byte() as libc::off_t;
+    lock.l_start = offset as libc::off_t;
     lock.l_len = 1;
     lock
+}
+
+/// The kernel's boot id as two words; zeros if it cannot be read (then a
+/// file segment is recovered on every open: safe, and only unflushed records
+/// are at stake).
+fn current_boot_id() -> [u64; 2] {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+    match u128::from_str_radix(&hex, 16) {
+        Ok(id) if hex.len() == 32 && id != 0 => [(id >> 64) as u64, id as u64],
+        _ => [0, 0],
+    }
+}
+
+fn load_boot_id(line: &crate::layout::PersistenceLine) -> [u64; 2] {
+    let id = [line.boot_id[0].load(Ordering::Relaxed), line.boot_id[1].load(Ordering::Relaxed)];
+    // An unreadable boot id never matches, so such a segment is recovered.
+    if id == [0, 0] {
+        [u64::MAX; 2]
+    } else {
+        id
+    }
+}
+
+fn store_boot_id(line: &crate::layout::PersistenceLine, id: [u64; 2]) {
+    line.boot_id[0].store(id[0], Ordering::Relaxed);
+    line.boot_id[1].store(id[1], Ordering::Relaxed);
 }
 
 fn starts_with_magic(fd: &OwnedFd) -> bool {

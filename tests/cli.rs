@@ -193,6 +193,32 @@ fn mpsc_segments_from_create_to_stat() {
 }
 
 #[test]
+fn stat_reads_file_backed_rings() {
+    let path = std::env::temp_dir().join(common::unique_name("cli-file").trim_start_matches('/'));
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _remove = Remove(path.clone());
+    let mut producer = shmring::Producer::create_file(&path, &shmring::RingOptions::new()).expect("create");
+    for _ in 0..10 {
+        producer.send(b"persisted").expect("send");
+    }
+    producer.flush().expect("flush");
+    let file = path.to_string_lossy().into_owned();
+    let json: serde_json::Value =
+        serde_json::from_slice(&shmring(&["stat", "--file", &file, "--json"]).stdout).expect("json");
+    assert_eq!(json["messages_sent"], 10);
+    assert_eq!(json["durable_tail"], 10 * 24);
+    assert_eq!(json["lost_records"], 0);
+    let text = stdout(&shmring(&["stat", "--file", &file]));
+    assert!(text.contains("durable     up to 240 (0 bytes not yet flushed); 0 records lost to restarts"), "{text}");
+    fails_with(&shmring(&["stat", "--file", "/nonexistent/ring"]), "does not exist");
+}
+
+#[test]
 fn help_has_an_example_for_every_subcommand() {
     for sub in ["create", "ls", "stat", "send", "recv", "rm", "bench"] {
         let o = shmring(&[sub, "--help"]);

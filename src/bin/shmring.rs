@@ -61,10 +61,16 @@ enum Command {
         json: bool,
     },
     /// Show a segment's header in full.
-    #[command(after_help = "Example:\n  shmring stat /orders --watch")]
+    #[command(
+        after_help = "Examples:\n  shmring stat /orders --watch\n  shmring stat --file /var/lib/app/journal.ring --json"
+    )]
     Stat {
         /// Segment name.
-        name: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        name: Option<String>,
+        /// A file-backed segment instead (read-only: no recovery is made).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
         /// One JSON object (see README, \"Command line\").
         #[arg(long)]
         json: bool,
@@ -182,8 +188,8 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls { all, json } => ls(all, json),
-        Command::Stat { name, json, watch: false, .. } => {
-            let info = inspect::inspect(&name)?;
+        Command::Stat { name, file, json, watch: false, .. } => {
+            let info = read_info(name.as_deref(), file.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info_json(&info))?);
             } else {
@@ -191,7 +197,9 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Stat { name, json, watch: true, iterations } => watch(&name, json, iterations),
+        Command::Stat { name, file, json, watch: true, iterations } => {
+            watch(name.as_deref(), file.as_deref(), json, iterations)
+        }
         Command::Send { name, file, count, size, timeout } => send(&name, file, count.zip(size), timeout),
         Command::Recv { name, count, timeout, hex } => recv(&name, count, timeout, hex),
         Command::Rm { names, stale } => rm(names, stale),
@@ -296,6 +304,8 @@ fn info_json(info: &SegmentInfo) -> Value {
         "messages_sent": info.messages_sent,
         "messages_read": info.messages_read,
         "torn_records": info.torn_records,
+        "durable_tail": info.durable_tail,
+        "lost_records": info.lost_records,
         "pending_messages": info.pending_messages(),
         "consumer_wake": wake_json(&info.consumer_wake),
         "producer_wake": wake_json(&info.producer_wake),
@@ -406,6 +416,14 @@ fn describe(info: &SegmentInfo, previous: Option<(&SegmentInfo, f64)>) -> String
         info.pending_messages()
     );
     s += &format!("messages    {} sent, {} read\n", info.messages_sent, info.messages_read);
+    if info.durable_tail > 0 || info.lost_records > 0 {
+        s += &format!(
+            "durable     up to {} ({} bytes not yet flushed); {} records lost to restarts\n",
+            info.durable_tail,
+            info.tail.saturating_sub(info.durable_tail.max(info.head)),
+            info.lost_records
+        );
+    }
     if info.kind == Kind::Mpsc {
         s += &format!("torn        {} records skipped (their producer died before committing)\n", info.torn_records);
     }
@@ -436,12 +454,26 @@ fn describe(info: &SegmentInfo, previous: Option<(&SegmentInfo, f64)>) -> String
     s
 }
 
-fn watch(name: &str, json_out: bool, iterations: Option<u64>) -> Result<ExitCode> {
+/// The header of segment `name`, or of the file segment at `file`.
+fn read_info(name: Option<&str>, file: Option<&std::path::Path>) -> Result<SegmentInfo> {
+    Ok(match (name, file) {
+        (_, Some(path)) => inspect::inspect_file(path)?,
+        (Some(name), None) => inspect::inspect(name)?,
+        (None, None) => return Err("a segment name or --file is needed".into()),
+    })
+}
+
+fn watch(
+    name: Option<&str>,
+    file: Option<&std::path::Path>,
+    json_out: bool,
+    iterations: Option<u64>,
+) -> Result<ExitCode> {
     let terminal = std::io::stdout().is_terminal();
     let mut previous: Option<(SegmentInfo, Instant)> = None;
     let mut shown = 0;
     loop {
-        let info = inspect::inspect(name)?;
+        let info = read_info(name, file)?;
         let now = Instant::now();
         let rates = previous.as_ref().map(|(p, at)| (p, now.duration_since(*at).as_secs_f64()));
         if json_out {

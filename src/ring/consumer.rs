@@ -68,7 +68,7 @@ impl<B: RingBacking> Consumer<B> {
                         "an interrupted release reaches {freeing_to}, outside head {head} .. claim position {tail}"
                     )));
                 }
-                zero_range(backing.region(), head, freeing_to);
+                backing.region().zero_positions(head, freeing_to);
                 head = freeing_to;
                 header.consumer.head.store(head, PUBLISH);
             }
@@ -190,7 +190,7 @@ impl<B: RingBacking> Consumer<B> {
         let header = self.backing.header();
         if self.mpsc.is_some() {
             header.consumer.freeing_to.store(end, Ordering::Relaxed);
-            zero_range(self.backing.region(), self.head, end);
+            self.backing.region().zero_positions(self.head, end);
         }
         self.head = end;
         header.consumer.head.store(end, PUBLISH);
@@ -256,20 +256,6 @@ impl<B: RingBacking> Drop for Consumer<B> {
     fn drop(&mut self) {
         let header = self.backing.header();
         mark_detached(header, Slot::Consumer, &header.producer_wake, &mut self.stats);
-    }
-}
-
-/// Zeroes the positions `from..to` (less than a lap), in two pieces if they
-/// wrap.
-fn zero_range(region: &super::Region, from: u64, to: u64) {
-    let capacity = region.len() as u64;
-    let mut at = from;
-    while at < to {
-        let offset = at & (capacity - 1);
-        let len = (to - at).min(capacity - offset);
-        let zeroed = region.zero(offset as usize, len as usize);
-        debug_assert!(zeroed, "a range inside one lap lies inside the region");
-        at += len;
     }
 }
 

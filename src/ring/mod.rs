@@ -34,6 +34,7 @@ pub mod region;
 
 mod consumer;
 mod mpsc;
+pub mod persist;
 mod producer;
 mod spsc;
 

@@ -14,6 +14,22 @@ use crate::sync::AtomicU64;
 pub use imp::Region;
 pub(crate) use imp::{View, ViewMut};
 
+impl Region {
+    /// Zeroes the bytes of positions `from..to` (at most a lap), in two
+    /// pieces if they wrap.
+    pub(crate) fn zero_positions(&self, from: u64, to: u64) {
+        let capacity = self.len() as u64;
+        let mut at = from;
+        while at < to && to - at <= capacity {
+            let offset = at & (capacity - 1);
+            let len = (to - at).min(capacity - offset);
+            let zeroed = self.zero(offset as usize, len as usize);
+            debug_assert!(zeroed, "a range inside one lap lies inside the region");
+            at += len;
+        }
+    }
+}
+
 #[cfg(not(shmring_loom))]
 mod imp {
     use super::AtomicU64;

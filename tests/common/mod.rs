@@ -7,7 +7,7 @@
 //! its guard drops, so a failing test leaves neither behind.
 #![allow(dead_code)] // each test binary uses part of this module
 
-use shmring::{payload, Consumer, Kind, Producer, RingOptions, SendTimeoutError};
+use shmring::{payload, AnonymousRing, Consumer, Kind, Producer, RingOptions, SendTimeoutError};
 use std::os::unix::fs::FileExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,6 +197,43 @@ pub fn child_main() {
             }
             println!("sent={count}");
         }
+        // Backings: open the anonymous ring whose memfd is inherited as
+        // SHMRING_FD, or received over the Unix socket at SHMRING_SOCKET, and
+        // send or verify SHMRING_COUNT integrity-stream messages.
+        "anon-produce" | "anon-consume" => {
+            let ring = match std::env::var("SHMRING_SOCKET") {
+                Ok(path) => {
+                    let socket = std::os::unix::net::UnixStream::connect(path).expect("connect");
+                    AnonymousRing::receive_from(&socket, &options).expect("receive the ring")
+                }
+                Err(_) => AnonymousRing::open_inherited(env_u64("SHMRING_FD") as i32, &options).expect("inherited"),
+            };
+            let count = env_u64("SHMRING_COUNT");
+            if role == "anon-produce" {
+                let mut producer = ring.producer(&options).expect("producer");
+                send_stream(&mut producer, count);
+                println!("sent={count}");
+            } else {
+                let mut consumer = ring.consumer(&options).expect("consumer");
+                if std::env::var("SHMRING_HOLD").is_ok() {
+                    // Stay attached, reading nothing, until killed.
+                    println!("attached");
+                    std::thread::sleep(Duration::from_secs(600));
+                }
+                println!("received={}", receive_stream(&mut consumer, count));
+            }
+        }
+        // A file-backed ring: send SHMRING_COUNT messages, flush if
+        // SHMRING_FLUSH is set, say "done", and wait to be killed.
+        "file-produce" => {
+            let mut producer = Producer::open_file(env("SHMRING_FILE"), &options).expect("open file ring");
+            send_stream(&mut producer, env_u64("SHMRING_COUNT"));
+            if std::env::var("SHMRING_FLUSH").is_ok() {
+                producer.flush().expect("flush");
+            }
+            println!("done");
+            std::thread::sleep(Duration::from_secs(600));
+        }
         // MPSC: claim space, say "claimed", and hold the claim until killed.
         "mpsc-hold-claim" => {
             let mut producer = Producer::open(&name, &mpsc_options()).expect("open MPSC producer");
@@ -299,6 +336,32 @@ pub fn child_main() {
         }
         other => panic!("unknown child role {other}"),
     }
+}
+
+/// Sends `count` messages of the integrity stream; fails (rather than
+/// hanging) if the ring stays full for 30 s.
+pub fn send_stream(producer: &mut Producer, count: u64) {
+    let (capacity, max) = (producer.capacity(), producer.max_message());
+    let mut buf = vec![0u8; max];
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for seq in 0..count {
+        let len = stream_size(seq, &mut rng, producer.position(), capacity, max);
+        fill_stream(seq, &mut buf[..len]);
+        producer.send_timeout(&buf[..len], Duration::from_secs(30)).unwrap_or_else(|e| panic!("send {seq}: {e}"));
+    }
+}
+
+/// Receives and verifies the integrity stream until `count` messages or the
+/// producer is gone; returns how many arrived.
+pub fn receive_stream(consumer: &mut Consumer, count: u64) -> u64 {
+    let mut buf = Vec::new();
+    for seq in 0..count {
+        match consumer.recv_timeout(&mut buf, Duration::from_secs(30)) {
+            Ok(_) => check_stream(seq, &buf).unwrap_or_else(|e| panic!("message {seq}: {e}")),
+            Err(_) => return seq,
+        }
+    }
+    count
 }
 
 /// Sends the integrity stream from this process until `send_timeout` says
