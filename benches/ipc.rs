@@ -61,6 +61,8 @@ enum Transport {
         wait: WaitStrategy,
         zero_copy: bool,
     },
+    /// An SPSC ring in a regular file (throughput only, never flushed).
+    ShmringFile,
     /// An MPSC ring fed by `producers` processes (throughput only).
     ShmringMpsc {
         wait: WaitStrategy,
@@ -80,6 +82,7 @@ impl Transport {
         match self {
             Transport::Shmring { .. } => "shmring-spsc",
             Transport::ShmringMpsc { .. } => "shmring-mpsc",
+            Transport::ShmringFile => "shmring-file",
             Transport::Pipe => "pipe",
             Transport::Uds => "uds",
             Transport::Mq => "mq",
@@ -97,6 +100,7 @@ impl Transport {
                 Some(if zero_copy { format!("{base}+zero-copy") } else { base.to_string() })
             }
             Transport::ShmringMpsc { wait, .. } => Some(wait_name(wait).to_string()),
+            Transport::ShmringFile => Some("spin".into()),
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
             #[cfg(feature = "compare-iceoryx2")]
             Transport::Iceoryx2 => Some("busy+zero-copy".into()),
@@ -124,6 +128,7 @@ impl Transport {
         let parts: Vec<&str> = s.split(':').collect();
         match parts[0] {
             "shmring" => Transport::Shmring { wait: parts[1].parse().expect("wait"), zero_copy: parts[2] == "true" },
+            "shmring-file" => Transport::ShmringFile,
             "mpsc" => Transport::ShmringMpsc {
                 wait: parts[1].parse().expect("wait"),
                 producers: parts[2].parse().expect("n"),
@@ -505,6 +510,15 @@ fn child_main(args: &[String]) {
             let s = producer.stats();
             syscalls = s.futex_waits + s.futex_wakes - at_first;
         }
+        (Transport::ShmringFile, "tput") => {
+            let mut producer = Producer::open_file(name, &shm_options(size, WaitStrategy::default())).expect("open");
+            allocs_before = allocations();
+            for _ in 0..count {
+                producer.send(&msg).expect("send");
+            }
+            let s = producer.stats();
+            syscalls = s.futex_waits + s.futex_wakes;
+        }
         (Transport::ShmringMpsc { wait, .. }, "tput") => {
             let options = shm_options(size, wait).kind(Kind::Mpsc);
             let mut producer = Producer::open(name, &options).expect("open MPSC producer");
@@ -635,7 +649,9 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
         }
     };
     match transport {
-        Transport::ShmringMpsc { .. } => unreachable!("MPSC rows measure throughput only"),
+        Transport::ShmringMpsc { .. } | Transport::ShmringFile => {
+            unreachable!("MPSC and file rows measure throughput only")
+        }
         Transport::Shmring { wait, .. } => {
             let options = shm_options(size, wait);
             let (ping, pong) = (format!("{name}-ping"), format!("{name}-pong"));
@@ -789,6 +805,31 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             allocs += child_allocs;
             let _ = shmring::unlink(&name);
         }
+        Transport::ShmringFile => {
+            // On the disk of the build directory, not tmpfs.
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/shmring-bench");
+            std::fs::create_dir_all(&dir).expect("bench dir");
+            let path = dir.join(format!("{}.ring", name.trim_start_matches('/')));
+            let _ = std::fs::remove_file(&path);
+            let options = shm_options(size, WaitStrategy::default());
+            options.create_file(&path).expect("create");
+            let path_arg = path.to_string_lossy().into_owned();
+            let mut consumer = Consumer::open_file(&path, &options).expect("open");
+            let child = spawn_child(transport, "tput", size, count, &path_arg);
+            let mut first = None;
+            let before = allocations();
+            for n in 1..=count {
+                consumer.recv(&mut buf).expect("recv");
+                timed(&mut first, n);
+            }
+            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            allocs += allocations() - before;
+            let s = consumer.stats();
+            let (child_sys, child_allocs) = child_report(child);
+            syscalls += s.futex_waits + s.futex_wakes + child_sys;
+            allocs += child_allocs;
+            let _ = std::fs::remove_file(&path);
+        }
         Transport::ShmringMpsc { wait, producers } => {
             let options = shm_options(size, wait).kind(Kind::Mpsc).max_producers(producers);
             options.create(&name).expect("create");
@@ -939,6 +980,8 @@ fn main() {
         Transport::Shmring { wait: WaitStrategy::Park, zero_copy: false },
         // MPSC against the SPSC rows above: 1, 2 and 4 producer processes
         // (on two cores the producers share one).
+        // A file-backed ring (never flushed) against the shm `spin` rows.
+        Transport::ShmringFile,
         Transport::ShmringMpsc { wait: WaitStrategy::BusySpin, producers: 1 },
         Transport::ShmringMpsc { wait: spin, producers: 1 },
         Transport::ShmringMpsc { wait: spin, producers: 2 },
@@ -961,6 +1004,12 @@ fn main() {
 
     let mut rows: Vec<Row> = Vec::new();
     for &transport in &transports {
+        if transport == Transport::ShmringFile {
+            for (size, _) in sizes {
+                rows.push(Row { transport: transport.name(), wait: transport.wait(), size, ..Row::default() });
+            }
+            continue;
+        }
         if let Transport::ShmringMpsc { producers, .. } = transport {
             // Throughput of 64-byte messages only.
             rows.push(Row {

@@ -5,6 +5,7 @@
 //! cargo run --release --example demo
 //! cargo run --release --example demo -- --size 1024 --seconds 5 --wait busy
 //! cargo run --release --example demo -- --producers 4   # an MPSC ring
+//! cargo run --release --example demo -- --fork           # an anonymous ring the children inherit
 //! ```
 //!
 //! The demo creates a segment, starts a consumer and a producer as two
@@ -17,11 +18,12 @@ mod common;
 
 use clap::{Parser, Subcommand};
 use common::{ConsumerArgs, ProducerArgs, Summary};
-use shmring::{payload, Kind, RingOptions, WaitStrategy};
+use shmring::{payload, AnonymousRing, Kind, RingOptions, WaitStrategy};
 use std::error::Error;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,10 @@ struct Cli {
     /// Use an MPSC ring.
     #[arg(long)]
     mpsc: bool,
+    /// Share an anonymous ring (a sealed memfd) with the child processes by
+    /// inheritance, instead of a name in /dev/shm.
+    #[arg(long)]
+    fork: bool,
     /// Skip the pipe comparison.
     #[arg(long)]
     no_pipe: bool,
@@ -134,19 +140,28 @@ fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
     let mpsc = cli.mpsc || cli.producers > 1;
     let options = RingOptions::new().capacity(cli.capacity);
     let options = if mpsc { options.kind(Kind::Mpsc).max_producers(cli.producers.max(1)) } else { options };
-    options.create(&name)?;
-    let _unlink = Unlink(name.clone());
+    // The children find the ring by name, or inherit it: a duplicate of the
+    // memfd, which (unlike the original) is not closed on exec.
+    let (_keep, location): (Box<dyn std::any::Any>, [String; 2]) = if cli.fork {
+        let ring = AnonymousRing::create("shmring-demo", &options)?;
+        let inherited = rustix::io::dup(&ring)?;
+        let fd = inherited.as_raw_fd().to_string();
+        (Box::new((ring, inherited)), ["--fd".into(), fd])
+    } else {
+        options.create(&name)?;
+        (Box::new(Unlink(name.clone())), ["--name".into(), name.clone()])
+    };
     let wait = strategy_name(cli.wait).to_owned();
     let producers = cli.producers.max(1).to_string();
     let mut consumer_args: Vec<String> =
-        ["consumer", "--name", &name, "--verify", "--wait", &wait, "--producers", &producers]
+        ["consumer", &location[0], &location[1], "--verify", "--wait", &wait, "--producers", &producers]
             .iter()
             .map(|s| s.to_string())
             .collect();
     let seconds = cli.seconds.to_string();
     let size = cli.size.to_string();
     let mut producer_args: Vec<String> =
-        ["producer", "--name", &name, "--seconds", &seconds, "--size", &size, "--wait", &wait]
+        ["producer", &location[0], &location[1], "--seconds", &seconds, "--size", &size, "--wait", &wait]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -292,7 +307,12 @@ fn demo(cli: &Cli) -> Result<(), Box<dyn Error>> {
         producers,
         if producers == 1 { "" } else { "es" },
         strategy_name(cli.wait),
-        if cli.zero_copy { ", zero-copy" } else { "" }
+        match (cli.zero_copy, cli.fork) {
+            (true, true) => ", zero-copy, anonymous ring inherited by the children",
+            (true, false) => ", zero-copy",
+            (false, true) => ", anonymous ring inherited by the children",
+            (false, false) => "",
+        }
     );
     let ring = run_shmring(cli)?;
     if cli.no_pipe {

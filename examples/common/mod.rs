@@ -5,17 +5,57 @@
 #![allow(dead_code)] // each example uses part of this module
 
 use clap::Args;
-use shmring::{payload, Consumer, Kind, Producer, RecvTimeoutError, RingOptions, WaitStrategy};
+use shmring::{payload, AnonymousRing, Consumer, Kind, Producer, RecvTimeoutError, RingOptions, WaitStrategy};
 use std::error::Error;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+/// Where a ring is: exactly one of these.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct RingArgs {
+    /// Segment name in /dev/shm, e.g. /demo.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A file-backed (persistent) ring at this path.
+    #[arg(long)]
+    pub file: Option<std::path::PathBuf>,
+    /// An anonymous ring whose memfd this process inherited as descriptor N.
+    #[arg(long)]
+    pub fd: Option<i32>,
+}
+
+impl RingArgs {
+    fn producer(&self, create: bool, options: &RingOptions) -> Result<Producer, Box<dyn Error>> {
+        Ok(match (&self.name, &self.file, self.fd) {
+            (Some(name), _, _) if create => Producer::create(name, options)?,
+            (Some(name), _, _) => Producer::open(name, options)?,
+            (_, Some(path), _) if create => Producer::create_file(path, options)?,
+            (_, Some(path), _) => Producer::open_file(path, options)?,
+            (_, _, Some(fd)) => AnonymousRing::open_inherited(fd, options)?.producer(options)?,
+            _ => return Err("--name, --file or --fd is needed".into()),
+        })
+    }
+
+    fn consumer(&self, create: bool, options: &RingOptions) -> Result<Consumer, Box<dyn Error>> {
+        Ok(match (&self.name, &self.file, self.fd) {
+            (Some(name), _, _) if create => Consumer::create(name, options)?,
+            (Some(name), _, _) => Consumer::open(name, options)?,
+            (_, Some(path), _) if create => Consumer::create_file(path, options)?,
+            (_, Some(path), _) => Consumer::open_file(path, options)?,
+            (_, _, Some(fd)) => AnonymousRing::open_inherited(fd, options)?.consumer(options)?,
+            _ => return Err("--name, --file or --fd is needed".into()),
+        })
+    }
+}
+
 /// Options of a producer process.
 #[derive(Args, Debug, Clone)]
 pub struct ProducerArgs {
-    /// Segment name, e.g. /demo.
-    #[arg(long)]
-    pub name: String,
+    /// Where the ring is: a shared-memory name, a file, or an inherited
+    /// memfd.
+    #[command(flatten)]
+    pub ring: RingArgs,
     /// Create the segment (otherwise open an existing one).
     #[arg(long)]
     pub create: bool,
@@ -55,9 +95,10 @@ pub struct ProducerArgs {
 /// Options of a consumer process.
 #[derive(Args, Debug, Clone)]
 pub struct ConsumerArgs {
-    /// Segment name, e.g. /demo.
-    #[arg(long)]
-    pub name: String,
+    /// Where the ring is: a shared-memory name, a file, or an inherited
+    /// memfd.
+    #[command(flatten)]
+    pub ring: RingArgs,
     /// Create the segment (otherwise open an existing one).
     #[arg(long)]
     pub create: bool,
@@ -248,8 +289,7 @@ impl Summary {
 
 pub fn run_producer(args: &ProducerArgs) -> Result<Summary, Box<dyn Error>> {
     let options = options(args.capacity, args.wait, args.mpsc);
-    let mut producer =
-        if args.create { Producer::create(&args.name, &options)? } else { Producer::open(&args.name, &options)? };
+    let mut producer = args.ring.producer(args.create, &options)?;
     let count = args.count.unwrap_or(if args.seconds.is_some() { u64::MAX } else { 1_000_000 });
     let until = args.seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
     let mut sizes = Sizes::new(args.size, args.min_size, args.max_size, 0x5eed ^ u64::from(args.id));
@@ -283,8 +323,7 @@ pub fn run_producer(args: &ProducerArgs) -> Result<Summary, Box<dyn Error>> {
 
 pub fn run_consumer(args: &ConsumerArgs) -> Result<Summary, Box<dyn Error>> {
     let options = options(args.capacity, args.wait, args.mpsc);
-    let mut consumer =
-        if args.create { Consumer::create(&args.name, &options)? } else { Consumer::open(&args.name, &options)? };
+    let mut consumer = args.ring.consumer(args.create, &options)?;
     let idle = Duration::from_secs_f64(args.idle_timeout);
     let count = args.count.unwrap_or(u64::MAX);
     let mut summary = Summary { role: "consumer".into(), ..Summary::default() };
