@@ -816,18 +816,7 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             let path_arg = path.to_string_lossy().into_owned();
             let mut consumer = Consumer::open_file(&path, &options).expect("open");
             let child = spawn_child(transport, "tput", size, count, &path_arg);
-            let mut first = None;
-            let before = allocations();
-            for n in 1..=count {
-                consumer.recv(&mut buf).expect("recv");
-                timed(&mut first, n);
-            }
-            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-            allocs += allocations() - before;
-            let s = consumer.stats();
-            let (child_sys, child_allocs) = child_report(child);
-            syscalls += s.futex_waits + s.futex_wakes + child_sys;
-            allocs += child_allocs;
+            (secs, syscalls, allocs) = receive_counted(&mut consumer, &mut buf, count, vec![child]);
             let _ = std::fs::remove_file(&path);
         }
         Transport::ShmringMpsc { wait, producers } => {
@@ -837,24 +826,9 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             let each = count / u64::from(producers);
             let children: Vec<Child> =
                 (0..producers).map(|_| spawn_child(transport, "tput", size, each, &name)).collect();
-            let total = each * u64::from(producers);
-            let mut first = None;
-            let before = allocations();
-            for n in 1..=total {
-                consumer.recv(&mut buf).expect("recv");
-                timed(&mut first, n);
-            }
-            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-            allocs += allocations() - before;
-            let s = consumer.stats();
-            syscalls += s.futex_waits + s.futex_wakes;
-            for child in children {
-                let (child_sys, child_allocs) = child_report(child);
-                syscalls += child_sys;
-                allocs += child_allocs;
-            }
+            delivered = each * u64::from(producers);
+            (secs, syscalls, allocs) = receive_counted(&mut consumer, &mut buf, delivered, children);
             let _ = shmring::unlink(&name);
-            delivered = total;
         }
         Transport::Pipe | Transport::Uds => {
             let (mut child, reader): (Child, Box<dyn Read>) = if transport == Transport::Pipe {
@@ -935,6 +909,30 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
     // The first message started the clock: delivered - 1 intervals.
     let n = delivered as f64;
     ((n - 1.0) / secs.max(1e-9), syscalls as f64 / n, allocs as f64 / n)
+}
+
+/// Receives `count` messages (copied out), timed from the first; returns the
+/// seconds, and the futex calls and heap allocations of this consumer and of
+/// the producer `children` it then reaps.
+fn receive_counted(consumer: &mut Consumer, buf: &mut Vec<u8>, count: u64, children: Vec<Child>) -> (f64, u64, u64) {
+    let mut first = None;
+    let before = allocations();
+    for n in 1..=count {
+        consumer.recv(buf).expect("recv");
+        if n == 1 {
+            first = Some(Instant::now());
+        }
+    }
+    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let mut allocs = allocations() - before;
+    let s = consumer.stats();
+    let mut syscalls = s.futex_waits + s.futex_wakes;
+    for child in children {
+        let (child_sys, child_allocs) = child_report(child);
+        syscalls += child_sys;
+        allocs += child_allocs;
+    }
+    (secs, syscalls, allocs)
 }
 
 /// One byte of every 64: what a reader that parses a message at least pulls

@@ -267,8 +267,63 @@ fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
 
 /// The accessors `Producer` and `Consumer` share.
 macro_rules! handle_accessors {
-    ($handle:ident) => {
+    ($handle:ident, $role:literal) => {
         impl $handle {
+            #[doc = concat!("Creates a file-backed segment at `path` (`O_EXCL`: never an existing file) and attaches ")]
+            #[doc = concat!("as ", $role, ". The file stays when the handle is dropped: it is the ring's storage.")]
+            ///
+            /// ```no_run
+            #[doc = concat!("let mut handle = shmring::", stringify!($handle), "::create_file(\"/var/lib/app/journal.ring\", &shmring::RingOptions::new())?;")]
+            /// handle.flush()?;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<$handle, Error> {
+                let path = path.as_ref();
+                options.check_liveness_interval(&path.to_string_lossy())?;
+                Self::attach(Segment::create_file(path, &options.shape(), false)?, options)
+            }
+
+            #[doc = concat!("Opens the file-backed segment at `path` as ", $role, ". After a restart of the machine ")]
+            /// the ring is first recovered: what was flushed is kept, what was
+            /// written after the last flush is dropped and counted (see
+            /// [`Consumer::lost_records`]), and the consumer resumes from its
+            /// last flushed position.
+            ///
+            /// ```no_run
+            #[doc = concat!("let handle = shmring::", stringify!($handle), "::open_file(\"/var/lib/app/journal.ring\", &shmring::RingOptions::new())?;")]
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<$handle, Error> {
+                let path = path.as_ref();
+                options.check_liveness_interval(&path.to_string_lossy())?;
+                Self::attach(Segment::open_file(path, &options.expect())?, options)
+            }
+
+            /// Writes every message committed so far, and the consumer's
+            /// position, back to the file with `msync(MS_SYNC)`, and only then
+            /// records in the header how far that goes: once this returns,
+            /// those messages (and that position) survive the processes and the
+            /// machine going down. In effect a no-op for shared memory and
+            /// memfd rings, which do not outlive the machine.
+            ///
+            /// ```no_run
+            #[doc = concat!("let handle = shmring::", stringify!($handle), "::open_file(\"/var/lib/app/journal.ring\", &shmring::RingOptions::new())?;")]
+            /// handle.flush()?;
+            /// # Ok::<(), Box<dyn std::error::Error>>(())
+            /// ```
+            #[doc(alias = "msync")]
+            pub fn flush(&self) -> Result<(), Error> {
+                flush(self.ring.backing(), true)
+            }
+
+            /// Starts writing back what is committed (`msync(MS_ASYNC)`)
+            /// without waiting: cheaper, and it promises nothing after a crash
+            /// of the machine (recovery keeps only what [`flush`](Self::flush)
+            /// made durable).
+            pub fn flush_async(&self) -> Result<(), Error> {
+                flush(self.ring.backing(), false)
+            }
+
             /// This handle's counters.
             pub fn stats(&self) -> Stats {
                 self.ring.stats()
@@ -354,48 +409,6 @@ impl Producer {
         Ok(Producer { ring, wait: options.wait })
     }
 
-    /// Creates a file-backed segment at `path` (`O_EXCL`: never an existing
-    /// file) and attaches as a producer. The file stays when the handle is
-    /// dropped.
-    ///
-    /// ```no_run
-    /// use shmring::{Producer, RingOptions};
-    /// let mut producer = Producer::create_file("/var/lib/app/journal.ring", &RingOptions::new())?;
-    /// producer.send(b"survives a crash once flushed")?;
-    /// producer.flush()?;
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Producer, Error> {
-        let path = path.as_ref();
-        options.check_liveness_interval(&path.to_string_lossy())?;
-        Self::attach(Segment::create_file(path, &options.shape(), false)?, options)
-    }
-
-    /// Opens the file-backed segment at `path` as a producer. After a restart
-    /// of the machine, the ring is first recovered: what was flushed is
-    /// kept, what was written after the last flush is dropped and counted.
-    pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Producer, Error> {
-        let path = path.as_ref();
-        options.check_liveness_interval(&path.to_string_lossy())?;
-        Self::attach(Segment::open_file(path, &options.expect())?, options)
-    }
-
-    /// Writes every message committed so far back to the file with
-    /// `msync(MS_SYNC)`, then records that in the header: once this returns,
-    /// those messages survive the machine going down. A no-op in effect for
-    /// shared memory and memfd rings, which do not outlive the machine.
-    #[doc(alias = "msync")]
-    pub fn flush(&self) -> Result<(), Error> {
-        flush(self.ring.backing(), true)
-    }
-
-    /// Starts writing back what is committed (`msync(MS_ASYNC)`) without
-    /// waiting: cheaper, and it promises nothing after a crash of the machine
-    /// (recovery keeps only what [`flush`](Self::flush) made durable).
-    pub fn flush_async(&self) -> Result<(), Error> {
-        flush(self.ring.backing(), false)
-    }
-
     /// The producer slot this handle holds (always 0 in an SPSC ring).
     pub fn slot(&self) -> usize {
         match self.ring.slot() {
@@ -450,7 +463,7 @@ impl Producer {
     }
 }
 
-handle_accessors!(Producer);
+handle_accessors!(Producer, "a producer");
 
 /// Space in the ring for one message, written in place (see
 /// [`Producer::reserve`]). Dereferences to the payload bytes, whose initial
@@ -566,45 +579,6 @@ impl Consumer {
     /// Bytes consumed since the segment was created.
     pub fn position(&self) -> u64 {
         self.ring.position()
-    }
-
-    /// Creates a file-backed segment at `path` (`O_EXCL`) and attaches as its
-    /// consumer. The file stays when the handle is dropped.
-    pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Consumer, Error> {
-        let path = path.as_ref();
-        options.check_liveness_interval(&path.to_string_lossy())?;
-        Self::attach(Segment::create_file(path, &options.shape(), false)?, options)
-    }
-
-    /// Opens the file-backed segment at `path` as its consumer, continuing
-    /// from the persisted `head` (after a restart of the machine, from the
-    /// last flushed one: messages consumed after it are delivered again).
-    ///
-    /// ```no_run
-    /// use shmring::{Consumer, RingOptions};
-    /// let mut consumer = Consumer::open_file("/var/lib/app/journal.ring", &RingOptions::new())?;
-    /// let mut buf = Vec::new();
-    /// while consumer.try_recv(&mut buf).is_ok() { /* replay */ }
-    /// consumer.flush()?; // the position is durable too
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Consumer, Error> {
-        let path = path.as_ref();
-        options.check_liveness_interval(&path.to_string_lossy())?;
-        Self::attach(Segment::open_file(path, &options.expect())?, options)
-    }
-
-    /// Writes the consumer's position (and what is committed) back to the
-    /// file with `msync(MS_SYNC)`: messages consumed before this are not
-    /// delivered again after the machine restarts.
-    #[doc(alias = "msync")]
-    pub fn flush(&self) -> Result<(), Error> {
-        flush(self.ring.backing(), true)
-    }
-
-    /// [`flush`](Self::flush) without waiting for the disk (`MS_ASYNC`).
-    pub fn flush_async(&self) -> Result<(), Error> {
-        flush(self.ring.backing(), false)
     }
 
     /// Records dropped by recoveries after restarts of the machine (written
@@ -736,7 +710,7 @@ impl AsFd for AnonymousRing {
     }
 }
 
-handle_accessors!(Consumer);
+handle_accessors!(Consumer, "its consumer");
 
 /// A message borrowed in place (see [`Consumer::read`]). Dereferences to the
 /// payload; dropping it frees the space.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{field, receive_stream, send_stream, spawn_child, ChildGuard};
+use common::{field, receive_stream, send_stream, spawn_child, wait_for_line, ChildGuard};
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use shmring::{AnonymousRing, Consumer, Error, Producer, RecvTimeoutError, RingOptions};
 use std::os::unix::fs::FileExt;
@@ -305,16 +305,4 @@ fn damaged_files_give_clean_errors() {
     assert!(err.to_string().contains("carries the stamp of another position"), "{err}");
     // Creating over an existing file is refused and leaves it alone.
     assert!(matches!(Producer::create_file(&path, &options()), Err(Error::AlreadyExists { .. })));
-}
-
-/// Reads the child's output until a line says `expected`.
-fn wait_for_line(child: &mut ChildGuard, expected: &str) {
-    use std::io::BufRead;
-    let stdout = child.0.stdout.as_mut().expect("child stdout");
-    for line in std::io::BufReader::new(stdout).lines() {
-        if line.expect("read the child's output").trim() == expected {
-            return;
-        }
-    }
-    panic!("the child ended without saying {expected:?}");
 }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{mpsc_options, spawn_child, ChildGuard, SegmentGuard};
+use common::{mpsc_options, spawn_child, wait_for_line, ChildGuard, SegmentGuard};
 use shmring::{payload, Consumer, Error, Kind, Producer, RecvTimeoutError, RingOptions, TryRecvError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -362,17 +362,4 @@ fn tempfile(tag: &str) -> TempFile {
     let file = TempFile(format!("{}/shmring-{tag}-{}", std::env::temp_dir().display(), std::process::id()));
     file.write(&[0u8; 8]);
     file
-}
-
-/// Reads the child's output (after libtest's own header lines) until a
-/// line says `expected`.
-fn wait_for_line(child: &mut ChildGuard, expected: &str) {
-    use std::io::BufRead;
-    let stdout = child.0.stdout.as_mut().expect("child stdout");
-    for line in std::io::BufReader::new(stdout).lines() {
-        if line.expect("read the child's output").trim() == expected {
-            return;
-        }
-    }
-    panic!("the child ended without saying {expected:?}");
 }

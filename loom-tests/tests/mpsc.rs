@@ -15,32 +15,10 @@ use loom::thread;
 use shmring::error::Stop;
 use shmring::ring::{Consumer, DieAt, HeapRing, Producer};
 use shmring::{Kind, WaitStrategy};
+use shmring_loom_tests::model;
 use std::sync::Arc;
 
 const PARK: WaitStrategy = WaitStrategy::Park;
-
-/// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`
-/// (default 3), and reports how many interleavings it explored.
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    let runs = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&runs);
-    let start = std::time::Instant::now();
-    builder.check(move || {
-        counted.fetch_add(1, Ordering::Relaxed);
-        f();
-    });
-    eprintln!(
-        "loom model {name}: {} interleavings, preemption bound {}, {:.1?}",
-        runs.load(Ordering::Relaxed),
-        builder.preemption_bound.unwrap_or(0),
-        start.elapsed()
-    );
-}
 
 /// Message `i` of producer `p`: `len` bytes, all depending on both, so a torn,
 /// stale or misattributed read shows as a wrong byte.

@@ -264,14 +264,7 @@ pub fn child_main() {
         "produce" => {
             let mut producer = Producer::open(&name, &options).expect("open producer");
             let count = env_u64("SHMRING_COUNT");
-            let (capacity, max) = (producer.capacity(), producer.max_message());
-            let mut buf = vec![0u8; max];
-            let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-            for seq in 0..count {
-                let len = stream_size(seq, &mut rng, producer.position(), capacity, max);
-                fill_stream(seq, &mut buf[..len]);
-                producer.send(&buf[..len]).expect("send");
-            }
+            send_stream(&mut producer, count);
             println!("sent={count}");
         }
         // Send until killed or disconnected, printing nothing.
@@ -388,4 +381,17 @@ pub fn field(out: &str, key: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {key}= in {out:?}"))
         .parse()
         .expect("number")
+}
+
+/// Reads the child's output (after libtest's own header lines) until a
+/// line says `expected`; fails if the child ends first.
+pub fn wait_for_line(child: &mut ChildGuard, expected: &str) {
+    use std::io::BufRead;
+    let stdout = child.0.stdout.as_mut().expect("child stdout");
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.expect("read the child's output").trim() == expected {
+            return;
+        }
+    }
+    panic!("the child ended without saying {expected:?}");
 }
