@@ -8,7 +8,7 @@
 use crate::error::{Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
 use crate::layout::{Kind, Slot, MAX_PRODUCERS};
 use crate::ring::{self, RingBacking, Stats};
-use crate::segment::{self, Backing, Expect, Segment, Shape};
+use crate::segment::{self, Expect, Segment, Shape};
 use crate::wait::WaitStrategy;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -216,7 +216,7 @@ impl RingOptions {
     /// default) and leaves it. The file is never removed by shmring: it is
     /// the ring's persistent storage (see [`Producer::flush`]).
     pub fn create_file(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        Segment::create_file(path.as_ref(), &self.shape(), false).map(drop)
+        Segment::create_file(path.as_ref(), &self.shape()).map(drop)
     }
 }
 
@@ -280,7 +280,7 @@ macro_rules! handle_accessors {
             pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<$handle, Error> {
                 let path = path.as_ref();
                 options.check_liveness_interval(&path.to_string_lossy())?;
-                Self::attach(Segment::create_file(path, &options.shape(), false)?, options)
+                Self::attach(Segment::create_file(path, &options.shape())?, options)
             }
 
             #[doc = concat!("Opens the file-backed segment at `path` as ", $role, ". After a restart of the machine ")]
@@ -697,7 +697,6 @@ impl AnonymousRing {
 
     fn reopen(&self, options: &RingOptions) -> Result<Segment, Error> {
         options.check_liveness_interval(&self.label)?;
-        debug_assert_eq!(self.segment.backing(), Backing::Memfd);
         Segment::open_memfd(self.segment.fd().as_raw_fd(), &self.label, &options.expect())
     }
 }

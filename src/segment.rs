@@ -9,11 +9,11 @@
 //! The ring and header code do not know which one they sit on: everything
 //! here works on a descriptor.
 //!
-//! * [`Backing::Shm`]: `shm_open` by name, for unrelated processes.
-//! * [`Backing::File`]: a regular file, created `O_EXCL` with mode 0600. It
-//!   outlives the processes, and `flush` writes it back (see
+//! * POSIX shared memory: `shm_open` by name, for unrelated processes.
+//! * A regular file, created `O_EXCL` with mode 0600. It outlives the
+//!   processes, is never removed by shmring, and `flush` writes it back (see
 //!   [`crate::ring::persist`]).
-//! * [`Backing::Memfd`]: an anonymous `memfd_create` object, sealed against
+//! * A memfd: an anonymous `memfd_create` object, sealed against
 //!   shrinking, inherited across `fork`/`exec` or passed over a Unix socket.
 //!   Every process (re)opens it through `/proc/self/fd/N`, which gives it an
 //!   open file description of its own, so that its liveness lock is its own
@@ -46,7 +46,7 @@ use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::shm;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,33 +172,13 @@ fn data_offset() -> u64 {
     HEADER_BYTES.max(page_size())
 }
 
-/// What a segment lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backing {
-    /// A POSIX shared-memory object (`/dev/shm`).
-    Shm,
-    /// A regular file: persistent, written back by `flush`.
-    File,
-    /// An anonymous memfd, sealed against shrinking.
-    Memfd,
-}
-
-/// What to remove when the segment is dropped.
-#[derive(Debug)]
-enum Removal {
-    Nothing,
-    ShmName,
-    File(PathBuf),
-}
-
 /// A mapped segment. Owns the descriptor (and so its participant lock) and
-/// the mapping; unmaps on drop, and removes the name or file if it created it
-/// and was asked to.
+/// the mapping; unmaps on drop, and unlinks a shared-memory name if it
+/// created it and was asked to (files and memfds are never removed).
 #[derive(Debug)]
 pub(crate) struct Segment {
     /// The name for messages: `/name`, the file's path, or `memfd:label`.
     name: Arc<str>,
-    backing: Backing,
     fd: OwnedFd,
     base: NonNull<u8>,
     len: usize,
@@ -206,7 +186,8 @@ pub(crate) struct Segment {
     /// The identity as validated at attach: sizes are never re-read from
     /// shared memory.
     identity: IdentityFields,
-    removal: Removal,
+    /// Unlink the shared-memory name on drop (a creator that was asked to).
+    unlink_on_drop: bool,
 }
 
 // SAFETY: the segment owns its descriptor and mapping; nothing in it is tied
@@ -224,8 +205,7 @@ impl Segment {
         let fd =
             shm::open(name, flags, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "shm_open", e))?;
         // From here on the name is ours: remove it again if anything fails.
-        let removal = if unlink_on_drop { Removal::ShmName } else { Removal::Nothing };
-        let created = Self::init(name, Backing::Shm, fd, shape, removal);
+        let created = Self::init(name, fd, shape, unlink_on_drop);
         if created.is_err() {
             let _ = shm::unlink(name);
         }
@@ -233,15 +213,14 @@ impl Segment {
     }
 
     /// Creates the regular file `path` (`O_CREAT | O_EXCL`, never an existing
-    /// file) as a segment.
-    pub(crate) fn create_file(path: &Path, shape: &Shape, remove_on_drop: bool) -> Result<Segment, Error> {
+    /// file) as a segment. The file stays when the segment is dropped.
+    pub(crate) fn create_file(path: &Path, shape: &Shape) -> Result<Segment, Error> {
         let name = path.to_string_lossy();
         check_shape(&name, shape)?;
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC;
         let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(shape.mode))
             .map_err(|e| Error::from_os(&name, "open", e))?;
-        let removal = if remove_on_drop { Removal::File(path.to_owned()) } else { Removal::Nothing };
-        let created = Self::init(&name, Backing::File, fd, shape, removal);
+        let created = Self::init(&name, fd, shape, false);
         if created.is_err() {
             let _ = std::fs::remove_file(path);
         }
@@ -255,13 +234,13 @@ impl Segment {
         check_shape(&name, shape)?;
         let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
         let fd = rustix::fs::memfd_create(label, flags).map_err(|e| Error::from_os(&name, "memfd_create", e))?;
-        let segment = Self::init(&name, Backing::Memfd, fd, shape, Removal::Nothing)?;
+        let segment = Self::init(&name, fd, shape, false)?;
         rustix::fs::fcntl_add_seals(&segment.fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(|e| Error::from_os(&name, "fcntl(F_ADD_SEALS)", e))?;
         Ok(segment)
     }
 
-    fn init(name: &str, backing: Backing, fd: OwnedFd, shape: &Shape, removal: Removal) -> Result<Segment, Error> {
+    fn init(name: &str, fd: OwnedFd, shape: &Shape, unlink_on_drop: bool) -> Result<Segment, Error> {
         // The umask may have narrowed the mode: set it exactly.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "fchmod", e))?;
         let total = data_offset() + shape.capacity;
@@ -285,7 +264,7 @@ impl Segment {
             creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
             creator_uid: rustix::process::getuid().as_raw(),
         };
-        let segment = Self::map(name, backing, fd, identity, removal, true, true)?;
+        let segment = Self::map(name, fd, identity, unlink_on_drop, true, true)?;
         let header = segment.header();
         store_boot_id(&header.ring.persistence, current_boot_id());
         header.identity.write(&identity);
@@ -299,7 +278,7 @@ impl Segment {
     pub(crate) fn open(name: &str, expect: &Expect) -> Result<Segment, Error> {
         validate_name(name)?;
         let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
-        Self::attach(name, Backing::Shm, fd, expect, true)
+        Self::attach(name, fd, expect, true)
     }
 
     /// Opens the file segment `path` and validates it; after a restart of the
@@ -308,7 +287,7 @@ impl Segment {
         let name = path.to_string_lossy();
         let fd = rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::from_os(&name, "open", e))?;
-        let segment = Self::attach(&name, Backing::File, fd, expect, true)?;
+        let segment = Self::attach(&name, fd, expect, true)?;
         segment.recover_if_restarted()?;
         Ok(segment)
     }
@@ -329,7 +308,7 @@ impl Segment {
         if !seals.contains(SealFlags::SHRINK) {
             return Err(Error::NotSealed { segment: name });
         }
-        Self::attach(&name, Backing::Memfd, own, expect, true)
+        Self::attach(&name, own, expect, true)
     }
 
     /// Opens and validates a segment read-only, taking no role: for tools that
@@ -340,7 +319,7 @@ impl Segment {
         let fd =
             shm::open(name, shm::OFlags::RDONLY, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
         let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
-        Self::attach(name, Backing::Shm, fd, &expect, false)
+        Self::attach(name, fd, &expect, false)
     }
 
     /// Opens and validates a file segment read-only, taking no role (tools).
@@ -349,10 +328,10 @@ impl Segment {
         let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::from_os(&name, "open", e))?;
         let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
-        Self::attach(&name, Backing::File, fd, &expect, false)
+        Self::attach(&name, fd, &expect, false)
     }
 
-    fn attach(name: &str, backing: Backing, fd: OwnedFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
+    fn attach(name: &str, fd: OwnedFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
         let deadline = Instant::now() + expect.ready_timeout;
         let segment = name.to_owned();
         let stat = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?;
@@ -393,15 +372,14 @@ impl Segment {
         // all of it.
         let blocks = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_blocks as u64;
         let populate = writable && blocks.saturating_mul(512) >= size;
-        Self::map(name, backing, fd, identity, Removal::Nothing, populate, writable)
+        Self::map(name, fd, identity, false, populate, writable)
     }
 
     fn map(
         name: &str,
-        backing: Backing,
         fd: OwnedFd,
         identity: IdentityFields,
-        removal: Removal,
+        unlink_on_drop: bool,
         populate: bool,
         writable: bool,
     ) -> Result<Segment, Error> {
@@ -418,12 +396,7 @@ impl Segment {
         let region = unsafe { Region::from_raw(data, identity.capacity as usize) };
         let (base, len) = (mapping.base, mapping.len);
         std::mem::forget(mapping);
-        Ok(Segment { name: Arc::from(name), backing, fd, base, len, region, identity, removal })
-    }
-
-    /// What the segment lives in.
-    pub(crate) fn backing(&self) -> Backing {
-        self.backing
+        Ok(Segment { name: Arc::from(name), fd, base, len, region, identity, unlink_on_drop })
     }
 
     /// The segment's descriptor (the memfd to hand to another process).
@@ -596,14 +569,8 @@ impl Drop for Segment {
         // here; `region` and every view into it borrow `self`, so none is
         // alive now.
         let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
-        match &self.removal {
-            Removal::Nothing => {}
-            Removal::ShmName => {
-                let _ = shm::unlink(&*self.name);
-            }
-            Removal::File(path) => {
-                let _ = std::fs::remove_file(path);
-            }
+        if self.unlink_on_drop {
+            let _ = shm::unlink(&*self.name);
         }
     }
 }
