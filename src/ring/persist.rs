@@ -24,12 +24,27 @@ use crate::sync::{Ordering, OBSERVE};
 /// The end of the run of committed records (messages, padding, discarded
 /// records) that starts at `from`: the first position whose word is zero, a
 /// claim marker or invalid, at most a lap on.
+///
+/// The consumer may free records while this walks over them, and a freed
+/// record may be zeroed or already hold the next lap's bytes. Since the
+/// consumer zeroes before it publishes `head`, and producers write only
+/// below `head + capacity`, a word read while `head` (read after it) is still
+/// at or before it is the record that was there; otherwise the walk goes on
+/// from `head`, which is always a record boundary.
 pub fn committed_end<B: RingBacking>(backing: &B, from: u64) -> u64 {
     let region = backing.region();
+    let head = &backing.header().consumer.head;
     let capacity = region.len() as u64;
-    let mut at = from;
-    loop {
+    let (mut start, mut at) = (from, from);
+    // Each step moves forward by a record or to a later head; the cap keeps
+    // a walk racing a fast consumer finite.
+    for _ in 0..2 * capacity / 8 {
         let word = region.word(at).load(OBSERVE);
+        let consumed_to = head.load(Ordering::Acquire);
+        if consumed_to > at {
+            (start, at) = (consumed_to, consumed_to);
+            continue;
+        }
         if word == 0 {
             return at;
         }
@@ -37,11 +52,12 @@ pub fn committed_end<B: RingBacking>(backing: &B, from: u64) -> u64 {
             Ok(record @ (Record::Message { .. } | Record::Padding { .. } | Record::Discarded { .. })) => record.size(),
             Ok(Record::Claimed { .. }) | Err(_) => return at,
         };
-        if at + size - from > capacity {
+        if at + size - start > capacity {
             return at;
         }
         at += size;
     }
+    at
 }
 
 /// What a recovery after a restart did.
