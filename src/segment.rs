@@ -422,8 +422,9 @@ impl Segment {
     fn msync(&self, offset: u64, len: u64, sync: bool) -> Result<(), Error> {
         let page = page_size();
         let start = offset & !(page - 1);
-        let end = (offset + len).div_ceil(page) * page;
-        if len == 0 || end > self.len as u64 {
+        // The mapping's length is a whole number of pages.
+        let end = ((offset + len).div_ceil(page) * page).min(self.len as u64);
+        if len == 0 || start >= end {
             return Ok(());
         }
         let flags = if sync { rustix::mm::MsyncFlags::SYNC } else { rustix::mm::MsyncFlags::ASYNC };
@@ -454,8 +455,14 @@ impl Segment {
             return Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLKW)", errno));
         }
         // Another opener may have recovered while we waited for the lock.
+        // And kernel locks do not survive a restart: a participant that holds
+        // one attached after the last restart, so there is nothing to recover
+        // (and recovering would zero records it may be writing).
         let recovered = if load_boot_id(persistence) == boot {
             Ok(())
+        } else if self.any_participant_alive() {
+            store_boot_id(persistence, boot);
+            self.msync(0, HEADER_BYTES, true)
         } else {
             crate::ring::persist::recover_after_restart(self).map_err(Error::from).and_then(|_| {
                 self.write_back(0, self.identity.capacity, true)?;
@@ -512,6 +519,13 @@ impl Segment {
             Some(e) => Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLK)", e)),
             None => Ok(false),
         }
+    }
+
+    /// Whether any participant (the consumer or a producer slot) holds its
+    /// lock.
+    fn any_participant_alive(&self) -> bool {
+        let producers = (0..self.identity.max_producers as usize).map(Slot::Producer);
+        std::iter::once(Slot::Consumer).chain(producers).any(|slot| self.is_locked(slot))
     }
 
     /// Releases the participant lock of `slot` (taken with
@@ -593,8 +607,8 @@ fn byte_lock_at(kind: libc::c_int, offset: u64) -> libc::flock {
 }
 
 /// The kernel's boot id as two words; zeros if it cannot be read (then a
-/// file segment is recovered on every open: safe, and only unflushed records
-/// are at stake).
+/// file segment is recovered on every open that finds no participant alive:
+/// safe, and only unflushed records are at stake).
 fn current_boot_id() -> [u64; 2] {
     let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let hex: String = text.chars().filter(char::is_ascii_hexdigit).collect();

@@ -312,6 +312,26 @@ fn flushes_race_a_streaming_consumer() {
     assert_eq!(info.durable_tail % 8, 0);
 }
 
+/// Locks do not survive a restart: while a participant holds one, a foreign
+/// boot id cannot mean the machine restarted since (the file was copied, or
+/// the id could not be read), and an opener must not recover, which would
+/// zero records a live process may be writing.
+#[test]
+fn no_recovery_while_a_participant_is_alive() {
+    const N: u64 = 1000;
+    let dir = TempDir::new("live");
+    let path = dir.0.join("ring");
+    let mut consumer = Consumer::create_file(&path, &options()).expect("create");
+    let mut producer = Producer::open_file(&path, &options()).expect("producer");
+    send_stream(&mut producer, N);
+    drop(producer);
+    simulate_restart(&path);
+    let producer = Producer::open_file(&path, &options()).expect("a second opener");
+    assert_eq!(receive_stream(&mut consumer, N), N, "nothing unflushed was dropped");
+    assert_eq!(consumer.lost_records(), 0);
+    drop(producer);
+}
+
 /// A truncated file or a corrupted flushed page gives a clean error.
 #[test]
 fn damaged_files_give_clean_errors() {
