@@ -333,6 +333,44 @@ fn no_recovery_while_a_participant_is_alive() {
     drop(producer);
 }
 
+/// MPSC over a file: two producers, a flush, then a third process claims
+/// space and dies with the machine before committing; after the restart the
+/// flushed messages of both producers come back, the claim is dropped and
+/// counted, and every slot is free again.
+#[test]
+fn mpsc_file_ring_recovers_after_a_restart() {
+    use shmring::Kind;
+    let dir = TempDir::new("mpsc-file");
+    let path = dir.0.join("ring");
+    let options = RingOptions::new().kind(Kind::Mpsc).max_producers(3).capacity(64 << 10);
+    options.create_file(&path).expect("create");
+    let mut a = Producer::open_file(&path, &options).expect("a");
+    let mut b = Producer::open_file(&path, &options).expect("b");
+    for i in 0..50u8 {
+        a.send(&[i; 40]).expect("a sends");
+        b.send(&[i | 0x80; 24]).expect("b sends");
+    }
+    b.flush().expect("flush covers both producers' committed records");
+    drop((a, b));
+    let env = [("SHMRING_NAME", String::new()), ("SHMRING_FILE", path.display().to_string())];
+    let mut holder = spawn_child("mpsc-hold-claim", &env);
+    wait_for_line(&mut holder, "claimed");
+    holder.kill(); // with the machine: its claim is never committed
+    simulate_restart(&path);
+    let mut consumer = Consumer::open_file(&path, &options).expect("reopen after the restart");
+    let mut buf = Vec::new();
+    for i in 0..50u8 {
+        assert_eq!(consumer.recv(&mut buf), Ok(40));
+        assert_eq!(buf, [i; 40]);
+        assert_eq!(consumer.recv(&mut buf), Ok(24));
+        assert_eq!(buf, [i | 0x80; 24]);
+    }
+    assert_eq!(consumer.lost_records(), 1, "the claim left uncommitted");
+    let producers: Vec<Producer> =
+        (0..3).map(|_| Producer::open_file(&path, &options).expect("slots free after recovery")).collect();
+    assert_eq!(producers.iter().map(Producer::slot).collect::<Vec<_>>(), [0, 1, 2]);
+}
+
 /// A truncated file or a corrupted flushed page gives a clean error.
 #[test]
 fn damaged_files_give_clean_errors() {

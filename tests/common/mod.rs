@@ -236,7 +236,10 @@ pub fn child_main() {
         }
         // MPSC: claim space, say "claimed", and hold the claim until killed.
         "mpsc-hold-claim" => {
-            let mut producer = Producer::open(&name, &mpsc_options()).expect("open MPSC producer");
+            let mut producer = match std::env::var("SHMRING_FILE") {
+                Ok(path) => Producer::open_file(path, &mpsc_options()).expect("open MPSC file producer"),
+                Err(_) => Producer::open(&name, &mpsc_options()).expect("open MPSC producer"),
+            };
             let grant = producer.reserve(64).expect("reserve");
             println!("claimed");
             std::thread::sleep(Duration::from_secs(600));
