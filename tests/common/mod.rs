@@ -184,7 +184,19 @@ pub fn child_main() {
             println!("slot={}", producer.slot());
             for seq in 0..count {
                 let len = sizes.next(max).max(12);
-                let mut grant = producer.reserve(len).expect("reserve");
+                // A full ring whose consumer died says Disconnected; this
+                // producer outlives consumer restarts, so it waits for the
+                // next consumer (for at most 30 s).
+                let waiting = Instant::now();
+                let mut grant = loop {
+                    match producer.reserve_timeout(len, Duration::from_secs(30)) {
+                        Ok(grant) => break grant,
+                        Err(SendTimeoutError::Disconnected) if waiting.elapsed() < Duration::from_secs(30) => {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(e) => panic!("reserve {seq}: {e}"),
+                    }
+                };
                 payload::fill(stream, seq, &mut grant);
                 let claimed = Instant::now();
                 while claimed.elapsed() < hold {
