@@ -268,6 +268,11 @@ pub struct ClaimLine {
     pub end: AtomicU64,
     /// Messages this slot's holders committed (for tools).
     pub messages: AtomicU64,
+    /// 1 while the holder is announced as a sleeper on the producers' wake
+    /// line (set after announcing, cleared before withdrawing), so that the
+    /// next holder of a dead producer's slot can withdraw the announcement
+    /// the dead one never did.
+    pub parked: AtomicU64,
 }
 
 /// One direction of the wake-up protocol.
@@ -448,6 +453,7 @@ mod pinned {
     const_assert_eq!(offset_of!(RingHeader, claims), 1664);
     const_assert_eq!(size_of::<Line<ClaimLine>>(), LINE);
     const_assert_eq!(offset_of!(ClaimLine, end), 8);
+    const_assert_eq!(offset_of!(ClaimLine, parked), 24);
     const_assert_eq!(offset_of!(RingHeader, persistence), 9856);
     const_assert_eq!(offset_of!(PersistenceLine, boot_id), 8);
     const_assert_eq!(offset_of!(PersistenceLine, lost_records), 24);

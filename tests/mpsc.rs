@@ -305,6 +305,28 @@ fn producer_slots_are_limited_and_reclaimed() {
     assert_ne!(p1.slot(), p2.slot());
 }
 
+/// A producer killed while parked on a full ring never withdraws its
+/// announcement; the next holder of its slot does, so the producers' wake
+/// line does not count a sleeper that no longer exists.
+#[test]
+fn a_dead_parked_producers_announcement_is_withdrawn_by_its_slot_successor() {
+    let segment = SegmentGuard::new("mpsc-parked");
+    let options = mpsc_options().capacity(1 << 16).max_producers(2);
+    let _consumer = Consumer::create(segment.name(), &options).expect("create"); // reads nothing
+    let mut parked = producer_child(&segment, 3, None, 500);
+    let sleepers = || shmring::inspect::inspect(segment.name()).expect("inspect").producer_wake.sleepers;
+    let waited = Instant::now();
+    while sleepers() != 1 {
+        assert!(waited.elapsed() < Duration::from_secs(10), "the producer never parked on the full ring");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    parked.kill();
+    assert_eq!(sleepers(), 1, "the dead producer's announcement is still there");
+    let successor = Producer::open(segment.name(), &options).expect("take the dead producer's slot");
+    assert_eq!(successor.slot(), 0);
+    assert_eq!(sleepers(), 0, "withdrawn by the slot's new holder");
+}
+
 /// Kinds are fixed at creation: each refuses to be opened as the other.
 /// A grant dropped uncommitted is skipped; an MPSC consumer with no
 /// producer yet is empty, not disconnected.

@@ -121,6 +121,9 @@ pub(crate) trait Parkable {
     fn recheck(&mut self) -> Result<Option<Self::Ready>, Stop>;
     /// Where the futex calls are counted.
     fn stats(&mut self) -> &mut Stats;
+    /// Records, where others can see it, that this side is announced on its
+    /// line (`true`, after announcing) or about to withdraw (`false`).
+    fn mark_parked(&self, _parked: bool) {}
 }
 
 /// One park step: read the futex word, announce (one sleeper, one epoch),
@@ -143,13 +146,23 @@ pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<
         sleeper_fence();
         seq
     };
+    side.mark_parked(true);
     let attempt = side.recheck();
     if let Ok(None) = attempt {
         side.stats().futex_waits += 1;
         side.line().seq.wait(seq, Some(timeout));
     }
+    side.mark_parked(false);
     side.line().sleepers.fetch_sub(1, Ordering::Relaxed);
     attempt
+}
+
+/// Withdraws one announcement on `line` for a sleeper that died announced
+/// (if the count is not already zero).
+pub(crate) fn withdraw_dead_sleeper(line: &WakeLine) {
+    let _ = line
+        .sleepers
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |word| (word & SLEEPER_COUNT_MASK > 0).then(|| word - 1));
 }
 
 /// The waking half of the protocol, for one line, held by the side that

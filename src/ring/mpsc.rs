@@ -52,7 +52,7 @@
 
 use super::producer::{Claim, Producer};
 use super::record::{encode, record_size, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
-use super::{mark_attached, Consumer, Limiter, PeerStatus, PeerWatch, RingBacking};
+use super::{mark_attached, withdraw_dead_sleeper, Consumer, Limiter, PeerStatus, PeerWatch, RingBacking};
 use crate::error::{Corrupted, Stop};
 use crate::layout::{ClaimLine, RingHeader, Slot, MAX_PRODUCERS, NO_CLAIM, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
@@ -89,7 +89,12 @@ impl<B: RingBacking> Producer<B> {
         if head % 8 != 0 {
             return Err(Corrupted::new(backing.name(), format!("head {head} is not 8-byte aligned")));
         }
-        header.claims[slot].start.store(NO_CLAIM, Ordering::Relaxed);
+        let line = &header.claims[slot];
+        line.start.store(NO_CLAIM, Ordering::Relaxed);
+        // A predecessor that died parked never withdrew its announcement.
+        if line.parked.swap(0, Ordering::Relaxed) != 0 {
+            withdraw_dead_sleeper(&header.producer_wake);
+        }
         mark_attached(header, Slot::Producer(slot), pid);
         Ok(Producer::new(backing, head, head, Some(slot)))
     }

@@ -11,7 +11,7 @@ use super::{mark_detached, park_once, Parkable, Waker};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop, TooLarge};
 use crate::layout::{Slot, WakeLine};
-use crate::sync::PUBLISH;
+use crate::sync::{Ordering, PUBLISH};
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
 
@@ -236,6 +236,18 @@ impl<B: RingBacking> Parkable for Room<'_, B> {
 
     fn stats(&mut self) -> &mut Stats {
         &mut self.producer.stats
+    }
+
+    /// MPSC: in the slot's claim line (see `ClaimLine::parked`). Not under
+    /// loom, whose models do not kill parked producers: it would only add
+    /// interleavings to explore.
+    fn mark_parked(&self, parked: bool) {
+        #[cfg(not(shmring_loom))]
+        if let Some(slot) = self.producer.mpsc_slot {
+            self.producer.backing.header().claims[slot].parked.store(u64::from(parked), Ordering::Relaxed);
+        }
+        #[cfg(shmring_loom)]
+        let _ = parked;
     }
 }
 
