@@ -11,7 +11,7 @@ use super::{mark_detached, park_once, Parkable, Waker};
 use super::{PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop, TooLarge};
 use crate::layout::{Slot, WakeLine};
-use crate::sync::{Ordering, PUBLISH};
+use crate::sync::PUBLISH;
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
 
@@ -244,7 +244,7 @@ impl<B: RingBacking> Parkable for Room<'_, B> {
     fn mark_parked(&self, parked: bool) {
         #[cfg(not(shmring_loom))]
         if let Some(slot) = self.producer.mpsc_slot {
-            self.producer.backing.header().claims[slot].parked.store(u64::from(parked), Ordering::Relaxed);
+            self.producer.backing.header().claims[slot].parked.store(u64::from(parked), crate::sync::Ordering::Relaxed);
         }
         #[cfg(shmring_loom)]
         let _ = parked;
