@@ -1,5 +1,12 @@
 //! Lock-free message rings between processes, over POSIX shared memory.
 //!
+//! One producer and one consumer (SPSC), or many producer processes and one
+//! consumer (MPSC: [`RingOptions::kind`]), where a producer killed in the
+//! middle of a message costs nobody more than that message. A ring can also
+//! live in a file that persists ([`Producer::create_file`],
+//! [`Producer::flush`]) or in an anonymous memfd shared by `fork` or over a
+//! Unix socket ([`AnonymousRing`]).
+//!
 //! A segment made by `shm_open` + `ftruncate` + `mmap(MAP_SHARED)` holds a
 //! header and a ring of variable-length messages. Once both sides are
 //! attached, passing a message costs no system call and no kernel copy: the
