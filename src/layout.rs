@@ -122,7 +122,7 @@ pub struct Identity {
     pub creator_pid: AtomicU32,
     /// User that created the segment.
     pub creator_uid: AtomicU32,
-    /// [`Identity::compute_checksum`] of the fields above.
+    /// [`IdentityFields::checksum`] of the fields above.
     pub checksum: AtomicU64,
     /// [`STATE_INITIALIZING`], then [`STATE_READY`].
     pub state: AtomicU32,
