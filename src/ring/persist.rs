@@ -60,24 +60,15 @@ pub fn committed_end<B: RingBacking>(backing: &B, from: u64) -> u64 {
     at
 }
 
-/// What a recovery after a restart did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Recovery {
-    /// Records kept: committed, flushed, and not yet consumed.
-    pub kept_bytes: u64,
-    /// Records dropped: written after the last flush (possibly torn), or
-    /// claimed and never committed.
-    pub lost_records: u64,
-}
-
 /// Recovery after a restart of the machine. The caller holds the recovery
 /// lock, and no participant from before the restart can be alive.
 ///
 /// Keeps the records before `max(head, durable_tail)`, zeroes every other
 /// byte of the region (so neither side can read a torn record, and the free
 /// space reads zero as both protocols require), and resets the positions and
-/// claims that only live participants could have been using.
-pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<Recovery, Corrupted> {
+/// claims that only live participants could have been using. Returns how
+/// many records it dropped (also added to the header's `lost_records`).
+pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<u64, Corrupted> {
     let header = backing.header();
     let region = backing.region();
     let capacity = region.len() as u64;
@@ -118,5 +109,5 @@ pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<Recovery, Co
     let persistence = &header.persistence;
     persistence.lost_records.fetch_add(lost_records, Ordering::Relaxed);
     persistence.recoveries.fetch_add(1, Ordering::Relaxed);
-    Ok(Recovery { kept_bytes: keep - head, lost_records })
+    Ok(lost_records)
 }
