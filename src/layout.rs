@@ -41,7 +41,7 @@ pub const STATE_INITIALIZING: u32 = 0;
 /// `state` once the header is complete (stored with Release).
 pub const STATE_READY: u32 = u32::from_le_bytes(*b"RDY1");
 /// The most producers an MPSC segment can register.
-pub const MAX_PRODUCERS: usize = if cfg!(shmring_loom) { 2 } else { 64 };
+pub const MAX_PRODUCERS: usize = if cfg!(shmring_loom) { 3 } else { 64 };
 /// Alignment of every independently written line of the header.
 pub const LINE: usize = 128;
 /// Bytes reserved for the header; the data region starts here (or at the

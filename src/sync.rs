@@ -20,7 +20,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// The protocol weakenings a loom build can be compiled with, each named by
 /// what it breaks.
-pub const MUTANTS: [&str; 11] = [
+pub const MUTANTS: [&str; 12] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
@@ -32,6 +32,7 @@ pub const MUTANTS: [&str; 11] = [
     "relaxed_claim",            // MPSC claim CAS Relaxed instead of Release
     "no_claim_marker",          // MPSC producer does not mark its claim
     "intent_after_claim",       // MPSC producer publishes its intent after its CAS
+    "word_before_intents",      // MPSC consumer reads a candidate end's word before the intents
 ];
 
 #[cfg(shmring_loom)]

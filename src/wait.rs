@@ -67,11 +67,28 @@ impl std::str::FromStr for WaitStrategy {
     }
 }
 
+/// Why a side looks at the ring, which sets how often it may make the checks
+/// that cost a clock read or a system call (liveness probes) when it finds
+/// nothing to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// A call by the user (`try_*`, or the first look of a blocking call):
+    /// calls may come at any rate, so an empty or full result reads the clock
+    /// and probes once the probe interval has passed.
+    Call,
+    /// A poll of a spin loop, back to back with the last: only every 1024th
+    /// even reads the clock.
+    Spin,
+    /// The re-check of a side about to sleep: probes once the interval has
+    /// passed.
+    Park,
+}
+
 /// Something a handle waits for.
 pub(crate) trait Waitable {
     type Ready;
     /// Try once without sleeping: `Some` when ready.
-    fn poll(&mut self) -> Result<Option<Self::Ready>, Stop>;
+    fn poll(&mut self, pace: Pace) -> Result<Option<Self::Ready>, Stop>;
     /// Announce, re-check, and sleep at most `timeout` if still not ready.
     fn park(&mut self, timeout: Duration) -> Result<Option<Self::Ready>, Stop>;
     /// The longest one park may sleep before the side re-checks its peers.
@@ -90,7 +107,7 @@ pub(crate) fn block<W: Waitable>(
     strategy: WaitStrategy,
     timeout: Option<Duration>,
 ) -> Result<W::Ready, Stop> {
-    if let Some(ready) = waitable.poll()? {
+    if let Some(ready) = waitable.poll(Pace::Call)? {
         return Ok(ready);
     }
     // `None` also when the deadline is beyond what `Instant` can hold.
@@ -105,7 +122,7 @@ pub(crate) fn block<W: Waitable>(
         let mut spins: u32 = 0;
         loop {
             std::hint::spin_loop();
-            if let Some(ready) = waitable.poll()? {
+            if let Some(ready) = waitable.poll(Pace::Spin)? {
                 return Ok(ready);
             }
             spins = spins.wrapping_add(1);
@@ -150,7 +167,7 @@ mod tests {
 
     impl Waitable for ReadyAfter {
         type Ready = u32;
-        fn poll(&mut self) -> Result<Option<u32>, Stop> {
+        fn poll(&mut self, _pace: Pace) -> Result<Option<u32>, Stop> {
             if self.polls_left == 0 {
                 return Ok(Some(7));
             }
@@ -160,7 +177,7 @@ mod tests {
         fn park(&mut self, timeout: Duration) -> Result<Option<u32>, Stop> {
             assert!(timeout <= PARK_SLICE);
             self.parks += 1;
-            self.poll()
+            self.poll(Pace::Park)
         }
     }
 

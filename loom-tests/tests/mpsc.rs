@@ -13,7 +13,7 @@
 
 use loom::thread;
 use shmring::error::Stop;
-use shmring::ring::{Consumer, DieAt, HeapRing, Producer};
+use shmring::ring::{Consumer, DieAt, HeapRing, Producer, RingBacking};
 use shmring::{Kind, WaitStrategy};
 use shmring_loom_tests::model;
 use std::sync::Arc;
@@ -125,4 +125,55 @@ fn claim_without_marker_of_dead_producer_is_skipped() {
 #[test]
 fn marked_wrapping_claim_of_dead_producer_is_skipped() {
     model("marked_wrapping_claim_of_dead_producer_is_skipped", || dies_while_other_sends(DieAt::Marked, 28, 20));
+}
+
+/// Two dead intents start at `head`: producer 0 died right after winning
+/// its CAS for an 8-byte message (a claim of 16 bytes without a marker), and
+/// producer 1, whose intent for a 16-byte message (24 bytes) lost that CAS,
+/// died right after losing. Both are set up before the model's threads
+/// start (the loser's intent is written as it would have left it), so loom
+/// spends its interleavings on the race that matters: producer 2, alive,
+/// claims right after the dead claim and sends two messages (the second
+/// one's intent replaces the first one's), while the consumer looks for the
+/// dead claim's end. The loser's end lies inside producer 2's first record:
+/// skipping to it would destroy a committed message. In a ring of 64 bytes
+/// the second message finds the ring full, and producer 2 withdraws its
+/// intent and parks until the consumer has skipped the dead claim.
+fn two_dead_at_head_and_a_live_producer(capacity: usize) {
+    let ring = Arc::new(HeapRing::with_killable_producers(capacity, 24));
+    let mut consumer = consumer(&ring);
+    let mut winner = producer(&ring, 0);
+    winner.die_at(DieAt::Claimed);
+    assert_eq!(winner.send(&message(0, 0, 8), PARK, None), Err(Stop::Timeout), "the winner's death");
+    std::mem::forget(winner);
+    ring.kill(0);
+    let loser = producer(&ring, 1);
+    let header = ring.header();
+    header.claims[1].end.store(24, std::sync::atomic::Ordering::Relaxed);
+    header.claims[1].start.store(0, std::sync::atomic::Ordering::Release);
+    std::mem::forget(loser);
+    ring.kill(1);
+    let mut live = producer(&ring, 2);
+    let sender = thread::spawn(move || {
+        live.send(&message(2, 0, 16), PARK, None).expect("first send");
+        live.send(&message(2, 1, 24), PARK, None).expect("second send");
+    });
+    let got = drain(&mut consumer);
+    sender.join().unwrap();
+    assert_eq!(got, vec![message(2, 0, 16), message(2, 1, 24)], "the live producer's messages, once, intact");
+    assert_eq!(consumer.stats().torn_records, 1, "the dead claim is skipped, once");
+}
+
+/// Finding the end of a dead claim among two dead intents, while a live
+/// producer claims after it and moves on to its next claim.
+#[test]
+fn two_dead_intents_at_head_never_cost_a_live_record() {
+    model("two_dead_intents_at_head_never_cost_a_live_record", || two_dead_at_head_and_a_live_producer(128));
+}
+
+/// The same with a full ring: the live producer withdraws its intent and
+/// parks, and is woken once the dead claim is skipped.
+#[test]
+fn withdrawn_intent_of_a_parked_producer_shows_its_commit() {
+    model("withdrawn_intent_of_a_parked_producer_shows_its_commit", || two_dead_at_head_and_a_live_producer(64));
 }

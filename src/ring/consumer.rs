@@ -7,7 +7,7 @@ use super::mpsc::{ProducersWatch, Step};
 use super::record::{decode, Record, HEADER_LEN};
 use super::region::View;
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
-use super::{PeerWatch, RingBacking, Stats};
+use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop};
 use crate::layout::{Kind, Slot, WakeLine};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
@@ -128,11 +128,11 @@ impl<B: RingBacking> Consumer<B> {
 
     /// The message at `head`, skipping padding (and, MPSC, discarded and torn
     /// records); `None` when there is none yet.
-    fn try_find(&mut self, slow: bool) -> Result<Option<Found>, Stop> {
+    fn try_find(&mut self, pace: Pace) -> Result<Option<Found>, Stop> {
         loop {
             let word = self.backing.region().word(self.head).load(OBSERVE);
             let step = if word == 0 {
-                self.nothing_at_head(slow)?
+                self.nothing_at_head(pace)?
             } else {
                 match decode(word, self.head, self.capacity, self.max_message) {
                     Ok(Record::Message { len }) => return Ok(Some(Found { position: self.head, len })),
@@ -150,7 +150,7 @@ impl<B: RingBacking> Consumer<B> {
                         Step::Again
                     }
                     Ok(Record::Claimed { owner, len }) if self.mpsc.is_some() => {
-                        self.mpsc_claimed_at_head(owner, len, word, slow)?
+                        self.mpsc_claimed_at_head(owner, len, word, pace)?
                     }
                     Ok(other) => {
                         return Err(self.corrupted(format!(
@@ -168,11 +168,11 @@ impl<B: RingBacking> Consumer<B> {
     }
 
     /// The word at `head` is zero.
-    fn nothing_at_head(&mut self, slow: bool) -> Result<Step, Stop> {
+    fn nothing_at_head(&mut self, pace: Pace) -> Result<Step, Stop> {
         if self.mpsc.is_some() {
-            return self.mpsc_nothing_at_head(slow);
+            return self.mpsc_nothing_at_head(pace);
         }
-        if !self.watch.peer_gone(&self.backing, slow) {
+        if !self.watch.peer_gone(&self.backing, pace) {
             return Ok(Step::Wait);
         }
         // The producer's last commit happens-before its detach, which we
@@ -218,7 +218,7 @@ impl<B: RingBacking> Consumer<B> {
     /// Copies the next message into `buf` (replacing its contents) if one is
     /// waiting; returns its length.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, Stop> {
-        match self.try_find(false)? {
+        match self.try_find(Pace::Call)? {
             Some(found) => Ok(self.copy_out(found, buf)),
             None => Err(Stop::Timeout),
         }
@@ -238,7 +238,7 @@ impl<B: RingBacking> Consumer<B> {
 
     /// Borrows the next message in place if one is waiting.
     pub fn try_read(&mut self) -> Result<ReadGuard<'_, B>, Stop> {
-        match self.try_find(false)? {
+        match self.try_find(Pace::Call)? {
             Some(found) => ReadGuard::new(self, found),
             None => Err(Stop::Timeout),
         }
@@ -267,8 +267,8 @@ struct Message<'a, B: RingBacking> {
 impl<B: RingBacking> Waitable for Message<'_, B> {
     type Ready = Found;
 
-    fn poll(&mut self) -> Result<Option<Found>, Stop> {
-        self.consumer.try_find(false)
+    fn poll(&mut self, pace: Pace) -> Result<Option<Found>, Stop> {
+        self.consumer.try_find(pace)
     }
 
     fn park(&mut self, timeout: Duration) -> Result<Option<Found>, Stop> {
@@ -288,7 +288,7 @@ impl<B: RingBacking> Parkable for Message<'_, B> {
     }
 
     fn recheck(&mut self) -> Result<Option<Found>, Stop> {
-        self.consumer.try_find(true)
+        self.consumer.try_find(Pace::Park)
     }
 
     fn stats(&mut self) -> &mut Stats {

@@ -50,6 +50,7 @@ use crate::layout::{
     RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
 };
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
+pub(crate) use crate::wait::Pace;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,8 +219,9 @@ pub(crate) fn forget_dead_sleepers(line: &WakeLine) {
 }
 
 /// Paces the checks a waiting side makes through system calls (liveness
-/// probes): on the parking path at most every `interval`; on the polling
-/// path only every 1024th poll even looks at the clock.
+/// probes): at most every `interval`, whatever the rate of calls. The clock
+/// is read only when a side found nothing to do (an empty or full ring), and
+/// in a spin loop only every 1024th poll.
 #[derive(Debug)]
 pub(crate) struct Limiter {
     polls: u32,
@@ -240,10 +242,10 @@ impl Default for Limiter {
 }
 
 impl Limiter {
-    /// Whether a check is due now. `slow`: called on the parking path.
+    /// Whether a check is due now.
     #[cfg(not(shmring_loom))]
-    pub(crate) fn due(&mut self, slow: bool) -> bool {
-        if !slow {
+    pub(crate) fn due(&mut self, pace: Pace) -> bool {
+        if pace == Pace::Spin {
             self.polls = self.polls.wrapping_add(1);
             if self.polls % 1024 != 0 {
                 return false;
@@ -262,9 +264,9 @@ impl Limiter {
     /// Under loom there is no clock: a check is due on every park re-check
     /// (the models park rather than poll).
     #[cfg(shmring_loom)]
-    pub(crate) fn due(&mut self, slow: bool) -> bool {
+    pub(crate) fn due(&mut self, pace: Pace) -> bool {
         let _ = (self.polls, self.interval);
-        slow
+        pace == Pace::Park
     }
 }
 
@@ -295,11 +297,12 @@ impl PeerWatch {
         PeerWatch { peer, dead_holder: None, limiter: Limiter::default() }
     }
 
-    /// Whether the peer has detached or died. `slow` is true on the parking
-    /// path (see [`Limiter`]).
-    pub(crate) fn peer_gone<B: RingBacking>(&mut self, backing: &B, slow: bool) -> bool {
+    /// Whether the peer has detached or died: its slot's state on every call,
+    /// the kernel's word on its liveness as often as `pace` allows (see
+    /// [`Limiter`]).
+    pub(crate) fn peer_gone<B: RingBacking>(&mut self, backing: &B, pace: Pace) -> bool {
         let limiter = &mut self.limiter;
-        matches!(Self::status_of(self.peer, &mut self.dead_holder, backing, || limiter.due(slow)), PeerStatus::Gone)
+        matches!(Self::status_of(self.peer, &mut self.dead_holder, backing, || limiter.due(pace)), PeerStatus::Gone)
     }
 
     /// The peer's status, probing its liveness only if `may_probe` says so.

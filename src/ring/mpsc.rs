@@ -52,7 +52,7 @@
 
 use super::producer::{Claim, Producer};
 use super::record::{encode, record_size, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
-use super::{mark_attached, withdraw_dead_sleeper, Consumer, Limiter, PeerStatus, PeerWatch, RingBacking};
+use super::{mark_attached, withdraw_dead_sleeper, Consumer, Limiter, Pace, PeerStatus, PeerWatch, RingBacking};
 use crate::error::{Corrupted, Stop};
 use crate::layout::{ClaimLine, RingHeader, Slot, MAX_PRODUCERS, NO_CLAIM, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
@@ -62,6 +62,7 @@ use std::time::Duration;
 /// Ordering of the CAS that claims space: Release, so the intent written
 /// before it is visible to whoever observes the new claim position.
 const CLAIM: Ordering = if crate::sync::mutant("relaxed_claim") { Ordering::Relaxed } else { Ordering::Release };
+
 
 /// Where a loom model can make a producer "die" (stop for good, without
 /// detaching) in the middle of a claim.
@@ -74,6 +75,9 @@ pub enum DieAt {
     Claimed = 1,
     /// After the claim marker (and padding), before the commit.
     Marked = 2,
+    /// Right after its CAS, whether it won (a claim without a marker) or
+    /// lost (an intent at a position it never claimed).
+    AfterCas = 3,
 }
 
 impl<B: RingBacking> Producer<B> {
@@ -90,7 +94,7 @@ impl<B: RingBacking> Producer<B> {
             return Err(Corrupted::new(backing.name(), format!("head {head} is not 8-byte aligned")));
         }
         let line = &header.claims[slot];
-        line.start.store(NO_CLAIM, Ordering::Relaxed);
+        line.start.store(NO_CLAIM, Ordering::Release);
         // A predecessor that died parked never withdrew its announcement.
         if line.parked.swap(0, Ordering::Relaxed) != 0 {
             withdraw_dead_sleeper(&header.producer_wake);
@@ -117,7 +121,7 @@ impl<B: RingBacking> Producer<B> {
     /// Claims room for a `len`-byte record in slot `slot`'s name, or `None`
     /// when full.
     #[inline]
-    pub(super) fn mpsc_claim(&mut self, slot: usize, len: u32, slow: bool) -> Result<Option<Claim>, Stop> {
+    pub(super) fn mpsc_claim(&mut self, slot: usize, len: u32, pace: Pace) -> Result<Option<Claim>, Stop> {
         let capacity = self.capacity;
         let size = record_size(u64::from(len));
         let backoff = Backoff::new();
@@ -159,9 +163,16 @@ impl<B: RingBacking> Producer<B> {
                 }
                 if end - head > capacity {
                     // Full: withdraw the intent (a parked producer must not
-                    // look like the owner of a claim it lost).
-                    header.claims[slot].start.store(NO_CLAIM, Ordering::Relaxed);
-                    if self.watch.peer_gone(&self.backing, slow) {
+                    // look like the owner of a claim it lost). Release, like
+                    // every change of `start`: whoever reads the withdrawal
+                    // also sees the commit of this producer's last claim,
+                    // whose intent it replaces (see `unmarked_claim_end`).
+                    // (The waker's SeqCst fence after that commit already
+                    // gives this store release semantics, which is why no
+                    // loom mutant of it can fail; the ordering is kept
+                    // explicit so it does not rest on the wake protocol.)
+                    header.claims[slot].start.store(NO_CLAIM, Ordering::Release);
+                    if self.watch.peer_gone(&self.backing, pace) {
                         return Err(Stop::Disconnected);
                     }
                     return Ok(None);
@@ -177,6 +188,9 @@ impl<B: RingBacking> Producer<B> {
                 return Err(Stop::Timeout);
             }
             if header.producer.tail.compare_exchange_weak(tail, end, CLAIM, Ordering::Relaxed).is_err() {
+                if self.dies_at(DIE_AFTER_CAS) {
+                    return Err(Stop::Timeout);
+                }
                 backoff.spin();
                 continue;
             }
@@ -184,7 +198,7 @@ impl<B: RingBacking> Producer<B> {
                 line.end.store(end, Ordering::Relaxed);
                 line.start.store(tail, Ordering::Release);
             }
-            if self.dies_at(DIE_CLAIMED) {
+            if self.dies_at(DIE_CLAIMED) || self.dies_at(DIE_AFTER_CAS) {
                 return Err(Stop::Timeout);
             }
             let position = tail + padding;
@@ -217,6 +231,7 @@ impl<B: RingBacking> Producer<B> {
 const DIE_INTENT: u8 = 0;
 const DIE_CLAIMED: u8 = 1;
 const DIE_MARKED: u8 = 2;
+const DIE_AFTER_CAS: u8 = 3;
 
 /// Whether producer slot `slot`, whose lock the caller holds, can be taken:
 /// never used, cleanly detached, or its dead holder's last claim is resolved
@@ -260,17 +275,35 @@ impl ProducersWatch {
     }
 
     /// Every producer that ever attached has detached or died, and at least
-    /// one did.
-    fn all_gone<B: RingBacking>(&mut self, backing: &B) -> bool {
+    /// one did. Reads every slot's state; asks the kernel whether an attached
+    /// one is alive only when `due` says a probe is due.
+    fn all_gone<B: RingBacking>(&mut self, backing: &B, due: &mut Due) -> bool {
         let mut any = false;
         for watch in &mut self.producers {
-            match watch.status(backing, || true) {
+            match watch.status(backing, || due.now(&mut self.limiter)) {
                 PeerStatus::Present => return false,
                 PeerStatus::Gone => any = true,
                 PeerStatus::Never => {}
             }
         }
         any
+    }
+}
+
+/// Whether a probe is due in this look at the ring, decided at most once
+/// (asking the limiter starts its next interval).
+struct Due {
+    pace: Pace,
+    answer: Option<bool>,
+}
+
+impl Due {
+    fn new(pace: Pace) -> Self {
+        Due { pace, answer: None }
+    }
+
+    fn now(&mut self, limiter: &mut Limiter) -> bool {
+        *self.answer.get_or_insert_with(|| limiter.due(self.pace))
     }
 }
 
@@ -285,9 +318,18 @@ pub(super) enum Step {
 impl<B: RingBacking> Consumer<B> {
     /// The word at `head` is zero: empty, a claim without its marker yet, or
     /// (all producers gone) the end of the stream.
-    pub(super) fn mpsc_nothing_at_head(&mut self, slow: bool) -> Result<Step, Stop> {
+    ///
+    /// The producers' slot states are read on every call, so a clean detach
+    /// of the last producer is reported at once by every kind of receive
+    /// call; what needs the kernel (is an attached producer, or the owner of
+    /// a claim at `head`, dead?) is asked at most every probe interval.
+    pub(super) fn mpsc_nothing_at_head(&mut self, pace: Pace) -> Result<Step, Stop> {
         let Some(producers) = self.mpsc.as_mut() else { return Ok(Step::Wait) };
-        if !producers.limiter.due(slow) {
+        let mut due = Due::new(pace);
+        let all_gone = producers.all_gone(&self.backing, &mut due);
+        // Only the end of the stream or a dead producer's claim needs more
+        // than a wait, and the latter only once a probe is due.
+        if !all_gone && !due.now(&mut producers.limiter) {
             return Ok(Step::Wait);
         }
         let head = self.head;
@@ -299,7 +341,7 @@ impl<B: RingBacking> Consumer<B> {
             )));
         }
         if tail == head {
-            if !producers.all_gone(&self.backing) {
+            if !all_gone {
                 return Ok(Step::Wait);
             }
             // Each producer's last claim and commit happen-before its detach
@@ -355,10 +397,24 @@ impl<B: RingBacking> Consumer<B> {
         }
         let ends = &mut ends[..found];
         ends.sort_unstable();
+        // Whether a claim verifiably starts at `end`. The claim position was
+        // read (Acquire) before this. If it has moved past `end` and a claim
+        // starts there, its owner published its intent (start = `end`)
+        // before the CAS we saw, and replaces that intent (Release) only
+        // after committing or discarding the record at `end`: so either the
+        // intent shows `end` or, read after it (Acquire), the word at `end`
+        // is non-zero. The intents must be read first: a word read before
+        // them can predate a commit whose intent has moved on by the time
+        // they are read, and the true end would be rejected (and the next
+        // candidate, inside a live producer's record, wrongly accepted).
         let next_claim_starts_at = |end: u64| {
-            end == tail
-                || region.word(end).load(Ordering::Relaxed) != 0
-                || header.claims.iter().take(slots).any(|line| line.start.load(Ordering::Acquire) == end)
+            let intent = || header.claims.iter().take(slots).any(|line| line.start.load(Ordering::Acquire) == end);
+            let word = || region.word(end).load(OBSERVE) != 0;
+            if crate::sync::mutant("word_before_intents") {
+                end == tail || word() || intent()
+            } else {
+                end == tail || intent() || word()
+            }
         };
         match ends.iter().copied().find(|&end| next_claim_starts_at(end)) {
             Some(end) => Ok(Some(end)),
@@ -370,9 +426,9 @@ impl<B: RingBacking> Consumer<B> {
 
     /// The record at `head` carries the claim marker `word` of producer slot
     /// `owner`: skip it if that producer is dead.
-    pub(super) fn mpsc_claimed_at_head(&mut self, owner: u8, len: u32, word: u64, slow: bool) -> Result<Step, Stop> {
+    pub(super) fn mpsc_claimed_at_head(&mut self, owner: u8, len: u32, word: u64, pace: Pace) -> Result<Step, Stop> {
         let Some(producers) = self.mpsc.as_mut() else { return Ok(Step::Wait) };
-        if !producers.limiter.due(slow) {
+        if !producers.limiter.due(pace) {
             return Ok(Step::Wait);
         }
         let head = self.head;

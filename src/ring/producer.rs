@@ -8,7 +8,7 @@
 use super::record::{encode, Record, HEADER_LEN, TAG_DISCARDED, TAG_MESSAGE};
 use super::region::ViewMut;
 use super::{mark_detached, park_once, Parkable, Waker};
-use super::{PeerWatch, RingBacking, Stats};
+use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop, TooLarge};
 use crate::layout::{Slot, WakeLine};
 use crate::sync::PUBLISH;
@@ -39,6 +39,11 @@ pub struct Producer<B: RingBacking> {
     pub(super) stats: Stats,
     /// The longest a park lasts before the consumer's liveness is re-checked.
     park_slice: Duration,
+    /// The claim of the grant handed out last, until it is committed or
+    /// discarded. A grant leaked with `mem::forget` leaves it here, and the
+    /// next claim (or `Drop`) discards it: in an MPSC ring an open claim
+    /// holds up the consumer, so only a producer's death may leave one.
+    open_claim: Option<Claim>,
     /// Loom models only: where this producer stops as if killed.
     #[cfg(shmring_loom)]
     pub(super) die_at: Option<super::mpsc::DieAt>,
@@ -64,6 +69,7 @@ impl<B: RingBacking> Producer<B> {
             waker: Waker::default(),
             stats: Stats::default(),
             park_slice: crate::wait::PARK_SLICE,
+            open_claim: None,
             #[cfg(shmring_loom)]
             die_at: None,
             backing,
@@ -105,14 +111,17 @@ impl<B: RingBacking> Producer<B> {
 
     /// Room for `len` bytes, or `None` when full.
     #[inline]
-    fn try_claim(&mut self, len: usize, slow: bool) -> Result<Option<Claim>, Stop> {
+    fn try_claim(&mut self, len: usize, pace: Pace) -> Result<Option<Claim>, Stop> {
         let max = self.max_message as usize;
         if len > max {
             return Err(Stop::TooLarge(TooLarge { len, max }));
         }
+        if let Some(leaked) = self.open_claim.take() {
+            self.discard(leaked);
+        }
         match self.mpsc_slot {
-            None => self.spsc_claim(len as u32, slow),
-            Some(slot) => self.mpsc_claim(slot, len as u32, slow),
+            None => self.spsc_claim(len as u32, pace),
+            Some(slot) => self.mpsc_claim(slot, len as u32, pace),
         }
     }
 
@@ -151,7 +160,7 @@ impl<B: RingBacking> Producer<B> {
 
     /// Sends `msg` if there is room now.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), Stop> {
-        match self.try_claim(msg.len(), false)? {
+        match self.try_claim(msg.len(), Pace::Call)? {
             Some(claim) => {
                 self.write_claim(claim, msg);
                 Ok(())
@@ -169,7 +178,7 @@ impl<B: RingBacking> Producer<B> {
 
     /// Claims `len` bytes in the ring if there is room now.
     pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_, B>, Stop> {
-        match self.try_claim(len, false)? {
+        match self.try_claim(len, Pace::Call)? {
             Some(claim) => Grant::new(self, claim),
             None => Err(Stop::Timeout),
         }
@@ -189,6 +198,9 @@ impl<B: RingBacking> Producer<B> {
 
 impl<B: RingBacking> Drop for Producer<B> {
     fn drop(&mut self) {
+        if let Some(leaked) = self.open_claim.take() {
+            self.discard(leaked);
+        }
         let slot = self.slot();
         let header = self.backing.header();
         mark_detached(header, slot, &header.consumer_wake, &mut self.stats);
@@ -210,8 +222,8 @@ struct Room<'a, B: RingBacking> {
 impl<B: RingBacking> Waitable for Room<'_, B> {
     type Ready = Claim;
 
-    fn poll(&mut self) -> Result<Option<Claim>, Stop> {
-        self.producer.try_claim(self.len, false)
+    fn poll(&mut self, pace: Pace) -> Result<Option<Claim>, Stop> {
+        self.producer.try_claim(self.len, pace)
     }
 
     fn park(&mut self, timeout: Duration) -> Result<Option<Claim>, Stop> {
@@ -231,7 +243,7 @@ impl<B: RingBacking> Parkable for Room<'_, B> {
     }
 
     fn recheck(&mut self) -> Result<Option<Claim>, Stop> {
-        self.producer.try_claim(self.len, true)
+        self.producer.try_claim(self.len, Pace::Park)
     }
 
     fn stats(&mut self) -> &mut Stats {
@@ -255,13 +267,13 @@ impl<B: RingBacking> Parkable for Room<'_, B> {
 ///
 /// Dereferences to the `len` bytes of the payload. [`commit`](Grant::commit)
 /// publishes them; dropping the grant without committing discards them (the
-/// consumer never sees them).
+/// consumer never sees them). The claim itself is kept by the producer
+/// (`open_claim`), so that a grant that is never dropped is discarded by the
+/// producer's next claim or its `Drop`.
 #[derive(Debug)]
 pub struct Grant<'a, B: RingBacking> {
     producer: &'a mut Producer<B>,
     view: ViewMut<'a>,
-    /// `None` once committed.
-    claim: Option<Claim>,
 }
 
 impl<'a, B: RingBacking> Grant<'a, B> {
@@ -277,7 +289,10 @@ impl<'a, B: RingBacking> Grant<'a, B> {
         // into `Producer`, so it does not alias the `&mut Producer` beside it.
         let view = unsafe { (*region).view_mut(offset, claim.len as usize) };
         match view {
-            Some(view) => Ok(Grant { producer, view, claim: Some(claim) }),
+            Some(view) => {
+                producer.open_claim = Some(claim);
+                Ok(Grant { producer, view })
+            }
             None => {
                 producer.discard(claim);
                 Err(producer.corrupted(format!("claim at position {} does not fit the region", claim.position)))
@@ -287,9 +302,9 @@ impl<'a, B: RingBacking> Grant<'a, B> {
 
     /// Publishes the message.
     pub fn commit(mut self) {
-        if let Some(claim) = self.claim.take() {
-            self.view
-                .flush_into(self.producer.backing.region(), payload_offset(claim.position, self.producer.capacity));
+        // Taken here, so that `Drop` finds nothing to discard.
+        if let Some(claim) = self.producer.open_claim.take() {
+            self.view.flush_into(self.producer.backing.region(), payload_offset(claim.position, self.producer.capacity));
             self.producer.commit(claim);
         }
     }
@@ -297,7 +312,7 @@ impl<'a, B: RingBacking> Grant<'a, B> {
 
 impl<B: RingBacking> Drop for Grant<'_, B> {
     fn drop(&mut self) {
-        if let Some(claim) = self.claim.take() {
+        if let Some(claim) = self.producer.open_claim.take() {
             self.producer.discard(claim);
         }
     }
