@@ -1,4 +1,4 @@
-//! The `#[repr(C)]` header at the start of every segment (layout version 2).
+//! The `#[repr(C)]` header at the start of every segment (layout version 3).
 //!
 //! ```text
 //! offset  size  line
@@ -17,8 +17,9 @@
 //! ```
 //!
 //! Version 2 added the consumer line's `freeing_to` and `torn_records`, the
-//! claim lines (MPSC) and the persistence line (file-backed rings); version 1
-//! segments are refused by name.
+//! claim lines (MPSC) and the persistence line (file-backed rings). Version 3
+//! keeps the header and changes the record stamp (lap-aware: see
+//! `ring::record`). Segments of other versions are refused by name.
 //!
 //! Every field is an atomic, including the identity that is written once: the
 //! mapping is shared with processes we do not trust, and an atomic read of a
@@ -35,13 +36,19 @@ use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering};
 /// `b"SHMRING\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// The layout version this build reads and writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// `state` while the creator is still writing the header.
 pub const STATE_INITIALIZING: u32 = 0;
 /// `state` once the header is complete (stored with Release).
 pub const STATE_READY: u32 = u32::from_le_bytes(*b"RDY1");
 /// The most producers an MPSC segment can register.
 pub const MAX_PRODUCERS: usize = if cfg!(shmring_loom) { 3 } else { 64 };
+/// The largest position (bytes since the ring was created) a side accepts
+/// from the header when it attaches; a larger one is reported as corrupted.
+/// From here a side needs 2^63 more bytes (about nine years at 30 GB/s) to
+/// reach the end of the `u64` position space, so no position arithmetic of a
+/// side that attached can overflow, whatever a hostile header said.
+pub const MAX_POSITION: u64 = 1 << 63;
 /// Alignment of every independently written line of the header.
 pub const LINE: usize = 128;
 /// Bytes reserved for the header; the data region starts here (or at the

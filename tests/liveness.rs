@@ -7,9 +7,7 @@
 mod common;
 
 use common::{spawn_child, wait_for_line, SegmentGuard};
-use shmring::{
-    Consumer, Kind, Producer, RecvError, RecvTimeoutError, RingOptions, TryRecvError, WaitStrategy,
-};
+use shmring::{Consumer, Kind, Producer, RecvError, RecvTimeoutError, RingOptions, TryRecvError, WaitStrategy};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -47,7 +45,8 @@ fn options(kind: Kind) -> RingOptions {
     RingOptions::new().kind(kind).capacity(1 << 16)
 }
 
-const STRATEGIES: [WaitStrategy; 3] = [WaitStrategy::BusySpin, WaitStrategy::SpinThenPark(Duration::from_micros(50)), WaitStrategy::Park];
+const STRATEGIES: [WaitStrategy; 3] =
+    [WaitStrategy::BusySpin, WaitStrategy::SpinThenPark(Duration::from_micros(50)), WaitStrategy::Park];
 
 /// The sequence of issue 19, on both kinds and with every wait strategy.
 /// The liveness interval is a minute, so no answer can come from a periodic
@@ -81,7 +80,9 @@ fn a_clean_detach_is_reported_at_once_by_every_receive_call() {
             // Without a per-call check this would park for the liveness
             // interval (a minute); the bound only catches that.
             assert!(start.elapsed() < Duration::from_secs(10), "{what}: recv took {:?}", start.elapsed());
-            assert!(consumer.read_timeout(Duration::from_millis(1)).is_err_and(|e| e == RecvTimeoutError::Disconnected));
+            assert!(consumer
+                .read_timeout(Duration::from_millis(1))
+                .is_err_and(|e| e == RecvTimeoutError::Disconnected));
 
             // Producers may come later: a new one ends the disconnection.
             let mut producer = Producer::open(segment.name(), &options).expect("reopen producer");

@@ -9,7 +9,7 @@ use super::region::View;
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop};
-use crate::layout::{Kind, Slot, WakeLine};
+use crate::layout::{Kind, Slot, WakeLine, MAX_POSITION};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
@@ -56,8 +56,10 @@ impl<B: RingBacking> Consumer<B> {
         let max_message = backing.max_message();
         let corrupted = |what: String| Corrupted::new(backing.name(), what);
         let mut head = header.consumer.head.load(Ordering::Acquire);
-        if head % 8 != 0 {
-            return Err(corrupted(format!("head {head} is not 8-byte aligned")));
+        if head % 8 != 0 || head > MAX_POSITION {
+            return Err(corrupted(format!(
+                "head {head} is not 8-byte aligned or beyond the largest position {MAX_POSITION}"
+            )));
         }
         if kind == Kind::Mpsc {
             let freeing_to = header.consumer.freeing_to.load(Ordering::Relaxed);

@@ -54,7 +54,9 @@ use super::producer::{Claim, Producer};
 use super::record::{encode, record_size, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
 use super::{mark_attached, withdraw_dead_sleeper, Consumer, Limiter, Pace, PeerStatus, PeerWatch, RingBacking};
 use crate::error::{Corrupted, Stop};
-use crate::layout::{ClaimLine, RingHeader, Slot, MAX_PRODUCERS, NO_CLAIM, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
+use crate::layout::{
+    ClaimLine, RingHeader, Slot, MAX_POSITION, MAX_PRODUCERS, NO_CLAIM, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
+};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 use crossbeam_utils::Backoff;
 use std::time::Duration;
@@ -62,7 +64,6 @@ use std::time::Duration;
 /// Ordering of the CAS that claims space: Release, so the intent written
 /// before it is visible to whoever observes the new claim position.
 const CLAIM: Ordering = if crate::sync::mutant("relaxed_claim") { Ordering::Relaxed } else { Ordering::Release };
-
 
 /// Where a loom model can make a producer "die" (stop for good, without
 /// detaching) in the middle of a claim.
@@ -90,8 +91,11 @@ impl<B: RingBacking> Producer<B> {
             return Err(Corrupted::new(backing.name(), format!("producer slot {slot} does not exist")));
         }
         let head = header.consumer.head.load(OBSERVE);
-        if head % 8 != 0 {
-            return Err(Corrupted::new(backing.name(), format!("head {head} is not 8-byte aligned")));
+        if head % 8 != 0 || head > MAX_POSITION {
+            return Err(Corrupted::new(
+                backing.name(),
+                format!("head {head} is not 8-byte aligned or beyond the largest position {MAX_POSITION}"),
+            ));
         }
         let line = &header.claims[slot];
         line.start.store(NO_CLAIM, Ordering::Release);
@@ -128,6 +132,8 @@ impl<B: RingBacking> Producer<B> {
         loop {
             let header = self.backing.header();
             let tail = header.producer.tail.load(Ordering::Relaxed);
+            // A tail far from our head is caught below (the claim position
+            // must stay within a lap of head); its sum is checked.
             if tail % 8 != 0 {
                 return Err(self.corrupted(format!("claim position {tail} is not 8-byte aligned")));
             }
@@ -204,10 +210,10 @@ impl<B: RingBacking> Producer<B> {
             let position = tail + padding;
             let region = self.backing.region();
             if !crate::sync::mutant("no_claim_marker") {
-                region.word(position).store(encode(TAG_CLAIM | slot as u8, len, position), Ordering::Relaxed);
+                region.word(position).store(encode(TAG_CLAIM | slot as u8, len, position, capacity), Ordering::Relaxed);
             }
             if padding > 0 {
-                region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail), PUBLISH);
+                region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail, capacity), PUBLISH);
             }
             if self.dies_at(DIE_MARKED) {
                 return Err(Stop::Timeout);
@@ -442,7 +448,7 @@ impl<B: RingBacking> Consumer<B> {
         if self.backing.region().word(head).load(OBSERVE) != word {
             return Ok(Step::Again);
         }
-        let end = head + record_size(u64::from(len));
+        let end = head.saturating_add(record_size(u64::from(len)));
         let tail = self.backing.header().producer.tail.load(OBSERVE);
         if end > tail {
             return Err(self

@@ -18,7 +18,7 @@
 use super::record::{decode, Record};
 use super::RingBacking;
 use crate::error::Corrupted;
-use crate::layout::NO_CLAIM;
+use crate::layout::{MAX_POSITION, NO_CLAIM};
 use crate::sync::{Ordering, OBSERVE};
 
 /// The end of the run of committed records (messages, padding, discarded
@@ -32,6 +32,10 @@ use crate::sync::{Ordering, OBSERVE};
 /// at or before it is the record that was there; otherwise the walk goes on
 /// from `head`, which is always a record boundary.
 pub fn committed_end<B: RingBacking>(backing: &B, from: u64) -> u64 {
+    if from > MAX_POSITION {
+        // A position no side accepts: nothing to make durable.
+        return from;
+    }
     let region = backing.region();
     let head = &backing.header().consumer.head;
     let capacity = region.len() as u64;
@@ -42,6 +46,9 @@ pub fn committed_end<B: RingBacking>(backing: &B, from: u64) -> u64 {
         let word = region.word(at).load(OBSERVE);
         let consumed_to = head.load(Ordering::Acquire);
         if consumed_to > at {
+            if consumed_to > MAX_POSITION {
+                return at;
+            }
             (start, at) = (consumed_to, consumed_to);
             continue;
         }
@@ -75,10 +82,13 @@ pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<u64, Corrupt
     let head = header.consumer.head.load(Ordering::Acquire);
     let durable = header.persistence.durable_tail.load(Ordering::Acquire);
     let keep = head.max(durable);
-    if head % 8 != 0 || durable % 8 != 0 || keep - head > capacity {
+    if head % 8 != 0 || durable % 8 != 0 || keep - head > capacity || keep > MAX_POSITION {
         return Err(Corrupted::new(
             backing.name(),
-            format!("head {head} and durable tail {durable} are misaligned or more than a lap apart"),
+            format!(
+                "head {head} and durable tail {durable} are misaligned, more than a lap apart, or beyond the largest \
+                 position {MAX_POSITION}"
+            ),
         ));
     }
     // Count what is dropped: the records that still decode after `keep`.

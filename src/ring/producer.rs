@@ -130,7 +130,7 @@ impl<B: RingBacking> Producer<B> {
     #[inline]
     fn commit(&mut self, claim: Claim) {
         let size = Record::Message { len: claim.len }.size();
-        let word = encode(TAG_MESSAGE, claim.len, claim.position);
+        let word = encode(TAG_MESSAGE, claim.len, claim.position, self.capacity);
         match self.mpsc_slot {
             None => self.spsc_publish(claim.position, size, word),
             Some(slot) => self.mpsc_publish(slot, claim.position, word),
@@ -146,7 +146,7 @@ impl<B: RingBacking> Producer<B> {
     /// discarded record, which the consumer skips.
     fn discard(&mut self, claim: Claim) {
         if self.mpsc_slot.is_some() {
-            let word = encode(TAG_DISCARDED, claim.len, claim.position);
+            let word = encode(TAG_DISCARDED, claim.len, claim.position, self.capacity);
             self.backing.region().word(claim.position).store(word, PUBLISH);
             self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
         }
@@ -304,7 +304,8 @@ impl<'a, B: RingBacking> Grant<'a, B> {
     pub fn commit(mut self) {
         // Taken here, so that `Drop` finds nothing to discard.
         if let Some(claim) = self.producer.open_claim.take() {
-            self.view.flush_into(self.producer.backing.region(), payload_offset(claim.position, self.producer.capacity));
+            self.view
+                .flush_into(self.producer.backing.region(), payload_offset(claim.position, self.producer.capacity));
             self.producer.commit(claim);
         }
     }

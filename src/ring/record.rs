@@ -13,9 +13,15 @@
 //! +----------------+----------+--------------------+
 //! ```
 //!
-//! The stamp is bits 3..27 of the record's position, so a header is only
-//! valid at the position it was written for: a stale header from an earlier
-//! lap, or a scribble, is reported as corruption instead of being delivered.
+//! The stamp is the low 24 bits of `position / 8 + lap`, where `lap` is
+//! `position / capacity`, so a header is only valid at the position it was
+//! written for: a stale header from an earlier lap, or a scribble, is
+//! reported as corruption instead of being delivered. A header `j` laps old
+//! at the same offset differs by `j * (capacity / 8 + 1)` (mod 2^24), which
+//! is never zero for `0 < j < 2^24`: `capacity / 8 + 1` is odd below
+//! 128 MiB, and 1 (mod 2^24) from 128 MiB up, where the position bits alone
+//! would repeat every lap. Within one lap, headers at different offsets
+//! differ unless the offsets are a multiple of 128 MiB apart.
 //! A record never crosses the end of the region: a padding record fills the
 //! rest of the region and the next record starts at offset 0.
 //!
@@ -46,15 +52,18 @@ pub const fn record_size(len: u64) -> u64 {
     HEADER_LEN + ((len + ALIGN - 1) & !(ALIGN - 1))
 }
 
+/// The stamp of a record at `position` in a region of `capacity` bytes (a
+/// power of two).
 #[inline(always)]
-const fn stamp(position: u64) -> u64 {
-    (position >> 3) & 0xFF_FFFF
+const fn stamp(position: u64, capacity: u64) -> u64 {
+    ((position >> 3).wrapping_add(position >> capacity.trailing_zeros())) & 0xFF_FFFF
 }
 
-/// The commit word of a record at `position`.
+/// The commit word of a record at `position` in a region of `capacity`
+/// bytes.
 #[inline(always)]
-pub const fn encode(tag: u8, len: u32, position: u64) -> u64 {
-    (stamp(position) << 40) | ((tag as u64) << 32) | len as u64
+pub const fn encode(tag: u8, len: u32, position: u64, capacity: u64) -> u64 {
+    (stamp(position, capacity) << 40) | ((tag as u64) << 32) | len as u64
 }
 
 /// A committed record as its commit word describes it.
@@ -109,7 +118,7 @@ pub fn decode(word: u64, position: u64, capacity: u64, max_message: u32) -> Resu
     // The common case, a valid message, in a few instructions: stamp and tag
     // compared at once, then the two bounds.
     let len = word as u32;
-    if word >> 32 == (stamp(position) << 8) | TAG_MESSAGE as u64
+    if word >> 32 == (stamp(position, capacity) << 8) | TAG_MESSAGE as u64
         && len <= max_message
         && (position & (capacity - 1)) + record_size(u64::from(len)) <= capacity
     {
@@ -124,7 +133,7 @@ pub fn decode(word: u64, position: u64, capacity: u64, max_message: u32) -> Resu
 fn decode_other(word: u64, position: u64, capacity: u64, max_message: u32) -> Result<Record, String> {
     let len = word as u32;
     let tag = (word >> 32) as u8;
-    if word >> 40 != stamp(position) {
+    if word >> 40 != stamp(position, capacity) {
         return Err(format!("record header {word:#018x} at position {position} carries the stamp of another position"));
     }
     let offset = position & (capacity - 1);
@@ -173,43 +182,62 @@ mod tests {
     #[test]
     fn round_trip() {
         for pos in [0, 8, 4088 - 16, 1 << 40, (1 << 40) + 64] {
-            let w = encode(TAG_MESSAGE, 5, pos);
+            let w = encode(TAG_MESSAGE, 5, pos, CAP);
             assert_ne!(w, 0);
             assert_eq!(decode(w, pos, CAP, 1024), Ok(Record::Message { len: 5 }));
         }
-        let pad = encode(TAG_PADDING, 16, 4072);
+        let pad = encode(TAG_PADDING, 16, 4072, CAP);
         assert_eq!(decode(pad, 4072, CAP, 1024), Ok(Record::Padding { len: 16 }));
         // A zero-byte padding record is a valid, non-zero word.
-        assert_ne!(encode(TAG_PADDING, 0, 4088), 0);
-        assert_eq!(decode(encode(TAG_PADDING, 0, 4088), 4088, CAP, 1024), Ok(Record::Padding { len: 0 }));
+        assert_ne!(encode(TAG_PADDING, 0, 4088, CAP), 0);
+        assert_eq!(decode(encode(TAG_PADDING, 0, 4088, CAP), 4088, CAP, 1024), Ok(Record::Padding { len: 0 }));
     }
 
     #[test]
     fn rejects_garbage() {
         // Written for another position (a stale lap).
-        assert!(decode(encode(TAG_MESSAGE, 5, 0), CAP, CAP, 1024).is_err());
+        assert!(decode(encode(TAG_MESSAGE, 5, 0, CAP), CAP, CAP, 1024).is_err());
+        // A stale lap at every capacity, up to 1 TiB: the stamp is lap-aware
+        // (bits 3..27 of the position alone repeat every 128 MiB).
+        for shift in 12..=40 {
+            let capacity = 1u64 << shift;
+            for (position, laps) in
+                [(0, 1), (8, 1), (capacity - 16, 1), (capacity << 3, 1), (5 * capacity + 64, 3), (0, 1 << 23)]
+            {
+                let old = encode(TAG_MESSAGE, 5, position, capacity);
+                let later = position + laps * capacity;
+                assert!(
+                    decode(old, later, capacity, 1024).is_err(),
+                    "capacity 2^{shift}, {laps} laps after {position}"
+                );
+                assert_eq!(
+                    decode(encode(TAG_MESSAGE, 5, later, capacity), later, capacity, 1024),
+                    Ok(Record::Message { len: 5 })
+                );
+            }
+        }
         // Over the maximum.
-        assert!(decode(encode(TAG_MESSAGE, 1025, 0), 0, CAP, 1024).is_err());
+        assert!(decode(encode(TAG_MESSAGE, 1025, 0, CAP), 0, CAP, 1024).is_err());
         // Crossing the end.
-        assert!(decode(encode(TAG_MESSAGE, 64, 4064), 4064, CAP, 1024).is_err());
+        assert!(decode(encode(TAG_MESSAGE, 64, 4064, CAP), 4064, CAP, 1024).is_err());
         // Padding that stops short of the end.
-        assert!(decode(encode(TAG_PADDING, 8, 4000), 4000, CAP, 1024).is_err());
+        assert!(decode(encode(TAG_PADDING, 8, 4000, CAP), 4000, CAP, 1024).is_err());
         // Unknown tag.
-        assert!(decode(encode(0x11, 8, 0), 0, CAP, 1024).is_err());
+        assert!(decode(encode(0x11, 8, 0, CAP), 0, CAP, 1024).is_err());
         // Length near u32::MAX does not overflow.
-        assert!(decode(encode(TAG_MESSAGE, u32::MAX, 0), 0, CAP, u32::MAX).is_err());
+        assert!(decode(encode(TAG_MESSAGE, u32::MAX, 0, CAP), 0, CAP, u32::MAX).is_err());
         // Claim markers and discarded records are bounded like messages.
-        assert!(decode(encode(TAG_CLAIM | 3, 1025, 0), 0, CAP, 1024).is_err());
-        assert!(decode(encode(TAG_DISCARDED, 64, 4064), 4064, CAP, 1024).is_err());
+        assert!(decode(encode(TAG_CLAIM | 3, 1025, 0, CAP), 0, CAP, 1024).is_err());
+        assert!(decode(encode(TAG_DISCARDED, 64, 4064, CAP), 4064, CAP, 1024).is_err());
         // Tags 0xC0.. are not claim markers (owner bits are six).
-        assert!(decode(encode(0xC1, 8, 0), 0, CAP, 1024).is_err());
+        assert!(decode(encode(0xC1, 8, 0, CAP), 0, CAP, 1024).is_err());
     }
 
     #[test]
     fn claim_markers_name_their_owner() {
-        let w = encode(TAG_CLAIM | 63, 100, 256);
+        let w = encode(TAG_CLAIM | 63, 100, 256, CAP);
         assert_eq!(decode(w, 256, CAP, 1024), Ok(Record::Claimed { owner: 63, len: 100 }));
-        assert_eq!(decode(encode(TAG_DISCARDED, 5, 8), 8, CAP, 1024), Ok(Record::Discarded { len: 5 }));
+        assert_eq!(decode(encode(TAG_DISCARDED, 5, 8, CAP), 8, CAP, 1024), Ok(Record::Discarded { len: 5 }));
         assert_eq!(Record::Claimed { owner: 1, len: 9 }.size(), 24);
     }
 }

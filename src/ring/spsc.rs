@@ -6,7 +6,7 @@ use super::producer::{Claim, Producer};
 use super::record::{decode, encode, record_size, HEADER_LEN, TAG_PADDING};
 use super::{forget_dead_sleepers, mark_attached, Pace, RingBacking};
 use crate::error::{Corrupted, Stop};
-use crate::layout::Slot;
+use crate::layout::{Slot, MAX_POSITION};
 use crate::sync::{Ordering, OBSERVE, PUBLISH};
 
 impl<B: RingBacking> Producer<B> {
@@ -24,8 +24,10 @@ impl<B: RingBacking> Producer<B> {
         let corrupted = |what: String| Corrupted::new(backing.name(), what);
         let head = header.consumer.head.load(Ordering::Acquire);
         let hint = header.producer.tail.load(Ordering::Relaxed);
-        if head % 8 != 0 || hint % 8 != 0 {
-            return Err(corrupted(format!("head {head} or tail {hint} is not 8-byte aligned")));
+        if head % 8 != 0 || hint % 8 != 0 || head > MAX_POSITION || hint > MAX_POSITION {
+            return Err(corrupted(format!(
+                "head {head} or tail {hint} is not 8-byte aligned or beyond the largest position {MAX_POSITION}"
+            )));
         }
         if hint > head && hint - head > capacity {
             return Err(corrupted(format!("tail {hint} is more than the capacity {capacity} ahead of head {head}")));
@@ -81,7 +83,7 @@ impl<B: RingBacking> Producer<B> {
             // The terminator of the padding: the first word of the next lap.
             self.terminate(tail + padding);
             let region = self.backing.region();
-            region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail), PUBLISH);
+            region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail, capacity), PUBLISH);
             self.tail = tail + padding;
             self.backing.header().producer.tail.store(tail + padding, Ordering::Relaxed);
         }
