@@ -13,6 +13,8 @@ use crate::wait::WaitStrategy;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default data region size: 1 MiB.
@@ -42,6 +44,7 @@ pub struct RingOptions {
     ready_timeout: Duration,
     allow_foreign_owner: bool,
     liveness_interval: Duration,
+    borrow_in_place: bool,
 }
 
 impl Default for RingOptions {
@@ -57,6 +60,7 @@ impl Default for RingOptions {
             ready_timeout: Duration::from_secs(1),
             allow_foreign_owner: false,
             liveness_interval: crate::wait::PARK_SLICE,
+            borrow_in_place: true,
         }
     }
 }
@@ -164,6 +168,28 @@ impl RingOptions {
                 self.liveness_interval
             ),
         })
+    }
+
+    /// Whether [`Consumer::read`] and [`Producer::reserve`] may lend the
+    /// ring's own memory (default: true, where the trust rule allows it).
+    ///
+    /// The trust rule: a borrowed view is a `&[u8]` (or `&mut [u8]`) of
+    /// shared memory, which promises that nobody changes those bytes while it
+    /// lives. Every process that keeps the protocol stays off them, but one
+    /// that can write the segment and does not keep it could change them
+    /// under a check the compiler relied on. So views are lent in place only
+    /// when every process that can write the segment runs as this process's
+    /// user (which could write this process's memory anyway): the segment
+    /// belongs to this user and gives its group and others no write
+    /// permission, and an [`AnonymousRing`] was neither received from nor
+    /// sent to a process of another user. Otherwise, or with `false` here,
+    /// `read` copies the message to a buffer of the handle and a grant is a
+    /// buffer copied into the ring on commit: the same API, one copy more,
+    /// and sound whatever a peer does. [`Consumer::borrows_in_place`] tells
+    /// which a handle does.
+    pub fn borrow_in_place(mut self, borrow: bool) -> Self {
+        self.borrow_in_place = borrow;
+        self
     }
 
     /// Open segments owned by another user (refused by default).
@@ -280,7 +306,7 @@ macro_rules! handle_accessors {
             pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<$handle, Error> {
                 let path = path.as_ref();
                 options.check_liveness_interval(&path.to_string_lossy())?;
-                Self::attach(Segment::create_file(path, &options.shape())?, options)
+                Self::attach(Segment::create_file(path, &options.shape())?, options, Lend::IfTrusted)
             }
 
             #[doc = concat!("Opens the file-backed segment at `path` as ", $role, ". After a restart of the machine ")]
@@ -296,7 +322,7 @@ macro_rules! handle_accessors {
             pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<$handle, Error> {
                 let path = path.as_ref();
                 options.check_liveness_interval(&path.to_string_lossy())?;
-                Self::attach(Segment::open_file(path, &options.expect())?, options)
+                Self::attach(Segment::open_file(path, &options.expect())?, options, Lend::IfTrusted)
             }
 
             /// Writes every message committed so far, and the consumer's
@@ -373,6 +399,9 @@ macro_rules! handle_accessors {
 pub struct Producer {
     ring: ring::Producer<Segment>,
     wait: WaitStrategy,
+    /// Held while grants may be views of an anonymous ring's memory (see
+    /// [`AnonymousRing::send_over`]).
+    _lender: Option<Arc<()>>,
 }
 
 impl Producer {
@@ -381,7 +410,7 @@ impl Producer {
     pub fn create(name: &str, options: &RingOptions) -> Result<Producer, Error> {
         options.check_liveness_interval(name)?;
         let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
-        Self::attach(segment, options)
+        Self::attach(segment, options, Lend::IfTrusted)
     }
 
     /// Opens the existing segment `name` as a producer.
@@ -391,10 +420,11 @@ impl Producer {
     /// producer slot, or fails with [`Error::TooManyProducers`].
     pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
         options.check_liveness_interval(name)?;
-        Self::attach(Segment::open(name, &options.expect())?, options)
+        Self::attach(Segment::open(name, &options.expect())?, options, Lend::IfTrusted)
     }
 
-    fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
+    fn attach(segment: Segment, options: &RingOptions, lend: Lend) -> Result<Producer, Error> {
+        let lender = lend.decide(&segment, options);
         let mut ring = match segment.kind() {
             Kind::Spsc => {
                 claim_role(&segment, Slot::Producer(0), "producer")?;
@@ -406,7 +436,15 @@ impl Producer {
             }
         };
         ring.set_liveness_interval(options.liveness_interval);
-        Ok(Producer { ring, wait: options.wait })
+        ring.set_borrow_in_place(lender.is_some());
+        Ok(Producer { ring, wait: options.wait, _lender: lender })
+    }
+
+    /// Whether a [`Grant`] is the ring's own memory (`true`) or a buffer
+    /// copied into it on commit, as the trust rule decided at attach (see
+    /// [`RingOptions::borrow_in_place`]).
+    pub fn borrows_in_place(&self) -> bool {
+        self.ring.borrows_in_place()
     }
 
     /// The producer slot this handle holds (always 0 in an SPSC ring).
@@ -439,6 +477,11 @@ impl Producer {
     }
 
     /// Claims `len` bytes in the ring to write in place, blocking while full.
+    ///
+    /// The grant is the ring's own memory only where the trust rule allows
+    /// it (every process that can write the segment runs as this user: see
+    /// [`RingOptions::borrow_in_place`]); otherwise it is a buffer of this
+    /// handle, copied into the ring by [`Grant::commit`].
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
         let wait = self.wait;
         self.ring.reserve(len, wait, None).map(Grant).map_err(Into::into)
@@ -507,6 +550,9 @@ impl std::ops::DerefMut for Grant<'_> {
 pub struct Consumer {
     ring: ring::Consumer<Segment>,
     wait: WaitStrategy,
+    /// Held while reads may be views of an anonymous ring's memory (see
+    /// [`AnonymousRing::send_over`]).
+    _lender: Option<Arc<()>>,
 }
 
 impl Consumer {
@@ -515,7 +561,7 @@ impl Consumer {
     pub fn create(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
         options.check_liveness_interval(name)?;
         let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
-        Self::attach(segment, options)
+        Self::attach(segment, options, Lend::IfTrusted)
     }
 
     /// Opens the existing segment `name` as its consumer, continuing from
@@ -523,15 +569,17 @@ impl Consumer {
     /// [`Error::AlreadyAttached`] while another live consumer holds it.
     pub fn open(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
         options.check_liveness_interval(name)?;
-        Self::attach(Segment::open(name, &options.expect())?, options)
+        Self::attach(Segment::open(name, &options.expect())?, options, Lend::IfTrusted)
     }
 
-    fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {
+    fn attach(segment: Segment, options: &RingOptions, lend: Lend) -> Result<Consumer, Error> {
+        let lender = lend.decide(&segment, options);
         claim_role(&segment, Slot::Consumer, "consumer")?;
         let kind = segment.kind();
         let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
         ring.set_liveness_interval(options.liveness_interval);
-        Ok(Consumer { ring, wait: options.wait })
+        ring.set_borrow_in_place(lender.is_some());
+        Ok(Consumer { ring, wait: options.wait, _lender: lender })
     }
 
     /// Copies the next message into `buf` (replacing its contents), blocking
@@ -560,6 +608,12 @@ impl Consumer {
 
     /// Borrows the next message in place, blocking while the ring is empty.
     /// Its space is freed when the guard drops.
+    ///
+    /// In place only where the trust rule allows it (every process that can
+    /// write the segment runs as this user: see
+    /// [`RingOptions::borrow_in_place`]); otherwise the message is first
+    /// copied to a buffer of this handle, so the guard's bytes never change
+    /// under the caller whatever a peer writes.
     pub fn read(&mut self) -> Result<ReadGuard<'_>, RecvError> {
         let wait = self.wait;
         self.ring.read(wait, None).map(ReadGuard).map_err(Into::into)
@@ -574,6 +628,13 @@ impl Consumer {
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
         let wait = self.wait;
         self.ring.read(wait, Some(timeout)).map(ReadGuard).map_err(Into::into)
+    }
+
+    /// Whether [`read`](Self::read) lends the message in place (`true`) or
+    /// copies it to a buffer of this handle first, as the trust rule decided
+    /// at attach (see [`RingOptions::borrow_in_place`]).
+    pub fn borrows_in_place(&self) -> bool {
+        self.ring.borrows_in_place()
     }
 
     /// Bytes consumed since the segment was created.
@@ -618,15 +679,34 @@ impl Consumer {
 pub struct AnonymousRing {
     segment: Segment,
     label: String,
+    /// Received from, or sent to, a process of another user: its handles
+    /// never lend the ring's memory (the trust rule, see
+    /// [`RingOptions::borrow_in_place`]).
+    other_users: AtomicBool,
+    /// One count per handle attached through this ring that lends its
+    /// memory in place.
+    lenders: Arc<()>,
 }
 
 impl AnonymousRing {
+    fn new(segment: Segment, label: String, other_users: bool) -> Self {
+        AnonymousRing { segment, label, other_users: AtomicBool::new(other_users), lenders: Arc::new(()) }
+    }
+
+    fn lend(&self) -> Lend {
+        if self.other_users.load(Ordering::Relaxed) {
+            Lend::Never
+        } else {
+            Lend::Anonymous(Arc::clone(&self.lenders))
+        }
+    }
+
     /// Creates an anonymous ring of the options' kind and shape. `label` names
     /// it in messages (and in `/proc/PID/fd`).
     #[doc(alias = "memfd_create")]
     pub fn create(label: &str, options: &RingOptions) -> Result<AnonymousRing, Error> {
         options.check_liveness_interval(label)?;
-        Ok(AnonymousRing { segment: Segment::create_memfd(label, &options.shape())?, label: label.to_owned() })
+        Ok(AnonymousRing::new(Segment::create_memfd(label, &options.shape())?, label.to_owned(), false))
     }
 
     /// Opens the ring whose memfd is descriptor `fd` of this process (for
@@ -637,12 +717,30 @@ impl AnonymousRing {
     pub fn open_inherited(fd: RawFd, options: &RingOptions) -> Result<AnonymousRing, Error> {
         let label = format!("fd{fd}");
         options.check_liveness_interval(&label)?;
-        Ok(AnonymousRing { segment: Segment::open_memfd(fd, &label, &options.expect())?, label })
+        Ok(AnonymousRing::new(Segment::open_memfd(fd, &label, &options.expect())?, label, false))
     }
 
     /// Sends the ring's descriptor over a Unix stream socket (`SCM_RIGHTS`,
     /// with one byte of data).
+    ///
+    /// To a process of another user (as the socket's peer credentials say),
+    /// only while no handle of this process lends the ring's memory in place
+    /// ([`Error::PermissionDenied`] otherwise): that process could write the
+    /// bytes a view promises nobody changes. Handles attached afterwards
+    /// copy instead (see [`RingOptions::borrow_in_place`]).
     pub fn send_over(&self, socket: &UnixStream) -> Result<(), Error> {
+        if !same_user(socket) {
+            if Arc::strong_count(&self.lenders) > 1 {
+                return Err(Error::PermissionDenied {
+                    segment: format!("memfd:{}", self.label),
+                    detail: "it would go to a process of another user while handles of this process lend its \
+                             memory in place: send it before attaching them, or attach them with \
+                             RingOptions::borrow_in_place(false)"
+                        .to_owned(),
+                });
+            }
+            self.other_users.store(true, Ordering::Relaxed);
+        }
         use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
         let fds = [self.segment.fd()];
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -682,17 +780,17 @@ impl AnonymousRing {
         // Reopened: the received descriptor shares the sender's open file
         // description, and so would its locks.
         let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect())?;
-        Ok(AnonymousRing { segment, label })
+        Ok(AnonymousRing::new(segment, label, !same_user(socket)))
     }
 
     /// Attaches as a producer (reopening the memfd: see the type's docs).
     pub fn producer(&self, options: &RingOptions) -> Result<Producer, Error> {
-        Producer::attach(self.reopen(options)?, options)
+        Producer::attach(self.reopen(options)?, options, self.lend())
     }
 
     /// Attaches as the consumer (reopening the memfd: see the type's docs).
     pub fn consumer(&self, options: &RingOptions) -> Result<Consumer, Error> {
-        Consumer::attach(self.reopen(options)?, options)
+        Consumer::attach(self.reopen(options)?, options, self.lend())
     }
 
     fn reopen(&self, options: &RingOptions) -> Result<Segment, Error> {
@@ -701,9 +799,43 @@ impl AnonymousRing {
     }
 }
 
+/// Who may lend a new handle's memory in place (the trust rule, see
+/// [`RingOptions::borrow_in_place`]).
+enum Lend {
+    /// A named segment or a file: as the segment's owner and mode say.
+    IfTrusted,
+    /// An anonymous ring kept among this user's processes: as its owner says,
+    /// counted in the ring's lenders.
+    Anonymous(Arc<()>),
+    /// An anonymous ring shared with another user.
+    Never,
+}
+
+impl Lend {
+    /// The count a lending handle holds (`Some`), or `None` if it copies.
+    fn decide(self, segment: &Segment, options: &RingOptions) -> Option<Arc<()>> {
+        if !options.borrow_in_place || !segment.writers_trusted() {
+            return None;
+        }
+        match self {
+            Lend::IfTrusted => Some(Arc::new(())),
+            Lend::Anonymous(lenders) => Some(lenders),
+            Lend::Never => None,
+        }
+    }
+}
+
+/// Whether the peer of `socket` runs as this process's (effective) user.
+fn same_user(socket: &UnixStream) -> bool {
+    rustix::net::sockopt::socket_peercred(socket).is_ok_and(|peer| peer.uid == rustix::process::geteuid())
+}
+
 impl AsFd for AnonymousRing {
     /// The memfd, for passing to a child (clear `FD_CLOEXEC` on a duplicate)
-    /// or another process.
+    /// or another process. Handing it to a process of another user this way
+    /// bypasses the check of [`send_over`](AnonymousRing::send_over): attach
+    /// this process's handles with [`RingOptions::borrow_in_place`]`(false)`
+    /// then.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.segment.fd()
     }

@@ -188,6 +188,9 @@ pub(crate) struct Segment {
     identity: IdentityFields,
     /// Unlink the shared-memory name on drop (a creator that was asked to).
     unlink_on_drop: bool,
+    /// Whether every process that can write the segment runs as this
+    /// process's user (see [`writers_trusted`](Self::writers_trusted)).
+    writers_trusted: bool,
 }
 
 // SAFETY: the segment owns its descriptor and mapping; nothing in it is tied
@@ -234,7 +237,9 @@ impl Segment {
         check_shape(&name, shape)?;
         let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
         let fd = rustix::fs::memfd_create(label, flags).map_err(|e| Error::from_os(&name, "memfd_create", e))?;
-        let segment = Self::init(&name, fd, shape, false)?;
+        let mut segment = Self::init(&name, fd, shape, false)?;
+        // Only holders of the descriptor can write a memfd, whatever its mode.
+        segment.writers_trusted = true;
         rustix::fs::fcntl_add_seals(&segment.fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
             .map_err(|e| Error::from_os(&name, "fcntl(F_ADD_SEALS)", e))?;
         Ok(segment)
@@ -264,7 +269,9 @@ impl Segment {
             creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
             creator_uid: rustix::process::getuid().as_raw(),
         };
-        let segment = Self::map(name, fd, identity, unlink_on_drop, true, true)?;
+        let mut segment = Self::map(name, fd, identity, unlink_on_drop, true, true)?;
+        // Made here with these permission bits (exactly: see `fchmod` above).
+        segment.writers_trusted = shape.mode & 0o022 == 0;
         let header = segment.header();
         store_boot_id(&header.ring.persistence, current_boot_id());
         header.identity.write(&identity);
@@ -308,7 +315,12 @@ impl Segment {
         if !seals.contains(SealFlags::SHRINK) {
             return Err(Error::NotSealed { segment: name });
         }
-        Self::attach(&name, own, expect, true)
+        let mut segment = Self::attach(&name, own, expect, true)?;
+        // Only holders of a descriptor can write a memfd, whatever its mode:
+        // its creator (the owner) and whoever it was handed to, which the
+        // caller judges (`AnonymousRing`).
+        segment.writers_trusted = segment.file_stat()?.0 == rustix::process::geteuid().as_raw();
+        Ok(segment)
     }
 
     /// Opens and validates a segment read-only, taking no role: for tools that
@@ -372,7 +384,9 @@ impl Segment {
         // all of it.
         let blocks = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_blocks as u64;
         let populate = writable && blocks.saturating_mul(512) >= size;
-        Self::map(name, fd, identity, false, populate, writable)
+        let mut segment = Self::map(name, fd, identity, false, populate, writable)?;
+        segment.writers_trusted = stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o022 == 0;
+        Ok(segment)
     }
 
     fn map(
@@ -396,7 +410,8 @@ impl Segment {
         let region = unsafe { Region::from_raw(data, identity.capacity as usize) };
         let (base, len) = (mapping.base, mapping.len);
         std::mem::forget(mapping);
-        Ok(Segment { name: Arc::from(name), fd, base, len, region, identity, unlink_on_drop })
+        let writers_trusted = false;
+        Ok(Segment { name: Arc::from(name), fd, base, len, region, identity, unlink_on_drop, writers_trusted })
     }
 
     /// The segment's descriptor (the memfd to hand to another process).
@@ -472,6 +487,17 @@ impl Segment {
         };
         lock(libc::F_UNLCK);
         recovered
+    }
+
+    /// Whether every process that can write the segment runs as this
+    /// process's user, as far as the segment itself tells: it belongs to
+    /// this user (the effective uid) and gives no write permission to its
+    /// group or others, as it was when attached (for a memfd, only its owner;
+    /// who else holds a descriptor is the caller's to judge). Such processes
+    /// can already write this process's memory (`ptrace`), so trusting them
+    /// to keep the protocol costs nothing; anyone else may not be.
+    pub(crate) fn writers_trusted(&self) -> bool {
+        self.writers_trusted
     }
 
     /// The segment's name.

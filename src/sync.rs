@@ -20,7 +20,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// The protocol weakenings a loom build can be compiled with, each named by
 /// what it breaks.
-pub const MUTANTS: [&str; 12] = [
+pub const MUTANTS: [&str; 16] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
@@ -33,6 +33,10 @@ pub const MUTANTS: [&str; 12] = [
     "no_claim_marker",          // MPSC producer does not mark its claim
     "intent_after_claim",       // MPSC producer publishes its intent after its CAS
     "word_before_intents",      // MPSC consumer reads a candidate end's word before the intents
+    "ignore_freeing_to",        // MPSC consumer attaches without finishing an interrupted release
+    "no_discard_on_drop",       // MPSC producer drops without discarding a leaked grant's claim
+    "reuse_unresolved_slot",    // MPSC slot of a dead producer reused before its claim is resolved
+    "probe_before_tail",        // MPSC consumer probes a marker's owner before seeing its claim's CAS
 ];
 
 #[cfg(shmring_loom)]

@@ -47,6 +47,21 @@ fn drain(consumer: &mut Consumer<Arc<HeapRing>>) -> Vec<Vec<u8>> {
     }
 }
 
+/// Receives `n` messages, waiting (yielding) through `Disconnected`: a
+/// producer may still come, which the model knows and the consumer cannot.
+fn receive_n(consumer: &mut Consumer<Arc<HeapRing>>, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    while got.len() < n {
+        match consumer.recv(&mut buf, PARK, None) {
+            Ok(_) => got.push(buf.clone()),
+            Err(Stop::Disconnected) => thread::yield_now(),
+            Err(other) => panic!("recv: {other:?}"),
+        }
+    }
+    got
+}
+
 /// A 20-byte message is sent and consumed first (head at 32); then each
 /// producer sends a 12-byte message (24-byte records): whichever claims
 /// second wraps, with 8 bytes of padding, to the start of the lap. The
@@ -140,7 +155,7 @@ fn marked_wrapping_claim_of_dead_producer_is_skipped() {
 /// the second message finds the ring full, and producer 2 withdraws its
 /// intent and parks until the consumer has skipped the dead claim.
 fn two_dead_at_head_and_a_live_producer(capacity: usize) {
-    let ring = Arc::new(HeapRing::with_killable_producers(capacity, 24));
+    let ring = Arc::new(HeapRing::with_killable_producers(capacity, 24).with_producers(3));
     let mut consumer = consumer(&ring);
     let mut winner = producer(&ring, 0);
     winner.die_at(DieAt::Claimed);
@@ -176,4 +191,91 @@ fn two_dead_intents_at_head_never_cost_a_live_record() {
 #[test]
 fn withdrawn_intent_of_a_parked_producer_shows_its_commit() {
     model("withdrawn_intent_of_a_parked_producer_shows_its_commit", || two_dead_at_head_and_a_live_producer(64));
+}
+
+/// A consumer killed in the middle of releasing a record (after noting
+/// `freeing_to` and zeroing the record's first word, before moving `head`):
+/// the next consumer finishes the release when it attaches, while a
+/// producer goes on sending, and delivers exactly what came after.
+#[test]
+fn restarted_consumer_finishes_an_interrupted_release() {
+    model("restarted_consumer_finishes_an_interrupted_release", || {
+        let ring = Arc::new(HeapRing::with_killable_producers(64, 24));
+        let mut first = consumer(&ring);
+        let mut producer = producer(&ring, 0);
+        producer.send(&message(0, 0, 16), PARK, None).expect("first send");
+        let guard = first.read(PARK, None).expect("read the first message");
+        assert_eq!(&*guard, &message(0, 0, 16)[..]);
+        // Killed mid-release: `freeing_to` noted, the record's first word
+        // zeroed, `head` not moved (the guard never drops).
+        std::mem::forget(guard);
+        let header = ring.header();
+        header.consumer.freeing_to.store(24, std::sync::atomic::Ordering::Relaxed);
+        ring.zero_word(0);
+        std::mem::forget(first);
+        let sender = thread::spawn(move || {
+            producer.send(&message(0, 1, 8), PARK, None).expect("second send");
+            producer.send(&message(0, 2, 16), PARK, None).expect("third send");
+        });
+        let mut second = consumer(&ring);
+        let got = drain(&mut second);
+        sender.join().unwrap();
+        assert_eq!(got, vec![message(0, 1, 8), message(0, 2, 16)], "what came after, once, intact");
+    });
+}
+
+/// A producer leaks a grant (`mem::forget`) and detaches cleanly; a new
+/// producer takes its slot and sends. The leaked claim must be discarded by
+/// the detach: otherwise it would look like the new holder's claim for that
+/// holder's whole life.
+#[test]
+fn leaked_grant_of_a_detached_producer_never_blocks_the_slot_s_next_holder() {
+    model("leaked_grant_of_a_detached_producer_never_blocks_the_slot_s_next_holder", || {
+        let ring = Arc::new(HeapRing::with_killable_producers(64, 24));
+        let mut consumer = consumer(&ring);
+        let mut leaker = producer(&ring, 0);
+        std::mem::forget(leaker.reserve(8, PARK, None).expect("reserve"));
+        drop(leaker);
+        let mut next = producer(&ring, 0);
+        let sender = thread::spawn(move || next.send(&message(0, 1, 12), PARK, None).expect("send"));
+        let got = drain(&mut consumer);
+        sender.join().unwrap();
+        assert_eq!(got, vec![message(0, 1, 12)]);
+        assert_eq!(consumer.stats().torn_records, 0, "a discarded claim is not a torn one");
+    });
+}
+
+/// A producer dies holding a claim; a new process waits until the slot is
+/// reusable (its claim resolved by the consumer), takes it and sends.
+/// Taking the slot earlier would make the dead claim look alive for as long
+/// as the new holder lives; and a consumer that probed the marker's owner
+/// before seeing the claim's CAS could take the new holder's live claim for
+/// the dead one's.
+#[test]
+fn dead_producer_s_slot_is_reused_only_once_its_claim_is_resolved() {
+    model("dead_producer_s_slot_is_reused_only_once_its_claim_is_resolved", || {
+        let ring = Arc::new(HeapRing::with_killable_producers(64, 24));
+        let mut consumer = consumer(&ring);
+        let mut dying = producer(&ring, 0);
+        dying.die_at(DieAt::Marked);
+        assert_eq!(dying.send(&message(0, 0, 8), PARK, None), Err(Stop::Timeout), "the death");
+        std::mem::forget(dying);
+        ring.kill(0);
+        let restart_ring = Arc::clone(&ring);
+        let restarter = thread::spawn(move || {
+            while !shmring::ring::slot_reusable(restart_ring.header(), 0) {
+                thread::yield_now();
+            }
+            restart_ring.revive(0);
+            let mut next = producer(&restart_ring, 0);
+            next.send(&message(0, 1, 12), PARK, None).expect("send");
+        });
+        // Until the new holder attaches the stream may look ended: wait
+        // through that.
+        let got = receive_n(&mut consumer, 1);
+        restarter.join().unwrap();
+        assert_eq!(consumer.try_recv(&mut Vec::new()), Err(Stop::Disconnected), "nothing more");
+        assert_eq!(got, vec![message(0, 1, 12)]);
+        assert_eq!(consumer.stats().torn_records, 1, "the dead claim, once");
+    });
 }

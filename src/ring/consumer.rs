@@ -34,6 +34,11 @@ pub struct Consumer<B: RingBacking> {
     pub(super) stats: Stats,
     /// The longest a park lasts before the producers' liveness is re-checked.
     park_slice: Duration,
+    /// Whether [`read`](Self::read) lends the payload in place (see
+    /// [`set_borrow_in_place`](Self::set_borrow_in_place)).
+    in_place: bool,
+    /// Where `read` copies a payload to when it may not lend it in place.
+    staging: Vec<u8>,
 }
 
 /// A committed message found at `head`: `len` payload bytes at
@@ -61,7 +66,7 @@ impl<B: RingBacking> Consumer<B> {
                 "head {head} is not 8-byte aligned or beyond the largest position {MAX_POSITION}"
             )));
         }
-        if kind == Kind::Mpsc {
+        if kind == Kind::Mpsc && !crate::sync::mutant("ignore_freeing_to") {
             let freeing_to = header.consumer.freeing_to.load(Ordering::Relaxed);
             if freeing_to > head {
                 let tail = header.producer.tail.load(Ordering::Acquire);
@@ -93,6 +98,8 @@ impl<B: RingBacking> Consumer<B> {
             waker: Waker::default(),
             stats: Stats::default(),
             park_slice: crate::wait::PARK_SLICE,
+            in_place: false,
+            staging: Vec::new(),
             backing,
         })
     }
@@ -112,6 +119,26 @@ impl<B: RingBacking> Consumer<B> {
         if let Some(producers) = self.mpsc.as_mut() {
             producers.set_probe_interval(probe);
         }
+    }
+
+    /// Whether [`read`](Self::read) may lend a payload in place (default:
+    /// no, it copies it to a buffer of this handle first).
+    ///
+    /// The trust rule: a view in place is a `&[u8]` of shared memory, which
+    /// promises that nobody changes those bytes while it lives. The protocol
+    /// keeps every process that follows it off them, but a process that can
+    /// write the segment and does not follow it could change them, and code
+    /// that checked a byte and then used it could be miscompiled. So lend in
+    /// place only if every process that can write the segment is trusted as
+    /// much as this one (the public handles decide this from the segment's
+    /// owner, mode and origin).
+    pub fn set_borrow_in_place(&mut self, in_place: bool) {
+        self.in_place = in_place;
+    }
+
+    /// Whether [`read`](Self::read) lends payloads in place.
+    pub fn borrows_in_place(&self) -> bool {
+        self.in_place
     }
 
     /// This handle's counters.
@@ -298,37 +325,55 @@ impl<B: RingBacking> Parkable for Message<'_, B> {
     }
 }
 
-/// A message borrowed in place. Dereferences to its payload; dropping the
-/// guard frees its space in the ring.
+/// A message borrowed in place (or, where the trust rule does not allow
+/// that, copied to the consumer's buffer). Dereferences to its payload;
+/// dropping the guard frees its space in the ring.
 #[derive(Debug)]
 pub struct ReadGuard<'a, B: RingBacking> {
     consumer: &'a mut Consumer<B>,
-    view: View<'a>,
+    /// The payload in place; `None`: it is in `consumer.staging`.
+    view: Option<View<'a>>,
     found: Found,
 }
 
 impl<'a, B: RingBacking> ReadGuard<'a, B> {
     fn new(consumer: &'a mut Consumer<B>, found: Found) -> Result<Self, Stop> {
         let offset = ((found.position & (consumer.capacity - 1)) + HEADER_LEN) as usize;
-        let region: *const super::Region = consumer.backing.region();
-        // SAFETY: `region` points into `consumer.backing`, which lives (and
-        // keeps its mapping) for all of 'a. The record is committed and lies
-        // before `head` plus its size, which no producer may reuse until we
-        // advance `head` in `Drop`; the guard holds the consumer mutably, so
-        // nothing in this process frees or zeroes those bytes meanwhile. The
-        // view points into the mapping, not into `Consumer`.
-        let view = unsafe { (*region).view(offset, found.len as usize) };
-        match view {
-            Some(view) => Ok(ReadGuard { consumer, view, found }),
-            None => Err(consumer.corrupted(format!("record at position {} does not fit the region", found.position))),
+        let len = found.len as usize;
+        let fits = if consumer.in_place {
+            let region: *const super::Region = consumer.backing.region();
+            // SAFETY: `region` points into `consumer.backing`, which lives
+            // (and keeps its mapping) for all of 'a. The record is committed
+            // and lies before `head` plus its size, which no producer may
+            // reuse until we advance `head` in `Drop`; the guard holds the
+            // consumer mutably, so nothing in this process frees or zeroes
+            // those bytes meanwhile; and `in_place` is set only where every
+            // process that can write the segment is trusted to keep the
+            // protocol (`set_borrow_in_place`). The view points into the
+            // mapping, not into `Consumer`.
+            let view = unsafe { (*region).view(offset, len) };
+            match view {
+                Some(view) => return Ok(ReadGuard { consumer, view: Some(view), found }),
+                None => false,
+            }
+        } else {
+            consumer.staging.clear();
+            consumer.backing.region().append_to(offset, len, &mut consumer.staging)
+        };
+        if !fits {
+            return Err(consumer.corrupted(format!("record at position {} does not fit the region", found.position)));
         }
+        Ok(ReadGuard { consumer, view: None, found })
     }
 }
 
 impl<B: RingBacking> std::ops::Deref for ReadGuard<'_, B> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.view
+        match &self.view {
+            Some(view) => view,
+            None => &self.consumer.staging,
+        }
     }
 }
 

@@ -366,6 +366,8 @@ pub struct HeapRing {
     region: Region,
     name: Arc<str>,
     max_message: u32,
+    /// Producer slots in use: the fewer, the fewer loom operations per scan.
+    producers: u32,
     /// Per producer slot, set when a model "kills" it. Only MPSC models have
     /// it, so SPSC models pay no extra loom operations.
     dead: Option<Vec<crate::sync::AtomicU32>>,
@@ -380,8 +382,16 @@ impl HeapRing {
             region: Region::new_heap(capacity),
             name: Arc::from("/loom"),
             max_message,
+            producers: 2,
             dead: None,
         }
+    }
+
+    /// The same with `producers` producer slots in use (2 by default; at
+    /// most [`MAX_PRODUCERS`](crate::layout::MAX_PRODUCERS)).
+    pub fn with_producers(self, producers: u32) -> Self {
+        assert!(producers as usize <= crate::layout::MAX_PRODUCERS);
+        HeapRing { producers, ..self }
     }
 
     /// The same, with producers that a model can kill ([`HeapRing::kill`]).
@@ -403,6 +413,21 @@ impl HeapRing {
         line.seq.bump();
         line.seq.wake_all();
     }
+
+    /// Zeroes the word at `position`, as a process killed in the middle of
+    /// zeroing it left it (for models of interrupted work).
+    pub fn zero_word(&self, position: u64) {
+        let offset = (position & (self.region.len() as u64 - 1)) as usize;
+        self.region.zero(offset, 8);
+    }
+
+    /// Models a new process taking producer slot `slot` (its lock, so the
+    /// slot reads alive again).
+    pub fn revive(&self, slot: usize) {
+        if let Some(flag) = self.dead.as_ref().and_then(|dead| dead.get(slot)) {
+            flag.store(0, Ordering::Release);
+        }
+    }
 }
 
 #[cfg(shmring_loom)]
@@ -420,7 +445,7 @@ impl RingBacking for HeapRing {
         self.max_message
     }
     fn max_producers(&self) -> u32 {
-        crate::layout::MAX_PRODUCERS as u32
+        self.producers
     }
     fn is_alive(&self, slot: Slot) -> bool {
         match (slot, &self.dead) {

@@ -248,7 +248,7 @@ pub fn slot_reusable(header: &RingHeader, slot: usize) -> bool {
     };
     match participant.state.load(Ordering::Acquire) {
         SLOT_EMPTY | SLOT_DETACHED => true,
-        SLOT_ATTACHED => claim_resolved(header, line),
+        SLOT_ATTACHED => crate::sync::mutant("reuse_unresolved_slot") || claim_resolved(header, line),
         _ => false,
     }
 }
@@ -441,18 +441,35 @@ impl<B: RingBacking> Consumer<B> {
         if u32::from(owner) >= self.backing.max_producers() {
             return Err(self.corrupted(format!("claim marker at position {head} names producer slot {owner}")));
         }
-        if self.backing.is_alive(Slot::Producer(owner.into())) {
-            return Ok(Step::Wait);
+        let end = head.saturating_add(record_size(u64::from(len)));
+        let owner_alive = || self.backing.is_alive(Slot::Producer(owner.into()));
+        if crate::sync::mutant("probe_before_tail") {
+            if owner_alive() {
+                return Ok(Step::Wait);
+            }
+            let tail = self.backing.header().producer.tail.load(OBSERVE);
+            if end > tail {
+                return Err(self.corrupted(format!(
+                    "claim marker at position {head} reaches {end}, past the claim position {tail}"
+                )));
+            }
+        } else {
+            // The claim's CAS (Release) came after its owner took the slot's
+            // lock. Seen through `tail` (Acquire), it orders the probe below
+            // after that lock: a live owner that has just taken over the
+            // slot is never taken for the dead one before it. Until the CAS
+            // shows, the marker is a claim still being made.
+            let tail = self.backing.header().producer.tail.load(OBSERVE);
+            if end > tail {
+                return Ok(Step::Wait);
+            }
+            if owner_alive() {
+                return Ok(Step::Wait);
+            }
         }
         // Dead: but its commit may have landed just before it died.
         if self.backing.region().word(head).load(OBSERVE) != word {
             return Ok(Step::Again);
-        }
-        let end = head.saturating_add(record_size(u64::from(len)));
-        let tail = self.backing.header().producer.tail.load(OBSERVE);
-        if end > tail {
-            return Err(self
-                .corrupted(format!("claim marker at position {head} reaches {end}, past the claim position {tail}")));
         }
         self.skip_torn(end);
         Ok(Step::Again)

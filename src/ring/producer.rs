@@ -44,6 +44,11 @@ pub struct Producer<B: RingBacking> {
     /// next claim (or `Drop`) discards it: in an MPSC ring an open claim
     /// holds up the consumer, so only a producer's death may leave one.
     open_claim: Option<Claim>,
+    /// Whether grants are views of the ring itself (see
+    /// [`set_borrow_in_place`](Self::set_borrow_in_place)).
+    in_place: bool,
+    /// Where a grant is written when it may not be a view of the ring.
+    staging: Vec<u8>,
     /// Loom models only: where this producer stops as if killed.
     #[cfg(shmring_loom)]
     pub(super) die_at: Option<super::mpsc::DieAt>,
@@ -70,6 +75,8 @@ impl<B: RingBacking> Producer<B> {
             stats: Stats::default(),
             park_slice: crate::wait::PARK_SLICE,
             open_claim: None,
+            in_place: false,
+            staging: Vec::new(),
             #[cfg(shmring_loom)]
             die_at: None,
             backing,
@@ -98,6 +105,20 @@ impl<B: RingBacking> Producer<B> {
     pub fn set_liveness_interval(&mut self, interval: Duration) {
         self.park_slice = interval;
         self.watch.limiter.interval = crate::wait::probe_interval(interval);
+    }
+
+    /// Whether a [`Grant`] may be a view of the ring itself (default: no,
+    /// it is a buffer of this handle, copied into the ring on commit). The
+    /// trust rule is the consumer's (see
+    /// [`Consumer::set_borrow_in_place`](super::Consumer::set_borrow_in_place)):
+    /// a `&mut [u8]` of shared memory promises that nobody else touches it.
+    pub fn set_borrow_in_place(&mut self, in_place: bool) {
+        self.in_place = in_place;
+    }
+
+    /// Whether grants are views of the ring itself.
+    pub fn borrows_in_place(&self) -> bool {
+        self.in_place
     }
 
     /// The participant slot this producer holds.
@@ -199,7 +220,9 @@ impl<B: RingBacking> Producer<B> {
 impl<B: RingBacking> Drop for Producer<B> {
     fn drop(&mut self) {
         if let Some(leaked) = self.open_claim.take() {
-            self.discard(leaked);
+            if !crate::sync::mutant("no_discard_on_drop") {
+                self.discard(leaked);
+            }
         }
         let slot = self.slot();
         let header = self.backing.header();
@@ -263,7 +286,9 @@ impl<B: RingBacking> Parkable for Room<'_, B> {
     }
 }
 
-/// Space claimed in the ring for one message, written in place.
+/// Space claimed in the ring for one message, written in place (or, where
+/// the trust rule does not allow a view of the ring, in the producer's
+/// buffer, copied into the ring on commit).
 ///
 /// Dereferences to the `len` bytes of the payload. [`commit`](Grant::commit)
 /// publishes them; dropping the grant without committing discards them (the
@@ -273,21 +298,34 @@ impl<B: RingBacking> Parkable for Room<'_, B> {
 #[derive(Debug)]
 pub struct Grant<'a, B: RingBacking> {
     producer: &'a mut Producer<B>,
-    view: ViewMut<'a>,
+    /// The payload in the ring; `None`: in `producer.staging`.
+    view: Option<ViewMut<'a>>,
 }
 
 impl<'a, B: RingBacking> Grant<'a, B> {
     fn new(producer: &'a mut Producer<B>, claim: Claim) -> Result<Self, Stop> {
         let offset = payload_offset(claim.position, producer.capacity);
-        let region: *const super::Region = producer.backing.region();
-        // SAFETY: `region` points into `producer.backing`, which lives (and
-        // keeps its mapping) for all of 'a. The claimed bytes lie between our
-        // claim's start and the consumer's head plus capacity, which the
-        // protocol gives to this producer alone until it commits; the grant
-        // holds the producer mutably for its whole life, so no other view of
-        // them exists in this process. The view points into the mapping, not
-        // into `Producer`, so it does not alias the `&mut Producer` beside it.
-        let view = unsafe { (*region).view_mut(offset, claim.len as usize) };
+        let len = claim.len as usize;
+        let view = if !producer.backing.region().fits(offset, len) {
+            None
+        } else if producer.in_place {
+            let region: *const super::Region = producer.backing.region();
+            // SAFETY: `region` points into `producer.backing`, which lives
+            // (and keeps its mapping) for all of 'a. The claimed bytes lie
+            // between our claim's start and the consumer's head plus
+            // capacity, which the protocol gives to this producer alone until
+            // it commits; the grant holds the producer mutably for its whole
+            // life, so no other view of them exists in this process; and
+            // `in_place` is set only where every process that can write the
+            // segment is trusted to keep the protocol. The view points into
+            // the mapping, not into `Producer`, so it does not alias the
+            // `&mut Producer` beside it.
+            unsafe { (*region).view_mut(offset, len) }.map(Some)
+        } else {
+            producer.staging.clear();
+            producer.staging.resize(len, 0);
+            Some(None)
+        };
         match view {
             Some(view) => {
                 producer.open_claim = Some(claim);
@@ -304,8 +342,15 @@ impl<'a, B: RingBacking> Grant<'a, B> {
     pub fn commit(mut self) {
         // Taken here, so that `Drop` finds nothing to discard.
         if let Some(claim) = self.producer.open_claim.take() {
-            self.view
-                .flush_into(self.producer.backing.region(), payload_offset(claim.position, self.producer.capacity));
+            let offset = payload_offset(claim.position, self.producer.capacity);
+            let region = self.producer.backing.region();
+            match &mut self.view {
+                Some(view) => view.flush_into(region, offset),
+                None => {
+                    let written = region.write(offset, &self.producer.staging);
+                    debug_assert!(written, "checked to fit when the grant was made");
+                }
+            }
             self.producer.commit(claim);
         }
     }
@@ -322,12 +367,18 @@ impl<B: RingBacking> Drop for Grant<'_, B> {
 impl<B: RingBacking> std::ops::Deref for Grant<'_, B> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.view
+        match &self.view {
+            Some(view) => view,
+            None => &self.producer.staging,
+        }
     }
 }
 
 impl<B: RingBacking> std::ops::DerefMut for Grant<'_, B> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.view
+        match &mut self.view {
+            Some(view) => view,
+            None => &mut self.producer.staging,
+        }
     }
 }

@@ -15,6 +15,11 @@ pub use imp::Region;
 pub(crate) use imp::{View, ViewMut};
 
 impl Region {
+    /// Whether `len` bytes at `offset` lie inside the region.
+    pub(crate) fn fits(&self, offset: usize, len: usize) -> bool {
+        offset <= self.len() && len <= self.len() - offset
+    }
+
     /// Zeroes the bytes of positions `from..to` (at most a lap), in two
     /// pieces if they wrap.
     pub(crate) fn zero_positions(&self, from: u64, to: u64) {
@@ -95,17 +100,26 @@ mod imp {
 
         /// Append the `len` bytes at `offset` to `dst` (one copy: no zeroing
         /// of `dst` first). False if out of bounds.
+        ///
+        /// The bytes are copied from a raw pointer into `dst`'s own memory:
+        /// no reference to the shared bytes is ever formed, so a peer that
+        /// writes them meanwhile puts garbage in `dst` and nothing worse.
         #[inline]
         pub(crate) fn append_to(&self, offset: usize, len: usize, dst: &mut Vec<u8>) -> bool {
             if !self.in_bounds(offset, len) {
                 return false;
             }
-            // SAFETY: in bounds of memory mapped for our lifetime; `dst` is a
-            // process-local Vec, so the slice cannot alias its new bytes. A
-            // peer breaking the protocol can change the bytes while we copy
-            // (garbage in `dst`), never make the copy leave the mapping.
-            let src = unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) };
-            dst.extend_from_slice(src);
+            dst.reserve(len);
+            let filled = dst.len();
+            // SAFETY: the source is in bounds of memory mapped for our
+            // lifetime; the destination is `len` bytes of `dst`'s spare
+            // capacity (reserved above), process-local, so the two do not
+            // overlap. `copy_nonoverlapping` reads through raw pointers; the
+            // bytes it writes are initialised before `set_len` covers them.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.base.as_ptr().add(offset), dst.as_mut_ptr().add(filled), len);
+                dst.set_len(filled + len);
+            }
             true
         }
 
@@ -124,16 +138,18 @@ mod imp {
         /// # Safety
         /// The ring protocol must give the caller these bytes for as long as the
         /// view lives (`'a`, which the caller chooses): no handle of this
-        /// process writes them meanwhile, and the mapping outlives `'a`.
+        /// process writes them meanwhile, and the mapping outlives `'a`. And
+        /// no other process may write them either: every process that can
+        /// write the segment must be trusted to keep the protocol (the trust
+        /// rule: see `Consumer::set_borrow_in_place`).
         #[inline]
         pub(crate) unsafe fn view<'a>(&self, offset: usize, len: usize) -> Option<View<'a>> {
             if !self.in_bounds(offset, len) {
                 return None;
             }
             // SAFETY: in bounds of memory mapped for our lifetime; the caller
-            // guarantees no writer in this process. A peer process breaking the
-            // protocol can change the bytes under us (which the docs state) but
-            // cannot make this slice point outside the mapping.
+            // guarantees that nobody, in this process or another, writes
+            // these bytes while the view lives.
             Some(View(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(offset), len) }))
         }
 
@@ -142,14 +158,17 @@ mod imp {
         /// # Safety
         /// The ring protocol must give the caller these bytes exclusively for as
         /// long as the view lives (`'a`, which the caller chooses): no other view
-        /// of them exists in this process, and the mapping outlives `'a`.
+        /// of them exists in this process, no other process writes them (the
+        /// trust rule, as for [`view`](Self::view)), and the mapping outlives
+        /// `'a`.
         #[inline]
         pub(crate) unsafe fn view_mut<'a>(&self, offset: usize, len: usize) -> Option<ViewMut<'a>> {
             if !self.in_bounds(offset, len) {
                 return None;
             }
-            // SAFETY: in bounds; exclusivity within this process is the
-            // caller's guarantee (a claimed, uncommitted range).
+            // SAFETY: in bounds; exclusivity, in this process and against
+            // other processes, is the caller's guarantee (a claimed,
+            // uncommitted range of a segment whose writers are trusted).
             Some(ViewMut(unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), len) }))
         }
     }
