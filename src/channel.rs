@@ -129,7 +129,8 @@ impl RingOptions {
     }
 
     /// How long opening waits for a creator that has not finished writing the
-    /// header. Default 1 s.
+    /// header. Default 1 s. A timeout too long for the clock to count
+    /// (`Duration::MAX`) waits without limit.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self

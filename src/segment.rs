@@ -332,7 +332,9 @@ impl Segment {
     }
 
     fn attach(name: &str, fd: OwnedFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
-        let deadline = Instant::now() + expect.ready_timeout;
+        // A timeout longer than `Instant` can count to (`Duration::MAX`) means
+        // no deadline at all, not an overflow.
+        let deadline = Instant::now().checked_add(expect.ready_timeout);
         let segment = name.to_owned();
         let stat = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?;
         let me = rustix::process::getuid().as_raw();
@@ -352,7 +354,7 @@ impl Segment {
             if size >= 8 && !starts_with_magic(&fd) {
                 return Err(Error::NotShmring { segment });
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(if size == 0 {
                     Error::NotReady { segment, waited: expect.ready_timeout }
                 } else {
@@ -683,7 +685,13 @@ impl Drop for Mapping {
 impl crate::layout::Identity {
     /// Waits until the creator has published the header (`state` READY, read
     /// with Acquire), then reads it and its stored checksum.
-    fn wait_ready(&self, name: &str, deadline: Instant, waited: Duration) -> Result<(IdentityFields, u64), Error> {
+    /// `deadline`: `None` waits as long as it takes.
+    fn wait_ready(
+        &self,
+        name: &str,
+        deadline: Option<Instant>,
+        waited: Duration,
+    ) -> Result<(IdentityFields, u64), Error> {
         loop {
             let state = self.state.load(Ordering::Acquire);
             if state == STATE_READY {
@@ -693,7 +701,7 @@ impl crate::layout::Identity {
             if state != STATE_INITIALIZING || (magic != 0 && magic != MAGIC) {
                 return Err(Error::NotShmring { segment: name.to_owned() });
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::NotReady { segment: name.to_owned(), waited });
             }
             std::thread::sleep(Duration::from_millis(1));
