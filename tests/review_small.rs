@@ -7,6 +7,7 @@ mod common;
 
 use common::SegmentGuard;
 use shmring::*;
+use std::process::Command;
 use std::time::Duration;
 
 #[test]
@@ -17,6 +18,16 @@ fn child() {
 
 fn options() -> RingOptions {
     RingOptions::new().capacity(8192).max_message(1024).ready_timeout(Duration::from_millis(50))
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within
+/// 10 s (so that a call that blocks fails instead of hanging the run).
+fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("the call blocked for 10 s")
 }
 
 /// Finding 1: a ready timeout beyond what `Instant` can hold is "no
@@ -33,4 +44,20 @@ fn a_ready_timeout_of_duration_max_opens_without_panicking() {
 
     let ring = AnonymousRing::create("ready-max", &forever).expect("anonymous");
     ring.consumer(&forever).expect("anonymous consumer");
+}
+
+/// Finding 1, the command line: `bench` durations and sizes beyond what the
+/// clock or a message can hold are refused with a message, never a panic.
+#[cfg(feature = "cli")]
+#[test]
+fn bench_refuses_durations_and_sizes_out_of_range_without_panicking() {
+    for args in [["--seconds", "0"], ["--seconds", "1e19s"], ["--size", "268435456G"]] {
+        let out = within_10s(move || {
+            Command::new(env!("CARGO_BIN_EXE_shmring")).arg("bench").args(args).output().expect("run shmring")
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("shmring: "), "{args:?}: {stderr}");
+    }
 }
