@@ -4,6 +4,15 @@
 //! Inspection opens a segment read-only and validates it exactly as attaching
 //! does, but takes no role and changes nothing. Whether a participant is alive
 //! comes from the kernel's lock on its byte of the segment, not from its pid.
+//!
+//! The mapping is read-only (`PROT_READ`), and on read-only memory the only
+//! atomic accesses Rust allows are Relaxed loads of at most the target's
+//! native width (see "Atomic accesses to read-only memory" in
+//! `core::sync::atomic`): so every load here is Relaxed, and where an
+//! Acquire load's ordering is wanted an Acquire fence follows the load. The
+//! header's fields are 8 bytes at most, within that limit on 64-bit targets;
+//! on 32-bit ones (a 4-byte limit) the 8-byte loads are outside what Rust
+//! guarantees.
 
 use crate::error::Error;
 use crate::layout::{
@@ -11,7 +20,7 @@ use crate::layout::{
 };
 use crate::ring::RingBacking;
 use crate::segment::{unlink, Segment};
-use crate::sync::Ordering;
+use crate::sync::{fence, Ordering};
 use std::time::Duration;
 
 /// Where POSIX shared-memory objects live on Linux.
@@ -142,7 +151,10 @@ impl SegmentInfo {
 }
 
 fn participant(segment: &Segment, slot: Slot, p: &Participant, messages: u64) -> ParticipantInfo {
-    let state = match p.state.load(Ordering::Acquire) {
+    let state = p.state.load(Ordering::Relaxed);
+    // Read-only mapping: a Relaxed load and a fence, not an Acquire load.
+    fence(Ordering::Acquire);
+    let state = match state {
         SLOT_EMPTY => SlotState::Empty,
         SLOT_ATTACHED => SlotState::Attached,
         SLOT_DETACHED => SlotState::Detached,
@@ -202,6 +214,10 @@ fn describe(name: &str, segment: Segment) -> Result<SegmentInfo, Error> {
         .map(|(n, p)| participant(&segment, Slot::Producer(n), p, sent(n)))
         .collect();
     let messages_read = ring.consumer.messages.load(Ordering::Relaxed);
+    // Read-only mapping: Relaxed loads and a fence, not Acquire loads.
+    let head = ring.consumer.head.load(Ordering::Relaxed);
+    let tail = ring.producer.tail.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
     Ok(SegmentInfo {
         name: name.to_owned(),
         kind: segment.kind(),
@@ -214,8 +230,8 @@ fn describe(name: &str, segment: Segment) -> Result<SegmentInfo, Error> {
         owner_uid,
         mode,
         size,
-        head: ring.consumer.head.load(Ordering::Acquire),
-        tail: ring.producer.tail.load(Ordering::Acquire),
+        head,
+        tail,
         messages_sent: producers.iter().fold(0u64, |sum, p| sum.wrapping_add(p.messages)),
         messages_read,
         torn_records: ring.consumer.torn_records.load(Ordering::Relaxed),

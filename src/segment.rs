@@ -40,7 +40,7 @@ use crate::layout::{
 };
 use crate::ring::record::record_size;
 use crate::ring::{Region, RingBacking};
-use crate::sync::Ordering;
+use crate::sync::{fence, Ordering};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
@@ -313,7 +313,9 @@ impl Segment {
 
     /// Opens and validates a segment read-only, taking no role: for tools that
     /// look at segments (of any kind, and of other users) without touching
-    /// them. Such a segment is never handed to a ring.
+    /// them. Such a segment is never handed to a ring, and its header is only
+    /// read with Relaxed loads (ordered by fences where needed): on a
+    /// `PROT_READ` mapping any other atomic access is undefined behaviour.
     pub(crate) fn open_read_only(name: &str, ready_timeout: Duration) -> Result<Segment, Error> {
         validate_name(name)?;
         let fd =
@@ -502,7 +504,10 @@ impl Segment {
         // SAFETY: the mapping starts with at least HEADER_BYTES >=
         // size_of::<SegmentHeader>() bytes, is page-aligned (>= its 128-byte
         // alignment), and lives as long as `self`. Every field is an atomic, so
-        // concurrent writes by other processes are not data races.
+        // concurrent writes by other processes are not data races. The
+        // mapping of a read-only segment (`open_read_only`) is `PROT_READ`:
+        // its only users (`wait_ready`, `inspect`) do nothing but Relaxed
+        // loads of at most 8 bytes on it, ordered by fences.
         unsafe { self.base.cast::<SegmentHeader>().as_ref() }
     }
 
@@ -669,7 +674,8 @@ impl Mapping {
 
     fn header(&self) -> &SegmentHeader {
         // SAFETY: at least HEADER_BYTES are mapped, page-aligned, for as long
-        // as `self`; every header field is an atomic.
+        // as `self`; every header field is an atomic. A read-only probe is
+        // only loaded from, Relaxed (`wait_ready`).
         unsafe { self.base.cast::<SegmentHeader>().as_ref() }
     }
 }
@@ -683,8 +689,14 @@ impl Drop for Mapping {
 }
 
 impl crate::layout::Identity {
-    /// Waits until the creator has published the header (`state` READY, read
-    /// with Acquire), then reads it and its stored checksum.
+    /// Waits until the creator has published the header (`state` READY),
+    /// then reads it and its stored checksum.
+    ///
+    /// `state` is loaded Relaxed and followed by an Acquire fence, which
+    /// orders the reads after it as an Acquire load would: an Acquire load
+    /// is not allowed on the read-only (`PROT_READ`) mapping the inspection
+    /// path probes, where only Relaxed loads of at most 8 bytes are (see
+    /// "Atomic accesses to read-only memory" in `core::sync::atomic`).
     /// `deadline`: `None` waits as long as it takes.
     fn wait_ready(
         &self,
@@ -693,8 +705,9 @@ impl crate::layout::Identity {
         waited: Duration,
     ) -> Result<(IdentityFields, u64), Error> {
         loop {
-            let state = self.state.load(Ordering::Acquire);
+            let state = self.state.load(Ordering::Relaxed);
             if state == STATE_READY {
+                fence(Ordering::Acquire);
                 return Ok((self.read(), self.checksum.load(Ordering::Relaxed)));
             }
             let magic = self.magic.load(Ordering::Relaxed);

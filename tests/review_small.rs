@@ -20,6 +20,18 @@ fn options() -> RingOptions {
     RingOptions::new().capacity(8192).max_message(1024).ready_timeout(Duration::from_millis(50))
 }
 
+/// A producer and consumer attached in this process, with three 40-byte
+/// messages sent.
+fn live(tag: &str) -> (SegmentGuard, Producer, Consumer) {
+    let segment = SegmentGuard::new(tag);
+    let consumer = Consumer::create(segment.name(), &options()).expect("create");
+    let mut producer = Producer::open(segment.name(), &options()).expect("open");
+    for i in 0..3u8 {
+        producer.send(&[i; 40]).expect("send");
+    }
+    (segment, producer, consumer)
+}
+
 /// Runs `f` on a thread and fails the test if it has not returned within
 /// 10 s (so that a call that blocks fails instead of hanging the run).
 fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -44,6 +56,25 @@ fn a_ready_timeout_of_duration_max_opens_without_panicking() {
 
     let ring = AnonymousRing::create("ready-max", &forever).expect("anonymous");
     ring.consumer(&forever).expect("anonymous consumer");
+}
+
+/// Finding 2: the inspection path maps the segment read-only and loads its
+/// header with Relaxed loads and fences. Undefined behaviour that does not
+/// manifest cannot fail a test; this checks that what inspection reports
+/// through the read-only mapping is still right, on a segment whose file
+/// can only be opened for reading.
+#[test]
+fn inspection_through_a_read_only_mapping_reports_the_header() {
+    use std::os::unix::fs::PermissionsExt;
+    let (segment, producer, consumer) = live("read-only");
+    std::fs::set_permissions(segment.path(), std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    let info = shmring::inspect::inspect(segment.name()).expect("inspect");
+    assert_eq!(info.mode, 0o400);
+    assert_eq!(info.consumer.state, shmring::inspect::SlotState::Attached);
+    assert!(info.consumer.alive && info.producers[0].alive);
+    assert_eq!(info.messages_sent, 3);
+    assert_eq!((info.head, info.tail), (consumer.position(), producer.position()));
+    assert_eq!(info.pending_messages(), 3);
 }
 
 /// Finding 1, the command line: `bench` durations and sizes beyond what the
