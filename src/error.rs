@@ -2,6 +2,20 @@
 //! types for the hot path, shaped like `std::sync::mpsc`'s.
 //!
 //! Every message names the segment and what was wrong with it.
+//!
+//! An error that wraps another says its cause once, as the Rust API
+//! guidelines ask, so that reporters that walk [`source`] do not print it
+//! twice:
+//!
+//! * [`Error::Io`] adds context ("mmap failed on segment /x") and returns
+//!   the OS error from [`source`], without repeating it in its message. Print
+//!   the chain to see it.
+//! * Variants that only carry another error ([`Error::Corrupted`], and the
+//!   `Corrupted` and `TooLarge` variants of the hot-path errors) are
+//!   transparent: their message is the inner error's, and they return the
+//!   inner error's source (none).
+//!
+//! [`source`]: std::error::Error::source
 
 use std::fmt;
 use std::io;
@@ -159,9 +173,11 @@ pub enum Error {
         /// The segment.
         segment: String,
     },
-    /// A value in the header breaks the ring's invariants.
+    /// A value in the header breaks the ring's invariants. Transparent: the
+    /// message is the [`Corrupted`]'s own.
     Corrupted(Corrupted),
-    /// Another system call failed.
+    /// Another system call failed. The OS error is the
+    /// [`source`](std::error::Error::source), not repeated in the message.
     Io {
         /// The segment.
         segment: String,
@@ -236,7 +252,8 @@ impl fmt::Display for Error {
                 write!(f, "{segment} is not a memfd sealed against shrinking (F_SEAL_SHRINK): refused")
             }
             Error::Corrupted(c) => c.fmt(f),
-            Error::Io { segment, op, source } => write!(f, "{op} failed on segment {segment}: {source}"),
+            // The OS error is the source, not repeated here.
+            Error::Io { segment, op, .. } => write!(f, "{op} failed on segment {segment}"),
         }
     }
 }
@@ -245,7 +262,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
-            Error::Corrupted(c) => Some(c),
+            // Transparent: the message is the inner error's, so the source
+            // is the inner error's source too.
+            Error::Corrupted(c) => c.source(),
             _ => None,
         }
     }
@@ -277,7 +296,8 @@ impl std::error::Error for TooLarge {}
 
 /// Declares a hot-path error enum: its variants (unit ones with their message,
 /// and the shared `TooLarge` / `Corrupted` payload variants), `Display` and
-/// `Error`.
+/// `Error`. Payload variants are transparent: they print the payload's
+/// message and return its source (none), so it is said once.
 macro_rules! hot_error {
     (
         $(#[$meta:meta])* $name:ident {
@@ -306,7 +326,7 @@ macro_rules! hot_error {
         impl std::error::Error for $name {
             fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
                 match self {
-                    $($( $name::$payload(e) => Some(e), )+)?
+                    $($( $name::$payload(e) => std::error::Error::source(e), )+)?
                     #[allow(unreachable_patterns)]
                     _ => None,
                 }
@@ -491,12 +511,20 @@ mod tests {
     }
 
     #[test]
-    fn sources_chain() {
+    fn each_cause_is_said_once() {
         use std::error::Error as _;
         let name: Arc<str> = Arc::from("/x");
         let c = Corrupted::new(&name, "bad");
-        assert!(SendError::Corrupted(c).source().is_some());
+        // Transparent wrappers: the inner message, no source.
+        assert_eq!(SendError::Corrupted(c.clone()).to_string(), c.to_string());
+        assert!(SendError::Corrupted(c.clone()).source().is_none());
+        assert!(Error::Corrupted(c).source().is_none());
         assert!(SendError::Disconnected.source().is_none());
-        assert!(SendError::TooLarge(TooLarge { len: 9, max: 8 }).source().is_some());
+        assert!(SendError::TooLarge(TooLarge { len: 9, max: 8 }).source().is_none());
+        // Context: the OS error is the source, and only the source.
+        let io = Error::from_os("/x", "mmap", rustix::io::Errno::NODEV);
+        let source = io.source().expect("the OS error").to_string();
+        assert!(!io.to_string().contains(&source), "{io}");
+        assert_eq!(io.to_string(), "mmap failed on segment /x");
     }
 }

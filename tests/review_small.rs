@@ -10,6 +10,8 @@ use shmring::*;
 use std::process::Command;
 use std::time::Duration;
 
+const DATA_AT: u64 = shmring::layout::HEADER_BYTES;
+
 #[test]
 #[ignore = "child process entry point"]
 fn child() {
@@ -75,6 +77,52 @@ fn inspection_through_a_read_only_mapping_reports_the_header() {
     assert_eq!(info.messages_sent, 3);
     assert_eq!((info.head, info.tail), (consumer.position(), producer.position()));
     assert_eq!(info.pending_messages(), 3);
+}
+
+/// Finding 7: an error that returns a `source()` does not repeat it in its
+/// own message (reporters that walk the chain would print it twice); one
+/// that forwards its inner error's message returns no source.
+#[test]
+fn wrapping_errors_do_not_repeat_their_source() {
+    let (segment, _producer, mut consumer) = live("error-chain");
+    segment.write_at(DATA_AT, &0xDEAD_BEEF_0BAD_F00Du64.to_le_bytes());
+    let corrupted = match consumer.try_recv(&mut Vec::new()) {
+        Err(TryRecvError::Corrupted(c)) => c,
+        other => panic!("{other:?}"),
+    };
+    let too_large = TooLarge { len: 2000, max: 1024 };
+    let io = Error::Io { segment: "/x".into(), op: "mmap", source: std::io::Error::other("boom: no mapping") };
+    let errors: Vec<Box<dyn std::error::Error>> = vec![
+        Box::new(io),
+        Box::new(Error::Corrupted(corrupted.clone())),
+        Box::new(TrySendError::Corrupted(corrupted.clone())),
+        Box::new(TrySendError::TooLarge(too_large)),
+        Box::new(SendError::Corrupted(corrupted.clone())),
+        Box::new(SendError::TooLarge(too_large)),
+        Box::new(SendTimeoutError::Corrupted(corrupted.clone())),
+        Box::new(SendTimeoutError::TooLarge(too_large)),
+        Box::new(TryRecvError::Corrupted(corrupted.clone())),
+        Box::new(RecvError::Corrupted(corrupted.clone())),
+        Box::new(RecvTimeoutError::Corrupted(corrupted.clone())),
+    ];
+    for e in &errors {
+        let mut chain = Vec::new();
+        let mut level: Option<&dyn std::error::Error> = Some(e.as_ref());
+        while let Some(err) = level {
+            let text = err.to_string();
+            if let Some(source) = err.source() {
+                assert!(!text.contains(&source.to_string()), "{e:?}: {text:?} repeats its source {source:?}");
+            }
+            chain.push(text);
+            level = err.source();
+        }
+        // Nothing is lost either: the whole chain still says everything.
+        let all = chain.join(": ");
+        assert!(
+            all.contains("boom: no mapping") || all.contains(corrupted.what()) || all.contains("2000 bytes"),
+            "{e:?}: {all}"
+        );
+    }
 }
 
 /// Finding 1, the command line: `bench` durations and sizes beyond what the

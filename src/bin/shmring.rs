@@ -164,10 +164,23 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("shmring: {e}");
+            eprintln!("shmring: {}", report(&*e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its sources, joined by ": ". An error does not repeat its source
+/// in its own message, so this is how the whole cause is shown.
+fn report(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -347,8 +360,8 @@ fn ls(all: bool, json_out: bool) -> Result<ExitCode> {
                 let not_ours =
                     matches!(e, Error::NotShmring { .. } | Error::NotReady { .. } | Error::SizeMismatch { .. });
                 if all || !not_ours {
-                    values.push(json!({ "name": listing.name, "error": e.to_string() }));
-                    let state = if not_ours { "not shmring".to_string() } else { format!("error: {e}") };
+                    values.push(json!({ "name": listing.name, "error": report(e) }));
+                    let state = if not_ours { "not shmring".to_string() } else { format!("error: {}", report(e)) };
                     let dash = || "-".to_string();
                     rows.push([
                         listing.name.clone(),
@@ -513,8 +526,8 @@ fn send(
     let mut producer = Producer::open(name, &options_for(name)?)?;
     let mut send_one = |msg: &[u8], what: &dyn Fn() -> String| -> Result<()> {
         match timeout {
-            Some(t) => producer.send_timeout(msg, t).map_err(|e| format!("{name}: {}: {e}", what()))?,
-            None => producer.send(msg).map_err(|e| format!("{name}: {}: {e}", what()))?,
+            Some(t) => producer.send_timeout(msg, t).map_err(|e| format!("{name}: {}: {}", what(), report(&e)))?,
+            None => producer.send(msg).map_err(|e| format!("{name}: {}: {}", what(), report(&e)))?,
         }
         Ok(())
     };
@@ -588,10 +601,10 @@ fn rm(names: Vec<String>, stale: bool) -> Result<ExitCode> {
         // Only shmring segments: other programs' objects are not ours to remove.
         let outcome = match inspect::inspect(&name) {
             Ok(_) | Err(Error::Corrupted(_) | Error::ChecksumMismatch { .. } | Error::VersionMismatch { .. }) => {
-                shmring::unlink(&name).map_err(|e| e.to_string())
+                shmring::unlink(&name).map_err(|e| report(&e))
             }
             Err(Error::NotShmring { .. }) => Err(format!("{name} is not a shmring segment; not removed")),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(report(&e)),
         };
         if let Err(e) = outcome {
             eprintln!("shmring: {e}");
@@ -783,6 +796,12 @@ fn bench_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_show_the_cause_once() {
+        let e = Error::Io { segment: "/x".into(), op: "mmap", source: std::io::Error::other("no device") };
+        assert_eq!(report(&e), "mmap failed on segment /x: no device");
+    }
 
     #[test]
     fn sizes_and_durations() {
