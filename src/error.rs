@@ -100,7 +100,8 @@ pub enum Error {
     NoSpace {
         /// The segment.
         segment: String,
-        /// Bytes that were asked for.
+        /// Bytes that were asked for; 0 when the call that failed did not ask
+        /// for a size (then the message names none).
         bytes: u64,
     },
     /// The object has no shmring header (wrong magic).
@@ -210,15 +211,21 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidName { name, reason } => write!(f, "invalid segment name {name:?}: {reason}"),
-            Error::InvalidOptions { segment, reason } => write!(f, "cannot create segment {segment}: {reason}"),
+            // Met when creating and when opening (the liveness interval).
+            Error::InvalidOptions { segment, reason } => write!(f, "invalid options for segment {segment}: {reason}"),
             Error::NotFound { segment } => write!(f, "segment {segment} does not exist"),
             Error::AlreadyExists { segment } => write!(f, "segment {segment} already exists"),
             Error::PermissionDenied { segment, detail } => {
                 write!(f, "permission denied on segment {segment}: {detail}")
             }
-            Error::NoSpace { segment, bytes } => {
-                write!(f, "no space for segment {segment}: {bytes} bytes could not be reserved (is /dev/shm full?)")
+            Error::NoSpace { segment, bytes: 0 } => {
+                write!(f, "no space left for segment {segment} (is /dev/shm, or the file's file system, full?)")
             }
+            Error::NoSpace { segment, bytes } => write!(
+                f,
+                "no space left for segment {segment}: {bytes} bytes could not be reserved \
+                 (is /dev/shm, or the file's file system, full?)"
+            ),
             Error::NotShmring { segment } => write!(f, "{segment} is not a shmring segment (bad magic)"),
             Error::VersionMismatch { segment, found, expected } => {
                 write!(f, "segment {segment} has layout version {found}, this build reads version {expected}")
@@ -228,6 +235,11 @@ impl fmt::Display for Error {
             }
             Error::KindMismatch { segment, found: None, expected } => {
                 write!(f, "segment {segment} has an unknown ring kind (expected {expected})")
+            }
+            // Only an object too small for any header is under HEADER_BYTES
+            // (opening waits for a header before it reads one).
+            Error::SizeMismatch { segment, expected, found } if *found < crate::layout::HEADER_BYTES => {
+                write!(f, "segment {segment} is {found} bytes, too small to hold a shmring header ({expected} bytes)")
             }
             Error::SizeMismatch { segment, expected, found } => {
                 write!(f, "segment {segment} is {found} bytes but should be {expected} (truncated or resized?)")
@@ -349,16 +361,18 @@ hot_error! {
     TrySendError {
         /// The ring has no room for the message now.
         Full => "the ring is full",
-        /// The consumer has detached or died.
-        Disconnected => "the consumer is gone",
+        /// The ring has no room for the message, and the consumer has
+        /// detached or died.
+        Disconnected => "the ring is full and the consumer is gone",
     } with TooLarge, Corrupted
 }
 
 hot_error! {
     /// Why [`Producer::send`](crate::Producer::send) failed.
     SendError {
-        /// The consumer has detached or died.
-        Disconnected => "the consumer is gone",
+        /// The ring has no room for the message, and the consumer has
+        /// detached or died.
+        Disconnected => "the ring is full and the consumer is gone",
     } with TooLarge, Corrupted
 }
 
@@ -367,8 +381,9 @@ hot_error! {
     SendTimeoutError {
         /// The ring stayed full until the timeout.
         Timeout => "timed out waiting for room in the ring",
-        /// The consumer has detached or died.
-        Disconnected => "the consumer is gone",
+        /// The ring has no room for the message, and the consumer has
+        /// detached or died.
+        Disconnected => "the ring is full and the consumer is gone",
     } with TooLarge, Corrupted
 }
 
@@ -378,7 +393,7 @@ hot_error! {
         /// No message is waiting now.
         Empty => "the ring is empty",
         /// The ring is drained and no producer is attached any more.
-        Disconnected => "the ring is empty and the producer is gone",
+        Disconnected => "the ring is empty and no producer is attached any more",
     } with Corrupted
 }
 
@@ -386,7 +401,7 @@ hot_error! {
     /// Why [`Consumer::recv`](crate::Consumer::recv) failed.
     RecvError {
         /// The ring is drained and no producer is attached any more.
-        Disconnected => "the ring is empty and the producer is gone",
+        Disconnected => "the ring is empty and no producer is attached any more",
     } with Corrupted
 }
 
@@ -396,7 +411,7 @@ hot_error! {
         /// No message arrived before the timeout.
         Timeout => "timed out waiting for a message",
         /// The ring is drained and no producer is attached any more.
-        Disconnected => "the ring is empty and the producer is gone",
+        Disconnected => "the ring is empty and no producer is attached any more",
     } with Corrupted
 }
 
@@ -508,6 +523,20 @@ mod tests {
             Error::KindMismatch { segment: "/q".into(), found: Some(crate::Kind::Mpsc), expected: crate::Kind::Spsc };
         assert_eq!(e.to_string(), "segment /q is an MPSC ring, not SPSC");
         assert_eq!(SendTimeoutError::Timeout.to_string(), "timed out waiting for room in the ring");
+    }
+
+    #[test]
+    fn messages_say_only_what_is_known() {
+        // ENOSPC from a call that asked for no size: no "0 bytes".
+        let e = Error::from_os("/orders", "shm_open", rustix::io::Errno::NOSPC);
+        assert!(matches!(e, Error::NoSpace { bytes: 0, .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(!text.contains("0 bytes") && text.contains("/orders") && text.contains("/dev/shm"), "{text}");
+        let e = Error::NoSpace { segment: "/orders".into(), bytes: 1 << 20 };
+        assert!(e.to_string().contains("1048576 bytes could not be reserved"), "{e}");
+        // Too small for a header: not "should be 12288".
+        let e = Error::SizeMismatch { segment: "/s".into(), expected: crate::layout::HEADER_BYTES, found: 17 };
+        assert_eq!(e.to_string(), "segment /s is 17 bytes, too small to hold a shmring header (12288 bytes)");
     }
 
     #[test]

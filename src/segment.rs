@@ -711,6 +711,10 @@ impl crate::layout::Identity {
                 return Ok((self.read(), self.checksum.load(Ordering::Relaxed)));
             }
             let magic = self.magic.load(Ordering::Relaxed);
+            if magic == MAGIC && state != STATE_INITIALIZING {
+                // Our header, with a state no version of shmring writes.
+                return Err(corrupt(name, format!("header state {state:#010x} is neither initialising nor ready")));
+            }
             if state != STATE_INITIALIZING || (magic != 0 && magic != MAGIC) {
                 return Err(Error::NotShmring { segment: name.to_owned() });
             }

@@ -10,6 +10,7 @@ use shmring::*;
 use std::process::Command;
 use std::time::Duration;
 
+const STATE_AT: u64 = 64;
 const DATA_AT: u64 = shmring::layout::HEADER_BYTES;
 
 #[test]
@@ -123,6 +124,35 @@ fn wrapping_errors_do_not_repeat_their_source() {
             "{e:?}: {all}"
         );
     }
+}
+
+/// Finding 8: `InvalidOptions` met while opening does not say "cannot
+/// create".
+#[test]
+fn invalid_options_when_opening_do_not_say_create() {
+    let segment = SegmentGuard::new("open-options");
+    options().create(segment.name()).expect("create");
+    let bad = options().liveness_interval(Duration::ZERO);
+    for err in [Consumer::open(segment.name(), &bad).unwrap_err(), Producer::open(segment.name(), &bad).unwrap_err()] {
+        assert!(matches!(err, Error::InvalidOptions { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(!text.contains("create") && text.contains("liveness interval"), "{text}");
+    }
+}
+
+/// Finding 8: a segment with shmring's magic and a state word no version
+/// writes is a corrupted shmring segment, not "not a shmring segment (bad
+/// magic)".
+#[test]
+fn a_garbage_state_word_is_reported_as_corruption_not_bad_magic() {
+    let segment = SegmentGuard::new("state");
+    options().create(segment.name()).expect("create");
+    segment.write_at(STATE_AT, &0x5EED_u32.to_le_bytes());
+    let err = Consumer::open(segment.name(), &options()).unwrap_err();
+    assert!(matches!(err, Error::Corrupted(_)), "{err:?}: {err}");
+    assert!(err.to_string().contains("state 0x00005eed"), "{err}");
+    let err = shmring::inspect::inspect(segment.name()).unwrap_err();
+    assert!(matches!(err, Error::Corrupted(_)), "{err:?}: {err}");
 }
 
 /// Finding 1, the command line: `bench` durations and sizes beyond what the
