@@ -5,7 +5,9 @@
 //! regular file (`create_file`/`open_file`), or an [`AnonymousRing`] (a
 //! memfd, for `fork` and for passing over a Unix socket).
 
-use crate::error::{Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::error::{
+    Corrupted, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Stop, TryRecvError, TrySendError,
+};
 use crate::layout::{Kind, Slot, MAX_PRODUCERS};
 use crate::ring::{self, RingBacking, Stats};
 use crate::segment::{self, Expect, Segment, Shape};
@@ -266,6 +268,45 @@ fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
     Err(Error::TooManyProducers { segment: segment.name().to_string(), max })
 }
 
+/// The first [`Corrupted`] a handle met. Every later send, receive, read or
+/// reserve returns it again, so a handle never trusts a segment it has seen
+/// damaged, even if the bytes look right later (a peer may still be
+/// scribbling). Costs the fast path one branch on this field.
+#[derive(Debug, Default)]
+struct Poison(Option<Corrupted>);
+
+impl Poison {
+    /// `Err` with the recorded corruption, if there is one.
+    #[inline(always)]
+    fn check(&self) -> Result<(), Stop> {
+        match &self.0 {
+            None => Ok(()),
+            Some(c) => Err(Self::again(c)),
+        }
+    }
+
+    #[cold]
+    fn again(c: &Corrupted) -> Stop {
+        Stop::Corrupted(c.clone())
+    }
+
+    /// Records `stop` if it is the first corruption met; passes it on.
+    #[inline]
+    fn note(&mut self, stop: Stop) -> Stop {
+        if let (None, Stop::Corrupted(c)) = (&self.0, &stop) {
+            self.0 = Some(c.clone());
+        }
+        stop
+    }
+
+    /// [`check`](Self::check), then `result` with its corruption recorded.
+    #[inline(always)]
+    fn guard<T, E: From<Stop>>(&mut self, run: impl FnOnce() -> Result<T, Stop>) -> Result<T, E> {
+        self.check()?;
+        run().map_err(|stop| self.note(stop).into())
+    }
+}
+
 /// The accessors `Producer` and `Consumer` share.
 macro_rules! handle_accessors {
     ($handle:ident, $role:literal) => {
@@ -374,6 +415,7 @@ macro_rules! handle_accessors {
 pub struct Producer {
     ring: ring::Producer<Segment>,
     wait: WaitStrategy,
+    poison: Poison,
 }
 
 impl Producer {
@@ -407,7 +449,7 @@ impl Producer {
             }
         };
         ring.set_liveness_interval(options.liveness_interval);
-        Ok(Producer { ring, wait: options.wait })
+        Ok(Producer { ring, wait: options.wait, poison: Poison::default() })
     }
 
     /// The producer slot this handle holds (always 0 in an SPSC ring).
@@ -425,35 +467,49 @@ impl Producer {
     /// messages are accepted whether or not a consumer is attached: they wait
     /// in the ring for the next one, which continues where the last stopped.
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        self.ring.send(msg, self.wait, None).map_err(Into::into)
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.send(msg, wait, None))
     }
 
     /// Sends `msg` if there is room now: [`TrySendError::Full`] if not, or
     /// [`TrySendError::Disconnected`] if not and no consumer is attached.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
-        self.ring.try_send(msg).map_err(Into::into)
+        self.poison.guard(|| self.ring.try_send(msg))
     }
 
     /// Sends `msg`, blocking at most `timeout` while the ring is full.
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
-        self.ring.send(msg, self.wait, Some(timeout)).map_err(Into::into)
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.send(msg, wait, Some(timeout)))
     }
 
     /// Claims `len` bytes in the ring to write in place, blocking while full.
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
+        self.poison.check()?;
         let wait = self.wait;
-        self.ring.reserve(len, wait, None).map(Grant).map_err(Into::into)
+        match self.ring.reserve(len, wait, None) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Claims `len` bytes if there is room now.
     pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, TrySendError> {
-        self.ring.try_reserve(len).map(Grant).map_err(Into::into)
+        self.poison.check()?;
+        match self.ring.try_reserve(len) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Claims `len` bytes, blocking at most `timeout` while full.
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>, SendTimeoutError> {
+        self.poison.check()?;
         let wait = self.wait;
-        self.ring.reserve(len, wait, Some(timeout)).map(Grant).map_err(Into::into)
+        match self.ring.reserve(len, wait, Some(timeout)) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// SPSC: bytes written since the segment was created, records and
@@ -508,6 +564,7 @@ impl std::ops::DerefMut for Grant<'_> {
 pub struct Consumer {
     ring: ring::Consumer<Segment>,
     wait: WaitStrategy,
+    poison: Poison,
 }
 
 impl Consumer {
@@ -532,7 +589,7 @@ impl Consumer {
         let kind = segment.kind();
         let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
         ring.set_liveness_interval(options.liveness_interval);
-        Ok(Consumer { ring, wait: options.wait })
+        Ok(Consumer { ring, wait: options.wait, poison: Poison::default() })
     }
 
     /// Copies the next message into `buf` (replacing its contents), blocking
@@ -546,35 +603,49 @@ impl Consumer {
     /// [`Stats::torn_records`]; a live producer's record is always waited
     /// for.
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
-        self.ring.recv(buf, self.wait, None).map_err(Into::into)
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.recv(buf, wait, None))
     }
 
     /// Copies the next message into `buf` if one is waiting.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
-        self.ring.try_recv(buf).map_err(Into::into)
+        self.poison.guard(|| self.ring.try_recv(buf))
     }
 
     /// Copies the next message into `buf`, blocking at most `timeout`.
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
-        self.ring.recv(buf, self.wait, Some(timeout)).map_err(Into::into)
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.recv(buf, wait, Some(timeout)))
     }
 
     /// Borrows the next message in place, blocking while the ring is empty.
     /// Its space is freed when the guard drops.
     pub fn read(&mut self) -> Result<ReadGuard<'_>, RecvError> {
+        self.poison.check()?;
         let wait = self.wait;
-        self.ring.read(wait, None).map(ReadGuard).map_err(Into::into)
+        match self.ring.read(wait, None) {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Borrows the next message in place if one is waiting.
     pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
-        self.ring.try_read().map(ReadGuard).map_err(Into::into)
+        self.poison.check()?;
+        match self.ring.try_read() {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Borrows the next message in place, blocking at most `timeout`.
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
+        self.poison.check()?;
         let wait = self.wait;
-        self.ring.read(wait, Some(timeout)).map(ReadGuard).map_err(Into::into)
+        match self.ring.read(wait, Some(timeout)) {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Bytes consumed since the segment was created.

@@ -24,8 +24,12 @@ use std::sync::Arc;
 /// The shared memory broke the ring's invariants: a peer wrote garbage, or the
 /// segment was damaged. Carries the segment name and what was found.
 ///
-/// Once a handle has returned this it keeps returning it; the segment should
-/// be inspected (`shmring stat`) and recreated.
+/// Once a [`Producer`](crate::Producer) or [`Consumer`](crate::Consumer) has
+/// returned this, every later send, receive, read or reserve on that handle
+/// returns the same error again, even if the damaged bytes are repaired:
+/// the handle no longer trusts the segment. Other handles are not affected
+/// until they meet the damage themselves. The segment should be inspected
+/// (`shmring stat`) and recreated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corrupted {
     segment: Arc<str>,

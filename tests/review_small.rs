@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 const STATE_AT: u64 = 64;
+const HEAD_AT: u64 = 256;
 const DATA_AT: u64 = shmring::layout::HEADER_BYTES;
 
 #[test]
@@ -78,6 +79,62 @@ fn inspection_through_a_read_only_mapping_reports_the_header() {
     assert_eq!(info.messages_sent, 3);
     assert_eq!((info.head, info.tail), (consumer.position(), producer.position()));
     assert_eq!(info.pending_messages(), 3);
+}
+
+/// Finding 3, consumer side: once a handle has returned `Corrupted` it
+/// keeps returning it, even if the bytes that were wrong are repaired.
+#[test]
+fn corrupted_stays_reported_by_the_consumer_after_the_scribble_is_repaired() {
+    let (segment, _producer, mut consumer) = live("sticky-consumer");
+    let original = segment.read_u64(DATA_AT);
+    segment.write_at(DATA_AT, &0xDEAD_BEEF_0BAD_F00Du64.to_le_bytes());
+    let mut buf = Vec::new();
+    let first = match consumer.try_recv(&mut buf) {
+        Err(TryRecvError::Corrupted(c)) => c,
+        other => panic!("the scribble was not reported: {other:?}"),
+    };
+    segment.write_at(DATA_AT, &original.to_le_bytes());
+    assert_eq!(consumer.try_recv(&mut buf), Err(TryRecvError::Corrupted(first.clone())));
+    assert!(matches!(consumer.try_read(), Err(TryRecvError::Corrupted(ref c)) if *c == first));
+    assert_eq!(consumer.recv(&mut buf), Err(RecvError::Corrupted(first.clone())));
+    assert_eq!(
+        consumer.recv_timeout(&mut buf, Duration::from_secs(1)),
+        Err(RecvTimeoutError::Corrupted(first.clone()))
+    );
+    assert!(matches!(consumer.read(), Err(RecvError::Corrupted(ref c)) if *c == first));
+    assert!(
+        matches!(consumer.read_timeout(Duration::from_secs(1)), Err(RecvTimeoutError::Corrupted(ref c)) if *c == first)
+    );
+}
+
+/// Finding 3, producer side.
+#[test]
+fn corrupted_stays_reported_by_the_producer_after_the_scribble_is_repaired() {
+    let (segment, mut producer, mut consumer) = live("sticky-producer");
+    segment.write_at(HEAD_AT, &3u64.to_le_bytes());
+    let first = match (0..200).map(|_| producer.try_send(&[0; 100])).find(|r| r.is_err()) {
+        Some(Err(TrySendError::Corrupted(c))) => c,
+        other => panic!("the misaligned head was not reported: {other:?}"),
+    };
+    // Repair the head and make room: a fresh producer could send now.
+    segment.write_at(HEAD_AT, &0u64.to_le_bytes());
+    let mut buf = Vec::new();
+    while consumer.try_recv(&mut buf).is_ok() {}
+    assert_eq!(producer.try_send(&[1; 100]), Err(TrySendError::Corrupted(first.clone())));
+    assert_eq!(producer.send(&[1; 100]), Err(SendError::Corrupted(first.clone())));
+    assert_eq!(
+        producer.send_timeout(&[1; 100], Duration::from_secs(1)),
+        Err(SendTimeoutError::Corrupted(first.clone()))
+    );
+    assert!(matches!(producer.try_reserve(8), Err(TrySendError::Corrupted(ref c)) if *c == first));
+    assert!(matches!(producer.reserve(8), Err(SendError::Corrupted(ref c)) if *c == first));
+    assert!(
+        matches!(producer.reserve_timeout(8, Duration::from_secs(1)), Err(SendTimeoutError::Corrupted(ref c)) if *c == first)
+    );
+    // Another handle has not seen the corruption, and is not affected.
+    drop(producer);
+    let mut again = Producer::open(segment.name(), &options()).expect("a new producer");
+    again.try_send(b"fresh").expect("a new handle sends");
 }
 
 /// Finding 7: an error that returns a `source()` does not repeat it in its
