@@ -255,17 +255,39 @@ fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), E
 
 /// Takes the first producer slot of an MPSC segment that no live producer
 /// holds and whose dead holder (if any) left no unresolved claim.
+///
+/// A slot blocked by a dead producer's unresolved claim is not taken over:
+/// only the consumer can resolve the claim, by skipping it when it reaches
+/// it (see `ring::mpsc`). If such a slot is all that is left and no live
+/// consumer is attached, the error says so ([`Error::ProducerSlotBlocked`]):
+/// retrying is useless until a consumer attaches.
 fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
     let max = segment.identity().max_producers;
+    let header = RingBacking::header(segment);
+    let mut blocked = None;
     for n in 0..max as usize {
         if segment.try_lock(Slot::Producer(n))? {
-            if ring::slot_reusable(RingBacking::header(segment), n) {
+            if ring::slot_reusable(header, n) {
                 return Ok(n);
+            }
+            // Its holder is dead (we hold its lock) and its claim unresolved.
+            let relaxed = crate::sync::Ordering::Relaxed;
+            let attached = header
+                .participant(Slot::Producer(n))
+                .is_some_and(|p| p.state.load(relaxed) == crate::layout::SLOT_ATTACHED);
+            if attached && blocked.is_none() {
+                blocked = Some((n, header.claim(n).map_or(0, |line| line.start.load(relaxed))));
             }
             segment.unlock(Slot::Producer(n))?;
         }
     }
-    Err(Error::TooManyProducers { segment: segment.name().to_string(), max })
+    let segment_name = segment.name().to_string();
+    match blocked {
+        Some((slot, position)) if !segment.is_locked(Slot::Consumer) => {
+            Err(Error::ProducerSlotBlocked { segment: segment_name, slot: slot as u32, position })
+        }
+        _ => Err(Error::TooManyProducers { segment: segment_name, max }),
+    }
 }
 
 /// The first [`Corrupted`] a handle met. Every later send, receive, read or
@@ -431,7 +453,10 @@ impl Producer {
     ///
     /// SPSC: fails with [`Error::AlreadyAttached`] while another live
     /// producer holds it; takes over from a dead one. MPSC: takes a free
-    /// producer slot, or fails with [`Error::TooManyProducers`].
+    /// producer slot, or fails with [`Error::TooManyProducers`]; or with
+    /// [`Error::ProducerSlotBlocked`] when the only slots not held by live
+    /// producers are blocked by dead producers' unfinished claims and no
+    /// consumer is attached to skip them.
     pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
         options.check_liveness_interval(name)?;
         Self::attach(Segment::open(name, &options.expect())?, options)

@@ -164,12 +164,31 @@ pub enum Error {
         pid: u32,
     },
     /// Every producer slot of an MPSC segment is held by a live process, or
-    /// by a dead one whose last claim the consumer has not passed yet.
+    /// by a dead one whose last claim the live consumer has not passed yet
+    /// (it skips such a claim when it reaches it; with no live consumer
+    /// attached, [`Error::ProducerSlotBlocked`] is returned instead).
     TooManyProducers {
         /// The segment.
         segment: String,
         /// How many slots it has.
         max: u32,
+    },
+    /// No producer slot of an MPSC segment is free, and slot `slot` is held
+    /// only by the unfinished claim of a producer that died, at `position`.
+    /// Only the consumer resolves such a claim (it skips it when it reaches
+    /// it), and no live consumer is attached: the slot stays blocked until
+    /// one attaches and reads up to `position`. A producer cannot resolve it
+    /// itself: records before `position` must be delivered first, and the
+    /// claim line it would overwrite is the consumer's evidence of who owns
+    /// the unwritten record.
+    ProducerSlotBlocked {
+        /// The segment.
+        segment: String,
+        /// The blocked slot (the first one, if several are).
+        slot: u32,
+        /// Where the dead producer's claim starts (read from shared memory:
+        /// a hint).
+        position: u64,
     },
     /// A descriptor handed over for a memfd segment is not a memfd sealed
     /// against shrinking, so whoever holds it could truncate it under our
@@ -264,6 +283,12 @@ impl fmt::Display for Error {
                      (or by dead ones whose last record the consumer has not reached yet)"
                 )
             }
+            Error::ProducerSlotBlocked { segment, slot, position } => write!(
+                f,
+                "segment {segment} has no free producer slot: slot {slot} is held by a dead producer's unfinished \
+                 claim at position {position}, which only the consumer resolves (it skips the claim when it reaches \
+                 it), and no consumer is attached: attach one, then retry"
+            ),
             Error::NotSealed { segment } => {
                 write!(f, "{segment} is not a memfd sealed against shrinking (F_SEAL_SHRINK): refused")
             }

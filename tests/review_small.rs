@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::SegmentGuard;
+use common::{mpsc_options, spawn_child, wait_for_line, SegmentGuard};
 use shmring::*;
 use std::process::Command;
 use std::time::Duration;
@@ -135,6 +135,33 @@ fn corrupted_stays_reported_by_the_producer_after_the_scribble_is_repaired() {
     drop(producer);
     let mut again = Producer::open(segment.name(), &options()).expect("a new producer");
     again.try_send(b"fresh").expect("a new handle sends");
+}
+
+/// Finding 4: an MPSC ring whose only producer slot is held by the
+/// unfinished claim of a dead producer, with no consumer attached to skip
+/// it: the error says exactly that, and once a consumer has skipped the
+/// claim a producer attaches again.
+#[test]
+fn a_slot_held_by_a_dead_producers_claim_is_explained_and_freed_by_the_consumer() {
+    let segment = SegmentGuard::new("dead-claim");
+    mpsc_options().capacity(1 << 16).max_producers(1).create(segment.name()).expect("create");
+    let mut holder = spawn_child("mpsc-hold-claim", &[("SHMRING_NAME", segment.name().to_owned())]);
+    wait_for_line(&mut holder, "claimed");
+    holder.kill();
+
+    let err = Producer::open(segment.name(), &mpsc_options()).unwrap_err();
+    assert!(matches!(err, Error::ProducerSlotBlocked { slot: 0, position: 0, .. }), "{err:?}");
+    let text = err.to_string();
+    for needle in ["slot 0", "dead producer", "position 0", "no consumer is attached"] {
+        assert!(text.contains(needle), "{text:?} lacks {needle:?} ({err:?})");
+    }
+
+    let mut consumer = Consumer::open(segment.name(), &mpsc_options()).expect("consumer");
+    let mut buf = Vec::new();
+    assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(10)), Err(RecvTimeoutError::Disconnected));
+    assert_eq!(consumer.stats().torn_records, 1);
+    let producer = Producer::open(segment.name(), &mpsc_options()).expect("the slot is free once skipped");
+    assert_eq!(producer.slot(), 0);
 }
 
 /// Finding 7: an error that returns a `source()` does not repeat it in its
