@@ -729,8 +729,8 @@ impl AnonymousRing {
     /// Opens the ring whose memfd is descriptor `fd` of this process (for
     /// example inherited from the parent that created it). The descriptor is
     /// not taken over: the ring reopens it. It must be a memfd sealed against
-    /// shrinking ([`Error::NotSealed`] otherwise) with a valid header of the
-    /// options' kind.
+    /// shrinking ([`Error::NotMemfd`] or [`Error::NotSealed`] otherwise,
+    /// found before it is reopened) with a valid header of the options' kind.
     pub fn open_inherited(fd: RawFd, options: &RingOptions) -> Result<AnonymousRing, Error> {
         let label = format!("fd{fd}");
         options.check_liveness_interval(&label)?;

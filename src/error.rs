@@ -197,6 +197,15 @@ pub enum Error {
         /// The segment.
         segment: String,
     },
+    /// A descriptor handed over for a memfd segment is not a regular file
+    /// (a FIFO, a directory, a socket, a device...), so not a memfd. It is
+    /// refused from what `fstat` says of it, before it is reopened or read.
+    NotMemfd {
+        /// The segment.
+        segment: String,
+        /// What it is instead, e.g. "a FIFO".
+        found: &'static str,
+    },
     /// A value in the header breaks the ring's invariants. Transparent: the
     /// message is the [`Corrupted`]'s own.
     Corrupted(Corrupted),
@@ -291,6 +300,9 @@ impl fmt::Display for Error {
             ),
             Error::NotSealed { segment } => {
                 write!(f, "{segment} is not a memfd sealed against shrinking (F_SEAL_SHRINK): refused")
+            }
+            Error::NotMemfd { segment, found } => {
+                write!(f, "{segment} is {found}, not a memfd: refused without reopening it")
             }
             Error::Corrupted(c) => c.fmt(f),
             // The OS error is the source, not repeated here.

@@ -298,15 +298,36 @@ impl Segment {
     /// liveness locks) of its own, and no descriptor is taken over. It must be
     /// sealed against shrinking (so that no one can truncate it under our
     /// mapping) and hold a valid header.
+    ///
+    /// The descriptor as received is checked first, and only a regular file
+    /// sealed against shrinking (which only a memfd can be) is reopened:
+    /// reopening read-write whatever a peer sent (a FIFO, a device, a file
+    /// opened read-only) would act on it before knowing what it is.
     pub(crate) fn open_memfd(fd: std::os::fd::RawFd, label: &str, expect: &Expect) -> Result<Segment, Error> {
         let name = format!("memfd:{label}");
+        let received = fstat_raw(fd).map_err(|e| Error::from_os(&name, "fstat", e))?;
+        let file_type = received.st_mode & libc::S_IFMT;
+        if file_type != libc::S_IFREG {
+            return Err(Error::NotMemfd { segment: name, found: file_type_name(file_type) });
+        }
+        // EINVAL: not a memfd (nor anything else that can be sealed).
+        let seals = seals_raw(fd).unwrap_or(SealFlags::empty());
+        if !seals.contains(SealFlags::SHRINK) {
+            return Err(Error::NotSealed { segment: name });
+        }
         let path = format!("/proc/self/fd/{fd}");
         let own = rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::from_os(&name, "open(/proc/self/fd)", e))?;
-        // EINVAL: not a memfd (nor anything else that can be sealed).
-        let seals = rustix::fs::fcntl_get_seals(&own).unwrap_or(SealFlags::empty());
-        if !seals.contains(SealFlags::SHRINK) {
-            return Err(Error::NotSealed { segment: name });
+        // Another thread may have closed the number and opened something else
+        // on it since the checks: the reopened file must be the one checked
+        // (seals belong to the file and are never removed, so they hold).
+        let reopened = rustix::fs::fstat(&own).map_err(|e| Error::from_os(&name, "fstat", e))?;
+        if (reopened.st_dev, reopened.st_ino) != (received.st_dev, received.st_ino) {
+            return Err(Error::Io {
+                segment: name,
+                op: "open(/proc/self/fd)",
+                source: std::io::Error::other(format!("descriptor {fd} changed while it was being reopened")),
+            });
         }
         Self::attach(&name, own, expect, true)
     }
@@ -638,6 +659,46 @@ fn load_boot_id(line: &crate::layout::PersistenceLine) -> [u64; 2] {
 fn store_boot_id(line: &crate::layout::PersistenceLine, id: [u64; 2]) {
     line.boot_id[0].store(id[0], Ordering::Relaxed);
     line.boot_id[1].store(id[1], Ordering::Relaxed);
+}
+
+/// `fstat` of descriptor number `fd`, which may not be open (then `EBADF`):
+/// no `BorrowedFd` is made of a number nobody vouches for.
+fn fstat_raw(fd: std::os::fd::RawFd) -> Result<libc::stat, Errno> {
+    // SAFETY: `stat` is a plain C struct of integers; all-zero is valid.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fstat` writes one `struct stat` through the pointer, which is
+    // valid for the call; any number is acceptable as a descriptor (one
+    // that is not open fails with EBADF), and it is neither kept nor closed.
+    if unsafe { libc::fstat(fd, &mut stat) } == 0 {
+        Ok(stat)
+    } else {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+    }
+}
+
+/// `fcntl(F_GET_SEALS)` of descriptor number `fd` (see [`fstat_raw`]).
+fn seals_raw(fd: std::os::fd::RawFd) -> Result<SealFlags, Errno> {
+    // SAFETY: F_GET_SEALS takes no argument and touches no memory of ours;
+    // any number is acceptable as a descriptor.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    if seals >= 0 {
+        Ok(SealFlags::from_bits_retain(seals as u32))
+    } else {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+    }
+}
+
+/// What a file of `S_IFMT` type `file_type` is, for messages.
+fn file_type_name(file_type: libc::mode_t) -> &'static str {
+    match file_type {
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFLNK => "a symbolic link",
+        _ => "not a regular file",
+    }
 }
 
 fn starts_with_magic(fd: &OwnedFd) -> bool {

@@ -7,6 +7,8 @@ mod common;
 
 use common::{mpsc_options, spawn_child, wait_for_line, SegmentGuard};
 use shmring::*;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -34,6 +36,23 @@ fn live(tag: &str) -> (SegmentGuard, Producer, Consumer) {
         producer.send(&[i; 40]).expect("send");
     }
     (segment, producer, consumer)
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(common::unique_name(tag).trim_start_matches('/'));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Runs `f` on a thread and fails the test if it has not returned within
@@ -162,6 +181,47 @@ fn a_slot_held_by_a_dead_producers_claim_is_explained_and_freed_by_the_consumer(
     assert_eq!(consumer.stats().torn_records, 1);
     let producer = Producer::open(segment.name(), &mpsc_options()).expect("the slot is free once skipped");
     assert_eq!(producer.slot(), 0);
+}
+
+/// Finding 5: a descriptor that is not a memfd (here a FIFO, which opening
+/// read-write would not even block on, and a directory) is refused from
+/// what `fstat` says of it, before it is reopened through `/proc/self/fd`.
+#[test]
+fn descriptors_that_are_not_memfds_are_refused_before_they_are_reopened() {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let dir = TempDir::new("not-memfd");
+    let fifo = dir.0.join("fifo");
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
+    let fifo_fd = rustix::fs::open(&fifo, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty())
+        .expect("open the FIFO");
+    let dir_fd = rustix::fs::open(&dir.0, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .expect("open the directory");
+    for (fd, what) in [(fifo_fd.as_raw_fd(), "FIFO"), (dir_fd.as_raw_fd(), "directory")] {
+        let err = within_10s(move || AnonymousRing::open_inherited(fd, &options()).map(drop)).unwrap_err();
+        assert!(matches!(err, Error::NotMemfd { .. }), "{what}: {err:?}");
+        let text = err.to_string();
+        assert!(text.contains(what) && text.contains("not a memfd"), "{what}: {text:?} ({err:?})");
+        assert!(!text.contains("/proc/self/fd"), "{what} was reopened before it was checked: {text}");
+    }
+    // The same over a socket.
+    let (here, there) = std::os::unix::net::UnixStream::pair().expect("pair");
+    {
+        use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        use std::os::fd::AsFd;
+        let fds = [fifo_fd.as_fd()];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        sendmsg(&here, &[std::io::IoSlice::new(b"R")], &mut control, SendFlags::empty()).expect("sendmsg");
+    }
+    let err = within_10s(move || AnonymousRing::receive_from(&there, &options()).map(drop)).unwrap_err();
+    assert!(matches!(err, Error::NotMemfd { found: "a FIFO", .. }), "{err:?}");
+    // Descriptor numbers that cannot be open (the test's other threads may
+    // open any free number at any moment).
+    for not_open in [-1, i32::MAX] {
+        let err = AnonymousRing::open_inherited(not_open, &options()).unwrap_err();
+        assert!(matches!(err, Error::Io { op: "fstat", .. }), "{err:?}");
+    }
 }
 
 /// Finding 7: an error that returns a `source()` does not repeat it in its
