@@ -571,6 +571,34 @@ impl Segment {
         Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLK, F_UNLCK)", errno))
     }
 
+    /// Takes a shared lock on every participant's lock byte (the consumer's
+    /// and each producer slot's) at once: `false` if a live participant
+    /// holds one. Held until the segment is dropped; meanwhile no process
+    /// can take a role in the segment (its `try_lock` fails). For removing a
+    /// stale segment; works on a read-only segment.
+    pub(crate) fn try_hold_participants(&self) -> Result<bool, Error> {
+        let mut lock = byte_lock_at(libc::F_RDLCK, Slot::Consumer.lock_byte());
+        // Bytes 0..=max_producers: the consumer's, then producer n's at 1 + n.
+        lock.l_len = libc::off_t::from(self.identity.max_producers) + 1;
+        // SAFETY: `fcntl(F_OFD_SETLK)` reads the `flock` we pass by pointer,
+        // which is valid for the call; the descriptor is open (owned by self).
+        let rc = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        match Errno::from_io_error(&std::io::Error::last_os_error()) {
+            Some(Errno::AGAIN) | Some(Errno::ACCESS) | None => Ok(false),
+            Some(e) => Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLK, F_RDLCK)", e)),
+        }
+    }
+
+    /// Device and inode of the object (`fstat`): which file this is,
+    /// whatever its name refers to now.
+    pub(crate) fn file_id(&self) -> Result<(u64, u64), Error> {
+        let stat = rustix::fs::fstat(&self.fd).map_err(|e| Error::from_os(&self.name, "fstat", e))?;
+        Ok((stat.st_dev, stat.st_ino))
+    }
+
     /// Whether some open file description (another handle, in any process)
     /// holds the participant lock of `slot`.
     pub(crate) fn is_locked(&self, slot: Slot) -> bool {
