@@ -5,7 +5,9 @@
 //! regular file (`create_file`/`open_file`), or an [`AnonymousRing`] (a
 //! memfd, for `fork` and for passing over a Unix socket).
 
-use crate::error::{Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::error::{
+    Corrupted, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Stop, TryRecvError, TrySendError,
+};
 use crate::layout::{Kind, Slot, MAX_PRODUCERS};
 use crate::ring::{self, RingBacking, Stats};
 use crate::segment::{self, Expect, Segment, Shape};
@@ -133,7 +135,8 @@ impl RingOptions {
     }
 
     /// How long opening waits for a creator that has not finished writing the
-    /// header. Default 1 s.
+    /// header. Default 1 s. A timeout too long for the clock to count
+    /// (`Duration::MAX`) waits without limit.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self
@@ -278,17 +281,78 @@ fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), E
 
 /// Takes the first producer slot of an MPSC segment that no live producer
 /// holds and whose dead holder (if any) left no unresolved claim.
+///
+/// A slot blocked by a dead producer's unresolved claim is not taken over:
+/// only the consumer can resolve the claim, by skipping it when it reaches
+/// it (see `ring::mpsc`). If such a slot is all that is left and no live
+/// consumer is attached, the error says so ([`Error::ProducerSlotBlocked`]):
+/// retrying is useless until a consumer attaches.
 fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
     let max = segment.identity().max_producers;
+    let header = RingBacking::header(segment);
+    let mut blocked = None;
     for n in 0..max as usize {
         if segment.try_lock(Slot::Producer(n))? {
-            if ring::slot_reusable(RingBacking::header(segment), n) {
+            if ring::slot_reusable(header, n) {
                 return Ok(n);
+            }
+            // Its holder is dead (we hold its lock) and its claim unresolved.
+            let relaxed = crate::sync::Ordering::Relaxed;
+            let attached = header
+                .participant(Slot::Producer(n))
+                .is_some_and(|p| p.state.load(relaxed) == crate::layout::SLOT_ATTACHED);
+            if attached && blocked.is_none() {
+                blocked = Some((n, header.claim(n).map_or(0, |line| line.start.load(relaxed))));
             }
             segment.unlock(Slot::Producer(n))?;
         }
     }
-    Err(Error::TooManyProducers { segment: segment.name().to_string(), max })
+    let segment_name = segment.name().to_string();
+    match blocked {
+        Some((slot, position)) if !segment.is_locked(Slot::Consumer) => {
+            Err(Error::ProducerSlotBlocked { segment: segment_name, slot: slot as u32, position })
+        }
+        _ => Err(Error::TooManyProducers { segment: segment_name, max }),
+    }
+}
+
+/// The first [`Corrupted`] a handle met. Every later send, receive, read or
+/// reserve returns it again, so a handle never trusts a segment it has seen
+/// damaged, even if the bytes look right later (a peer may still be
+/// scribbling). Costs the fast path one branch on this field.
+#[derive(Debug, Default)]
+struct Poison(Option<Corrupted>);
+
+impl Poison {
+    /// `Err` with the recorded corruption, if there is one.
+    #[inline(always)]
+    fn check(&self) -> Result<(), Stop> {
+        match &self.0 {
+            None => Ok(()),
+            Some(c) => Err(Self::again(c)),
+        }
+    }
+
+    #[cold]
+    fn again(c: &Corrupted) -> Stop {
+        Stop::Corrupted(c.clone())
+    }
+
+    /// Records `stop` if it is the first corruption met; passes it on.
+    #[inline]
+    fn note(&mut self, stop: Stop) -> Stop {
+        if let (None, Stop::Corrupted(c)) = (&self.0, &stop) {
+            self.0 = Some(c.clone());
+        }
+        stop
+    }
+
+    /// [`check`](Self::check), then `result` with its corruption recorded.
+    #[inline(always)]
+    fn guard<T, E: From<Stop>>(&mut self, run: impl FnOnce() -> Result<T, Stop>) -> Result<T, E> {
+        self.check()?;
+        run().map_err(|stop| self.note(stop).into())
+    }
 }
 
 /// The accessors `Producer` and `Consumer` share.
@@ -402,6 +466,7 @@ pub struct Producer {
     /// Held while grants may be views of an anonymous ring's memory (see
     /// [`AnonymousRing::send_over`]).
     _lender: Option<Arc<()>>,
+    poison: Poison,
 }
 
 impl Producer {
@@ -417,7 +482,10 @@ impl Producer {
     ///
     /// SPSC: fails with [`Error::AlreadyAttached`] while another live
     /// producer holds it; takes over from a dead one. MPSC: takes a free
-    /// producer slot, or fails with [`Error::TooManyProducers`].
+    /// producer slot, or fails with [`Error::TooManyProducers`]; or with
+    /// [`Error::ProducerSlotBlocked`] when the only slots not held by live
+    /// producers are blocked by dead producers' unfinished claims and no
+    /// consumer is attached to skip them.
     pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
         options.check_liveness_interval(name)?;
         Self::attach(Segment::open(name, &options.expect())?, options, Lend::IfTrusted)
@@ -437,7 +505,7 @@ impl Producer {
         };
         ring.set_liveness_interval(options.liveness_interval);
         ring.set_borrow_in_place(lender.is_some());
-        Ok(Producer { ring, wait: options.wait, _lender: lender })
+        Ok(Producer { ring, wait: options.wait, _lender: lender, poison: Poison::default() })
     }
 
     /// Whether a [`Grant`] is the ring's own memory (`true`) or a buffer
@@ -462,18 +530,20 @@ impl Producer {
     /// messages are accepted whether or not a consumer is attached: they wait
     /// in the ring for the next one, which continues where the last stopped.
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        self.ring.send(msg, self.wait, None).map_err(Into::into)
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.send(msg, wait, None))
     }
 
     /// Sends `msg` if there is room now: [`TrySendError::Full`] if not, or
     /// [`TrySendError::Disconnected`] if not and no consumer is attached.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
-        self.ring.try_send(msg).map_err(Into::into)
+        self.poison.guard(|| self.ring.try_send(msg))
     }
 
     /// Sends `msg`, blocking at most `timeout` while the ring is full.
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
-        self.ring.send(msg, self.wait, Some(timeout)).map_err(Into::into)
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.send(msg, wait, Some(timeout)))
     }
 
     /// Claims `len` bytes in the ring to write in place, blocking while full.
@@ -483,19 +553,31 @@ impl Producer {
     /// [`RingOptions::borrow_in_place`]); otherwise it is a buffer of this
     /// handle, copied into the ring by [`Grant::commit`].
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
+        self.poison.check()?;
         let wait = self.wait;
-        self.ring.reserve(len, wait, None).map(Grant).map_err(Into::into)
+        match self.ring.reserve(len, wait, None) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Claims `len` bytes if there is room now.
     pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, TrySendError> {
-        self.ring.try_reserve(len).map(Grant).map_err(Into::into)
+        self.poison.check()?;
+        match self.ring.try_reserve(len) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Claims `len` bytes, blocking at most `timeout` while full.
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>, SendTimeoutError> {
+        self.poison.check()?;
         let wait = self.wait;
-        self.ring.reserve(len, wait, Some(timeout)).map(Grant).map_err(Into::into)
+        match self.ring.reserve(len, wait, Some(timeout)) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// SPSC: bytes written since the segment was created, records and
@@ -553,6 +635,7 @@ pub struct Consumer {
     /// Held while reads may be views of an anonymous ring's memory (see
     /// [`AnonymousRing::send_over`]).
     _lender: Option<Arc<()>>,
+    poison: Poison,
 }
 
 impl Consumer {
@@ -579,7 +662,7 @@ impl Consumer {
         let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
         ring.set_liveness_interval(options.liveness_interval);
         ring.set_borrow_in_place(lender.is_some());
-        Ok(Consumer { ring, wait: options.wait, _lender: lender })
+        Ok(Consumer { ring, wait: options.wait, _lender: lender, poison: Poison::default() })
     }
 
     /// Copies the next message into `buf` (replacing its contents), blocking
@@ -593,17 +676,19 @@ impl Consumer {
     /// [`Stats::torn_records`]; a live producer's record is always waited
     /// for.
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
-        self.ring.recv(buf, self.wait, None).map_err(Into::into)
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.recv(buf, wait, None))
     }
 
     /// Copies the next message into `buf` if one is waiting.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
-        self.ring.try_recv(buf).map_err(Into::into)
+        self.poison.guard(|| self.ring.try_recv(buf))
     }
 
     /// Copies the next message into `buf`, blocking at most `timeout`.
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
-        self.ring.recv(buf, self.wait, Some(timeout)).map_err(Into::into)
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.recv(buf, wait, Some(timeout)))
     }
 
     /// Borrows the next message in place, blocking while the ring is empty.
@@ -615,19 +700,31 @@ impl Consumer {
     /// copied to a buffer of this handle, so the guard's bytes never change
     /// under the caller whatever a peer writes.
     pub fn read(&mut self) -> Result<ReadGuard<'_>, RecvError> {
+        self.poison.check()?;
         let wait = self.wait;
-        self.ring.read(wait, None).map(ReadGuard).map_err(Into::into)
+        match self.ring.read(wait, None) {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Borrows the next message in place if one is waiting.
     pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
-        self.ring.try_read().map(ReadGuard).map_err(Into::into)
+        self.poison.check()?;
+        match self.ring.try_read() {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Borrows the next message in place, blocking at most `timeout`.
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
+        self.poison.check()?;
         let wait = self.wait;
-        self.ring.read(wait, Some(timeout)).map(ReadGuard).map_err(Into::into)
+        match self.ring.read(wait, Some(timeout)) {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Whether [`read`](Self::read) lends the message in place (`true`) or
@@ -712,8 +809,8 @@ impl AnonymousRing {
     /// Opens the ring whose memfd is descriptor `fd` of this process (for
     /// example inherited from the parent that created it). The descriptor is
     /// not taken over: the ring reopens it. It must be a memfd sealed against
-    /// shrinking ([`Error::NotSealed`] otherwise) with a valid header of the
-    /// options' kind.
+    /// shrinking ([`Error::NotMemfd`] or [`Error::NotSealed`] otherwise,
+    /// found before it is reopened) with a valid header of the options' kind.
     pub fn open_inherited(fd: RawFd, options: &RingOptions) -> Result<AnonymousRing, Error> {
         let label = format!("fd{fd}");
         options.check_liveness_interval(&label)?;

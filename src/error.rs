@@ -2,6 +2,20 @@
 //! types for the hot path, shaped like `std::sync::mpsc`'s.
 //!
 //! Every message names the segment and what was wrong with it.
+//!
+//! An error that wraps another says its cause once, as the Rust API
+//! guidelines ask, so that reporters that walk [`source`] do not print it
+//! twice:
+//!
+//! * [`Error::Io`] adds context ("mmap failed on segment /x") and returns
+//!   the OS error from [`source`], without repeating it in its message. Print
+//!   the chain to see it.
+//! * Variants that only carry another error ([`Error::Corrupted`], and the
+//!   `Corrupted` and `TooLarge` variants of the hot-path errors) are
+//!   transparent: their message is the inner error's, and they return the
+//!   inner error's source (none).
+//!
+//! [`source`]: std::error::Error::source
 
 use std::fmt;
 use std::io;
@@ -10,8 +24,12 @@ use std::sync::Arc;
 /// The shared memory broke the ring's invariants: a peer wrote garbage, or the
 /// segment was damaged. Carries the segment name and what was found.
 ///
-/// Once a handle has returned this it keeps returning it; the segment should
-/// be inspected (`shmring stat`) and recreated.
+/// Once a [`Producer`](crate::Producer) or [`Consumer`](crate::Consumer) has
+/// returned this, every later send, receive, read or reserve on that handle
+/// returns the same error again, even if the damaged bytes are repaired:
+/// the handle no longer trusts the segment. Other handles are not affected
+/// until they meet the damage themselves. The segment should be inspected
+/// (`shmring stat`) and recreated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Corrupted {
     segment: Arc<str>,
@@ -86,7 +104,8 @@ pub enum Error {
     NoSpace {
         /// The segment.
         segment: String,
-        /// Bytes that were asked for.
+        /// Bytes that were asked for; 0 when the call that failed did not ask
+        /// for a size (then the message names none).
         bytes: u64,
     },
     /// The object has no shmring header (wrong magic).
@@ -145,12 +164,31 @@ pub enum Error {
         pid: u32,
     },
     /// Every producer slot of an MPSC segment is held by a live process, or
-    /// by a dead one whose last claim the consumer has not passed yet.
+    /// by a dead one whose last claim the live consumer has not passed yet
+    /// (it skips such a claim when it reaches it; with no live consumer
+    /// attached, [`Error::ProducerSlotBlocked`] is returned instead).
     TooManyProducers {
         /// The segment.
         segment: String,
         /// How many slots it has.
         max: u32,
+    },
+    /// No producer slot of an MPSC segment is free, and slot `slot` is held
+    /// only by the unfinished claim of a producer that died, at `position`.
+    /// Only the consumer resolves such a claim (it skips it when it reaches
+    /// it), and no live consumer is attached: the slot stays blocked until
+    /// one attaches and reads up to `position`. A producer cannot resolve it
+    /// itself: records before `position` must be delivered first, and the
+    /// claim line it would overwrite is the consumer's evidence of who owns
+    /// the unwritten record.
+    ProducerSlotBlocked {
+        /// The segment.
+        segment: String,
+        /// The blocked slot (the first one, if several are).
+        slot: u32,
+        /// Where the dead producer's claim starts (read from shared memory:
+        /// a hint).
+        position: u64,
     },
     /// A descriptor handed over for a memfd segment is not a memfd sealed
     /// against shrinking, so whoever holds it could truncate it under our
@@ -159,9 +197,20 @@ pub enum Error {
         /// The segment.
         segment: String,
     },
-    /// A value in the header breaks the ring's invariants.
+    /// A descriptor handed over for a memfd segment is not a regular file
+    /// (a FIFO, a directory, a socket, a device...), so not a memfd. It is
+    /// refused from what `fstat` says of it, before it is reopened or read.
+    NotMemfd {
+        /// The segment.
+        segment: String,
+        /// What it is instead, e.g. "a FIFO".
+        found: &'static str,
+    },
+    /// A value in the header breaks the ring's invariants. Transparent: the
+    /// message is the [`Corrupted`]'s own.
     Corrupted(Corrupted),
-    /// Another system call failed.
+    /// Another system call failed. The OS error is the
+    /// [`source`](std::error::Error::source), not repeated in the message.
     Io {
         /// The segment.
         segment: String,
@@ -194,15 +243,21 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::InvalidName { name, reason } => write!(f, "invalid segment name {name:?}: {reason}"),
-            Error::InvalidOptions { segment, reason } => write!(f, "cannot create segment {segment}: {reason}"),
+            // Met when creating and when opening (the liveness interval).
+            Error::InvalidOptions { segment, reason } => write!(f, "invalid options for segment {segment}: {reason}"),
             Error::NotFound { segment } => write!(f, "segment {segment} does not exist"),
             Error::AlreadyExists { segment } => write!(f, "segment {segment} already exists"),
             Error::PermissionDenied { segment, detail } => {
                 write!(f, "permission denied on segment {segment}: {detail}")
             }
-            Error::NoSpace { segment, bytes } => {
-                write!(f, "no space for segment {segment}: {bytes} bytes could not be reserved (is /dev/shm full?)")
+            Error::NoSpace { segment, bytes: 0 } => {
+                write!(f, "no space left for segment {segment} (is /dev/shm, or the file's file system, full?)")
             }
+            Error::NoSpace { segment, bytes } => write!(
+                f,
+                "no space left for segment {segment}: {bytes} bytes could not be reserved \
+                 (is /dev/shm, or the file's file system, full?)"
+            ),
             Error::NotShmring { segment } => write!(f, "{segment} is not a shmring segment (bad magic)"),
             Error::VersionMismatch { segment, found, expected } => {
                 write!(f, "segment {segment} has layout version {found}, this build reads version {expected}")
@@ -212,6 +267,11 @@ impl fmt::Display for Error {
             }
             Error::KindMismatch { segment, found: None, expected } => {
                 write!(f, "segment {segment} has an unknown ring kind (expected {expected})")
+            }
+            // Only an object too small for any header is under HEADER_BYTES
+            // (opening waits for a header before it reads one).
+            Error::SizeMismatch { segment, expected, found } if *found < crate::layout::HEADER_BYTES => {
+                write!(f, "segment {segment} is {found} bytes, too small to hold a shmring header ({expected} bytes)")
             }
             Error::SizeMismatch { segment, expected, found } => {
                 write!(f, "segment {segment} is {found} bytes but should be {expected} (truncated or resized?)")
@@ -232,11 +292,21 @@ impl fmt::Display for Error {
                      (or by dead ones whose last record the consumer has not reached yet)"
                 )
             }
+            Error::ProducerSlotBlocked { segment, slot, position } => write!(
+                f,
+                "segment {segment} has no free producer slot: slot {slot} is held by a dead producer's unfinished \
+                 claim at position {position}, which only the consumer resolves (it skips the claim when it reaches \
+                 it), and no consumer is attached: attach one, then retry"
+            ),
             Error::NotSealed { segment } => {
                 write!(f, "{segment} is not a memfd sealed against shrinking (F_SEAL_SHRINK): refused")
             }
+            Error::NotMemfd { segment, found } => {
+                write!(f, "{segment} is {found}, not a memfd: refused without reopening it")
+            }
             Error::Corrupted(c) => c.fmt(f),
-            Error::Io { segment, op, source } => write!(f, "{op} failed on segment {segment}: {source}"),
+            // The OS error is the source, not repeated here.
+            Error::Io { segment, op, .. } => write!(f, "{op} failed on segment {segment}"),
         }
     }
 }
@@ -245,7 +315,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
-            Error::Corrupted(c) => Some(c),
+            // Transparent: the message is the inner error's, so the source
+            // is the inner error's source too.
+            Error::Corrupted(c) => c.source(),
             _ => None,
         }
     }
@@ -277,7 +349,8 @@ impl std::error::Error for TooLarge {}
 
 /// Declares a hot-path error enum: its variants (unit ones with their message,
 /// and the shared `TooLarge` / `Corrupted` payload variants), `Display` and
-/// `Error`.
+/// `Error`. Payload variants are transparent: they print the payload's
+/// message and return its source (none), so it is said once.
 macro_rules! hot_error {
     (
         $(#[$meta:meta])* $name:ident {
@@ -306,7 +379,7 @@ macro_rules! hot_error {
         impl std::error::Error for $name {
             fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
                 match self {
-                    $($( $name::$payload(e) => Some(e), )+)?
+                    $($( $name::$payload(e) => std::error::Error::source(e), )+)?
                     #[allow(unreachable_patterns)]
                     _ => None,
                 }
@@ -329,16 +402,18 @@ hot_error! {
     TrySendError {
         /// The ring has no room for the message now.
         Full => "the ring is full",
-        /// The consumer has detached or died.
-        Disconnected => "the consumer is gone",
+        /// The ring has no room for the message, and the consumer has
+        /// detached or died.
+        Disconnected => "the ring is full and the consumer is gone",
     } with TooLarge, Corrupted
 }
 
 hot_error! {
     /// Why [`Producer::send`](crate::Producer::send) failed.
     SendError {
-        /// The consumer has detached or died.
-        Disconnected => "the consumer is gone",
+        /// The ring has no room for the message, and the consumer has
+        /// detached or died.
+        Disconnected => "the ring is full and the consumer is gone",
     } with TooLarge, Corrupted
 }
 
@@ -347,8 +422,9 @@ hot_error! {
     SendTimeoutError {
         /// The ring stayed full until the timeout.
         Timeout => "timed out waiting for room in the ring",
-        /// The consumer has detached or died.
-        Disconnected => "the consumer is gone",
+        /// The ring has no room for the message, and the consumer has
+        /// detached or died.
+        Disconnected => "the ring is full and the consumer is gone",
     } with TooLarge, Corrupted
 }
 
@@ -358,7 +434,7 @@ hot_error! {
         /// No message is waiting now.
         Empty => "the ring is empty",
         /// The ring is drained and no producer is attached any more.
-        Disconnected => "the ring is empty and the producer is gone",
+        Disconnected => "the ring is empty and no producer is attached any more",
     } with Corrupted
 }
 
@@ -366,7 +442,7 @@ hot_error! {
     /// Why [`Consumer::recv`](crate::Consumer::recv) failed.
     RecvError {
         /// The ring is drained and no producer is attached any more.
-        Disconnected => "the ring is empty and the producer is gone",
+        Disconnected => "the ring is empty and no producer is attached any more",
     } with Corrupted
 }
 
@@ -376,7 +452,7 @@ hot_error! {
         /// No message arrived before the timeout.
         Timeout => "timed out waiting for a message",
         /// The ring is drained and no producer is attached any more.
-        Disconnected => "the ring is empty and the producer is gone",
+        Disconnected => "the ring is empty and no producer is attached any more",
     } with Corrupted
 }
 
@@ -491,12 +567,34 @@ mod tests {
     }
 
     #[test]
-    fn sources_chain() {
+    fn messages_say_only_what_is_known() {
+        // ENOSPC from a call that asked for no size: no "0 bytes".
+        let e = Error::from_os("/orders", "shm_open", rustix::io::Errno::NOSPC);
+        assert!(matches!(e, Error::NoSpace { bytes: 0, .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(!text.contains("0 bytes") && text.contains("/orders") && text.contains("/dev/shm"), "{text}");
+        let e = Error::NoSpace { segment: "/orders".into(), bytes: 1 << 20 };
+        assert!(e.to_string().contains("1048576 bytes could not be reserved"), "{e}");
+        // Too small for a header: not "should be 12288".
+        let e = Error::SizeMismatch { segment: "/s".into(), expected: crate::layout::HEADER_BYTES, found: 17 };
+        assert_eq!(e.to_string(), "segment /s is 17 bytes, too small to hold a shmring header (12288 bytes)");
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
         use std::error::Error as _;
         let name: Arc<str> = Arc::from("/x");
         let c = Corrupted::new(&name, "bad");
-        assert!(SendError::Corrupted(c).source().is_some());
+        // Transparent wrappers: the inner message, no source.
+        assert_eq!(SendError::Corrupted(c.clone()).to_string(), c.to_string());
+        assert!(SendError::Corrupted(c.clone()).source().is_none());
+        assert!(Error::Corrupted(c).source().is_none());
         assert!(SendError::Disconnected.source().is_none());
-        assert!(SendError::TooLarge(TooLarge { len: 9, max: 8 }).source().is_some());
+        assert!(SendError::TooLarge(TooLarge { len: 9, max: 8 }).source().is_none());
+        // Context: the OS error is the source, and only the source.
+        let io = Error::from_os("/x", "mmap", rustix::io::Errno::NODEV);
+        let source = io.source().expect("the OS error").to_string();
+        assert!(!io.to_string().contains(&source), "{io}");
+        assert_eq!(io.to_string(), "mmap failed on segment /x");
     }
 }

@@ -4,6 +4,15 @@
 //! Inspection opens a segment read-only and validates it exactly as attaching
 //! does, but takes no role and changes nothing. Whether a participant is alive
 //! comes from the kernel's lock on its byte of the segment, not from its pid.
+//!
+//! The mapping is read-only (`PROT_READ`), and on read-only memory the only
+//! atomic accesses Rust allows are Relaxed loads of at most the target's
+//! native width (see "Atomic accesses to read-only memory" in
+//! `core::sync::atomic`): so every load here is Relaxed, and where an
+//! Acquire load's ordering is wanted an Acquire fence follows the load. The
+//! header's fields are 8 bytes at most, within that limit on 64-bit targets;
+//! on 32-bit ones (a 4-byte limit) the 8-byte loads are outside what Rust
+//! guarantees.
 
 use crate::error::Error;
 use crate::layout::{
@@ -11,7 +20,7 @@ use crate::layout::{
 };
 use crate::ring::RingBacking;
 use crate::segment::{unlink, Segment};
-use crate::sync::Ordering;
+use crate::sync::{fence, Ordering};
 use std::time::Duration;
 
 /// Where POSIX shared-memory objects live on Linux.
@@ -142,7 +151,10 @@ impl SegmentInfo {
 }
 
 fn participant(segment: &Segment, slot: Slot, p: &Participant, messages: u64) -> ParticipantInfo {
-    let state = match p.state.load(Ordering::Acquire) {
+    let state = p.state.load(Ordering::Relaxed);
+    // Read-only mapping: a Relaxed load and a fence, not an Acquire load.
+    fence(Ordering::Acquire);
+    let state = match state {
         SLOT_EMPTY => SlotState::Empty,
         SLOT_ATTACHED => SlotState::Attached,
         SLOT_DETACHED => SlotState::Detached,
@@ -168,7 +180,7 @@ fn wake(line: &WakeLine) -> WakeInfo {
 
 /// Reads the header of segment `name` (read-only, no role taken).
 pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
-    describe(name, Segment::open_read_only(name, Duration::from_millis(100))?)
+    describe(name, &Segment::open_read_only(name, Duration::from_millis(100))?)
 }
 
 /// Reads the header of the file-backed segment at `path` (read-only, no
@@ -181,13 +193,13 @@ pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
 /// ```
 pub fn inspect_file(path: impl AsRef<std::path::Path>) -> Result<SegmentInfo, Error> {
     let path = path.as_ref();
-    describe(&path.to_string_lossy(), Segment::open_file_read_only(path, Duration::from_millis(100))?)
+    describe(&path.to_string_lossy(), &Segment::open_file_read_only(path, Duration::from_millis(100))?)
 }
 
-fn describe(name: &str, segment: Segment) -> Result<SegmentInfo, Error> {
+fn describe(name: &str, segment: &Segment) -> Result<SegmentInfo, Error> {
     let (owner_uid, mode, size) = segment.file_stat()?;
     let id = *segment.identity();
-    let ring = RingBacking::header(&segment);
+    let ring = RingBacking::header(segment);
     // SPSC counts in the producer line; each MPSC producer in its claim line.
     let sent = |n: usize| match segment.kind() {
         Kind::Spsc => ring.producer.messages.load(Ordering::Relaxed),
@@ -199,9 +211,13 @@ fn describe(name: &str, segment: Segment) -> Result<SegmentInfo, Error> {
         .iter()
         .take(id.max_producers as usize)
         .enumerate()
-        .map(|(n, p)| participant(&segment, Slot::Producer(n), p, sent(n)))
+        .map(|(n, p)| participant(segment, Slot::Producer(n), p, sent(n)))
         .collect();
     let messages_read = ring.consumer.messages.load(Ordering::Relaxed);
+    // Read-only mapping: Relaxed loads and a fence, not Acquire loads.
+    let head = ring.consumer.head.load(Ordering::Relaxed);
+    let tail = ring.producer.tail.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
     Ok(SegmentInfo {
         name: name.to_owned(),
         kind: segment.kind(),
@@ -214,8 +230,8 @@ fn describe(name: &str, segment: Segment) -> Result<SegmentInfo, Error> {
         owner_uid,
         mode,
         size,
-        head: ring.consumer.head.load(Ordering::Acquire),
-        tail: ring.producer.tail.load(Ordering::Acquire),
+        head,
+        tail,
         messages_sent: producers.iter().fold(0u64, |sum, p| sum.wrapping_add(p.messages)),
         messages_read,
         torn_records: ring.consumer.torn_records.load(Ordering::Relaxed),
@@ -223,7 +239,7 @@ fn describe(name: &str, segment: Segment) -> Result<SegmentInfo, Error> {
         lost_records: ring.persistence.lost_records.load(Ordering::Relaxed),
         consumer_wake: wake(&ring.consumer_wake),
         producer_wake: wake(&ring.producer_wake),
-        consumer: participant(&segment, Slot::Consumer, &ring.consumer_slot, messages_read),
+        consumer: participant(segment, Slot::Consumer, &ring.consumer_slot, messages_read),
         producers,
     })
 }
@@ -263,17 +279,123 @@ pub fn list() -> Result<Vec<Listing>, Error> {
 /// [`SegmentInfo::is_stale`]) and returns their names. Live segments, idle
 /// ones that nobody has died on, and objects that are not shmring segments
 /// are left alone.
+///
+/// Each segment found stale is opened again and checked again, this time
+/// holding a shared lock on every participant's lock byte, and is unlinked
+/// only if its name still refers to the very object checked (same device and
+/// inode). So:
+///
+/// * a segment someone removed and created anew under the same name after the
+///   listing is not removed (unless the replacement happens in the instant
+///   between the last `stat` of the name and the `shm_unlink`, which no
+///   system call can close: there is no "unlink this inode");
+/// * a process that opens the segment while it is being removed cannot take
+///   a role in it (it gets [`Error::AlreadyAttached`] or
+///   [`Error::TooManyProducers`], and on a retry finds no segment), rather
+///   than attaching to a segment about to lose its name;
+/// * two `remove_stale` running at once may each see the other's lock as a
+///   live participant and leave that segment for the next run.
 pub fn remove_stale() -> Result<Vec<String>, Error> {
     let mut removed = Vec::new();
     for listing in list()? {
-        if listing.info.is_ok_and(|info| info.is_stale()) {
-            // Another process may have removed it first: not an error.
-            match unlink(&listing.name) {
-                Ok(()) => removed.push(listing.name),
-                Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+        if listing.info.is_ok_and(|info| info.is_stale()) && remove_if_stale(&listing.name, &mut |_| {})? {
+            removed.push(listing.name);
         }
     }
     Ok(removed)
+}
+
+/// Unlinks `name` if it is stale and its name still refers to the object
+/// found stale (see [`remove_stale`]); `between` runs between the check and
+/// the unlink (tests widen the window with it).
+fn remove_if_stale(name: &str, between: &mut dyn FnMut(&str)) -> Result<bool, Error> {
+    // Gone, replaced by something unreadable, or not ours: not stale now.
+    let Ok(segment) = Segment::open_read_only(name, Duration::from_millis(100)) else { return Ok(false) };
+    // While this is held nobody is alive in the segment, and nobody can
+    // attach to it.
+    if !segment.try_hold_participants()? {
+        return Ok(false);
+    }
+    // So it is stale if anyone died attached (the lock makes the liveness
+    // probes moot: no participant holds its byte).
+    let info = describe(name, &segment)?;
+    if !std::iter::once(&info.consumer).chain(&info.producers).any(|p| p.state == SlotState::Attached) {
+        return Ok(false);
+    }
+    between(name);
+    let path = format!("{SHM_DIR}{name}");
+    let current = match rustix::fs::stat(path.as_str()) {
+        Ok(stat) => (stat.st_dev, stat.st_ino),
+        Err(rustix::io::Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(Error::from_os(name, "stat", e)),
+    };
+    if current != segment.file_id()? {
+        return Ok(false);
+    }
+    // Another process may have removed it first: not an error.
+    match unlink(name) {
+        Ok(()) => Ok(true),
+        Err(Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::SLOT_ATTACHED;
+    use crate::segment::Shape;
+
+    fn shape() -> Shape {
+        Shape { kind: Kind::Spsc, capacity: 1 << 12, max_message: 64, max_producers: 1, mode: 0o600 }
+    }
+
+    /// A segment whose producer slot says attached with no process holding
+    /// its lock: as a producer killed while attached leaves it.
+    fn stale(name: &str) -> Segment {
+        let segment = Segment::create(name, &shape(), true).expect("create");
+        segment.header().ring.producer_slots.0[0].state.store(SLOT_ATTACHED, Ordering::Relaxed);
+        assert!(inspect(name).expect("inspect").is_stale());
+        segment
+    }
+
+    fn name(tag: &str) -> String {
+        format!("/shmring-unit-{tag}-{}", std::process::id())
+    }
+
+    /// The segment found stale is unlinked and a new one created under its
+    /// name between the check and the unlink: the new one is left alone.
+    #[test]
+    fn a_segment_replaced_after_the_check_is_not_removed() {
+        let name = name("replaced");
+        let _old = stale(&name);
+        let mut replacement = None;
+        let removed = remove_if_stale(&name, &mut |name| {
+            unlink(name).expect("unlink the stale one");
+            replacement = Some(Segment::create(name, &shape(), true).expect("create anew"));
+        })
+        .expect("remove_if_stale");
+        let replacement = replacement.expect("the window was reached");
+        assert!(!removed, "reported as removed");
+        let info = inspect(&name).expect("the new segment is still there");
+        assert_eq!(info.creator_pid, replacement.identity().creator_pid);
+        assert!(!info.is_stale());
+    }
+
+    /// A process that opens the segment while it is being removed is refused
+    /// instead of attaching to a segment about to be unlinked.
+    #[test]
+    fn an_opener_racing_with_the_removal_is_refused() {
+        let name = name("racing");
+        let _old = stale(&name);
+        let mut attempt = None;
+        let removed = remove_if_stale(&name, &mut |name| {
+            attempt = Some(crate::Producer::open(name, &crate::RingOptions::new().capacity(1 << 12)).map(drop));
+        })
+        .expect("remove_if_stale");
+        assert!(removed);
+        let attempt = attempt.expect("the window was reached");
+        assert!(matches!(attempt, Err(Error::AlreadyAttached { .. })), "{attempt:?}");
+        assert!(matches!(inspect(&name), Err(Error::NotFound { .. })));
+    }
 }

@@ -40,7 +40,7 @@ use crate::layout::{
 };
 use crate::ring::record::record_size;
 use crate::ring::{Region, RingBacking};
-use crate::sync::Ordering;
+use crate::sync::{fence, Ordering};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
@@ -305,15 +305,36 @@ impl Segment {
     /// liveness locks) of its own, and no descriptor is taken over. It must be
     /// sealed against shrinking (so that no one can truncate it under our
     /// mapping) and hold a valid header.
+    ///
+    /// The descriptor as received is checked first, and only a regular file
+    /// sealed against shrinking (which only a memfd can be) is reopened:
+    /// reopening read-write whatever a peer sent (a FIFO, a device, a file
+    /// opened read-only) would act on it before knowing what it is.
     pub(crate) fn open_memfd(fd: std::os::fd::RawFd, label: &str, expect: &Expect) -> Result<Segment, Error> {
         let name = format!("memfd:{label}");
+        let received = fstat_raw(fd).map_err(|e| Error::from_os(&name, "fstat", e))?;
+        let file_type = received.st_mode & libc::S_IFMT;
+        if file_type != libc::S_IFREG {
+            return Err(Error::NotMemfd { segment: name, found: file_type_name(file_type) });
+        }
+        // EINVAL: not a memfd (nor anything else that can be sealed).
+        let seals = seals_raw(fd).unwrap_or(SealFlags::empty());
+        if !seals.contains(SealFlags::SHRINK) {
+            return Err(Error::NotSealed { segment: name });
+        }
         let path = format!("/proc/self/fd/{fd}");
         let own = rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             .map_err(|e| Error::from_os(&name, "open(/proc/self/fd)", e))?;
-        // EINVAL: not a memfd (nor anything else that can be sealed).
-        let seals = rustix::fs::fcntl_get_seals(&own).unwrap_or(SealFlags::empty());
-        if !seals.contains(SealFlags::SHRINK) {
-            return Err(Error::NotSealed { segment: name });
+        // Another thread may have closed the number and opened something else
+        // on it since the checks: the reopened file must be the one checked
+        // (seals belong to the file and are never removed, so they hold).
+        let reopened = rustix::fs::fstat(&own).map_err(|e| Error::from_os(&name, "fstat", e))?;
+        if (reopened.st_dev, reopened.st_ino) != (received.st_dev, received.st_ino) {
+            return Err(Error::Io {
+                segment: name,
+                op: "open(/proc/self/fd)",
+                source: std::io::Error::other(format!("descriptor {fd} changed while it was being reopened")),
+            });
         }
         let mut segment = Self::attach(&name, own, expect, true)?;
         // Only holders of a descriptor can write a memfd, whatever its mode:
@@ -325,7 +346,9 @@ impl Segment {
 
     /// Opens and validates a segment read-only, taking no role: for tools that
     /// look at segments (of any kind, and of other users) without touching
-    /// them. Such a segment is never handed to a ring.
+    /// them. Such a segment is never handed to a ring, and its header is only
+    /// read with Relaxed loads (ordered by fences where needed): on a
+    /// `PROT_READ` mapping any other atomic access is undefined behaviour.
     pub(crate) fn open_read_only(name: &str, ready_timeout: Duration) -> Result<Segment, Error> {
         validate_name(name)?;
         let fd =
@@ -344,7 +367,9 @@ impl Segment {
     }
 
     fn attach(name: &str, fd: OwnedFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
-        let deadline = Instant::now() + expect.ready_timeout;
+        // A timeout longer than `Instant` can count to (`Duration::MAX`) means
+        // no deadline at all, not an overflow.
+        let deadline = Instant::now().checked_add(expect.ready_timeout);
         let segment = name.to_owned();
         let stat = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?;
         let me = rustix::process::getuid().as_raw();
@@ -364,7 +389,7 @@ impl Segment {
             if size >= 8 && !starts_with_magic(&fd) {
                 return Err(Error::NotShmring { segment });
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(if size == 0 {
                     Error::NotReady { segment, waited: expect.ready_timeout }
                 } else {
@@ -526,7 +551,10 @@ impl Segment {
         // SAFETY: the mapping starts with at least HEADER_BYTES >=
         // size_of::<SegmentHeader>() bytes, is page-aligned (>= its 128-byte
         // alignment), and lives as long as `self`. Every field is an atomic, so
-        // concurrent writes by other processes are not data races.
+        // concurrent writes by other processes are not data races. The
+        // mapping of a read-only segment (`open_read_only`) is `PROT_READ`:
+        // its only users (`wait_ready`, `inspect`) do nothing but Relaxed
+        // loads of at most 8 bytes on it, ordered by fences.
         unsafe { self.base.cast::<SegmentHeader>().as_ref() }
     }
 
@@ -567,6 +595,34 @@ impl Segment {
         }
         let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
         Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLK, F_UNLCK)", errno))
+    }
+
+    /// Takes a shared lock on every participant's lock byte (the consumer's
+    /// and each producer slot's) at once: `false` if a live participant
+    /// holds one. Held until the segment is dropped; meanwhile no process
+    /// can take a role in the segment (its `try_lock` fails). For removing a
+    /// stale segment; works on a read-only segment.
+    pub(crate) fn try_hold_participants(&self) -> Result<bool, Error> {
+        let mut lock = byte_lock_at(libc::F_RDLCK, Slot::Consumer.lock_byte());
+        // Bytes 0..=max_producers: the consumer's, then producer n's at 1 + n.
+        lock.l_len = libc::off_t::from(self.identity.max_producers) + 1;
+        // SAFETY: `fcntl(F_OFD_SETLK)` reads the `flock` we pass by pointer,
+        // which is valid for the call; the descriptor is open (owned by self).
+        let rc = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_SETLK, &mut lock) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        match Errno::from_io_error(&std::io::Error::last_os_error()) {
+            Some(Errno::AGAIN) | Some(Errno::ACCESS) | None => Ok(false),
+            Some(e) => Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLK, F_RDLCK)", e)),
+        }
+    }
+
+    /// Device and inode of the object (`fstat`): which file this is,
+    /// whatever its name refers to now.
+    pub(crate) fn file_id(&self) -> Result<(u64, u64), Error> {
+        let stat = rustix::fs::fstat(&self.fd).map_err(|e| Error::from_os(&self.name, "fstat", e))?;
+        Ok((stat.st_dev, stat.st_ino))
     }
 
     /// Whether some open file description (another handle, in any process)
@@ -659,6 +715,46 @@ fn store_boot_id(line: &crate::layout::PersistenceLine, id: [u64; 2]) {
     line.boot_id[1].store(id[1], Ordering::Relaxed);
 }
 
+/// `fstat` of descriptor number `fd`, which may not be open (then `EBADF`):
+/// no `BorrowedFd` is made of a number nobody vouches for.
+fn fstat_raw(fd: std::os::fd::RawFd) -> Result<libc::stat, Errno> {
+    // SAFETY: `stat` is a plain C struct of integers; all-zero is valid.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fstat` writes one `struct stat` through the pointer, which is
+    // valid for the call; any number is acceptable as a descriptor (one
+    // that is not open fails with EBADF), and it is neither kept nor closed.
+    if unsafe { libc::fstat(fd, &mut stat) } == 0 {
+        Ok(stat)
+    } else {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+    }
+}
+
+/// `fcntl(F_GET_SEALS)` of descriptor number `fd` (see [`fstat_raw`]).
+fn seals_raw(fd: std::os::fd::RawFd) -> Result<SealFlags, Errno> {
+    // SAFETY: F_GET_SEALS takes no argument and touches no memory of ours;
+    // any number is acceptable as a descriptor.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    if seals >= 0 {
+        Ok(SealFlags::from_bits_retain(seals as u32))
+    } else {
+        Err(Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO))
+    }
+}
+
+/// What a file of `S_IFMT` type `file_type` is, for messages.
+fn file_type_name(file_type: libc::mode_t) -> &'static str {
+    match file_type {
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFLNK => "a symbolic link",
+        _ => "not a regular file",
+    }
+}
+
 fn starts_with_magic(fd: &OwnedFd) -> bool {
     let mut magic = [0u8; 8];
     matches!(rustix::io::pread(fd, &mut magic, 0), Ok(8)) && u64::from_le_bytes(magic) == MAGIC
@@ -693,7 +789,8 @@ impl Mapping {
 
     fn header(&self) -> &SegmentHeader {
         // SAFETY: at least HEADER_BYTES are mapped, page-aligned, for as long
-        // as `self`; every header field is an atomic.
+        // as `self`; every header field is an atomic. A read-only probe is
+        // only loaded from, Relaxed (`wait_ready`).
         unsafe { self.base.cast::<SegmentHeader>().as_ref() }
     }
 }
@@ -707,19 +804,36 @@ impl Drop for Mapping {
 }
 
 impl crate::layout::Identity {
-    /// Waits until the creator has published the header (`state` READY, read
-    /// with Acquire), then reads it and its stored checksum.
-    fn wait_ready(&self, name: &str, deadline: Instant, waited: Duration) -> Result<(IdentityFields, u64), Error> {
+    /// Waits until the creator has published the header (`state` READY),
+    /// then reads it and its stored checksum.
+    ///
+    /// `state` is loaded Relaxed and followed by an Acquire fence, which
+    /// orders the reads after it as an Acquire load would: an Acquire load
+    /// is not allowed on the read-only (`PROT_READ`) mapping the inspection
+    /// path probes, where only Relaxed loads of at most 8 bytes are (see
+    /// "Atomic accesses to read-only memory" in `core::sync::atomic`).
+    /// `deadline`: `None` waits as long as it takes.
+    fn wait_ready(
+        &self,
+        name: &str,
+        deadline: Option<Instant>,
+        waited: Duration,
+    ) -> Result<(IdentityFields, u64), Error> {
         loop {
-            let state = self.state.load(Ordering::Acquire);
+            let state = self.state.load(Ordering::Relaxed);
             if state == STATE_READY {
+                fence(Ordering::Acquire);
                 return Ok((self.read(), self.checksum.load(Ordering::Relaxed)));
             }
             let magic = self.magic.load(Ordering::Relaxed);
+            if magic == MAGIC && state != STATE_INITIALIZING {
+                // Our header, with a state no version of shmring writes.
+                return Err(corrupt(name, format!("header state {state:#010x} is neither initialising nor ready")));
+            }
             if state != STATE_INITIALIZING || (magic != 0 && magic != MAGIC) {
                 return Err(Error::NotShmring { segment: name.to_owned() });
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::NotReady { segment: name.to_owned(), waited });
             }
             std::thread::sleep(Duration::from_millis(1));

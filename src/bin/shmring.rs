@@ -164,10 +164,23 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("shmring: {e}");
+            eprintln!("shmring: {}", report(&*e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its sources, joined by ": ". An error does not repeat its source
+/// in its own message, so this is how the whole cause is shown.
+fn report(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -347,8 +360,8 @@ fn ls(all: bool, json_out: bool) -> Result<ExitCode> {
                 let not_ours =
                     matches!(e, Error::NotShmring { .. } | Error::NotReady { .. } | Error::SizeMismatch { .. });
                 if all || !not_ours {
-                    values.push(json!({ "name": listing.name, "error": e.to_string() }));
-                    let state = if not_ours { "not shmring".to_string() } else { format!("error: {e}") };
+                    values.push(json!({ "name": listing.name, "error": report(e) }));
+                    let state = if not_ours { "not shmring".to_string() } else { format!("error: {}", report(e)) };
                     let dash = || "-".to_string();
                     rows.push([
                         listing.name.clone(),
@@ -513,8 +526,8 @@ fn send(
     let mut producer = Producer::open(name, &options_for(name)?)?;
     let mut send_one = |msg: &[u8], what: &dyn Fn() -> String| -> Result<()> {
         match timeout {
-            Some(t) => producer.send_timeout(msg, t).map_err(|e| format!("{name}: {}: {e}", what()))?,
-            None => producer.send(msg).map_err(|e| format!("{name}: {}: {e}", what()))?,
+            Some(t) => producer.send_timeout(msg, t).map_err(|e| format!("{name}: {}: {}", what(), report(&e)))?,
+            None => producer.send(msg).map_err(|e| format!("{name}: {}: {}", what(), report(&e)))?,
         }
         Ok(())
     };
@@ -588,10 +601,10 @@ fn rm(names: Vec<String>, stale: bool) -> Result<ExitCode> {
         // Only shmring segments: other programs' objects are not ours to remove.
         let outcome = match inspect::inspect(&name) {
             Ok(_) | Err(Error::Corrupted(_) | Error::ChecksumMismatch { .. } | Error::VersionMismatch { .. }) => {
-                shmring::unlink(&name).map_err(|e| e.to_string())
+                shmring::unlink(&name).map_err(|e| report(&e))
             }
             Err(Error::NotShmring { .. }) => Err(format!("{name} is not a shmring segment; not removed")),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(report(&e)),
         };
         if let Err(e) = outcome {
             eprintln!("shmring: {e}");
@@ -648,10 +661,31 @@ impl Drop for Scratch {
     }
 }
 
+/// Checks a bench duration: more than zero, and short enough that the
+/// clock can count to its end (and the peers' 10 s of grace after it).
+fn check_bench_seconds(seconds: Duration) -> Result<()> {
+    let grace = seconds.checked_add(Duration::from_secs(10));
+    if seconds.is_zero() || grace.and_then(|g| Instant::now().checked_add(g)).is_none() {
+        return Err(
+            format!("--seconds {seconds:?} is out of range: it must be more than 0, and short enough for the clock to count to its end").into()
+        );
+    }
+    Ok(())
+}
+
+/// `seconds` from now.
+fn deadline(seconds: Duration) -> Result<Instant> {
+    Ok(Instant::now().checked_add(seconds).ok_or_else(|| format!("--seconds {seconds:?} is out of range"))?)
+}
+
 fn bench(size: u64, seconds: Duration, wait: WaitStrategy) -> Result<ExitCode> {
+    check_bench_seconds(seconds)?;
+    let max_message =
+        u32::try_from(size.max(8)).map_err(|_| format!("--size {size} is too large: at most {} bytes", u32::MAX))?;
     let len = usize::try_from(size)?;
+    // At most 2^32 * 64: no overflow.
     let capacity = (size * 64).next_power_of_two().max(1 << 20);
-    let options = RingOptions::new().capacity(capacity).max_message(u32::try_from(size.max(8))?).wait(wait);
+    let options = RingOptions::new().capacity(capacity).max_message(max_message).wait(wait);
     let id = std::process::id();
     let (data, ping, pong) =
         (format!("/shmring-bench-{id}"), format!("/shmring-bench-{id}-ping"), format!("/shmring-bench-{id}-pong"));
@@ -697,12 +731,15 @@ fn bench(size: u64, seconds: Duration, wait: WaitStrategy) -> Result<ExitCode> {
     let _echo = spawn_peer("echo", &ping, Some(&pong), size, seconds, wait)?;
     let message = vec![0x5Au8; len];
     let mut rtts = Vec::new();
-    let until = Instant::now() + seconds;
+    let until = deadline(seconds)?;
     while Instant::now() < until {
         let sent = Instant::now();
         requests.send(&message)?;
         drop(replies.read_timeout(Duration::from_secs(10))?);
         rtts.push(sent.elapsed().as_nanos() as u64);
+    }
+    if rtts.is_empty() {
+        return Err(format!("no round trip completed within {seconds:?}").into());
     }
     rtts.sort_unstable();
     let at = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize] as f64 / 1e3;
@@ -728,12 +765,13 @@ fn bench_peer(
     seconds: Duration,
     wait: WaitStrategy,
 ) -> Result<ExitCode> {
+    check_bench_seconds(seconds)?;
     let options = RingOptions::new().wait(wait);
     match (role, reply) {
         ("producer", _) => {
             let mut producer = Producer::open(name, &options)?;
             let len = usize::try_from(size)?;
-            let until = Instant::now() + seconds;
+            let until = deadline(seconds)?;
             let mut n: u64 = 0;
             while n % 1024 != 0 || Instant::now() < until {
                 let mut grant = producer.reserve(len)?;
@@ -746,7 +784,7 @@ fn bench_peer(
             let mut requests = Consumer::open(name, &options)?;
             let mut replies = Producer::open(reply, &options)?;
             let mut buf = Vec::new();
-            while requests.recv_timeout(&mut buf, seconds + Duration::from_secs(10)).is_ok() {
+            while requests.recv_timeout(&mut buf, seconds.saturating_add(Duration::from_secs(10))).is_ok() {
                 replies.send(&buf)?;
             }
         }
@@ -758,6 +796,12 @@ fn bench_peer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_show_the_cause_once() {
+        let e = Error::Io { segment: "/x".into(), op: "mmap", source: std::io::Error::other("no device") };
+        assert_eq!(report(&e), "mmap failed on segment /x: no device");
+    }
 
     #[test]
     fn sizes_and_durations() {
