@@ -42,6 +42,49 @@ impl fmt::Display for Corrupted {
 
 impl std::error::Error for Corrupted {}
 
+/// A handle was used in a process forked from the one that attached it.
+///
+/// A handle acts only for the process that attached it: in a forked child
+/// every operation on an inherited handle fails with this (its drop does
+/// nothing to the ring). Attach afresh in the child (`Producer::open`,
+/// [`AnonymousRing::producer`](crate::AnonymousRing::producer), ...). Carries
+/// the segment name and the handle's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkedHandle {
+    segment: Arc<str>,
+    role: &'static str,
+}
+
+impl ForkedHandle {
+    #[cfg_attr(shmring_loom, allow(dead_code))]
+    pub(crate) fn new(segment: &Arc<str>, role: &'static str) -> Self {
+        ForkedHandle { segment: Arc::clone(segment), role }
+    }
+
+    /// The segment's name.
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+
+    /// `"producer"` or `"consumer"`.
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+}
+
+impl fmt::Display for ForkedHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "this {} handle of segment {} was inherited across fork: it acts only for the process that \
+             attached it; attach again in this process",
+            self.role, self.segment
+        )
+    }
+}
+
+impl std::error::Error for ForkedHandle {}
+
 /// A setup error: creating, opening or validating a segment.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -161,6 +204,10 @@ pub enum Error {
     },
     /// A value in the header breaks the ring's invariants.
     Corrupted(Corrupted),
+    /// The handle was inherited across `fork` (from
+    /// [`Producer::flush`](crate::Producer::flush) and the like in the
+    /// child).
+    ForkedHandle(ForkedHandle),
     /// Another system call failed.
     Io {
         /// The segment.
@@ -236,6 +283,7 @@ impl fmt::Display for Error {
                 write!(f, "{segment} is not a memfd sealed against shrinking (F_SEAL_SHRINK): refused")
             }
             Error::Corrupted(c) => c.fmt(f),
+            Error::ForkedHandle(e) => e.fmt(f),
             Error::Io { segment, op, source } => write!(f, "{op} failed on segment {segment}: {source}"),
         }
     }
@@ -246,6 +294,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::Corrupted(c) => Some(c),
+            Error::ForkedHandle(e) => Some(e),
             _ => None,
         }
     }
@@ -254,6 +303,12 @@ impl std::error::Error for Error {
 impl From<Corrupted> for Error {
     fn from(c: Corrupted) -> Self {
         Error::Corrupted(c)
+    }
+}
+
+impl From<ForkedHandle> for Error {
+    fn from(e: ForkedHandle) -> Self {
+        Error::ForkedHandle(e)
     }
 }
 
@@ -331,7 +386,7 @@ hot_error! {
         Full => "the ring is full",
         /// The consumer has detached or died.
         Disconnected => "the consumer is gone",
-    } with TooLarge, Corrupted
+    } with TooLarge, Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -339,7 +394,7 @@ hot_error! {
     SendError {
         /// The consumer has detached or died.
         Disconnected => "the consumer is gone",
-    } with TooLarge, Corrupted
+    } with TooLarge, Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -349,7 +404,7 @@ hot_error! {
         Timeout => "timed out waiting for room in the ring",
         /// The consumer has detached or died.
         Disconnected => "the consumer is gone",
-    } with TooLarge, Corrupted
+    } with TooLarge, Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -359,7 +414,7 @@ hot_error! {
         Empty => "the ring is empty",
         /// The ring is drained and no producer is attached any more.
         Disconnected => "the ring is empty and the producer is gone",
-    } with Corrupted
+    } with Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -367,7 +422,7 @@ hot_error! {
     RecvError {
         /// The ring is drained and no producer is attached any more.
         Disconnected => "the ring is empty and the producer is gone",
-    } with Corrupted
+    } with Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -377,7 +432,7 @@ hot_error! {
         Timeout => "timed out waiting for a message",
         /// The ring is drained and no producer is attached any more.
         Disconnected => "the ring is empty and the producer is gone",
-    } with Corrupted
+    } with Corrupted, ForkedHandle
 }
 
 #[cfg(not(shmring_loom))]
