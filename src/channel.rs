@@ -5,7 +5,10 @@
 //! regular file (`create_file`/`open_file`), or an [`AnonymousRing`] (a
 //! memfd, for `fork` and for passing over a Unix socket).
 
-use crate::error::{Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+use crate::error::{
+    Error, ForkedHandle, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError,
+};
+use crate::fork::{ProcessLocal, Scope};
 use crate::layout::{Kind, Slot, MAX_PRODUCERS};
 use crate::ring::{self, RingBacking, Stats};
 use crate::segment::{self, Expect, Segment, Shape};
@@ -267,8 +270,25 @@ fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
 
 /// The accessors `Producer` and `Consumer` share.
 macro_rules! handle_accessors {
-    ($handle:ident, $role:literal) => {
+    ($handle:ident, $role:literal, $role_word:literal) => {
         impl $handle {
+            /// `Err` in a process forked from the one that attached this
+            /// handle. The check every operation starts with: a relaxed load
+            /// of a process-local word and a comparison, no system call.
+            #[inline(always)]
+            fn this_process(&self) -> Result<(), ForkedHandle> {
+                if self.ring.inherited() {
+                    return Err(self.forked());
+                }
+                Ok(())
+            }
+
+            #[cold]
+            #[inline(never)]
+            fn forked(&self) -> ForkedHandle {
+                ForkedHandle::new(self.ring.backing().name(), $role_word)
+            }
+
             #[doc = concat!("Creates a file-backed segment at `path` (`O_EXCL`: never an existing file) and attaches ")]
             #[doc = concat!("as ", $role, ". The file stays when the handle is dropped: it is the ring's storage.")]
             ///
@@ -313,6 +333,7 @@ macro_rules! handle_accessors {
             /// ```
             #[doc(alias = "msync")]
             pub fn flush(&self) -> Result<(), Error> {
+                self.this_process()?;
                 flush(self.ring.backing(), true)
             }
 
@@ -321,10 +342,12 @@ macro_rules! handle_accessors {
             /// of the machine (recovery keeps only what [`flush`](Self::flush)
             /// made durable).
             pub fn flush_async(&self) -> Result<(), Error> {
+                self.this_process()?;
                 flush(self.ring.backing(), false)
             }
 
-            /// This handle's counters.
+            /// This handle's counters (in a forked child: as they were at the
+            /// fork).
             pub fn stats(&self) -> Stats {
                 self.ring.stats()
             }
@@ -369,9 +392,28 @@ macro_rules! handle_accessors {
 /// grant.commit();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Fork
+///
+/// A handle acts for the process that attached it. In a child forked after
+/// the attach, every operation on the inherited copy (`send`, `reserve`,
+/// `flush`, ... and the [`Consumer`]'s `recv`, `read`, ...) fails at once
+/// with the `ForkedHandle` variant of its error type ([`ForkedHandle`]),
+/// which names the segment; the accessors (`name`, `capacity`, `position`,
+/// `stats`, ...) answer with what the handle knew at the fork; and dropping
+/// it does nothing to the ring: the parent's slot stays attached, nothing is
+/// woken or unlinked. The child's copy of the handle's mapping and descriptor
+/// is given up before `fork` returns in the child, so the parent's liveness
+/// lock dies with the parent, whatever its children do. A grant or borrowed
+/// message the forking thread held is left over in the child: it reads
+/// zeros, and what is written or committed through it goes nowhere. A child
+/// that needs the ring attaches afresh ([`Producer::open`],
+/// [`AnonymousRing::producer`], ...).
+///
+/// [`ForkedHandle`]: crate::ForkedHandle
 #[derive(Debug)]
 pub struct Producer {
-    ring: ring::Producer<Segment>,
+    ring: ProcessLocal<ring::Producer<Segment>>,
     wait: WaitStrategy,
 }
 
@@ -406,7 +448,7 @@ impl Producer {
             }
         };
         ring.set_liveness_interval(options.liveness_interval);
-        Ok(Producer { ring, wait: options.wait })
+        Ok(Producer { ring: ProcessLocal::new(ring), wait: options.wait })
     }
 
     /// The producer slot this handle holds (always 0 in an SPSC ring).
@@ -424,33 +466,39 @@ impl Producer {
     /// messages are accepted whether or not a consumer is attached: they wait
     /// in the ring for the next one, which continues where the last stopped.
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        self.this_process()?;
         self.ring.send(msg, self.wait, None).map_err(Into::into)
     }
 
     /// Sends `msg` if there is room now: [`TrySendError::Full`] if not, or
     /// [`TrySendError::Disconnected`] if not and no consumer is attached.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
+        self.this_process()?;
         self.ring.try_send(msg).map_err(Into::into)
     }
 
     /// Sends `msg`, blocking at most `timeout` while the ring is full.
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
+        self.this_process()?;
         self.ring.send(msg, self.wait, Some(timeout)).map_err(Into::into)
     }
 
     /// Claims `len` bytes in the ring to write in place, blocking while full.
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
+        self.this_process()?;
         let wait = self.wait;
         self.ring.reserve(len, wait, None).map(Grant).map_err(Into::into)
     }
 
     /// Claims `len` bytes if there is room now.
     pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, TrySendError> {
+        self.this_process()?;
         self.ring.try_reserve(len).map(Grant).map_err(Into::into)
     }
 
     /// Claims `len` bytes, blocking at most `timeout` while full.
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>, SendTimeoutError> {
+        self.this_process()?;
         let wait = self.wait;
         self.ring.reserve(len, wait, Some(timeout)).map(Grant).map_err(Into::into)
     }
@@ -463,7 +511,7 @@ impl Producer {
     }
 }
 
-handle_accessors!(Producer, "a producer");
+handle_accessors!(Producer, "a producer", "producer");
 
 /// Space in the ring for one message, written in place (see
 /// [`Producer::reserve`]). Dereferences to the payload bytes, whose initial
@@ -503,9 +551,12 @@ impl std::ops::DerefMut for Grant<'_> {
 /// println!("{len} bytes, then {:?}", &*msg);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A consumer inherited by a forked child fails there and its drop does
+/// nothing: see [`Producer`'s section on fork](Producer#fork).
 #[derive(Debug)]
 pub struct Consumer {
-    ring: ring::Consumer<Segment>,
+    ring: ProcessLocal<ring::Consumer<Segment>>,
     wait: WaitStrategy,
 }
 
@@ -531,7 +582,7 @@ impl Consumer {
         let kind = segment.kind();
         let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
         ring.set_liveness_interval(options.liveness_interval);
-        Ok(Consumer { ring, wait: options.wait })
+        Ok(Consumer { ring: ProcessLocal::new(ring), wait: options.wait })
     }
 
     /// Copies the next message into `buf` (replacing its contents), blocking
@@ -545,33 +596,39 @@ impl Consumer {
     /// [`Stats::torn_records`]; a live producer's record is always waited
     /// for.
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        self.this_process()?;
         self.ring.recv(buf, self.wait, None).map_err(Into::into)
     }
 
     /// Copies the next message into `buf` if one is waiting.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+        self.this_process()?;
         self.ring.try_recv(buf).map_err(Into::into)
     }
 
     /// Copies the next message into `buf`, blocking at most `timeout`.
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
+        self.this_process()?;
         self.ring.recv(buf, self.wait, Some(timeout)).map_err(Into::into)
     }
 
     /// Borrows the next message in place, blocking while the ring is empty.
     /// Its space is freed when the guard drops.
     pub fn read(&mut self) -> Result<ReadGuard<'_>, RecvError> {
+        self.this_process()?;
         let wait = self.wait;
         self.ring.read(wait, None).map(ReadGuard).map_err(Into::into)
     }
 
     /// Borrows the next message in place if one is waiting.
     pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
+        self.this_process()?;
         self.ring.try_read().map(ReadGuard).map_err(Into::into)
     }
 
     /// Borrows the next message in place, blocking at most `timeout`.
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
+        self.this_process()?;
         let wait = self.wait;
         self.ring.read(wait, Some(timeout)).map(ReadGuard).map_err(Into::into)
     }
@@ -583,8 +640,12 @@ impl Consumer {
 
     /// Records dropped by recoveries after restarts of the machine (written
     /// after the last flush, so possibly torn): counted in the file, so every
-    /// later opener sees the total.
+    /// later opener sees the total. 0 from a handle inherited across `fork`,
+    /// which no longer sees the file.
     pub fn lost_records(&self) -> u64 {
+        if self.ring.inherited() {
+            return 0;
+        }
         RingBacking::header(self.ring.backing()).persistence.lost_records.load(crate::sync::Ordering::Relaxed)
     }
 }
@@ -596,9 +657,12 @@ impl Consumer {
 /// consumer.
 ///
 /// Each attach reopens the memfd through `/proc/self/fd`, so every handle
-/// has an open file description (and a liveness lock) of its own, even
-/// across `fork`. Attach after forking: a handle made before `fork` is
-/// shared with the child, and its lock with it.
+/// has an open file description (and a liveness lock) of its own. The
+/// `AnonymousRing` itself is inherited by a forked child as it is, and the
+/// child attaches through it: attach after forking. A handle made before
+/// `fork` stays the parent's: in the child it fails with
+/// [`ForkedHandle`](crate::ForkedHandle) and its drop does nothing (see
+/// [`Producer`'s section on fork](Producer#fork)).
 ///
 /// ```no_run
 /// use shmring::{AnonymousRing, RingOptions};
@@ -637,7 +701,7 @@ impl AnonymousRing {
     pub fn open_inherited(fd: RawFd, options: &RingOptions) -> Result<AnonymousRing, Error> {
         let label = format!("fd{fd}");
         options.check_liveness_interval(&label)?;
-        Ok(AnonymousRing { segment: Segment::open_memfd(fd, &label, &options.expect())?, label })
+        Ok(AnonymousRing { segment: Segment::open_memfd(fd, &label, &options.expect(), Scope::Inherited)?, label })
     }
 
     /// Sends the ring's descriptor over a Unix stream socket (`SCM_RIGHTS`,
@@ -681,7 +745,7 @@ impl AnonymousRing {
         options.check_liveness_interval(&label)?;
         // Reopened: the received descriptor shares the sender's open file
         // description, and so would its locks.
-        let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect())?;
+        let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect(), Scope::Inherited)?;
         Ok(AnonymousRing { segment, label })
     }
 
@@ -697,7 +761,7 @@ impl AnonymousRing {
 
     fn reopen(&self, options: &RingOptions) -> Result<Segment, Error> {
         options.check_liveness_interval(&self.label)?;
-        Segment::open_memfd(self.segment.fd().as_raw_fd(), &self.label, &options.expect())
+        Segment::open_memfd(self.segment.fd().as_raw_fd(), &self.label, &options.expect(), Scope::Process)
     }
 }
 
@@ -709,7 +773,7 @@ impl AsFd for AnonymousRing {
     }
 }
 
-handle_accessors!(Consumer, "its consumer");
+handle_accessors!(Consumer, "its consumer", "consumer");
 
 /// A message borrowed in place (see [`Consumer::read`]). Dereferences to the
 /// payload; dropping it frees the space.
