@@ -6,8 +6,10 @@
 //! memfd, for `fork` and for passing over a Unix socket).
 
 use crate::error::{
-    Corrupted, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Stop, TryRecvError, TrySendError,
+    Corrupted, Error, ForkedHandle, RecvError, RecvTimeoutError, SendError, SendTimeoutError, Stop, TryRecvError,
+    TrySendError,
 };
+use crate::fork::{ProcessLocal, Scope};
 use crate::layout::{Kind, Slot, MAX_PRODUCERS};
 use crate::ring::{self, RingBacking, Stats};
 use crate::segment::{self, Expect, Segment, Shape};
@@ -357,8 +359,25 @@ impl Poison {
 
 /// The accessors `Producer` and `Consumer` share.
 macro_rules! handle_accessors {
-    ($handle:ident, $role:literal) => {
+    ($handle:ident, $role:literal, $role_word:literal) => {
         impl $handle {
+            /// `Err` in a process forked from the one that attached this
+            /// handle. The check every operation starts with: a relaxed load
+            /// of a process-local word and a comparison, no system call.
+            #[inline(always)]
+            fn this_process(&self) -> Result<(), ForkedHandle> {
+                if self.ring.inherited() {
+                    return Err(self.forked());
+                }
+                Ok(())
+            }
+
+            #[cold]
+            #[inline(never)]
+            fn forked(&self) -> ForkedHandle {
+                ForkedHandle::new(self.ring.backing().name(), $role_word)
+            }
+
             #[doc = concat!("Creates a file-backed segment at `path` (`O_EXCL`: never an existing file) and attaches ")]
             #[doc = concat!("as ", $role, ". The file stays when the handle is dropped: it is the ring's storage.")]
             ///
@@ -403,6 +422,7 @@ macro_rules! handle_accessors {
             /// ```
             #[doc(alias = "msync")]
             pub fn flush(&self) -> Result<(), Error> {
+                self.this_process()?;
                 flush(self.ring.backing(), true)
             }
 
@@ -411,10 +431,12 @@ macro_rules! handle_accessors {
             /// of the machine (recovery keeps only what [`flush`](Self::flush)
             /// made durable).
             pub fn flush_async(&self) -> Result<(), Error> {
+                self.this_process()?;
                 flush(self.ring.backing(), false)
             }
 
-            /// This handle's counters.
+            /// This handle's counters (in a forked child: as they were at the
+            /// fork).
             pub fn stats(&self) -> Stats {
                 self.ring.stats()
             }
@@ -459,9 +481,28 @@ macro_rules! handle_accessors {
 /// grant.commit();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// # Fork
+///
+/// A handle acts for the process that attached it. In a child forked after
+/// the attach, every operation on the inherited copy (`send`, `reserve`,
+/// `flush`, ... and the [`Consumer`]'s `recv`, `read`, ...) fails at once
+/// with the `ForkedHandle` variant of its error type ([`ForkedHandle`]),
+/// which names the segment; the accessors (`name`, `capacity`, `position`,
+/// `stats`, ...) answer with what the handle knew at the fork; and dropping
+/// it does nothing to the ring: the parent's slot stays attached, nothing is
+/// woken or unlinked. The child's copy of the handle's mapping and descriptor
+/// is given up before `fork` returns in the child, so the parent's liveness
+/// lock dies with the parent, whatever its children do. A grant or borrowed
+/// message the forking thread held is left over in the child: it reads
+/// zeros, and what is written or committed through it goes nowhere. A child
+/// that needs the ring attaches afresh ([`Producer::open`],
+/// [`AnonymousRing::producer`], ...).
+///
+/// [`ForkedHandle`]: crate::ForkedHandle
 #[derive(Debug)]
 pub struct Producer {
-    ring: ring::Producer<Segment>,
+    ring: ProcessLocal<ring::Producer<Segment>>,
     wait: WaitStrategy,
     /// Held while grants may be views of an anonymous ring's memory (see
     /// [`AnonymousRing::send_over`]).
@@ -505,7 +546,7 @@ impl Producer {
         };
         ring.set_liveness_interval(options.liveness_interval);
         ring.set_borrow_in_place(lender.is_some());
-        Ok(Producer { ring, wait: options.wait, _lender: lender, poison: Poison::default() })
+        Ok(Producer { ring: ProcessLocal::new(ring), wait: options.wait, _lender: lender, poison: Poison::default() })
     }
 
     /// Whether a [`Grant`] is the ring's own memory (`true`) or a buffer
@@ -530,6 +571,7 @@ impl Producer {
     /// messages are accepted whether or not a consumer is attached: they wait
     /// in the ring for the next one, which continues where the last stopped.
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        self.this_process()?;
         let wait = self.wait;
         self.poison.guard(|| self.ring.send(msg, wait, None))
     }
@@ -537,11 +579,13 @@ impl Producer {
     /// Sends `msg` if there is room now: [`TrySendError::Full`] if not, or
     /// [`TrySendError::Disconnected`] if not and no consumer is attached.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
+        self.this_process()?;
         self.poison.guard(|| self.ring.try_send(msg))
     }
 
     /// Sends `msg`, blocking at most `timeout` while the ring is full.
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
+        self.this_process()?;
         let wait = self.wait;
         self.poison.guard(|| self.ring.send(msg, wait, Some(timeout)))
     }
@@ -553,6 +597,7 @@ impl Producer {
     /// [`RingOptions::borrow_in_place`]); otherwise it is a buffer of this
     /// handle, copied into the ring by [`Grant::commit`].
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
+        self.this_process()?;
         self.poison.check()?;
         let wait = self.wait;
         match self.ring.reserve(len, wait, None) {
@@ -563,6 +608,7 @@ impl Producer {
 
     /// Claims `len` bytes if there is room now.
     pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, TrySendError> {
+        self.this_process()?;
         self.poison.check()?;
         match self.ring.try_reserve(len) {
             Ok(grant) => Ok(Grant(grant)),
@@ -572,6 +618,7 @@ impl Producer {
 
     /// Claims `len` bytes, blocking at most `timeout` while full.
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>, SendTimeoutError> {
+        self.this_process()?;
         self.poison.check()?;
         let wait = self.wait;
         match self.ring.reserve(len, wait, Some(timeout)) {
@@ -588,7 +635,7 @@ impl Producer {
     }
 }
 
-handle_accessors!(Producer, "a producer");
+handle_accessors!(Producer, "a producer", "producer");
 
 /// Space in the ring for one message, written in place (see
 /// [`Producer::reserve`]). Dereferences to the payload bytes, whose initial
@@ -628,9 +675,12 @@ impl std::ops::DerefMut for Grant<'_> {
 /// println!("{len} bytes, then {:?}", &*msg);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// A consumer inherited by a forked child fails there and its drop does
+/// nothing: see [`Producer`'s section on fork](Producer#fork).
 #[derive(Debug)]
 pub struct Consumer {
-    ring: ring::Consumer<Segment>,
+    ring: ProcessLocal<ring::Consumer<Segment>>,
     wait: WaitStrategy,
     /// Held while reads may be views of an anonymous ring's memory (see
     /// [`AnonymousRing::send_over`]).
@@ -662,7 +712,7 @@ impl Consumer {
         let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
         ring.set_liveness_interval(options.liveness_interval);
         ring.set_borrow_in_place(lender.is_some());
-        Ok(Consumer { ring, wait: options.wait, _lender: lender, poison: Poison::default() })
+        Ok(Consumer { ring: ProcessLocal::new(ring), wait: options.wait, _lender: lender, poison: Poison::default() })
     }
 
     /// Copies the next message into `buf` (replacing its contents), blocking
@@ -676,17 +726,20 @@ impl Consumer {
     /// [`Stats::torn_records`]; a live producer's record is always waited
     /// for.
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        self.this_process()?;
         let wait = self.wait;
         self.poison.guard(|| self.ring.recv(buf, wait, None))
     }
 
     /// Copies the next message into `buf` if one is waiting.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+        self.this_process()?;
         self.poison.guard(|| self.ring.try_recv(buf))
     }
 
     /// Copies the next message into `buf`, blocking at most `timeout`.
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
+        self.this_process()?;
         let wait = self.wait;
         self.poison.guard(|| self.ring.recv(buf, wait, Some(timeout)))
     }
@@ -700,6 +753,7 @@ impl Consumer {
     /// copied to a buffer of this handle, so the guard's bytes never change
     /// under the caller whatever a peer writes.
     pub fn read(&mut self) -> Result<ReadGuard<'_>, RecvError> {
+        self.this_process()?;
         self.poison.check()?;
         let wait = self.wait;
         match self.ring.read(wait, None) {
@@ -710,6 +764,7 @@ impl Consumer {
 
     /// Borrows the next message in place if one is waiting.
     pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
+        self.this_process()?;
         self.poison.check()?;
         match self.ring.try_read() {
             Ok(guard) => Ok(ReadGuard(guard)),
@@ -719,6 +774,7 @@ impl Consumer {
 
     /// Borrows the next message in place, blocking at most `timeout`.
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
+        self.this_process()?;
         self.poison.check()?;
         let wait = self.wait;
         match self.ring.read(wait, Some(timeout)) {
@@ -741,8 +797,12 @@ impl Consumer {
 
     /// Records dropped by recoveries after restarts of the machine (written
     /// after the last flush, so possibly torn): counted in the file, so every
-    /// later opener sees the total.
+    /// later opener sees the total. 0 from a handle inherited across `fork`,
+    /// which no longer sees the file.
     pub fn lost_records(&self) -> u64 {
+        if self.ring.inherited() {
+            return 0;
+        }
         RingBacking::header(self.ring.backing()).persistence.lost_records.load(crate::sync::Ordering::Relaxed)
     }
 }
@@ -754,9 +814,12 @@ impl Consumer {
 /// consumer.
 ///
 /// Each attach reopens the memfd through `/proc/self/fd`, so every handle
-/// has an open file description (and a liveness lock) of its own, even
-/// across `fork`. Attach after forking: a handle made before `fork` is
-/// shared with the child, and its lock with it.
+/// has an open file description (and a liveness lock) of its own. The
+/// `AnonymousRing` itself is inherited by a forked child as it is, and the
+/// child attaches through it: attach after forking. A handle made before
+/// `fork` stays the parent's: in the child it fails with
+/// [`ForkedHandle`](crate::ForkedHandle) and its drop does nothing (see
+/// [`Producer`'s section on fork](Producer#fork)).
 ///
 /// ```no_run
 /// use shmring::{AnonymousRing, RingOptions};
@@ -814,7 +877,7 @@ impl AnonymousRing {
     pub fn open_inherited(fd: RawFd, options: &RingOptions) -> Result<AnonymousRing, Error> {
         let label = format!("fd{fd}");
         options.check_liveness_interval(&label)?;
-        Ok(AnonymousRing::new(Segment::open_memfd(fd, &label, &options.expect())?, label, false))
+        Ok(AnonymousRing::new(Segment::open_memfd(fd, &label, &options.expect(), Scope::Inherited)?, label, false))
     }
 
     /// Sends the ring's descriptor over a Unix stream socket (`SCM_RIGHTS`,
@@ -876,7 +939,7 @@ impl AnonymousRing {
         options.check_liveness_interval(&label)?;
         // Reopened: the received descriptor shares the sender's open file
         // description, and so would its locks.
-        let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect())?;
+        let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect(), Scope::Inherited)?;
         Ok(AnonymousRing::new(segment, label, !same_user(socket)))
     }
 
@@ -892,7 +955,7 @@ impl AnonymousRing {
 
     fn reopen(&self, options: &RingOptions) -> Result<Segment, Error> {
         options.check_liveness_interval(&self.label)?;
-        Segment::open_memfd(self.segment.fd().as_raw_fd(), &self.label, &options.expect())
+        Segment::open_memfd(self.segment.fd().as_raw_fd(), &self.label, &options.expect(), Scope::Process)
     }
 }
 
@@ -938,7 +1001,7 @@ impl AsFd for AnonymousRing {
     }
 }
 
-handle_accessors!(Consumer, "its consumer");
+handle_accessors!(Consumer, "its consumer", "consumer");
 
 /// A message borrowed in place (see [`Consumer::read`]). Dereferences to the
 /// payload; dropping it frees the space.

@@ -60,6 +60,49 @@ impl fmt::Display for Corrupted {
 
 impl std::error::Error for Corrupted {}
 
+/// A handle was used in a process forked from the one that attached it.
+///
+/// A handle acts only for the process that attached it: in a forked child
+/// every operation on an inherited handle fails with this (its drop does
+/// nothing to the ring). Attach afresh in the child (`Producer::open`,
+/// [`AnonymousRing::producer`](crate::AnonymousRing::producer), ...). Carries
+/// the segment name and the handle's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForkedHandle {
+    segment: Arc<str>,
+    role: &'static str,
+}
+
+impl ForkedHandle {
+    #[cfg_attr(shmring_loom, allow(dead_code))]
+    pub(crate) fn new(segment: &Arc<str>, role: &'static str) -> Self {
+        ForkedHandle { segment: Arc::clone(segment), role }
+    }
+
+    /// The segment's name.
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+
+    /// `"producer"` or `"consumer"`.
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+}
+
+impl fmt::Display for ForkedHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "this {} handle of segment {} was inherited across fork: it acts only for the process that \
+             attached it; attach again in this process",
+            self.role, self.segment
+        )
+    }
+}
+
+impl std::error::Error for ForkedHandle {}
+
 /// A setup error: creating, opening or validating a segment.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -209,6 +252,10 @@ pub enum Error {
     /// A value in the header breaks the ring's invariants. Transparent: the
     /// message is the [`Corrupted`]'s own.
     Corrupted(Corrupted),
+    /// The handle was inherited across `fork` (from
+    /// [`Producer::flush`](crate::Producer::flush) and the like in the
+    /// child). Transparent: the message is the [`ForkedHandle`]'s own.
+    ForkedHandle(ForkedHandle),
     /// Another system call failed. The OS error is the
     /// [`source`](std::error::Error::source), not repeated in the message.
     Io {
@@ -305,6 +352,7 @@ impl fmt::Display for Error {
                 write!(f, "{segment} is {found}, not a memfd: refused without reopening it")
             }
             Error::Corrupted(c) => c.fmt(f),
+            Error::ForkedHandle(e) => e.fmt(f),
             // The OS error is the source, not repeated here.
             Error::Io { segment, op, .. } => write!(f, "{op} failed on segment {segment}"),
         }
@@ -318,6 +366,7 @@ impl std::error::Error for Error {
             // Transparent: the message is the inner error's, so the source
             // is the inner error's source too.
             Error::Corrupted(c) => c.source(),
+            Error::ForkedHandle(e) => e.source(),
             _ => None,
         }
     }
@@ -326,6 +375,12 @@ impl std::error::Error for Error {
 impl From<Corrupted> for Error {
     fn from(c: Corrupted) -> Self {
         Error::Corrupted(c)
+    }
+}
+
+impl From<ForkedHandle> for Error {
+    fn from(e: ForkedHandle) -> Self {
+        Error::ForkedHandle(e)
     }
 }
 
@@ -405,7 +460,7 @@ hot_error! {
         /// The ring has no room for the message, and the consumer has
         /// detached or died.
         Disconnected => "the ring is full and the consumer is gone",
-    } with TooLarge, Corrupted
+    } with TooLarge, Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -414,7 +469,7 @@ hot_error! {
         /// The ring has no room for the message, and the consumer has
         /// detached or died.
         Disconnected => "the ring is full and the consumer is gone",
-    } with TooLarge, Corrupted
+    } with TooLarge, Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -425,7 +480,7 @@ hot_error! {
         /// The ring has no room for the message, and the consumer has
         /// detached or died.
         Disconnected => "the ring is full and the consumer is gone",
-    } with TooLarge, Corrupted
+    } with TooLarge, Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -435,7 +490,7 @@ hot_error! {
         Empty => "the ring is empty",
         /// The ring is drained and no producer is attached any more.
         Disconnected => "the ring is empty and no producer is attached any more",
-    } with Corrupted
+    } with Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -443,7 +498,7 @@ hot_error! {
     RecvError {
         /// The ring is drained and no producer is attached any more.
         Disconnected => "the ring is empty and no producer is attached any more",
-    } with Corrupted
+    } with Corrupted, ForkedHandle
 }
 
 hot_error! {
@@ -453,7 +508,7 @@ hot_error! {
         Timeout => "timed out waiting for a message",
         /// The ring is drained and no producer is attached any more.
         Disconnected => "the ring is empty and no producer is attached any more",
-    } with Corrupted
+    } with Corrupted, ForkedHandle
 }
 
 #[cfg(not(shmring_loom))]

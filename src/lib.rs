@@ -42,6 +42,9 @@
 //!
 //! * [`layout`]: the header in shared memory, pinned at compile time.
 //! * `segment`: creating, opening, validating and mapping segments.
+//! * `fork`: what becomes of a handle in a forked child (it fails, and
+//!   its drop does nothing), and how a child's copy of a mapping or
+//!   descriptor is kept from holding the parent's liveness lock.
 //! * `ring`: the algorithms (record framing, commit words, wake-ups), written
 //!   once and model-checked with loom.
 //! * [`wait`]: how a blocked side waits.
@@ -66,6 +69,9 @@ pub mod wait;
 #[cfg(not(shmring_loom))]
 mod channel;
 #[cfg(not(shmring_loom))]
+#[allow(unsafe_code)]
+mod fork;
+#[cfg(not(shmring_loom))]
 pub mod inspect;
 #[cfg(not(shmring_loom))]
 pub mod payload;
@@ -78,7 +84,8 @@ pub use channel::{
     unlink, validate_name, AnonymousRing, Consumer, Grant, Producer, ReadGuard, RingOptions, DEFAULT_CAPACITY,
 };
 pub use error::{
-    Corrupted, Error, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLarge, TryRecvError, TrySendError,
+    Corrupted, Error, ForkedHandle, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLarge, TryRecvError,
+    TrySendError,
 };
 pub use layout::Kind;
 pub use ring::Stats;

@@ -19,7 +19,8 @@
 //!   open file description of its own, so that its liveness lock is its own
 //!   and not shared with the process it got the descriptor from.
 //!
-//! This module and [`crate::ring`] are the only ones with `unsafe` code.
+//! This module, [`crate::fork`] and [`crate::ring`] are the only ones with
+//! `unsafe` code that touches mappings.
 //!
 //! # Liveness
 //!
@@ -30,10 +31,14 @@
 //! the same across PID namespaces and after pid reuse. The pid in the slot is
 //! only a hint for humans.
 //!
-//! Caveat: a forked child inherits the open file description, and with it the
-//! lock; a handle must not be used from both sides of a `fork`.
+//! Liveness is per process. A forked child inherits descriptors and
+//! mappings, and each would keep the parent's open file description, and so
+//! its lock, alive as long as the child lives: so a handle's descriptor and
+//! mappings are tracked, and closed and blanked in every forked child (see
+//! [`crate::fork`]). What a child needs it attaches afresh.
 
 use crate::error::{Corrupted, Error};
+use crate::fork::{self, Scope, Tracked};
 use crate::layout::{
     IdentityFields, Kind, SegmentHeader, Slot, HEADER_BYTES, MAGIC, MAX_PRODUCERS, RECOVERY_LOCK_BYTE,
     STATE_INITIALIZING, STATE_READY, VERSION,
@@ -46,6 +51,7 @@ use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::shm;
+use std::mem::ManuallyDrop;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -174,15 +180,17 @@ fn data_offset() -> u64 {
 
 /// A mapped segment. Owns the descriptor (and so its participant lock) and
 /// the mapping; unmaps on drop, and unlinks a shared-memory name if it
-/// created it and was asked to (files and memfds are never removed).
+/// created it and was asked to (files and memfds are never removed). In a
+/// process forked from the one that made it (a handle's segment), dropping it
+/// does none of that: see [`crate::fork`].
 #[derive(Debug)]
 pub(crate) struct Segment {
     /// The name for messages: `/name`, the file's path, or `memfd:label`.
     name: Arc<str>,
-    fd: OwnedFd,
-    base: NonNull<u8>,
-    len: usize,
     region: Region,
+    /// Declared after `region`, which points into it, and before `fd`.
+    mapping: Mapping,
+    fd: SegmentFd,
     /// The identity as validated at attach: sizes are never re-read from
     /// shared memory.
     identity: IdentityFields,
@@ -205,8 +213,9 @@ impl Segment {
         validate_name(name)?;
         check_shape(name, shape)?;
         let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
-        let fd =
-            shm::open(name, flags, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "shm_open", e))?;
+        let fd = SegmentFd::open(name, "shm_open", Scope::Process, || {
+            shm::open(name, flags, Mode::from_raw_mode(shape.mode))
+        })?;
         // From here on the name is ours: remove it again if anything fails.
         let created = Self::init(name, fd, shape, unlink_on_drop);
         if created.is_err() {
@@ -221,8 +230,9 @@ impl Segment {
         let name = path.to_string_lossy();
         check_shape(&name, shape)?;
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(path, flags, Mode::from_raw_mode(shape.mode))
-            .map_err(|e| Error::from_os(&name, "open", e))?;
+        let fd = SegmentFd::open(&name, "open", Scope::Process, || {
+            rustix::fs::open(path, flags, Mode::from_raw_mode(shape.mode))
+        })?;
         let created = Self::init(&name, fd, shape, false);
         if created.is_err() {
             let _ = std::fs::remove_file(path);
@@ -231,12 +241,14 @@ impl Segment {
     }
 
     /// Creates an anonymous memfd segment, sealed against shrinking (and
-    /// growing, and further seals) once sized.
+    /// growing, and further seals) once sized. Its descriptor and mapping are
+    /// inherited by forked children as they are (an anonymous ring's own
+    /// segment, which takes no role).
     pub(crate) fn create_memfd(label: &str, shape: &Shape) -> Result<Segment, Error> {
         let name = format!("memfd:{label}");
         check_shape(&name, shape)?;
         let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
-        let fd = rustix::fs::memfd_create(label, flags).map_err(|e| Error::from_os(&name, "memfd_create", e))?;
+        let fd = SegmentFd::open(&name, "memfd_create", Scope::Inherited, || rustix::fs::memfd_create(label, flags))?;
         let mut segment = Self::init(&name, fd, shape, false)?;
         // Only holders of the descriptor can write a memfd, whatever its mode.
         segment.writers_trusted = true;
@@ -245,7 +257,7 @@ impl Segment {
         Ok(segment)
     }
 
-    fn init(name: &str, fd: OwnedFd, shape: &Shape, unlink_on_drop: bool) -> Result<Segment, Error> {
+    fn init(name: &str, fd: SegmentFd, shape: &Shape, unlink_on_drop: bool) -> Result<Segment, Error> {
         // The umask may have narrowed the mode: set it exactly.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "fchmod", e))?;
         let total = data_offset() + shape.capacity;
@@ -284,7 +296,8 @@ impl Segment {
     /// finish.
     pub(crate) fn open(name: &str, expect: &Expect) -> Result<Segment, Error> {
         validate_name(name)?;
-        let fd = shm::open(name, shm::OFlags::RDWR, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
+        let fd =
+            SegmentFd::open(name, "shm_open", Scope::Process, || shm::open(name, shm::OFlags::RDWR, Mode::empty()))?;
         Self::attach(name, fd, expect, true)
     }
 
@@ -292,8 +305,9 @@ impl Segment {
     /// machine, recovers it first (see [`crate::ring::persist`]).
     pub(crate) fn open_file(path: &Path, expect: &Expect) -> Result<Segment, Error> {
         let name = path.to_string_lossy();
-        let fd = rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| Error::from_os(&name, "open", e))?;
+        let fd = SegmentFd::open(&name, "open", Scope::Process, || {
+            rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        })?;
         let segment = Self::attach(&name, fd, expect, true)?;
         segment.recover_if_restarted()?;
         Ok(segment)
@@ -304,13 +318,19 @@ impl Segment {
     /// `/proc/self/fd`, so the segment has an open file description (and so
     /// liveness locks) of its own, and no descriptor is taken over. It must be
     /// sealed against shrinking (so that no one can truncate it under our
-    /// mapping) and hold a valid header.
+    /// mapping) and hold a valid header. `scope`: [`Scope::Process`] for a
+    /// handle, [`Scope::Inherited`] for an anonymous ring's own segment.
     ///
     /// The descriptor as received is checked first, and only a regular file
     /// sealed against shrinking (which only a memfd can be) is reopened:
     /// reopening read-write whatever a peer sent (a FIFO, a device, a file
     /// opened read-only) would act on it before knowing what it is.
-    pub(crate) fn open_memfd(fd: std::os::fd::RawFd, label: &str, expect: &Expect) -> Result<Segment, Error> {
+    pub(crate) fn open_memfd(
+        fd: std::os::fd::RawFd,
+        label: &str,
+        expect: &Expect,
+        scope: Scope,
+    ) -> Result<Segment, Error> {
         let name = format!("memfd:{label}");
         let received = fstat_raw(fd).map_err(|e| Error::from_os(&name, "fstat", e))?;
         let file_type = received.st_mode & libc::S_IFMT;
@@ -323,8 +343,9 @@ impl Segment {
             return Err(Error::NotSealed { segment: name });
         }
         let path = format!("/proc/self/fd/{fd}");
-        let own = rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| Error::from_os(&name, "open(/proc/self/fd)", e))?;
+        let own = SegmentFd::open(&name, "open(/proc/self/fd)", scope, || {
+            rustix::fs::open(path.as_str(), OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        })?;
         // Another thread may have closed the number and opened something else
         // on it since the checks: the reopened file must be the one checked
         // (seals belong to the file and are never removed, so they hold).
@@ -351,8 +372,9 @@ impl Segment {
     /// `PROT_READ` mapping any other atomic access is undefined behaviour.
     pub(crate) fn open_read_only(name: &str, ready_timeout: Duration) -> Result<Segment, Error> {
         validate_name(name)?;
-        let fd =
-            shm::open(name, shm::OFlags::RDONLY, Mode::empty()).map_err(|e| Error::from_os(name, "shm_open", e))?;
+        let fd = SegmentFd::open(name, "shm_open", Scope::Inherited, || {
+            shm::open(name, shm::OFlags::RDONLY, Mode::empty())
+        })?;
         let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
         Self::attach(name, fd, &expect, false)
     }
@@ -360,13 +382,14 @@ impl Segment {
     /// Opens and validates a file segment read-only, taking no role (tools).
     pub(crate) fn open_file_read_only(path: &Path, ready_timeout: Duration) -> Result<Segment, Error> {
         let name = path.to_string_lossy();
-        let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| Error::from_os(&name, "open", e))?;
+        let fd = SegmentFd::open(&name, "open", Scope::Inherited, || {
+            rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        })?;
         let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
         Self::attach(&name, fd, &expect, false)
     }
 
-    fn attach(name: &str, fd: OwnedFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
+    fn attach(name: &str, fd: SegmentFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
         // A timeout longer than `Instant` can count to (`Duration::MAX`) means
         // no deadline at all, not an overflow.
         let deadline = Instant::now().checked_add(expect.ready_timeout);
@@ -416,7 +439,7 @@ impl Segment {
 
     fn map(
         name: &str,
-        fd: OwnedFd,
+        fd: SegmentFd,
         identity: IdentityFields,
         unlink_on_drop: bool,
         populate: bool,
@@ -429,14 +452,14 @@ impl Segment {
         // `data_offset + capacity == total_size`, the length we mapped; the data
         // offset is a multiple of the page size so `data` is 8-aligned; the
         // capacity is a power of two >= 4096. The mapping is owned by the
-        // `Segment` we return, which drops `region` before unmapping. A
+        // `Segment` we return, which drops `region` before unmapping (in a
+        // forked child, where it is never unmapped, the child handler puts
+        // writable zeros of the same size in its place: see `fork::blank`). A
         // read-only segment's region is only ever loaded from: such segments
         // are never handed to a ring, which is the only writer.
         let region = unsafe { Region::from_raw(data, identity.capacity as usize) };
-        let (base, len) = (mapping.base, mapping.len);
-        std::mem::forget(mapping);
         let writers_trusted = false;
-        Ok(Segment { name: Arc::from(name), fd, base, len, region, identity, unlink_on_drop, writers_trusted })
+        Ok(Segment { name: Arc::from(name), region, mapping, fd, identity, unlink_on_drop, writers_trusted })
     }
 
     /// The segment's descriptor (the memfd to hand to another process).
@@ -463,16 +486,18 @@ impl Segment {
         let page = page_size();
         let start = offset & !(page - 1);
         // The mapping's length is a whole number of pages.
-        let end = ((offset + len).div_ceil(page) * page).min(self.len as u64);
+        let end = ((offset + len).div_ceil(page) * page).min(self.mapping.len as u64);
         if len == 0 || start >= end {
             return Ok(());
         }
         let flags = if sync { rustix::mm::MsyncFlags::SYNC } else { rustix::mm::MsyncFlags::ASYNC };
         // SAFETY: `start..end` is page-aligned and inside the mapping we own
-        // (checked against `self.len` above); msync only writes pages back
+        // (checked against its length above); msync only writes pages back
         // and changes no memory.
-        unsafe { rustix::mm::msync(self.base.as_ptr().add(start as usize).cast(), (end - start) as usize, flags) }
-            .map_err(|e| Error::from_os(&self.name, "msync", e))
+        unsafe {
+            rustix::mm::msync(self.mapping.base.as_ptr().add(start as usize).cast(), (end - start) as usize, flags)
+        }
+        .map_err(|e| Error::from_os(&self.name, "msync", e))
     }
 
     /// File segments: if the machine restarted since the segment was last
@@ -548,14 +573,7 @@ impl Segment {
 
     /// The whole header.
     pub(crate) fn header(&self) -> &SegmentHeader {
-        // SAFETY: the mapping starts with at least HEADER_BYTES >=
-        // size_of::<SegmentHeader>() bytes, is page-aligned (>= its 128-byte
-        // alignment), and lives as long as `self`. Every field is an atomic, so
-        // concurrent writes by other processes are not data races. The
-        // mapping of a read-only segment (`open_read_only`) is `PROT_READ`:
-        // its only users (`wait_ready`, `inspect`) do nothing but Relaxed
-        // loads of at most 8 bytes on it, ordered by fences.
-        unsafe { self.base.cast::<SegmentHeader>().as_ref() }
+        self.mapping.header()
     }
 
     /// Takes the participant lock of `slot`: `false` if a live process holds
@@ -660,14 +678,73 @@ impl RingBacking for Segment {
 }
 
 impl Drop for Segment {
+    /// Unlinks the name if asked to (then the fields unmap and close), except
+    /// in a process forked from the one that made the segment, which has no
+    /// business removing it.
     fn drop(&mut self) {
-        // SAFETY: `base`/`len` are the mapping made in `map`, unmapped only
-        // here; `region` and every view into it borrow `self`, so none is
-        // alive now.
-        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
-        if self.unlink_on_drop {
+        if self.unlink_on_drop && !self.fd.inherited() {
             let _ = shm::unlink(&*self.name);
         }
+    }
+}
+
+/// A segment's descriptor: closed on drop (with forks held off if it is
+/// tracked), and left alone in a forked child, whose atfork handler closed
+/// it already (see [`crate::fork`]).
+#[derive(Debug)]
+struct SegmentFd {
+    fd: ManuallyDrop<OwnedFd>,
+    /// `None`: [`Scope::Inherited`].
+    tracked: Option<Tracked>,
+}
+
+impl SegmentFd {
+    /// Opens a descriptor with `open`, `op` naming the call in errors.
+    fn open(
+        name: &str,
+        op: &'static str,
+        scope: Scope,
+        open: impl FnOnce() -> Result<OwnedFd, Errno>,
+    ) -> Result<SegmentFd, Error> {
+        let (fd, tracked) = fork::open_fd(scope, open).map_err(|e| Error::from_os(name, op, e))?;
+        Ok(SegmentFd { fd: ManuallyDrop::new(fd), tracked })
+    }
+
+    fn scope(&self) -> Scope {
+        if self.tracked.is_some() {
+            Scope::Process
+        } else {
+            Scope::Inherited
+        }
+    }
+
+    /// Whether this process was forked from the one that opened it.
+    fn inherited(&self) -> bool {
+        self.tracked.as_ref().is_some_and(Tracked::inherited)
+    }
+}
+
+impl AsFd for SegmentFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for SegmentFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl Drop for SegmentFd {
+    fn drop(&mut self) {
+        let fd = &mut self.fd;
+        fork::release(self.tracked.take(), || {
+            // SAFETY: the descriptor is closed here, once; `fd` is not used
+            // again. (In a forked child this is not run: the descriptor is
+            // leaked, its number closed already by the child handler.)
+            unsafe { ManuallyDrop::drop(fd) }
+        });
     }
 }
 
@@ -755,51 +832,72 @@ fn file_type_name(file_type: libc::mode_t) -> &'static str {
     }
 }
 
-fn starts_with_magic(fd: &OwnedFd) -> bool {
+fn starts_with_magic(fd: &SegmentFd) -> bool {
     let mut magic = [0u8; 8];
     matches!(rustix::io::pread(fd, &mut magic, 0), Ok(8)) && u64::from_le_bytes(magic) == MAGIC
 }
 
-/// A plain `mmap` owned until dropped (used for the header probe, and handed
-/// over to `Segment` once validated).
+/// A plain `mmap` owned until dropped (the header probe, and the segment's
+/// mapping), tracked like its descriptor (see [`SegmentFd`]): in a forked
+/// child it is never unmapped, the child handler having put private memory in
+/// its place.
+#[derive(Debug)]
 struct Mapping {
     base: NonNull<u8>,
     len: usize,
+    /// `None`: [`Scope::Inherited`].
+    tracked: Option<Tracked>,
 }
 
 impl Mapping {
-    /// Maps `len` bytes of `fd`; `populate` pre-faults them (`MAP_POPULATE`),
-    /// so the first lap of the ring takes no page faults.
-    fn new(name: &str, fd: &OwnedFd, len: usize, populate: bool, writable: bool) -> Result<Mapping, Error> {
+    /// Maps `len` bytes of `fd`, tracked as `fd` is; `populate` pre-faults
+    /// them (`MAP_POPULATE`), so the first lap of the ring takes no page
+    /// faults.
+    fn new(name: &str, fd: &SegmentFd, len: usize, populate: bool, writable: bool) -> Result<Mapping, Error> {
         let flags = if populate { MapFlags::SHARED | MapFlags::POPULATE } else { MapFlags::SHARED };
         let prot = if writable { ProtFlags::READ | ProtFlags::WRITE } else { ProtFlags::READ };
-        // SAFETY: a fresh shared mapping of `len` bytes of our own descriptor
-        // at an address the kernel chooses: it aliases no Rust object. Bytes
-        // past the end of the file would fault, which is why callers size
-        // `len` from a validated header checked against `fstat`.
-        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) }
-            .map_err(|e| Error::from_os(name, "mmap", e))?;
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| Error::Io {
-            segment: name.to_owned(),
-            op: "mmap",
-            source: std::io::Error::other("mapped at address 0"),
-        })?;
-        Ok(Mapping { base, len })
+        let (base, len, tracked) = fork::map(fd.scope(), || {
+            // SAFETY: a fresh shared mapping of `len` bytes of our own
+            // descriptor at an address the kernel chooses: it aliases no Rust
+            // object. Bytes past the end of the file would fault, which is why
+            // callers size `len` from a validated header checked against
+            // `fstat`.
+            let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) }?;
+            match NonNull::new(ptr.cast::<u8>()) {
+                Some(base) => Ok((base, len)),
+                None => {
+                    // SAFETY: the mapping just made, which nothing refers to.
+                    let _ = unsafe { rustix::mm::munmap(ptr, len) };
+                    Err(Errno::FAULT)
+                }
+            }
+        })
+        .map_err(|e| Error::from_os(name, "mmap", e))?;
+        Ok(Mapping { base, len, tracked })
     }
 
     fn header(&self) -> &SegmentHeader {
-        // SAFETY: at least HEADER_BYTES are mapped, page-aligned, for as long
-        // as `self`; every header field is an atomic. A read-only probe is
-        // only loaded from, Relaxed (`wait_ready`).
+        // SAFETY: the mapping starts with at least HEADER_BYTES >=
+        // size_of::<SegmentHeader>() bytes, is page-aligned (>= its 128-byte
+        // alignment), and stays mapped as long as `self` (in a forked child,
+        // blanked but mapped). Every field is an atomic, so concurrent writes
+        // by other processes are not data races. The mapping of a read-only
+        // segment (`open_read_only`) is `PROT_READ`: its only users
+        // (`wait_ready`, `inspect`) do nothing but Relaxed loads of at most 8
+        // bytes on it, ordered by fences.
         unsafe { self.base.cast::<SegmentHeader>().as_ref() }
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once; `header()` borrows end with
-        // `self`.
-        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+        let (base, len) = (self.base, self.len);
+        fork::release(self.tracked.take(), || {
+            // SAFETY: our own mapping, unmapped once; `header()` borrows, and
+            // a segment's `region`, end with `self`. (Not run in a forked
+            // child: there the mapping stays, blanked, for ever.)
+            let _ = unsafe { rustix::mm::munmap(base.as_ptr().cast(), len) };
+        });
     }
 }
 
