@@ -116,6 +116,44 @@ impl RingOptions {
         self
     }
 
+    /// Sizes a new ring (creation only) to always hold `count` messages of
+    /// up to `max_size` bytes each, and makes `max_size` (at least 1) the
+    /// largest message.
+    ///
+    /// A byte ring does not hold "N messages" by itself: a record that does
+    /// not fit before the end of the region is preceded by padding to the
+    /// end, so "one out, one in" can still leave a sender waiting. This
+    /// computes the capacity for the worst case: `count` records of
+    /// `max_size` bytes, the padding before one of them (at most a record
+    /// less 8 bytes: the records in a ring span less than a lap, so at most
+    /// one wrap), and the 8-byte end word an SPSC ring keeps free, rounded up
+    /// to a power of two of at least a page. With such a ring, a send of up
+    /// to `max_size` bytes never waits while fewer than `count` messages are
+    /// in it (see [`Producer::send`]). A size no ring can take (over 1 TiB)
+    /// is reported by the create call as [`Error::InvalidOptions`].
+    ///
+    /// ```
+    /// let options = shmring::RingOptions::new().for_messages(1000, 200);
+    /// # let name = format!("/shmring-doc-for-messages-{}", std::process::id());
+    /// let mut producer = shmring::Producer::create(&name, &options)?;
+    /// for _ in 0..1000 {
+    ///     producer.try_send(&[7; 200])?; // never Full
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_messages(mut self, count: u64, max_size: u32) -> Self {
+        // A ring's largest message is at least 1 byte (0-byte messages fit
+        // any ring).
+        let max_size = max_size.max(1);
+        let record = crate::ring::record::record_size(u64::from(max_size));
+        let needed = count.checked_add(1).and_then(|records| records.checked_mul(record));
+        self.capacity = needed
+            .and_then(u64::checked_next_power_of_two)
+            .map_or(u64::MAX, |capacity| capacity.max(crate::segment::page_size()).max(4096));
+        self.max_message = Some(max_size);
+        self
+    }
+
     /// Permission bits of a new segment (creation only). Default 0600; must
     /// give the owner read and write.
     pub fn mode(mut self, mode: u32) -> Self {
@@ -565,6 +603,13 @@ impl Producer {
     }
 
     /// Sends `msg`, blocking while the ring is full.
+    ///
+    /// It waits until the record (8 bytes of header, the message rounded up
+    /// to 8 bytes, and, if it would cross the end of the region, padding to
+    /// the end first) fits between the consumer's position and a lap ahead
+    /// of it. In a ring sized by [`RingOptions::for_messages`]`(n, s)` a
+    /// message of up to `s` bytes gets room as soon as fewer than `n`
+    /// messages are in the ring.
     ///
     /// [`SendError::Disconnected`] means the ring is full and no consumer is
     /// attached to make room (it detached or died). While there is room,

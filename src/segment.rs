@@ -168,7 +168,7 @@ pub(crate) fn max_message_for(capacity: u64) -> u64 {
     (capacity / 2).saturating_sub(8).min(u64::from(u32::MAX - 8)) & !7
 }
 
-fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     rustix::param::page_size() as u64
 }
 
