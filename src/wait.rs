@@ -72,9 +72,9 @@ impl std::str::FromStr for WaitStrategy {
 /// nothing to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pace {
-    /// A call by the user (`try_*`, or the first look of a blocking call):
-    /// calls may come at any rate, so an empty or full result reads the clock
-    /// and probes once the probe interval has passed.
+    /// A non-blocking call by the user (`try_*`): calls may come at any
+    /// rate, so an empty or full result reads the clock and probes once the
+    /// probe interval has passed.
     Call,
     /// A poll of a spin loop, back to back with the last: only every 1024th
     /// even reads the clock.
@@ -107,7 +107,10 @@ pub(crate) fn block<W: Waitable>(
     strategy: WaitStrategy,
     timeout: Option<Duration>,
 ) -> Result<W::Ready, Stop> {
-    if let Some(ready) = waitable.poll(Pace::Call)? {
+    // Paced as a spin poll: a blocking call goes on polling, and its spin
+    // loop and parks make the time-paced checks, so its first look need not
+    // read the clock (a ping-pong would pay that on every message).
+    if let Some(ready) = waitable.poll(Pace::Spin)? {
         return Ok(ready);
     }
     // `None` also when the deadline is beyond what `Instant` can hold.
