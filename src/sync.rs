@@ -106,6 +106,21 @@ pub(crate) fn sleeper_fence() {
 
 pub use futex::FutexWord;
 
+// One `bump` for both futex words (the kernel's and loom's model), so that the
+// `wake_without_bump` mutant the models catch is applied to the code a normal
+// build runs, not to a loom-only copy of it.
+impl FutexWord {
+    /// Change the word so that a sleeper that read the old value does not go
+    /// to sleep (or is woken by the following [`wake_all`]).
+    ///
+    /// [`wake_all`]: FutexWord::wake_all
+    pub(crate) fn bump(&self) {
+        if !mutant("wake_without_bump") {
+            self.word().fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
 #[cfg(not(shmring_loom))]
 mod futex {
     use super::{AtomicU32, Ordering};
@@ -127,14 +142,9 @@ mod futex {
             self.0.load(order)
         }
 
-        /// Change the word so that a sleeper that read the old value does not
-        /// go to sleep (or is woken by the following [`wake_all`]).
-        ///
-        /// [`wake_all`]: Self::wake_all
-        pub(crate) fn bump(&self) {
-            if !super::mutant("wake_without_bump") {
-                self.0.fetch_add(1, Ordering::Release);
-            }
+        /// The word itself, for the shared [`FutexWord::bump`].
+        pub(super) fn word(&self) -> &AtomicU32 {
+            &self.0
         }
 
         /// `futex(FUTEX_WAIT)`: sleep while the word equals `expected`, at most
@@ -190,10 +200,9 @@ mod futex {
             self.word.load(order)
         }
 
-        pub(crate) fn bump(&self) {
-            if !super::mutant("wake_without_bump") {
-                self.word.fetch_add(1, Ordering::Release);
-            }
+        /// The word itself, for the shared [`FutexWord::bump`].
+        pub(super) fn word(&self) -> &AtomicU32 {
+            &self.word
         }
 
         pub(crate) fn wait(&self, expected: u32, _timeout: Option<Duration>) {

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::SegmentGuard;
+use common::{clear_corrupted, clear_open_error, within, SegmentGuard};
 use shmring::layout::{IdentityFields, MAGIC};
 use shmring::*;
 use std::time::Duration;
@@ -126,7 +126,7 @@ fn creating_over_an_existing_segment_fails_and_leaves_it_intact() {
     let segment = SegmentGuard::new("exists");
     let keep = options().unlink_on_drop(false);
     let mut producer = Producer::create(segment.name(), &keep).expect("create");
-    producer.send(b"still here").expect("send");
+    producer.try_send(b"still here").expect("send");
     let mode = std::fs::metadata(segment.path()).expect("stat").permissions();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
     for again in [Consumer::create(segment.name(), &options()).err(), options().create(segment.name()).err()] {
@@ -134,7 +134,7 @@ fn creating_over_an_existing_segment_fails_and_leaves_it_intact() {
     }
     let mut consumer = Consumer::open(segment.name(), &options()).expect("open");
     let mut buf = Vec::new();
-    consumer.recv(&mut buf).expect("recv");
+    consumer.recv_timeout(&mut buf, Duration::from_secs(10)).expect("recv");
     assert_eq!(buf, b"still here");
 }
 
@@ -204,7 +204,7 @@ fn live(tag: &str) -> (SegmentGuard, Producer, Consumer) {
     let consumer = Consumer::create(segment.name(), &options()).expect("create");
     let mut producer = Producer::open(segment.name(), &options()).expect("open");
     for i in 0..3u8 {
-        producer.send(&[i; 40]).expect("send");
+        producer.try_send(&[i; 40]).expect("send");
     }
     (segment, producer, consumer)
 }
@@ -262,7 +262,8 @@ fn garbage_positions_are_reported() {
 #[test]
 fn random_scribbles_never_panic_or_hang() {
     // Overwrite random bytes of a live segment, then drive both sides: every
-    // call returns, with data or an error.
+    // call returns, within a deadline, with bounded data or one of the
+    // errors it may give (a Corrupted naming the segment among them).
     let mut rng = 0x1234_5678_9ABC_DEF1u64;
     let mut next = move || {
         rng ^= rng << 13;
@@ -270,31 +271,67 @@ fn random_scribbles_never_panic_or_hang() {
         rng ^= rng << 17;
         rng
     };
-    let mut buf = Vec::new();
-    for _ in 0..300 {
-        let (segment, mut producer, mut consumer) = live("scribble");
-        for _ in 0..1 + next() % 4 {
-            let offset = match next() % 3 {
-                0 => next() % 1024,           // identity, positions, wake words
-                1 => DATA_AT + next() % 256,  // the records just written
-                _ => DATA_AT + next() % 8192, // anywhere in the data region
-            };
-            segment.write_at(offset, &next().to_le_bytes()[..1 + (next() % 8) as usize]);
+    for case in 0..300 {
+        let scribbles: Vec<(u64, Vec<u8>)> = (0..1 + next() % 4)
+            .map(|_| {
+                let offset = match next() % 3 {
+                    0 => next() % 1024,           // identity, positions, wake words
+                    1 => DATA_AT + next() % 256,  // the records just written
+                    _ => DATA_AT + next() % 8192, // anywhere in the data region
+                };
+                (offset, next().to_le_bytes()[..1 + (next() % 8) as usize].to_vec())
+            })
+            .collect();
+        let what = format!("case {case}: scribbles {scribbles:?}");
+        let outcome = within(Duration::from_secs(60), &what, move || scribbled(&scribbles));
+        if let Err(e) = outcome {
+            panic!("{what}: {e}");
         }
-        for _ in 0..20 {
-            let _ = producer.send_timeout(&[1; 64], Duration::from_millis(1));
-            let _ = consumer.recv_timeout(&mut buf, Duration::from_millis(1));
-            if let Ok(msg) = consumer.try_read() {
-                assert!(msg.len() <= 1024);
-            }
-            if let Ok(mut grant) = producer.try_reserve(16) {
+    }
+}
+
+/// One case of `random_scribbles_never_panic_or_hang`.
+fn scribbled(scribbles: &[(u64, Vec<u8>)]) -> Result<(), String> {
+    let (segment, mut producer, mut consumer) = live("scribble");
+    let name = segment.name().to_owned();
+    for (offset, bytes) in scribbles {
+        segment.write_at(*offset, bytes);
+    }
+    let mut buf = Vec::new();
+    for _ in 0..20 {
+        match producer.send_timeout(&[1; 64], Duration::from_millis(1)) {
+            Ok(()) | Err(SendTimeoutError::Timeout | SendTimeoutError::Disconnected) => {}
+            Err(SendTimeoutError::Corrupted(c)) => clear_corrupted(&c, &name)?,
+            Err(e @ SendTimeoutError::TooLarge(_)) => return Err(format!("send_timeout of 64 bytes: {e}")),
+        }
+        match consumer.recv_timeout(&mut buf, Duration::from_millis(1)) {
+            Ok(n) if n <= 1024 && buf.len() == n => {}
+            Ok(n) => return Err(format!("recv_timeout: {n} bytes")),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            Err(RecvTimeoutError::Corrupted(c)) => clear_corrupted(&c, &name)?,
+        }
+        match consumer.try_read() {
+            Ok(msg) if msg.len() <= 1024 => {}
+            Ok(msg) => return Err(format!("try_read: {} bytes", msg.len())),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+            Err(TryRecvError::Corrupted(c)) => clear_corrupted(&c, &name)?,
+        }
+        match producer.try_reserve(16) {
+            Ok(mut grant) if grant.len() == 16 => {
                 grant.fill(3);
                 grant.commit();
             }
+            Ok(grant) => return Err(format!("try_reserve(16): {} bytes", grant.len())),
+            Err(TrySendError::Full | TrySendError::Disconnected) => {}
+            Err(TrySendError::Corrupted(c)) => clear_corrupted(&c, &name)?,
+            Err(e @ TrySendError::TooLarge(_)) => return Err(format!("try_reserve(16): {e}")),
         }
-        // A third party opening the scribbled segment gets a verdict too.
-        let _ = Producer::open(segment.name(), &options());
     }
+    // A third party opening the scribbled segment gets a verdict too.
+    if let Err(e) = Producer::open(&name, &options()) {
+        clear_open_error(&e, &name)?;
+    }
+    Ok(())
 }
 
 #[test]

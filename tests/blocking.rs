@@ -1,21 +1,38 @@
 //! Blocking, timeouts and disconnects, for every wait strategy. These assert
 //! behaviour (who waits, who is woken, what is returned); timing bounds are
-//! loose on purpose: benches measure speed, tests do not.
+//! loose on purpose: benches measure speed, tests do not. A test that needs a
+//! side to be blocked waits for the event (its thread asleep in the futex),
+//! not for a delay; every blocking call without a timeout of its own runs on
+//! a thread the test waits for with a deadline.
 
 mod common;
 
-use common::SegmentGuard;
+use common::{thread_id, wait_until_parked, within, SegmentGuard};
 use shmring::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The bound on calls that should return at once, or soon.
+const SOON: Duration = Duration::from_secs(30);
+
 const STRATEGIES: [WaitStrategy; 3] =
     [WaitStrategy::BusySpin, WaitStrategy::SpinThenPark(wait::DEFAULT_SPIN), WaitStrategy::Park];
 
 fn pair(tag: &str, wait: WaitStrategy) -> (SegmentGuard, Producer, Consumer) {
+    pair_with(tag, RingOptions::new().wait(wait))
+}
+
+/// A pair whose waits park for a minute at a time: a parked side stays
+/// announced and asleep until it is woken, so a test can see it parked and
+/// know that only the other side's wake can end its wait.
+fn parking_pair(tag: &str, wait: WaitStrategy) -> (SegmentGuard, Producer, Consumer) {
+    pair_with(tag, RingOptions::new().wait(wait).liveness_interval(Duration::from_secs(60)))
+}
+
+fn pair_with(tag: &str, options: RingOptions) -> (SegmentGuard, Producer, Consumer) {
     let segment = SegmentGuard::new(tag);
-    let options = RingOptions::new().capacity(4096).max_message(256).wait(wait);
+    let options = options.capacity(4096).max_message(256);
     let consumer = Consumer::create(segment.name(), &options).expect("create");
     let producer = Producer::open(segment.name(), &options).expect("open");
     (segment, producer, consumer)
@@ -23,48 +40,64 @@ fn pair(tag: &str, wait: WaitStrategy) -> (SegmentGuard, Producer, Consumer) {
 
 /// Fills the ring with 100-byte messages; returns how many fit.
 fn fill(producer: &mut Producer) -> usize {
-    let mut sent = 0;
-    loop {
+    for sent in 0..1000 {
         match producer.try_send(&[sent as u8; 100]) {
-            Ok(()) => sent += 1,
+            Ok(()) => {}
             Err(TrySendError::Full) => return sent,
             Err(e) => panic!("{e}"),
         }
+    }
+    panic!("1000 messages of 100 bytes fitted in 4 KiB")
+}
+
+/// Waits until the thread `tid` is blocked: asleep in the futex for the
+/// parking strategies; for busy-spinning, which has no such event, it only
+/// gives the thread a moment (the caller's "not returned yet" check is then
+/// weaker on a slow machine, never wrong).
+fn until_blocked(wait: WaitStrategy, tid: i32, what: &str) {
+    if wait == WaitStrategy::BusySpin {
+        std::thread::sleep(Duration::from_millis(100));
+    } else {
+        wait_until_parked(tid, what);
     }
 }
 
 #[test]
 fn full_ring_blocks_the_producer_until_the_consumer_reads() {
     for wait in STRATEGIES {
-        let (_segment, mut producer, mut consumer) = pair("block-full", wait);
+        let (_segment, mut producer, mut consumer) = parking_pair("block-full", wait);
         let fitted = fill(&mut producer);
         assert!(fitted >= 30, "{fitted} messages of 100 bytes in 4 KiB");
         let sent = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&sent);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let sender = std::thread::spawn(move || {
+            tid_tx.send(thread_id()).expect("tid");
             producer.send(&[0xAA; 100]).expect("send");
             flag.store(true, Ordering::SeqCst);
             producer
         });
-        std::thread::sleep(Duration::from_millis(100));
+        until_blocked(wait, tid_rx.recv().expect("tid"), "the producer parking on the full ring");
         assert!(!sent.load(Ordering::SeqCst), "{wait:?}: send returned while the ring was full");
         // Read until the waiting send gets through (one freed record may not
         // be room enough when the next record needs padding at the wrap).
+        // However slowly the woken sender runs, once the ring is empty it
+        // must get through.
         let mut buf = Vec::new();
         let mut read = 0;
-        while !sent.load(Ordering::SeqCst) {
-            assert!(read < fitted, "{wait:?}: the ring is empty and the send still waits");
-            consumer.recv(&mut buf).expect("recv");
+        while !sent.load(Ordering::SeqCst) && read < fitted {
+            consumer.recv_timeout(&mut buf, SOON).expect("recv");
             assert_eq!(buf, [read as u8; 100]);
             read += 1;
             std::thread::sleep(Duration::from_millis(20));
         }
-        let producer = sender.join().unwrap();
+        let producer = within(SOON, "the send waiting for room, with the ring drained", move || sender.join())
+            .expect("sender thread");
         for i in read..fitted {
-            consumer.recv(&mut buf).expect("recv");
+            consumer.recv_timeout(&mut buf, SOON).expect("recv");
             assert_eq!(buf, [i as u8; 100]);
         }
-        consumer.recv(&mut buf).expect("recv");
+        consumer.recv_timeout(&mut buf, SOON).expect("recv");
         assert_eq!(buf, [0xAA; 100], "the message that waited comes last");
         drop(producer);
     }
@@ -73,25 +106,31 @@ fn full_ring_blocks_the_producer_until_the_consumer_reads() {
 #[test]
 fn empty_ring_blocks_the_consumer_until_a_message_comes() {
     for wait in STRATEGIES {
-        let (_segment, mut producer, mut consumer) = pair("block-empty", wait);
+        let (_segment, mut producer, mut consumer) = parking_pair("block-empty", wait);
         let got = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&got);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let receiver = std::thread::spawn(move || {
+            tid_tx.send(thread_id()).expect("tid");
             let msg = consumer.read().expect("read").to_vec();
             flag.store(true, Ordering::SeqCst);
             (consumer, msg)
         });
-        std::thread::sleep(Duration::from_millis(100));
+        let tid = tid_rx.recv().expect("tid");
+        until_blocked(wait, tid, "the consumer parking on the empty ring");
         assert!(!got.load(Ordering::SeqCst), "{wait:?}: recv returned on an empty ring");
-        producer.send(b"wake up").expect("send");
-        let (consumer, msg) = receiver.join().unwrap();
+        producer.send_timeout(b"wake up", SOON).expect("send");
+        let (consumer, msg) = within(SOON, "the read woken by a message", move || receiver.join()).expect("receiver");
         assert_eq!(msg, b"wake up");
         let stats = consumer.stats();
         assert_eq!(stats.messages, 1);
         if wait == WaitStrategy::BusySpin {
             assert_eq!(stats.futex_waits, 0, "busy-spin never sleeps");
         } else {
-            assert!(stats.futex_waits >= 1, "{wait:?}: a 100 ms wait parks");
+            // It was seen asleep in the futex before the send, in a park
+            // slice of a minute: it had counted its wait, was announced, and
+            // only the producer's wake could end it.
+            assert!(stats.futex_waits >= 1, "{wait:?}: parked");
             assert!(producer.stats().futex_wakes >= 1, "{wait:?}: the producer woke it");
         }
     }
@@ -106,14 +145,14 @@ fn timeouts_return_in_time() {
         assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_millis(50)), Err(RecvTimeoutError::Timeout));
         assert_eq!(consumer.read_timeout(Duration::from_millis(50)).err(), Some(RecvTimeoutError::Timeout));
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(100) && waited < Duration::from_secs(5), "{wait:?}: {waited:?}");
+        assert!(waited >= Duration::from_millis(100) && waited < SOON, "{wait:?}: {waited:?}");
 
         fill(&mut producer);
         let start = Instant::now();
         assert_eq!(producer.send_timeout(&[1; 100], Duration::from_millis(50)), Err(SendTimeoutError::Timeout));
         assert_eq!(producer.reserve_timeout(100, Duration::from_millis(50)).err(), Some(SendTimeoutError::Timeout));
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_millis(100) && waited < Duration::from_secs(5), "{wait:?}: {waited:?}");
+        assert!(waited >= Duration::from_millis(100) && waited < SOON, "{wait:?}: {waited:?}");
         assert_eq!(producer.try_reserve(100).err(), Some(TrySendError::Full));
         // A zero timeout is a try.
         assert_eq!(producer.send_timeout(&[1; 100], Duration::ZERO), Err(SendTimeoutError::Timeout));
@@ -124,7 +163,7 @@ fn timeouts_return_in_time() {
 fn dropping_the_producer_lets_the_consumer_drain_then_disconnects() {
     let (_segment, mut producer, mut consumer) = pair("drop-producer", WaitStrategy::default());
     for i in 0..3u8 {
-        producer.send(&[i; 10]).expect("send");
+        producer.try_send(&[i; 10]).expect("send");
     }
     drop(producer);
     let mut buf = Vec::new();
@@ -133,22 +172,33 @@ fn dropping_the_producer_lets_the_consumer_drain_then_disconnects() {
         assert_eq!(buf, [i; 10]);
     }
     assert_eq!(consumer.try_recv(&mut buf), Err(TryRecvError::Disconnected));
-    assert_eq!(consumer.recv(&mut buf), Err(RecvError::Disconnected));
+    let (mut consumer, outcome) = within(SOON, "recv after the producer left", move || {
+        let outcome = consumer.recv(&mut Vec::new());
+        (consumer, outcome)
+    });
+    assert_eq!(outcome, Err(RecvError::Disconnected));
     assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(10)), Err(RecvTimeoutError::Disconnected));
-    assert!(consumer.try_read().is_err());
+    assert!(matches!(consumer.try_read(), Err(TryRecvError::Disconnected)));
 }
 
 #[test]
 fn dropping_the_consumer_disconnects_the_producer_even_when_blocked() {
     for wait in STRATEGIES {
-        let (_segment, mut producer, consumer) = pair("drop-consumer", wait);
+        let (_segment, mut producer, consumer) = parking_pair("drop-consumer", wait);
         fill(&mut producer);
-        let dropper = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            drop(consumer);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let sender = std::thread::spawn(move || {
+            tid_tx.send(thread_id()).expect("tid");
+            let outcome = producer.send(&[9; 100]);
+            (producer, outcome)
         });
-        assert_eq!(producer.send(&[9; 100]), Err(SendError::Disconnected), "{wait:?}");
-        dropper.join().unwrap();
+        // Dropped once the send is blocked: its detach must wake the
+        // sender (a park slice of a minute would outlast the deadline).
+        until_blocked(wait, tid_rx.recv().expect("tid"), "the producer parking on the full ring");
+        drop(consumer);
+        let (mut producer, outcome) =
+            within(SOON, "a blocked send after the consumer left", move || sender.join()).expect("sender");
+        assert_eq!(outcome, Err(SendError::Disconnected), "{wait:?}");
         // Disconnected means "no room, and nobody to make room": a message
         // that still fits waits in the ring for the next consumer.
         assert_eq!(producer.try_send(&[9; 100]), Err(TrySendError::Disconnected));
@@ -163,23 +213,23 @@ fn a_consumer_that_reattaches_continues_where_the_last_one_stopped() {
     let options = RingOptions::new().capacity(4096).unlink_on_drop(false);
     let mut producer = Producer::create(segment.name(), &options).expect("create");
     for i in 0..10u8 {
-        producer.send(&[i; 20]).expect("send");
+        producer.try_send(&[i; 20]).expect("send");
     }
     let mut buf = Vec::new();
     {
         let mut consumer = Consumer::open(segment.name(), &options).expect("first consumer");
         for i in 0..4u8 {
-            consumer.recv(&mut buf).expect("recv");
+            consumer.try_recv(&mut buf).expect("recv");
             assert_eq!(buf, [i; 20]);
         }
         // A borrowed message that is never released is delivered again.
-        let held = consumer.read().expect("read");
+        let held = consumer.try_read().expect("read");
         assert_eq!(&*held, &[4u8; 20]);
         std::mem::forget(held);
     }
     let mut consumer = Consumer::open(segment.name(), &options).expect("second consumer");
     for i in 4..10u8 {
-        consumer.recv(&mut buf).expect("recv");
+        consumer.try_recv(&mut buf).expect("recv");
         assert_eq!(buf, [i; 20]);
     }
     assert_eq!(consumer.try_recv(&mut buf), Err(TryRecvError::Empty), "the producer is still attached");
@@ -188,7 +238,7 @@ fn a_consumer_that_reattaches_continues_where_the_last_one_stopped() {
 #[test]
 fn grants_commit_or_discard() {
     let (_segment, mut producer, mut consumer) = pair("grants", WaitStrategy::default());
-    let mut grant = producer.reserve(5).expect("reserve");
+    let mut grant = producer.reserve_timeout(5, SOON).expect("reserve");
     grant.copy_from_slice(b"first");
     grant.commit();
     {
@@ -196,9 +246,9 @@ fn grants_commit_or_discard() {
         discarded.copy_from_slice(b"dropped");
         // Goes out of scope without commit.
     }
-    producer.send(b"second").expect("send");
-    assert_eq!(&*consumer.read().expect("read"), b"first");
-    assert_eq!(&*consumer.read().expect("read"), b"second");
+    producer.send_timeout(b"second", SOON).expect("send");
+    assert_eq!(&*consumer.read_timeout(SOON).expect("read"), b"first");
+    assert_eq!(&*consumer.read_timeout(SOON).expect("read"), b"second");
     assert_eq!(consumer.try_read().err(), Some(TryRecvError::Empty));
 }
 
@@ -207,22 +257,27 @@ fn sizes_at_the_limits() {
     let (_segment, mut producer, mut consumer) = pair("limits", WaitStrategy::default());
     assert_eq!(producer.max_message(), 256);
     assert_eq!(producer.try_send(&[7; 257]), Err(TrySendError::TooLarge(TooLarge { len: 257, max: 256 })));
-    assert_eq!(producer.send(&[7; 257]), Err(SendError::TooLarge(TooLarge { len: 257, max: 256 })));
+    // `send` refuses it at once, whatever the ring holds.
+    let (mut producer, outcome) = within(SOON, "send of a message too large", move || {
+        let outcome = producer.send(&[7; 257]);
+        (producer, outcome)
+    });
+    assert_eq!(outcome, Err(SendError::TooLarge(TooLarge { len: 257, max: 256 })));
     assert!(matches!(producer.try_reserve(1 << 20), Err(TrySendError::TooLarge(_))));
     // Empty messages are messages too.
-    producer.send(&[]).expect("empty");
-    producer.send(&[7; 256]).expect("max");
+    producer.try_send(&[]).expect("empty");
+    producer.try_send(&[7; 256]).expect("max");
     let mut buf = vec![1, 2, 3];
-    assert_eq!(consumer.recv(&mut buf), Ok(0));
+    assert_eq!(consumer.try_recv(&mut buf), Ok(0));
     assert!(buf.is_empty());
-    assert_eq!(consumer.recv(&mut buf), Ok(256));
+    assert_eq!(consumer.try_recv(&mut buf), Ok(256));
     assert_eq!(buf, [7; 256]);
     // Every record size at every offset: wraps, padding, exact fits.
     for round in 0..2000u32 {
         let len = (round as usize * 37) % 257;
         let msg: Vec<u8> = (0..len).map(|i| (i as u32 ^ round) as u8).collect();
-        producer.send(&msg).expect("send");
-        assert_eq!(&*consumer.read().expect("read"), &msg[..], "round {round}");
+        producer.try_send(&msg).expect("send");
+        assert_eq!(&*consumer.try_read().expect("read"), &msg[..], "round {round}");
     }
 }
 
@@ -231,16 +286,16 @@ fn streaming_makes_no_system_calls() {
     let (_segment, mut producer, mut consumer) = pair("no-syscalls", WaitStrategy::BusySpin);
     let sender = std::thread::spawn(move || {
         for i in 0..200_000u32 {
-            producer.send(&i.to_le_bytes()).expect("send");
+            producer.send_timeout(&i.to_le_bytes(), SOON).expect("send");
         }
         producer.stats()
     });
     let mut buf = Vec::new();
     for i in 0..200_000u32 {
-        consumer.recv(&mut buf).expect("recv");
+        consumer.recv_timeout(&mut buf, SOON).expect("recv");
         assert_eq!(buf, i.to_le_bytes());
     }
-    let sent = sender.join().unwrap();
+    let sent = within(SOON, "the sender thread", move || sender.join()).expect("sender");
     let received = consumer.stats();
     assert_eq!((sent.messages, received.messages), (200_000, 200_000));
     assert_eq!((sent.bytes, received.bytes), (800_000, 800_000));

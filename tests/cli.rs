@@ -3,15 +3,21 @@
 
 mod common;
 
-use common::{ChildGuard, SegmentGuard};
-use std::io::Write;
+use common::{deadline, until, ChildGuard, SegmentGuard};
+use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long one `shmring` command may take (`stat --watch --iterations 2`
+/// takes a second).
+const LIMIT: Duration = Duration::from_secs(60);
+
 fn shmring(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_shmring")).args(args).output().expect("run shmring")
+    shmring_with_input(args, b"")
 }
 
+/// Runs `shmring ARGS` with `input` on stdin; fails if it is still running
+/// after [`LIMIT`] (it is killed then).
 fn shmring_with_input(args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shmring"))
         .args(args)
@@ -20,8 +26,34 @@ fn shmring_with_input(args: &[&str], input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run shmring");
-    child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
-    child.wait_with_output().expect("wait")
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read(Box::new(child.stderr.take().expect("stderr")));
+    let end = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shmring {args:?} still running after {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let _ = writer.join();
+    Output { status, stdout: stdout.join().expect("stdout"), stderr: stderr.join().expect("stderr") }
 }
 
 fn stdout(o: &Output) -> String {
@@ -96,24 +128,24 @@ fn ls_marks_a_segment_stale_once_its_processes_die_and_rm_stale_removes_only_it(
     for s in [&stale, &idle] {
         assert!(shmring(&["create", s.name()]).status.success());
     }
-    let mut reader = ChildGuard(
+    let mut reader = ChildGuard::new(
         Command::new(env!("CARGO_BIN_EXE_shmring"))
             .args(["recv", stale.name()])
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn recv"),
     );
-    let start = Instant::now();
-    loop {
+    let end = deadline(30);
+    while until(end, "the consumer showing up") {
         let row = ls_row(stale.name(), &[]).expect("listed");
         if row.ends_with("live") {
             assert!(row.contains("alive (pid"), "{row}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "consumer never showed up: {row}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    reader.kill();
+    // `recv` with no count and no timeout waits until killed.
+    reader.kill_alive("shmring recv");
     let row = ls_row(stale.name(), &[]).expect("listed");
     assert!(row.ends_with("STALE") && row.contains("DEAD"), "{row}");
     assert!(ls_row(idle.name(), &[]).expect("listed").ends_with("idle"));
@@ -204,7 +236,7 @@ fn stat_reads_file_backed_rings() {
     let _remove = Remove(path.clone());
     let mut producer = shmring::Producer::create_file(&path, &shmring::RingOptions::new()).expect("create");
     for _ in 0..10 {
-        producer.send(b"persisted").expect("send");
+        producer.try_send(b"persisted").expect("send");
     }
     producer.flush().expect("flush");
     let file = path.to_string_lossy().into_owned();

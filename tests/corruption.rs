@@ -6,13 +6,27 @@
 //!
 //! Built with debug assertions and overflow checks (see `[profile.test]`), so
 //! an arithmetic overflow on untrusted values would fail the case too.
+//!
+//! Every result is checked: data within bounds, or one of the errors the
+//! call may give (`Empty`, `Full`, `Timeout`, `Disconnected`, or a
+//! `Corrupted` naming the segment; for a third party's open, an error that
+//! names the segment and what is wrong with it). Each case runs on its own
+//! thread with a deadline: a case that hangs ends the run, printing the case.
+//!
+//! The cases proptest found are kept as deterministic tests below (the seeds
+//! proptest had saved stopped replaying them when the strategy gained the
+//! ring's kind).
 
 mod common;
 
-use common::SegmentGuard;
+use common::{clear_corrupted, clear_open_error, SegmentGuard};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use shmring::*;
 use std::time::Duration;
+
+/// How long one case may run (valgrind, which CI runs this under, is slow).
+const CASE_LIMIT: Duration = Duration::from_secs(120);
 
 const CAPACITY: u64 = 8192;
 const MAX: usize = 512;
@@ -146,6 +160,110 @@ fn loaded(segment: &SegmentGuard, kind: Kind, sizes: &[usize], consume: usize) -
     (producers, consumer, records)
 }
 
+/// Runs one case on its own thread; if it does not end within
+/// [`CASE_LIMIT`], prints `case` and ends the whole run (a hang is a failure,
+/// and shrinking it would mean waiting out every hanging shrink).
+fn bounded(
+    case: String,
+    body: impl FnOnce() -> Result<(), TestCaseError> + Send + 'static,
+) -> Result<(), TestCaseError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = tx.send(body());
+    });
+    match rx.recv_timeout(CASE_LIMIT) {
+        Ok(result) => {
+            let _ = thread.join();
+            result
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the case sent nothing and did not panic"),
+        },
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            eprintln!("a corruption case hung for {CASE_LIMIT:?}: {case}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Fails the case with `what` unless `check` passed.
+fn verdict(check: Result<(), String>, what: &str) -> Result<(), TestCaseError> {
+    check.map_err(|e| TestCaseError::fail(format!("{what}: {e}")))
+}
+
+/// Scribbles on a loaded segment, then drives every operation against it;
+/// every result must be bounded data or an expected, clear error.
+fn scribbled_case(
+    kind: Kind,
+    sizes: &[usize],
+    consume: usize,
+    scribbles: &[Scribble],
+    ops: &[(u8, usize)],
+) -> Result<(), TestCaseError> {
+    let segment = SegmentGuard::new("prop");
+    let name = segment.name().to_owned();
+    let (mut producers, mut consumer, records) = loaded(&segment, kind, sizes, consume);
+    for scribble in scribbles {
+        apply(&segment, &records, scribble);
+    }
+    let mut buf = Vec::new();
+    for (i, &(op, len)) in ops.iter().enumerate() {
+        let producer = &mut producers[i % 2 % (kind.code() as usize)];
+        match op {
+            0 => match consumer.try_recv(&mut buf) {
+                Ok(n) => prop_assert!(n <= MAX && buf.len() == n, "try_recv: {n} bytes"),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+                Err(TryRecvError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_recv")?,
+            },
+            1 => match consumer.try_read() {
+                Ok(msg) => prop_assert!(msg.len() <= MAX, "try_read: {} bytes", msg.len()),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+                Err(TryRecvError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_read")?,
+            },
+            2 => match consumer.recv_timeout(&mut buf, Duration::from_millis(1)) {
+                Ok(n) => prop_assert!(n <= MAX && buf.len() == n, "recv_timeout: {n} bytes"),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+                Err(RecvTimeoutError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "recv_timeout")?,
+            },
+            3 => match producer.try_send(&vec![7; len]) {
+                Ok(()) | Err(TrySendError::Full | TrySendError::Disconnected) => {}
+                Err(TrySendError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_send")?,
+                Err(TrySendError::TooLarge(e)) => prop_assert!(false, "try_send of {len} bytes (max {MAX}): {e}"),
+            },
+            4 => match producer.send_timeout(&vec![7; len], Duration::from_millis(1)) {
+                Ok(()) | Err(SendTimeoutError::Timeout | SendTimeoutError::Disconnected) => {}
+                Err(SendTimeoutError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "send_timeout")?,
+                Err(SendTimeoutError::TooLarge(e)) => prop_assert!(false, "send_timeout of {len} bytes: {e}"),
+            },
+            5 => match producer.try_reserve(len) {
+                Ok(mut grant) => {
+                    prop_assert_eq!(grant.len(), len);
+                    grant.fill(9);
+                    grant.commit();
+                }
+                Err(TrySendError::Full | TrySendError::Disconnected) => {}
+                Err(TrySendError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_reserve")?,
+                Err(TrySendError::TooLarge(e)) => prop_assert!(false, "try_reserve of {len} bytes: {e}"),
+            },
+            _ => {
+                // A third party attaching or looking gets a verdict too.
+                if let Err(e) = Producer::open(&name, &options(kind)) {
+                    verdict(clear_open_error(&e, &name), "a third party's Producer::open")?;
+                }
+                if let Err(e) = Consumer::open(&name, &options(kind)) {
+                    verdict(clear_open_error(&e, &name), "a third party's Consumer::open")?;
+                }
+                match inspect::inspect(&name) {
+                    Ok(info) => prop_assert!(info.used_bytes() <= info.capacity),
+                    Err(e) => verdict(clear_open_error(&e, &name), "inspect")?,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -157,35 +275,8 @@ proptest! {
         scribbles in prop::collection::vec(scribble(), 1..6),
         ops in prop::collection::vec((0u8..7, 0..=MAX), 10..40),
     ) {
-        let segment = SegmentGuard::new("prop");
-        let (mut producers, mut consumer, records) = loaded(&segment, kind, &sizes, consume);
-        for scribble in &scribbles {
-            apply(&segment, &records, scribble);
-        }
-        let mut buf = Vec::new();
-        for (i, (op, len)) in ops.into_iter().enumerate() {
-            let producer = &mut producers[i % 2 % (kind.code() as usize)];
-            match op {
-                0 => if let Ok(n) = consumer.try_recv(&mut buf) { prop_assert!(n <= MAX && buf.len() == n) },
-                1 => if let Ok(msg) = consumer.try_read() { prop_assert!(msg.len() <= MAX) },
-                2 => if let Ok(n) = consumer.recv_timeout(&mut buf, Duration::from_millis(1)) { prop_assert!(n <= MAX) },
-                3 => { let _ = producer.try_send(&vec![7; len]); }
-                4 => { let _ = producer.send_timeout(&vec![7; len], Duration::from_millis(1)); }
-                5 => if let Ok(mut grant) = producer.try_reserve(len) {
-                    prop_assert_eq!(grant.len(), len);
-                    grant.fill(9);
-                    grant.commit();
-                },
-                _ => {
-                    // A third party attaching or looking gets a verdict too.
-                    let _ = Producer::open(segment.name(), &options(kind));
-                    let _ = Consumer::open(segment.name(), &options(kind));
-                    if let Ok(info) = inspect::inspect(segment.name()) {
-                        prop_assert!(info.used_bytes() <= info.capacity);
-                    }
-                }
-            }
-        }
+        let case = format!("{kind:?}, sizes {sizes:?}, consume {consume}, scribbles {scribbles:?}, ops {ops:?}");
+        bounded(case, move || scribbled_case(kind, &sizes, consume, &scribbles, &ops))?;
     }
 
     /// Handles use the identity they validated when attaching: scribbling on
@@ -196,18 +287,67 @@ proptest! {
         scribbles in prop::collection::vec((0u64..128, prop::collection::vec(any::<u8>(), 1..=8)), 1..8),
         sizes in prop::collection::vec(0..=MAX, 1..200),
     ) {
-        let segment = SegmentGuard::new("prop-identity");
-        let (mut producers, mut consumer, _) = loaded(&segment, kind, &[], 0);
-        for (at, bytes) in &scribbles {
-            segment.write_at(*at, &bytes[..bytes.len().min((128 - at) as usize)]);
-        }
+        let case = format!("{kind:?}, scribbles {scribbles:?}, sizes {sizes:?}");
+        bounded(case, move || {
+            let segment = SegmentGuard::new("prop-identity");
+            let (mut producers, mut consumer, _) = loaded(&segment, kind, &[], 0);
+            for (at, bytes) in &scribbles {
+                segment.write_at(*at, &bytes[..bytes.len().min((128 - at) as usize)]);
+            }
+            let mut buf = Vec::new();
+            for (i, &len) in sizes.iter().enumerate() {
+                let msg = vec![i as u8; len];
+                let n = producers.len();
+                prop_assert_eq!(producers[i % n].try_send(&msg), Ok(()));
+                prop_assert_eq!(consumer.try_recv(&mut buf), Ok(len));
+                prop_assert_eq!(&buf, &msg);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// The harness's proof of power, as the README cites it: without the check of
+/// a record's length against the maximum, a length of the maximum plus one
+/// would be delivered. It is found on the first read, named, and kept.
+#[test]
+fn a_record_one_byte_over_the_maximum_is_reported_not_delivered() {
+    for kind in [Kind::Spsc, Kind::Mpsc] {
+        let segment = SegmentGuard::new("over-max");
+        let (_producers, mut consumer, records) = loaded(&segment, kind, &[0; 10], 0);
+        apply(&segment, &records, &Scribble::RecordLength(0, MAX as u32 + 1));
         let mut buf = Vec::new();
-        for (i, &len) in sizes.iter().enumerate() {
-            let msg = vec![i as u8; len];
-            let n = producers.len();
-            producers[i % n].try_send(&msg).expect("send");
-            prop_assert_eq!(consumer.try_recv(&mut buf), Ok(len));
-            prop_assert_eq!(&buf, &msg);
+        for round in 0..10 {
+            match consumer.try_recv(&mut buf) {
+                Err(TryRecvError::Corrupted(c)) => {
+                    assert!(
+                        c.what().contains("claims a length of 513 bytes, over the maximum of 512"),
+                        "{kind:?}: {c}"
+                    );
+                    clear_corrupted(&c, segment.name()).unwrap();
+                }
+                other => panic!("{kind:?}, read {round}: {other:?}"),
+            }
         }
+    }
+}
+
+/// The other cases proptest found (both overflows on a scribbled MPSC claim
+/// position, fixed since), replayed through the harness's checks.
+#[test]
+fn the_cases_proptest_found_stay_fixed() {
+    let ops = |codes: &[u8], lens: &[usize]| codes.iter().copied().zip(lens.iter().copied()).collect::<Vec<_>>();
+    let tail_minus_one = ops(&[0, 0, 0, 0, 0, 0, 0, 0, 3, 0], &[0; 10]);
+    scribbled_case(Kind::Mpsc, &[], 0, &[Scribble::Position(false, -1)], &tail_minus_one).unwrap();
+    let sizes = [
+        433, 329, 49, 9, 41, 265, 449, 289, 289, 145, 473, 225, 105, 41, 113, 377, 65, 337, 289, 113, 377, 97, 313, 41,
+        65, 289, 417, 153, 145, 369, 233, 193, 105, 409,
+    ];
+    let tail_minus_49 = ops(&[3, 3, 0, 3, 0, 3, 0, 0, 0, 0], &[17, 41, 0, 0, 0, 0, 0, 0, 0, 0]);
+    scribbled_case(Kind::Mpsc, &sizes, 0, &[Scribble::Position(false, -49)], &tail_minus_49).unwrap();
+    // The first one proptest found, on SPSC and on MPSC.
+    for kind in [Kind::Spsc, Kind::Mpsc] {
+        let reads = ops(&[0; 10], &[0; 10]);
+        scribbled_case(kind, &[0; 10], 0, &[Scribble::RecordLength(0, MAX as u32 + 1)], &reads).unwrap();
     }
 }

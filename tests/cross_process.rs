@@ -28,7 +28,8 @@ fn ten_million_messages_of_random_sizes_arrive_intact_and_in_order() {
 
     let (mut received, mut bytes, mut wrap_exact, mut max_sized) = (0u64, 0u64, 0u64, 0u64);
     let mut buf = Vec::new();
-    loop {
+    let end = deadline(900);
+    while until(end, "the 10M-message stream") {
         // Alternate copies and borrowed reads: both paths see every shape.
         let position = consumer.position();
         let outcome = if received % 2 == 0 {
@@ -73,10 +74,11 @@ fn consumer_notices_a_killed_producer_after_draining() {
         check_stream(seq, &buf).expect("payload");
         seq += 1;
     }
-    producer.kill();
+    producer.kill_alive("the streaming producer");
     let killed = Instant::now();
     // Whatever was committed before the kill is still delivered, in order.
-    loop {
+    let end = killed + NOTICE;
+    while until(end, "the consumer noticing the killed producer") {
         match consumer.recv_timeout(&mut buf, Duration::from_secs(30)) {
             Ok(_) => {
                 check_stream(seq, &buf).expect("payload");
@@ -103,14 +105,23 @@ fn parked_consumer_is_released_when_its_producer_is_killed() {
             consumer.recv_timeout(&mut buf, Duration::from_secs(30)).expect("recv");
             check_stream(seq, &buf).expect("payload");
         }
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            producer.kill();
-            Instant::now()
+        wait_for_line(&mut producer, "sent");
+        // Blocks (parked or spinning) until the kill is noticed: `recv`, with
+        // no timeout of its own, on a thread with a deadline.
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let receiver = std::thread::spawn(move || {
+            tid_tx.send(thread_id()).expect("tid");
+            let mut buf = Vec::new();
+            consumer.recv(&mut buf)
         });
-        // Blocks (parked or spinning) until the kill is noticed.
-        assert_eq!(consumer.recv(&mut buf), Err(shmring::RecvError::Disconnected), "{wait:?}");
-        let killed = killer.join().unwrap();
+        let tid = tid_rx.recv().expect("tid");
+        if wait != shmring::WaitStrategy::BusySpin {
+            wait_until_parked(tid, "the consumer parking on the empty ring");
+        }
+        producer.kill_alive("the idle producer");
+        let killed = Instant::now();
+        let outcome = within(NOTICE * 2, "recv on a ring whose producer was killed", move || receiver.join());
+        assert_eq!(outcome.expect("receiver thread"), Err(shmring::RecvError::Disconnected), "{wait:?}");
         assert!(killed.elapsed() < NOTICE, "{wait:?}: noticed after {:?}", killed.elapsed());
     }
 }
@@ -128,18 +139,36 @@ fn killed_consumer_is_noticed_and_a_restarted_one_loses_nothing() {
             "consume-progress",
             &[("SHMRING_NAME", segment.0.clone()), ("SHMRING_PROGRESS", progress.clone())],
         );
+        // Produce only once the consumer is attached (a full ring without a
+        // consumer would say Disconnected at once), and kill it once it has
+        // consumed a random number of messages: events, not delays.
+        wait_for_line(&mut first, "attached");
         let mut producer = Producer::open(segment.name(), &options).expect("producer");
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let delay = Duration::from_millis(20 + rng % 200);
+        let kill_at = 1 + rng % 20_000;
+        let watched = progress.clone();
         let killer = std::thread::spawn(move || {
-            std::thread::sleep(delay);
-            first.kill();
-            Instant::now()
+            let end = deadline(60);
+            loop {
+                let recorded =
+                    std::fs::read(&watched).ok().and_then(|b| Some(u64::from_le_bytes(b.get(..8)?.try_into().ok()?)));
+                if recorded.is_some_and(|r| r != u64::MAX && r >= kill_at) || Instant::now() >= end {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let status = first.kill();
+            (Instant::now(), status)
         });
         let sent = produce_until_disconnected(&mut producer, Duration::from_secs(60));
-        let killed = killer.join().unwrap();
+        let (killed, status) = killer.join().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "round {round}: the first consumer ended before it was killed: {status}"
+        );
         assert!(killed.elapsed() < NOTICE, "producer noticed after {:?}", killed.elapsed());
         let recorded = u64::from_le_bytes(std::fs::read(&progress).expect("read progress")[..8].try_into().unwrap());
         let _ = std::fs::remove_file(&progress);
@@ -160,7 +189,7 @@ fn killed_consumer_is_noticed_and_a_restarted_one_loses_nothing() {
         } else {
             assert_eq!(next, sent as i64, "round {round}: nothing left means everything was consumed");
         }
-        eprintln!("round {round}: killed after {delay:?}; sent {sent}, first consumer got to {recorded}, second read {from}..={last}");
+        eprintln!("round {round}: killed at message {kill_at}; sent {sent}, first consumer got to {recorded}, second read {from}..={last}");
     }
 }
 
@@ -174,22 +203,18 @@ fn a_role_is_exclusive_while_its_holder_lives_and_free_once_it_dies() {
         other => panic!("second consumer: {other:?}"),
     }
     let mut holder = spawn_child("hold-producer", &[("SHMRING_NAME", segment.0.clone())]);
-    let start = Instant::now();
-    loop {
-        match Producer::open(segment.name(), &options) {
-            Err(Error::AlreadyAttached { role: "producer", .. }) => break,
-            Ok(_) if start.elapsed() < Duration::from_secs(30) => {} // the child is not attached yet
-            other => panic!("while the child holds the producer role: {other:?}"),
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    wait_for_line(&mut holder, "attached");
+    match Producer::open(segment.name(), &options) {
+        Err(Error::AlreadyAttached { role: "producer", pid, .. }) => assert_eq!(pid, holder.id()),
+        other => panic!("while the child holds the producer role: {other:?}"),
     }
-    holder.kill();
+    holder.kill_alive("the producer holder");
     let mut producer = Producer::open(segment.name(), &options).expect("take over from a dead producer");
-    producer.send(b"after takeover").expect("send");
+    producer.try_send(b"after takeover").expect("send");
     drop(consumer);
     let mut consumer = Consumer::open(segment.name(), &options).expect("reattach after a clean detach");
     let mut buf = Vec::new();
-    consumer.recv(&mut buf).expect("recv");
+    consumer.recv_timeout(&mut buf, Duration::from_secs(10)).expect("recv");
     assert_eq!(buf, b"after takeover");
     let _ = payload::identify(&buf);
 }
@@ -208,14 +233,23 @@ fn a_consumer_killed_while_parked_leaves_no_sleeper_behind() {
     let mut producer = Producer::create(segment.name(), &options).expect("create");
     let progress = tempfile_path("parked-progress");
     std::fs::write(&progress, [0u8; 8]).expect("progress file");
-    let mut consumer =
-        spawn_child("consume-progress", &[("SHMRING_NAME", segment.0.clone()), ("SHMRING_PROGRESS", progress.clone())]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while shmring::inspect::inspect(segment.name()).expect("inspect").consumer_wake.sleepers == 0 {
-        assert!(Instant::now() < deadline, "the consumer never parked");
+    // A park slice of a minute: once announced, the consumer stays announced
+    // (it is not woken: nothing is sent) until it is killed.
+    let mut consumer = spawn_child(
+        "consume-progress",
+        &[
+            ("SHMRING_NAME", segment.0.clone()),
+            ("SHMRING_PROGRESS", progress.clone()),
+            ("SHMRING_LIVENESS_MS", "60000".into()),
+        ],
+    );
+    let end = deadline(30);
+    while until(end, "the consumer parking")
+        && shmring::inspect::inspect(segment.name()).expect("inspect").consumer_wake.sleepers == 0
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
-    consumer.kill();
+    consumer.kill_alive("the parked consumer");
     let _ = std::fs::remove_file(&progress);
     assert_eq!(
         shmring::inspect::inspect(segment.name()).expect("inspect").consumer_wake.sleepers,
@@ -224,7 +258,7 @@ fn a_consumer_killed_while_parked_leaves_no_sleeper_behind() {
     );
 
     for seq in 0..1000u64 {
-        producer.send(&seq.to_le_bytes()).expect("send");
+        producer.try_send(&seq.to_le_bytes()).expect("room for it");
     }
     assert!(producer.stats().futex_wakes <= 1, "{} wakes for one dead sleeper", producer.stats().futex_wakes);
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{spawn_child, SegmentGuard};
+use common::{spawn_child, wait_for_line, within, SegmentGuard};
 use shmring::{Consumer, Error, Producer, RingOptions};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ fn child() {
     match std::env::var("SHMRING_CHILD_ROLE").as_deref() {
         // Runs as another user: try every way in and print what each gave.
         Ok("open-as-other") => {
+            common::child_watchdog();
             let name = std::env::var("SHMRING_NAME").expect("name");
             let strict = RingOptions::new();
             let lenient = RingOptions::new().allow_foreign_owner(true);
@@ -37,14 +38,16 @@ fn run_as_nobody(name: &str) -> Option<String> {
         eprintln!("skipped: needs root and setpriv (util-linux) to run a child as another user, as CI has");
         return None;
     }
-    let out = Command::new("setpriv")
+    let mut command = Command::new("setpriv");
+    command
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(std::env::current_exe().expect("current_exe"))
         .args(["--exact", "child", "--ignored", "--nocapture", "--test-threads=1", "-q"])
         .env("SHMRING_CHILD_ROLE", "open-as-other")
-        .env("SHMRING_NAME", name)
-        .output()
-        .expect("setpriv");
+        .env("SHMRING_NAME", name);
+    // Its opens fail or succeed at once; the child's own watchdog ends it
+    // if not, and this deadline fails the test.
+    let out = within(Duration::from_secs(700), "the child run as nobody", move || command.output()).expect("setpriv");
     assert!(out.status.success(), "child as nobody failed: {out:?}");
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -99,13 +102,10 @@ fn remove_stale_removes_only_segments_whose_processes_all_died() {
     options.create(idle.name()).expect("idle");
     options.create(stale.name()).expect("stale");
     let mut holder = spawn_child("hold-producer", &[("SHMRING_NAME", stale.0.clone())]);
-    let start = Instant::now();
-    while !shmring::inspect::inspect(stale.name()).expect("inspect").producers[0].alive {
-        assert!(start.elapsed() < Duration::from_secs(30), "the child never attached");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_line(&mut holder, "attached");
+    assert!(shmring::inspect::inspect(stale.name()).expect("inspect").producers[0].alive);
     assert!(!shmring::inspect::inspect(stale.name()).unwrap().is_stale());
-    holder.kill();
+    holder.kill_alive("the producer holder");
     assert!(shmring::inspect::inspect(stale.name()).unwrap().is_stale());
 
     let removed = shmring::inspect::remove_stale().expect("remove_stale");

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{mpsc_options, spawn_child, wait_for_line, ChildGuard, SegmentGuard};
+use common::{deadline, mpsc_options, spawn_child, until, wait_for_line, ChildGuard, SegmentGuard};
 use shmring::{payload, Consumer, Error, Kind, Producer, RecvTimeoutError, RingOptions, TryRecvError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -68,7 +68,8 @@ fn four_producers_two_million_each_arrive_exactly_once() {
     let children: Vec<ChildGuard> = (0..PRODUCERS).map(|p| producer_child(&segment, p, Some(EACH), 200)).collect();
     let mut streams = Streams::default();
     let start = Instant::now();
-    loop {
+    let end = deadline(900);
+    while until(end, "the 4 x 2M stream") {
         match consumer.read_timeout(Duration::from_secs(30)) {
             Ok(msg) => streams.check(&msg, |_| None),
             Err(RecvTimeoutError::Disconnected) => break,
@@ -136,7 +137,7 @@ fn kill_round(round: u64, bound: Duration) -> KillRound {
                 victim_started = Some(Instant::now());
             }
             if victim_started.is_some_and(|s| s.elapsed() >= delay) {
-                victim.kill();
+                victim.kill_alive(&format!("round {round}: the victim"));
                 killed_at = Some(Instant::now());
             }
         }
@@ -156,7 +157,7 @@ fn kill_round(round: u64, bound: Duration) -> KillRound {
             // Every producer attached so far is gone; the stream has ended
             // once the survivors have exited (one may not have started yet).
             Err(RecvTimeoutError::Disconnected) => {
-                if survivors.iter_mut().all(|s| s.0.try_wait().is_ok_and(|status| status.is_some())) {
+                if survivors.iter_mut().all(|s| s.try_wait().is_some()) {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -184,10 +185,11 @@ fn kill_round(round: u64, bound: Duration) -> KillRound {
     KillRound { torn, longest_stall }
 }
 
-fn kill_rounds(rounds: u64) {
-    // The designed bound is a park slice plus a probe interval (60 ms); the
-    // assertion leaves room for a loaded 2-core machine.
-    let bound = Duration::from_millis(750);
+/// The kill rounds behind the README's figures: `rounds` of [`kill_round`],
+/// each consumer stall under `bound`; prints the totals the README quotes.
+/// `SHMRING_KILL_ROUNDS` overrides the number of rounds.
+fn kill_rounds(rounds: u64, bound: Duration) {
+    let rounds = std::env::var("SHMRING_KILL_ROUNDS").map_or(rounds, |r| r.parse().expect("SHMRING_KILL_ROUNDS"));
     let (mut torn, mut longest) = (0, Duration::ZERO);
     for round in 0..rounds {
         let seen = kill_round(round, bound);
@@ -198,15 +200,21 @@ fn kill_rounds(rounds: u64) {
     assert!(torn > 0, "no kill landed inside a claim: the test does not exercise the torn path");
 }
 
+/// A slice of the long run below, in every `cargo test`: the same rounds and
+/// checks, with a stall bound that only catches a hang (seconds: this runs on
+/// loaded 2-core machines; the designed bound is a park slice plus a probe
+/// interval, 60 ms).
 #[test]
 fn producer_killed_at_random_moments_never_wedges_the_ring() {
-    kill_rounds(100);
+    kill_rounds(100, Duration::from_secs(5));
 }
 
+/// The run the README's figures come from, with the bound it quotes (750 ms),
+/// for a quiet machine.
 #[test]
 #[ignore = "long: cargo test --release --test mpsc -- --ignored long"]
 fn long_producer_kill_rounds() {
-    kill_rounds(2000);
+    kill_rounds(2000, Duration::from_millis(750));
 }
 
 /// The consumer is SIGKILLed while four producers stream; a new consumer
@@ -224,19 +232,21 @@ fn consumer_killed_and_restarted_loses_nothing() {
     let mut first = spawn_child("mpsc-consume-progress", &env);
     let producers: Vec<ChildGuard> = (0..4).map(|p| producer_child(&segment, p, Some(EACH), 500)).collect();
     // Kill the consumer in the middle of the stream.
-    let waited = Instant::now();
-    while (0..4).map(|p| progress.read_u64(p * 8)).sum::<u64>() < 20_000 {
-        assert!(waited.elapsed() < Duration::from_secs(30), "the first consumer made no progress");
+    let end = deadline(60);
+    while until(end, "the first consumer's progress") && (0..4).map(|p| progress.read_u64(p * 8)).sum::<u64>() < 20_000
+    {
         std::thread::sleep(Duration::from_micros(200));
     }
-    first.kill();
+    // It may have drained everything and exited cleanly on a slow machine.
+    first.kill_or_clean("the first consumer");
     let mut consumer = Consumer::open(segment.name(), &options).expect("take over the consumer role");
     let mut streams = Streams::default();
     // Each stream resumes at the message after the last one recorded, or
     // (if the killed consumer had not released it yet) at that one.
     let recorded: Vec<u64> = (0..4).map(|p| progress.read_u64(p * 8)).collect();
     let mut redelivered = 0;
-    loop {
+    let end = deadline(600);
+    while until(end, "the restarted consumer's stream") {
         match consumer.read_timeout(Duration::from_secs(30)) {
             Ok(msg) => {
                 let (stream, seq) = payload::identify(&msg).expect("id");
@@ -253,8 +263,9 @@ fn consumer_killed_and_restarted_loses_nothing() {
             Err(e) => panic!("{e}"),
         }
     }
-    for p in 0..4 {
-        assert_eq!(streams.count(p as u32), EACH, "stream {p}");
+    for (p, &recorded) in recorded.iter().enumerate() {
+        // A stream the first consumer had read to its end has nothing left.
+        assert_eq!(streams.count(p as u32).max(recorded), EACH, "stream {p}");
     }
     for child in producers {
         let (ok, out) = child.finish(Duration::from_secs(10));
@@ -281,7 +292,7 @@ fn producer_slots_are_limited_and_reclaimed() {
     drop(a);
     let mut a = Producer::open(segment.name(), &options).expect("a detached slot is free again");
     assert_eq!(a.slot(), 0);
-    a.send(b"from a").expect("send");
+    a.try_send(b"from a").expect("send");
     drop(a);
     drop(b);
 
@@ -289,16 +300,16 @@ fn producer_slots_are_limited_and_reclaimed() {
     let env = [("SHMRING_NAME", segment.name().to_owned()), ("SHMRING_STREAM", "5".into())];
     let mut holder = spawn_child("mpsc-hold-claim", &env);
     wait_for_line(&mut holder, "claimed");
-    holder.kill();
+    holder.kill_alive("the claim holder");
     let survivor = Producer::open(segment.name(), &options).expect("a free slot");
     let err = Producer::open(segment.name(), &options).unwrap_err();
     assert!(matches!(err, Error::TooManyProducers { .. }), "the dead holder's claim is unresolved: {err:?}");
     drop(survivor);
     let mut buf = Vec::new();
-    assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(5)), Ok(6));
+    assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(30)), Ok(6));
     assert_eq!(buf, b"from a");
     // The torn claim is skipped, then every producer is gone.
-    assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(5)), Err(RecvTimeoutError::Disconnected));
+    assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(30)), Err(RecvTimeoutError::Disconnected));
     assert_eq!(consumer.stats().torn_records, 1);
     let p1 = Producer::open(segment.name(), &options).expect("slot reclaimed after the skip");
     let p2 = Producer::open(segment.name(), &options).expect("and the other");
@@ -313,14 +324,21 @@ fn a_dead_parked_producers_announcement_is_withdrawn_by_its_slot_successor() {
     let segment = SegmentGuard::new("mpsc-parked");
     let options = mpsc_options().capacity(1 << 16).max_producers(2);
     let _consumer = Consumer::create(segment.name(), &options).expect("create"); // reads nothing
-    let mut parked = producer_child(&segment, 3, None, 500);
+                                                                                 // A park slice of a minute: once announced, the producer stays announced
+                                                                                 // (nothing wakes it) until it is killed, whenever the kill comes.
+    let env = [
+        ("SHMRING_NAME", segment.name().to_owned()),
+        ("SHMRING_STREAM", "3".to_owned()),
+        ("SHMRING_MAX_SIZE", "500".to_owned()),
+        ("SHMRING_LIVENESS_MS", "60000".to_owned()),
+    ];
+    let mut parked = spawn_child("mpsc-produce", &env);
     let sleepers = || shmring::inspect::inspect(segment.name()).expect("inspect").producer_wake.sleepers;
-    let waited = Instant::now();
-    while sleepers() != 1 {
-        assert!(waited.elapsed() < Duration::from_secs(10), "the producer never parked on the full ring");
+    let end = deadline(30);
+    while until(end, "the producer parking on the full ring") && sleepers() != 1 {
         std::thread::sleep(Duration::from_millis(5));
     }
-    parked.kill();
+    parked.kill_alive("the parked producer");
     assert_eq!(sleepers(), 1, "the dead producer's announcement is still there");
     let successor = Producer::open(segment.name(), &options).expect("take the dead producer's slot");
     assert_eq!(successor.slot(), 0);
@@ -346,12 +364,12 @@ fn kinds_are_checked_and_discarded_grants_skipped() {
     assert_eq!(consumer.try_recv(&mut buf), Err(TryRecvError::Empty));
     let mut a = Producer::open(segment.name(), &options).expect("a");
     let mut b = Producer::open(segment.name(), &options).expect("b");
-    let grant = a.reserve(100).expect("reserve");
-    b.send(b"after the dropped grant").expect("send");
+    let grant = a.try_reserve(100).expect("reserve");
+    b.try_send(b"after the dropped grant").expect("send");
     drop(grant);
-    a.send(b"a again").expect("send");
-    assert_eq!(consumer.recv(&mut buf), Ok(23));
-    assert_eq!(consumer.recv(&mut buf), Ok(7));
+    a.try_send(b"a again").expect("send");
+    assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(30)), Ok(23));
+    assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(30)), Ok(7));
     assert_eq!(buf, b"a again");
     assert_eq!(consumer.stats().torn_records, 0);
     drop((a, b));

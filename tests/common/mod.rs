@@ -7,11 +7,70 @@
 //! its guard drops, so a failing test leaves neither behind.
 #![allow(dead_code)] // each test binary uses part of this module
 
-use shmring::{payload, AnonymousRing, Consumer, Kind, Producer, RingOptions, SendTimeoutError};
+use shmring::{payload, AnonymousRing, Consumer, Kind, Producer, RecvTimeoutError, RingOptions, SendTimeoutError};
+use std::io::BufRead;
 use std::os::unix::fs::FileExt;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// A deadline `secs` from now.
+pub fn deadline(secs: u64) -> Instant {
+    Instant::now() + Duration::from_secs(secs)
+}
+
+/// For loop conditions: true while `deadline` is ahead; fails the test,
+/// naming `what`, once it has passed. `while until(d, "draining") && more() {}`
+pub fn until(deadline: Instant, what: &str) -> bool {
+    assert!(Instant::now() < deadline, "{what}: not done by its deadline");
+    true
+}
+
+/// Runs `f` on its own thread and returns its result; fails the test, naming
+/// `what`, if it takes longer than `limit` (a blocking call that never
+/// returns then fails the test instead of hanging it).
+pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            let _ = thread.join();
+            value
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still running after {limit:?}"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sent nothing and did not panic"),
+        },
+    }
+}
+
+/// This thread's id, for [`in_futex_wait`].
+pub fn thread_id() -> i32 {
+    rustix::thread::gettid().as_raw_nonzero().get()
+}
+
+/// Whether thread `tid` of this process is blocked in a futex wait: the
+/// event a test waits for before it checks that a blocking call blocked.
+pub fn in_futex_wait(tid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<libc::c_long>().ok()))
+        == Some(libc::SYS_futex)
+}
+
+/// Waits until thread `tid` is blocked in a futex wait (the ring's park),
+/// at most 30 s.
+pub fn wait_until_parked(tid: i32, what: &str) {
+    let d = deadline(30);
+    while until(d, what) && !in_futex_wait(tid) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
 /// A segment name no other test (or run) uses.
 pub fn unique_name(tag: &str) -> String {
@@ -58,29 +117,111 @@ impl Drop for SegmentGuard {
     }
 }
 
-/// A child process, killed and reaped when dropped.
-pub struct ChildGuard(pub Child);
+/// A child process, killed and reaped when dropped. Its stdout is read line
+/// by line on a thread, so that waiting for a line has a deadline.
+pub struct ChildGuard {
+    child: Child,
+    lines: Option<mpsc::Receiver<String>>,
+    status: Option<ExitStatus>,
+}
 
 impl ChildGuard {
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    pub fn new(mut child: Child) -> ChildGuard {
+        let lines = child.stdout.take().map(|stdout| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
+        ChildGuard { child, lines, status: None }
     }
 
-    /// Waits (at most `limit`) for the child to exit; returns its stdout.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How it ended, if it has.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// SIGKILLs the child (if it still runs) and reaps it; returns how it
+    /// ended.
+    pub fn kill(&mut self) -> ExitStatus {
+        if let Some(status) = self.try_wait() {
+            return status;
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait");
+        self.status = Some(status);
+        status
+    }
+
+    /// Kills a child that runs until killed: fails the test if it had ended
+    /// on its own before (a panic's exit code 101, say, which the kill would
+    /// otherwise hide).
+    pub fn kill_alive(&mut self, what: &str) {
+        let status = self.kill();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{what}: ended before it was killed: {status}");
+    }
+
+    /// Kills a child that may also have finished cleanly first: fails the
+    /// test if it had ended in failure.
+    pub fn kill_or_clean(&mut self, what: &str) {
+        let status = self.kill();
+        assert!(status.signal() == Some(libc::SIGKILL) || status.success(), "{what}: failed: {status}");
+    }
+
+    /// Waits (at most `limit`) for the child to exit; returns whether it
+    /// succeeded and its stdout (the lines not yet read).
     pub fn finish(mut self, limit: Duration) -> (bool, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                let mut out = String::new();
-                if let Some(mut stdout) = self.0.stdout.take() {
-                    use std::io::Read;
-                    let _ = stdout.read_to_string(&mut out);
-                }
-                return (status.success(), out);
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.try_wait() {
+                break status;
             }
-            assert!(start.elapsed() < limit, "child did not finish within {limit:?}");
+            assert!(Instant::now() < deadline, "child did not finish within {limit:?}");
             std::thread::sleep(Duration::from_millis(5));
+        };
+        let mut out = Vec::new();
+        if let Some(lines) = self.lines.take() {
+            // The pipe closes with the child; the reader then ends.
+            while let Ok(line) =
+                lines.recv_timeout(deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(5)))
+            {
+                out.push(line);
+            }
+        }
+        if !status.success() {
+            eprintln!("child exited with {status}");
+        }
+        (status.success(), out.join("\n"))
+    }
+
+    /// Reads the child's output (after libtest's own header lines) until a
+    /// line says `expected`; fails if the child ends first or says nothing
+    /// of the kind within 60 s.
+    pub fn wait_for_line(&mut self, expected: &str) {
+        let lines = self.lines.as_ref().expect("child stdout");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.trim() == expected => return,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("the child did not say {expected:?} within 60 s"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("the child ended without saying {expected:?}: {:?}", self.try_wait())
+                }
+            }
         }
     }
 }
@@ -101,7 +242,30 @@ pub fn spawn_child(role: &str, env: &[(&str, String)]) -> ChildGuard {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    ChildGuard(cmd.spawn().expect("spawn child"))
+    ChildGuard::new(cmd.spawn().expect("spawn child"))
+}
+
+/// How long any child may live: a child that outlives its test (blocked, or
+/// waiting for a kill that never comes) exits on its own.
+const CHILD_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Ends this child process after [`CHILD_LIFETIME`], whatever it is doing.
+pub fn child_watchdog() {
+    std::thread::spawn(|| {
+        std::thread::sleep(CHILD_LIFETIME);
+        eprintln!("child {}: still running after {CHILD_LIFETIME:?}; exiting", std::process::id());
+        std::process::exit(3);
+    });
+}
+
+/// Options for a child: SHMRING_LIVENESS_MS sets the liveness interval (and
+/// so the park slice: a long one keeps a parked child announced until it is
+/// woken or killed).
+fn child_options(options: RingOptions) -> RingOptions {
+    match std::env::var("SHMRING_LIVENESS_MS") {
+        Ok(ms) => options.liveness_interval(Duration::from_millis(ms.parse().expect("liveness ms"))),
+        Err(_) => options,
+    }
 }
 
 fn env(key: &str) -> String {
@@ -164,8 +328,10 @@ impl StreamSizes {
 /// Entry point of child processes; see the module docs.
 pub fn child_main() {
     let Ok(role) = std::env::var("SHMRING_CHILD_ROLE") else { return };
+    child_watchdog();
     let name = env("SHMRING_NAME");
-    let options = RingOptions::new();
+    let options = child_options(RingOptions::new());
+    let mpsc_options = || child_options(mpsc_options());
     match role.as_str() {
         // MPSC: send SHMRING_COUNT messages (all if absent: until killed) of
         // stream SHMRING_STREAM with sizes up to SHMRING_MAX_SIZE, written in
@@ -252,7 +418,7 @@ pub fn child_main() {
                 Ok(path) => Producer::open_file(path, &mpsc_options()).expect("open MPSC file producer"),
                 Err(_) => Producer::open(&name, &mpsc_options()).expect("open MPSC producer"),
             };
-            let grant = producer.reserve(64).expect("reserve");
+            let grant = producer.reserve_timeout(64, Duration::from_secs(30)).expect("reserve");
             println!("claimed");
             std::thread::sleep(Duration::from_secs(600));
             drop(grant);
@@ -263,9 +429,16 @@ pub fn child_main() {
         "mpsc-consume-progress" => {
             let progress = std::fs::OpenOptions::new().write(true).open(env("SHMRING_PROGRESS")).expect("progress");
             let mut consumer = Consumer::open(&name, &mpsc_options()).expect("open consumer");
+            println!("attached");
             let mut next = std::collections::HashMap::new();
             loop {
-                let Ok(msg) = consumer.read_timeout(Duration::from_secs(30)) else { return };
+                // Drained with every producer gone: a clean end. Any other
+                // error (Corrupted, or 30 s without a message) fails the child.
+                let msg = match consumer.read_timeout(Duration::from_secs(30)) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(e) => panic!("read: {e}"),
+                };
                 let (stream, seq) = payload::identify(&msg).expect("message too short");
                 let expected = next.entry(stream).or_insert(seq);
                 assert_eq!(*expected, seq, "stream {stream} out of order");
@@ -288,8 +461,10 @@ pub fn child_main() {
             let mut buf = [0u8; 48];
             for seq in 0.. {
                 fill_stream(seq, &mut buf);
-                if producer.send(&buf).is_err() {
-                    break;
+                match producer.send_timeout(&buf, Duration::from_secs(30)) {
+                    Ok(()) => {}
+                    Err(SendTimeoutError::Disconnected) => break,
+                    Err(e) => panic!("send {seq}: {e}"),
                 }
             }
         }
@@ -299,8 +474,9 @@ pub fn child_main() {
             let mut buf = [0u8; 48];
             for seq in 0..env_u64("SHMRING_COUNT") {
                 fill_stream(seq, &mut buf);
-                producer.send(&buf).expect("send");
+                producer.send_timeout(&buf, Duration::from_secs(30)).expect("send");
             }
+            println!("sent");
             std::thread::sleep(Duration::from_secs(600));
         }
         // Hold the producer role until killed.
@@ -315,9 +491,16 @@ pub fn child_main() {
         "consume-progress" => {
             let progress = std::fs::OpenOptions::new().write(true).open(env("SHMRING_PROGRESS")).expect("progress");
             let mut consumer = Consumer::open(&name, &options).expect("open consumer");
+            println!("attached");
             let mut expected = None;
             loop {
-                let Ok(msg) = consumer.read_timeout(Duration::from_secs(30)) else { return };
+                // As in "mpsc-consume-progress": only Disconnected ends it
+                // cleanly.
+                let msg = match consumer.read_timeout(Duration::from_secs(30)) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(e) => panic!("read: {e}"),
+                };
                 let (_, seq) = payload::identify(&msg).expect("message too short");
                 assert!(expected.is_none_or(|e| e == seq), "expected {expected:?}, got {seq}");
                 check_stream(seq, &msg).expect("payload");
@@ -332,7 +515,12 @@ pub fn child_main() {
             let mut consumer = Consumer::open(&name, &options).expect("open consumer");
             let mut buf = Vec::new();
             let (mut first, mut last, mut count) = (None, None::<u64>, 0u64);
-            while consumer.recv_timeout(&mut buf, Duration::from_secs(30)).is_ok() {
+            loop {
+                match consumer.recv_timeout(&mut buf, Duration::from_secs(30)) {
+                    Ok(_) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Err(e) => panic!("recv after {count} messages: {e}"),
+                }
                 let (_, seq) = payload::identify(&buf).expect("message too short");
                 check_stream(seq, &buf).expect("payload");
                 assert!(last.is_none_or(|l| l + 1 == seq), "gap or duplicate: {last:?} then {seq}");
@@ -360,13 +548,15 @@ pub fn send_stream(producer: &mut Producer, count: u64) {
 }
 
 /// Receives and verifies the integrity stream until `count` messages or the
-/// producer is gone; returns how many arrived.
+/// producer is gone (drained and `Disconnected`); returns how many arrived.
+/// Any other error fails.
 pub fn receive_stream(consumer: &mut Consumer, count: u64) -> u64 {
     let mut buf = Vec::new();
     for seq in 0..count {
         match consumer.recv_timeout(&mut buf, Duration::from_secs(30)) {
             Ok(_) => check_stream(seq, &buf).unwrap_or_else(|e| panic!("message {seq}: {e}")),
-            Err(_) => return seq,
+            Err(RecvTimeoutError::Disconnected) => return seq,
+            Err(e) => panic!("after {seq} messages: {e}"),
         }
     }
     count
@@ -398,15 +588,40 @@ pub fn field(out: &str, key: &str) -> i64 {
         .expect("number")
 }
 
-/// Reads the child's output (after libtest's own header lines) until a
-/// line says `expected`; fails if the child ends first.
+/// Reads the child's output until a line says `expected` (at most 60 s).
 pub fn wait_for_line(child: &mut ChildGuard, expected: &str) {
-    use std::io::BufRead;
-    let stdout = child.0.stdout.as_mut().expect("child stdout");
-    for line in std::io::BufReader::new(stdout).lines() {
-        if line.expect("read the child's output").trim() == expected {
-            return;
-        }
+    child.wait_for_line(expected);
+}
+
+/// Checks that `e`, from opening or inspecting a damaged (or busy) segment,
+/// is one of the clear errors that names the segment and what is wrong with
+/// it, not an I/O error, a wrong name or any other surprise.
+pub fn clear_open_error(e: &shmring::Error, segment: &str) -> Result<(), String> {
+    use shmring::Error;
+    let expected = match e {
+        Error::Corrupted(c) => c.segment() == segment,
+        Error::ChecksumMismatch { .. }
+        | Error::NotShmring { .. }
+        | Error::VersionMismatch { .. }
+        | Error::KindMismatch { .. }
+        | Error::SizeMismatch { .. }
+        | Error::NotReady { .. }
+        | Error::AlreadyAttached { .. }
+        | Error::TooManyProducers { .. } => true,
+        _ => false,
+    };
+    if expected && e.to_string().contains(segment) {
+        Ok(())
+    } else {
+        Err(format!("not a clear error for segment {segment}: {e:?} ({e})"))
     }
-    panic!("the child ended without saying {expected:?}");
+}
+
+/// Checks that a hot-path `Corrupted` names `segment`.
+pub fn clear_corrupted(c: &shmring::Corrupted, segment: &str) -> Result<(), String> {
+    if c.segment() == segment && c.to_string().contains("is corrupted") && !c.what().is_empty() {
+        Ok(())
+    } else {
+        Err(format!("a Corrupted that does not name segment {segment} and what was wrong: {c:?}"))
+    }
 }
