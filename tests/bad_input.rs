@@ -302,19 +302,23 @@ fn scribbled(scribbles: &[(u64, Vec<u8>)]) -> Result<(), String> {
         match producer.send_timeout(&[1; 64], Duration::from_millis(1)) {
             Ok(()) | Err(SendTimeoutError::Timeout | SendTimeoutError::Disconnected) => {}
             Err(SendTimeoutError::Corrupted(c)) => clear_corrupted(&c, &name)?,
-            Err(e @ SendTimeoutError::TooLarge(_)) => return Err(format!("send_timeout of 64 bytes: {e}")),
+            Err(e @ (SendTimeoutError::TooLarge(_) | SendTimeoutError::ForkedHandle(_))) => {
+                return Err(format!("send_timeout of 64 bytes: {e}"))
+            }
         }
         match consumer.recv_timeout(&mut buf, Duration::from_millis(1)) {
             Ok(n) if n <= 1024 && buf.len() == n => {}
             Ok(n) => return Err(format!("recv_timeout: {n} bytes")),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             Err(RecvTimeoutError::Corrupted(c)) => clear_corrupted(&c, &name)?,
+            Err(e @ RecvTimeoutError::ForkedHandle(_)) => return Err(format!("recv_timeout: {e}")),
         }
         match consumer.try_read() {
             Ok(msg) if msg.len() <= 1024 => {}
             Ok(msg) => return Err(format!("try_read: {} bytes", msg.len())),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
             Err(TryRecvError::Corrupted(c)) => clear_corrupted(&c, &name)?,
+            Err(e @ TryRecvError::ForkedHandle(_)) => return Err(format!("try_read: {e}")),
         }
         match producer.try_reserve(16) {
             Ok(mut grant) if grant.len() == 16 => {
@@ -324,7 +328,9 @@ fn scribbled(scribbles: &[(u64, Vec<u8>)]) -> Result<(), String> {
             Ok(grant) => return Err(format!("try_reserve(16): {} bytes", grant.len())),
             Err(TrySendError::Full | TrySendError::Disconnected) => {}
             Err(TrySendError::Corrupted(c)) => clear_corrupted(&c, &name)?,
-            Err(e @ TrySendError::TooLarge(_)) => return Err(format!("try_reserve(16): {e}")),
+            Err(e @ (TrySendError::TooLarge(_) | TrySendError::ForkedHandle(_))) => {
+                return Err(format!("try_reserve(16): {e}"))
+            }
         }
     }
     // A third party opening the scribbled segment gets a verdict too.

@@ -215,25 +215,30 @@ fn scribbled_case(
                 Ok(n) => prop_assert!(n <= MAX && buf.len() == n, "try_recv: {n} bytes"),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
                 Err(TryRecvError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_recv")?,
+                Err(TryRecvError::ForkedHandle(e)) => prop_assert!(false, "try_recv: {e}"),
             },
             1 => match consumer.try_read() {
                 Ok(msg) => prop_assert!(msg.len() <= MAX, "try_read: {} bytes", msg.len()),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
                 Err(TryRecvError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_read")?,
+                Err(TryRecvError::ForkedHandle(e)) => prop_assert!(false, "try_read: {e}"),
             },
             2 => match consumer.recv_timeout(&mut buf, Duration::from_millis(1)) {
                 Ok(n) => prop_assert!(n <= MAX && buf.len() == n, "recv_timeout: {n} bytes"),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
                 Err(RecvTimeoutError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "recv_timeout")?,
+                Err(RecvTimeoutError::ForkedHandle(e)) => prop_assert!(false, "recv_timeout: {e}"),
             },
             3 => match producer.try_send(&vec![7; len]) {
                 Ok(()) | Err(TrySendError::Full | TrySendError::Disconnected) => {}
                 Err(TrySendError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_send")?,
+                Err(TrySendError::ForkedHandle(e)) => prop_assert!(false, "try_send: {e}"),
                 Err(TrySendError::TooLarge(e)) => prop_assert!(false, "try_send of {len} bytes (max {MAX}): {e}"),
             },
             4 => match producer.send_timeout(&vec![7; len], Duration::from_millis(1)) {
                 Ok(()) | Err(SendTimeoutError::Timeout | SendTimeoutError::Disconnected) => {}
                 Err(SendTimeoutError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "send_timeout")?,
+                Err(SendTimeoutError::ForkedHandle(e)) => prop_assert!(false, "send_timeout: {e}"),
                 Err(SendTimeoutError::TooLarge(e)) => prop_assert!(false, "send_timeout of {len} bytes: {e}"),
             },
             5 => match producer.try_reserve(len) {
@@ -244,6 +249,7 @@ fn scribbled_case(
                 }
                 Err(TrySendError::Full | TrySendError::Disconnected) => {}
                 Err(TrySendError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_reserve")?,
+                Err(TrySendError::ForkedHandle(e)) => prop_assert!(false, "try_reserve: {e}"),
                 Err(TrySendError::TooLarge(e)) => prop_assert!(false, "try_reserve of {len} bytes: {e}"),
             },
             _ => {

@@ -115,7 +115,7 @@ fn polling_at_1khz_sees_a_detach_at_once_and_a_kill_within_the_liveness_interval
         let mut child = spawn_child("idle-producer", &env);
         wait_for_line(&mut child, "attached");
         assert_eq!(consumer.try_recv(&mut buf), Err(TryRecvError::Empty), "{kind}: a live producer");
-        child.kill();
+        child.kill_alive("the idle producer");
         let killed = Instant::now();
         let mut polls = 0u32;
         loop {

@@ -95,7 +95,7 @@ fn a_killed_producer_is_noticed_within_the_liveness_interval() {
                 (consumer, took)
             });
             std::thread::sleep(Duration::from_millis(20));
-            producer.kill();
+            producer.kill_alive("the idle producer");
             let killed = Instant::now();
             let (_consumer, _) = waiter.join().expect("waiter");
             let noticed = killed.elapsed();
@@ -128,11 +128,11 @@ fn liveness_holds_across_pid_namespaces() {
         .env("SHMRING_NAME", segment.name())
         .env("SHMRING_KIND", "spsc")
         .stdout(std::process::Stdio::piped());
-    let mut child = ChildGuard(command.spawn().expect("spawn in a new PID namespace"));
+    let mut child = ChildGuard::new(command.spawn().expect("spawn in a new PID namespace"));
     wait_for_line(&mut child, "attached");
     let mut buf = Vec::new();
     assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_millis(200)), Err(RecvTimeoutError::Timeout));
-    child.kill();
+    child.kill_alive("the producer in its own PID namespace");
     until_disconnected(&mut consumer, Duration::from_secs(5));
 }
 
@@ -151,7 +151,7 @@ fn a_slow_or_stopped_mpsc_producer_is_never_skipped() {
         other.send(b"after the claim").expect("send");
         if stop {
             rustix::process::kill_process(
-                rustix::process::Pid::from_raw(holder.0.id() as i32).expect("pid"),
+                rustix::process::Pid::from_raw(holder.id() as i32).expect("pid"),
                 rustix::process::Signal::STOP,
             )
             .expect("SIGSTOP");
@@ -160,7 +160,7 @@ fn a_slow_or_stopped_mpsc_producer_is_never_skipped() {
         let waited = consumer.recv_timeout(&mut buf, Duration::from_millis(1500));
         assert_eq!(waited, Err(RecvTimeoutError::Timeout), "stopped: {stop}: a live claim was skipped");
         assert_eq!(consumer.stats().torn_records, 0);
-        holder.kill();
+        holder.kill_alive("the claim holder");
         assert_eq!(consumer.recv_timeout(&mut buf, Duration::from_secs(5)), Ok(15), "stopped: {stop}");
         assert_eq!(buf, b"after the claim");
         assert_eq!(consumer.stats().torn_records, 1, "the dead claim, counted");
@@ -178,7 +178,7 @@ fn a_restarted_producer_recovers_its_position_from_a_stale_tail() {
     let mut consumer = Consumer::create(segment.name(), &options).expect("create");
     let mut first = spawn_child("send-two", &env(&segment, "spsc"));
     wait_for_line(&mut first, "sent");
-    first.kill();
+    first.kill_alive("the first producer");
     // The producer line's tail (offset 128) back at 0: before both records.
     segment.write_at(128, &0u64.to_le_bytes());
     let mut producer = Producer::open(segment.name(), &options).expect("restart the producer");
@@ -203,7 +203,7 @@ fn the_message_held_by_a_killed_consumer_is_delivered_again() {
     }
     let mut holder = spawn_child("hold-first", &env(&segment, "spsc"));
     wait_for_line(&mut holder, "holding first");
-    holder.kill();
+    holder.kill_alive("the consumer holding a message");
     let mut consumer = Consumer::open(segment.name(), &options).expect("the next consumer");
     let mut buf = Vec::new();
     for want in [&b"first"[..], b"second"] {

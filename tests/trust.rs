@@ -101,7 +101,7 @@ fn an_anonymous_ring_shared_with_another_user_stops_lending() {
         use std::os::unix::process::CommandExt;
         let mut command = std::process::Command::new("python3");
         command.args(["-c", &connect]).uid(65534).gid(65534);
-        common::ChildGuard(command.spawn().expect("spawn a peer as nobody"))
+        common::ChildGuard::new(command.spawn().expect("spawn a peer as nobody"))
     };
     listener.set_nonblocking(true).expect("nonblocking");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -109,7 +109,7 @@ fn an_anonymous_ring_shared_with_another_user_stops_lending() {
         match listener.accept() {
             Ok((stream, _)) => break stream,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
-                assert!(peer.0.try_wait().expect("try_wait").is_none(), "the peer exited without connecting");
+                assert!(peer.try_wait().is_none(), "the peer exited without connecting");
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(e) => panic!("the peer did not connect: {e}"),
@@ -124,5 +124,5 @@ fn an_anonymous_ring_shared_with_another_user_stops_lending() {
     ring.send_over(&here).expect("send to another user with no lending handle");
     let consumer = ring.consumer(&options).expect("consumer after sending");
     assert!(!consumer.borrows_in_place(), "a ring shared with another user");
-    peer.kill();
+    peer.kill_alive("the peer");
 }
