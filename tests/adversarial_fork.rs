@@ -88,3 +88,60 @@ fn a_grant_written_in_place_does_not_change_across_fork() {
     assert_eq!(status, 0, "in the child, a live &mut [u8] of a grant lent in place lost what was written to it");
     drop(grant);
 }
+
+/// Forks while another thread attaches and detaches producers in a loop
+/// (so some forks land while the attach holds the tracked list, or between
+/// its descriptor and its mapping): no fork hangs, every child can attach
+/// afresh and send, the parent's consumer receives every child's message,
+/// and the attaching thread's handles keep working. (Held up.)
+#[test]
+fn forks_racing_with_attaches_in_another_thread() {
+    let segment = SegmentGuard::new("adv-fork-race");
+    let options = RingOptions::new()
+        .kind(shmring::Kind::Mpsc)
+        .capacity(1 << 16)
+        .max_producers(8)
+        .liveness_interval(Duration::from_millis(10));
+    let mut consumer = Consumer::create(segment.name(), &options).expect("create");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (name, options, stop) = (segment.name().to_owned(), options.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut producer = Producer::open(&name, &options).expect("thread's producer");
+                producer.send_timeout(b"thread", Duration::from_secs(5)).expect("thread's send");
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let forks = 40;
+    for i in 0..forks {
+        let name = segment.name().to_owned();
+        let options = options.clone();
+        let status = in_forked_child(move || {
+            let Ok(mut producer) = Producer::open(&name, &options) else { return false };
+            producer.send_timeout(format!("child {i}").as_bytes(), Duration::from_secs(5)).is_ok()
+        });
+        assert_eq!(status, 0, "child {i} could not attach afresh and send");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let thread_sent = churn.join().expect("churn thread");
+    let (mut children, mut thread) = (std::collections::HashSet::new(), 0u64);
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while children.len() < forks || thread < thread_sent {
+        assert!(
+            Instant::now() < deadline,
+            "missing: {} child messages, {thread}/{thread_sent} thread messages",
+            children.len()
+        );
+        match consumer.recv_timeout(&mut buf, Duration::from_millis(100)) {
+            Ok(_) if buf == b"thread" => thread += 1,
+            Ok(_) => assert!(children.insert(String::from_utf8(buf.clone()).expect("utf-8")), "duplicate"),
+            Err(shmring::RecvTimeoutError::Timeout | shmring::RecvTimeoutError::Disconnected) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}

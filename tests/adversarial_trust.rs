@@ -131,8 +131,7 @@ fn a_socket_pair_handed_to_another_user_is_taken_for_the_same_user() {
     peer.say("go");
     peer.expect("done");
     assert_eq!(
-        &*guard,
-        MESSAGE,
+        &*guard, MESSAGE,
         "a borrowed message changed under its guard: another user ({uid}) could write the ring, yet \
          borrows_in_place() = {lends}"
     );
@@ -174,8 +173,7 @@ fn a_segment_mapped_by_another_user_before_a_chmod_is_still_lent_in_place() {
     peer.say("go");
     peer.expect("done");
     assert_eq!(
-        &*guard,
-        MESSAGE,
+        &*guard, MESSAGE,
         "a borrowed message changed under its guard: {uid} still has the segment mapped writable, yet \
          borrows_in_place() = {lends}"
     );
