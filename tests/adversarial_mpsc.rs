@@ -108,3 +108,67 @@ fn the_slot_of_a_producer_killed_after_losing_its_cas_is_freed_once_head_passed_
     };
     assert!(restarted.is_ok(), "a restarted producer is refused the dead loser's slot: {:?}", restarted.err());
 }
+
+/// Many producer threads attach, send a few messages and detach, with
+/// overlapping lives, while the consumer receives until `Disconnected`
+/// after the last has gone: every message sent arrives exactly once, and
+/// once every producer has detached the consumer says `Disconnected` at
+/// once. (Held up; the false `Disconnected` of a rolling restart is shown
+/// by the loom model `a_rolling_restart_of_producers_is_never_disconnected`.)
+#[test]
+fn churning_producers_lose_nothing_and_the_end_is_seen_at_once() {
+    let segment = SegmentGuard::new("adv-churn");
+    let options = mpsc_options().capacity(1 << 16).max_producers(4).liveness_interval(Duration::from_millis(10));
+    let mut consumer = Consumer::create(segment.name(), &options).expect("create");
+    let threads: Vec<_> = (0..6u8)
+        .map(|t| {
+            let (name, options) = (segment.name().to_owned(), options.clone());
+            std::thread::spawn(move || {
+                let mut sent = 0u32;
+                for round in 0..200u32 {
+                    let mut producer = loop {
+                        match Producer::open(&name, &options) {
+                            Ok(p) => break p,
+                            Err(Error::TooManyProducers { .. }) => std::thread::yield_now(),
+                            Err(e) => panic!("open: {e}"),
+                        }
+                    };
+                    for i in 0..(round % 5) {
+                        let msg = [t, (sent >> 16) as u8, (sent >> 8) as u8, sent as u8, i as u8];
+                        producer.send_timeout(&msg, Duration::from_secs(10)).expect("send");
+                        sent += 1;
+                    }
+                    if round % 7 == 0 {
+                        // A leaked grant: the next claim or the drop discards it.
+                        std::mem::forget(producer.reserve_timeout(24, Duration::from_secs(10)).expect("reserve"));
+                    }
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut next = [0u32; 6];
+    let mut buf = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut finished = false;
+    loop {
+        assert!(Instant::now() < deadline, "stuck: received {next:?}");
+        match consumer.recv_timeout(&mut buf, Duration::from_millis(50)) {
+            Ok(_) => {
+                let t = buf[0] as usize;
+                let seq = u32::from_be_bytes([0, buf[1], buf[2], buf[3]]);
+                assert_eq!(seq, next[t], "thread {t}: out of order, lost or duplicated");
+                next[t] += 1;
+            }
+            Err(RecvTimeoutError::Disconnected) if finished => break,
+            Err(RecvTimeoutError::Disconnected | RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("recv: {e}"),
+        }
+        if !finished && threads.iter().all(|t| t.is_finished()) {
+            finished = true;
+        }
+    }
+    let sent: Vec<u32> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
+    assert_eq!(next.to_vec(), sent, "received vs sent per thread");
+    assert_eq!(consumer.try_recv(&mut buf), Err(TryRecvError::Disconnected), "every producer has gone: at once");
+}
