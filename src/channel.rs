@@ -222,14 +222,21 @@ impl RingOptions {
     /// that can write the segment and does not keep it could change them
     /// under a check the compiler relied on. So views are lent in place only
     /// when every process that can write the segment runs as this process's
-    /// user (which could write this process's memory anyway): the segment
-    /// belongs to this user and gives its group and others no write
-    /// permission, and an [`AnonymousRing`] was neither received from nor
-    /// sent to a process of another user. Otherwise, or with `false` here,
-    /// `read` copies the message to a buffer of the handle and a grant is a
-    /// buffer copied into the ring on commit: the same API, one copy more,
-    /// and sound whatever a peer does. [`Consumer::borrows_in_place`] tells
-    /// which a handle does.
+    /// (effective) user, which could write this process's memory anyway: a
+    /// named segment or file that belongs to this user and gives its group
+    /// and others no write permission when the handle attaches, or an
+    /// [`AnonymousRing`] made in this process or inherited from one of this
+    /// user's, never sent or received over a socket. Otherwise, or with
+    /// `false` here, `read` copies the message to a buffer of the handle and a
+    /// grant is a buffer copied into the ring on commit: the same API, one
+    /// copy more, and sound whatever a peer does.
+    /// [`Consumer::borrows_in_place`] tells which a handle does.
+    ///
+    /// The rule trusts this user's processes not to give another user write
+    /// access behind its back: a segment whose mode was widened while another
+    /// user opened it and narrowed again, or a memfd whose descriptor was
+    /// handed to another user by other means than
+    /// [`AnonymousRing::send_over`], needs `borrow_in_place(false)`.
     pub fn borrow_in_place(mut self, borrow: bool) -> Self {
         self.borrow_in_place = borrow;
         self
@@ -333,7 +340,7 @@ fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
     let mut blocked = None;
     for n in 0..max as usize {
         if segment.try_lock(Slot::Producer(n))? {
-            if ring::slot_reusable(header, n) {
+            if ring::slot_reusable(segment, n) {
                 return Ok(n);
             }
             // Its holder is dead (we hold its lock) and its claim unresolved.
@@ -532,8 +539,9 @@ macro_rules! handle_accessors {
 /// woken or unlinked. The child's copy of the handle's mapping and descriptor
 /// is given up before `fork` returns in the child, so the parent's liveness
 /// lock dies with the parent, whatever its children do. A grant or borrowed
-/// message the forking thread held is left over in the child: it reads
-/// zeros, and what is written or committed through it goes nowhere. A child
+/// message must not be alive across `fork` (calling `fork` is `unsafe`, and
+/// this is part of its contract): one that lends the ring's memory in place
+/// would see its bytes turn to zeros in the child. A child
 /// that needs the ring attaches afresh ([`Producer::open`],
 /// [`AnonymousRing::producer`], ...).
 ///
@@ -884,22 +892,24 @@ impl Consumer {
 pub struct AnonymousRing {
     segment: Segment,
     label: String,
-    /// Received from, or sent to, a process of another user: its handles
-    /// never lend the ring's memory (the trust rule, see
+    /// Received over a socket, or sent over one: who holds it now cannot be
+    /// proven (a socket's peer credentials name whoever made or connected
+    /// it, not whoever holds its other end now), so its handles never lend
+    /// the ring's memory (the trust rule, see
     /// [`RingOptions::borrow_in_place`]).
-    other_users: AtomicBool,
+    handed_out: AtomicBool,
     /// One count per handle attached through this ring that lends its
     /// memory in place.
     lenders: Arc<()>,
 }
 
 impl AnonymousRing {
-    fn new(segment: Segment, label: String, other_users: bool) -> Self {
-        AnonymousRing { segment, label, other_users: AtomicBool::new(other_users), lenders: Arc::new(()) }
+    fn new(segment: Segment, label: String, handed_out: bool) -> Self {
+        AnonymousRing { segment, label, handed_out: AtomicBool::new(handed_out), lenders: Arc::new(()) }
     }
 
     fn lend(&self) -> Lend {
-        if self.other_users.load(Ordering::Relaxed) {
+        if self.handed_out.load(Ordering::Relaxed) {
             Lend::Never
         } else {
             Lend::Anonymous(Arc::clone(&self.lenders))
@@ -928,24 +938,24 @@ impl AnonymousRing {
     /// Sends the ring's descriptor over a Unix stream socket (`SCM_RIGHTS`,
     /// with one byte of data).
     ///
-    /// To a process of another user (as the socket's peer credentials say),
-    /// only while no handle of this process lends the ring's memory in place
-    /// ([`Error::PermissionDenied`] otherwise): that process could write the
-    /// bytes a view promises nobody changes. Handles attached afterwards
-    /// copy instead (see [`RingOptions::borrow_in_place`]).
+    /// Whoever holds the socket's other end can then write the ring, and
+    /// nothing proves who that is (peer credentials name whoever made or
+    /// connected the socket). So a ring is sent only while no handle of
+    /// this process lends its memory in place ([`Error::PermissionDenied`]
+    /// otherwise: send it before attaching them, or attach them with
+    /// [`RingOptions::borrow_in_place`]`(false)`), and handles attached
+    /// afterwards copy (the trust rule).
     pub fn send_over(&self, socket: &UnixStream) -> Result<(), Error> {
-        if !same_user(socket) {
-            if Arc::strong_count(&self.lenders) > 1 {
-                return Err(Error::PermissionDenied {
-                    segment: format!("memfd:{}", self.label),
-                    detail: "it would go to a process of another user while handles of this process lend its \
-                             memory in place: send it before attaching them, or attach them with \
-                             RingOptions::borrow_in_place(false)"
-                        .to_owned(),
-                });
-            }
-            self.other_users.store(true, Ordering::Relaxed);
+        if Arc::strong_count(&self.lenders) > 1 {
+            return Err(Error::PermissionDenied {
+                segment: format!("memfd:{}", self.label),
+                detail: "it would be sent to another process while handles of this process lend its memory in \
+                         place: send it before attaching them, or attach them with \
+                         RingOptions::borrow_in_place(false)"
+                    .to_owned(),
+            });
         }
+        self.handed_out.store(true, Ordering::Relaxed);
         use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
         let fds = [self.segment.fd()];
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -959,7 +969,9 @@ impl AnonymousRing {
     /// Receives a ring's descriptor sent with [`send_over`](Self::send_over)
     /// and validates it exactly as a named segment is validated (the peer can
     /// send anything): a memfd sealed against shrinking, large enough, with a
-    /// valid header of the options' kind.
+    /// valid header of the options' kind. Its handles copy rather than lend
+    /// in place: who else holds it cannot be known (the trust rule, see
+    /// [`RingOptions::borrow_in_place`]).
     pub fn receive_from(socket: &UnixStream, options: &RingOptions) -> Result<AnonymousRing, Error> {
         use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
         let label = "received".to_owned();
@@ -985,7 +997,7 @@ impl AnonymousRing {
         // Reopened: the received descriptor shares the sender's open file
         // description, and so would its locks.
         let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect(), Scope::Inherited)?;
-        Ok(AnonymousRing::new(segment, label, !same_user(socket)))
+        Ok(AnonymousRing::new(segment, label, true))
     }
 
     /// Attaches as a producer (reopening the memfd: see the type's docs).
@@ -1009,10 +1021,10 @@ impl AnonymousRing {
 enum Lend {
     /// A named segment or a file: as the segment's owner and mode say.
     IfTrusted,
-    /// An anonymous ring kept among this user's processes: as its owner says,
-    /// counted in the ring's lenders.
+    /// An anonymous ring made here or inherited: as its owner says, counted
+    /// in the ring's lenders.
     Anonymous(Arc<()>),
-    /// An anonymous ring shared with another user.
+    /// An anonymous ring that crossed a socket.
     Never,
 }
 
@@ -1030,17 +1042,13 @@ impl Lend {
     }
 }
 
-/// Whether the peer of `socket` runs as this process's (effective) user.
-fn same_user(socket: &UnixStream) -> bool {
-    rustix::net::sockopt::socket_peercred(socket).is_ok_and(|peer| peer.uid == rustix::process::geteuid())
-}
-
 impl AsFd for AnonymousRing {
     /// The memfd, for passing to a child (clear `FD_CLOEXEC` on a duplicate)
-    /// or another process. Handing it to a process of another user this way
-    /// bypasses the check of [`send_over`](AnonymousRing::send_over): attach
-    /// this process's handles with [`RingOptions::borrow_in_place`]`(false)`
-    /// then.
+    /// or another process. The trust rule assumes it goes to this user's
+    /// processes only: handing it to a process of another user this way,
+    /// which [`send_over`](AnonymousRing::send_over) would refuse while
+    /// handles lend in place, needs this process's handles attached with
+    /// [`RingOptions::borrow_in_place`]`(false)`.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.segment.fd()
     }

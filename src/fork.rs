@@ -359,11 +359,13 @@ fn blank(base: usize, len: usize) {
     let flags = MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::NORESERVE;
     // SAFETY: `base .. base + len` is a whole mapping made by `map` and not
     // yet unmapped (it is tracked). It is replaced by memory of the same size
-    // at the same place, so every pointer into it stays valid. Nothing in this
-    // process reads it through the handle again (it is inert), and a view the
-    // forking thread still held (a grant, a message borrowed in place) sees
-    // the bytes turn to zeros, as it would if another process wrote zeros
-    // into the segment, which views of shared memory are built to bear.
+    // at the same place, so every pointer into it stays valid, and nothing in
+    // this process reads it through the handle again (it is inert). A view
+    // lent in place (a `&[u8]` of a read guard, a `&mut [u8]` of a grant)
+    // must not be alive across `fork`: its bytes would change under it here.
+    // Calling `fork` is `unsafe`, and keeping no such view alive across it
+    // is part of what its caller promises (the fork section of `channel`'s
+    // handle docs and of the README says so).
     if unsafe { rustix::mm::mmap_anonymous(at, len, ProtFlags::READ | ProtFlags::WRITE, flags) }.is_ok() {
         return;
     }

@@ -279,7 +279,7 @@ impl Segment {
             max_message: shape.max_message,
             max_producers: shape.max_producers,
             creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
-            creator_uid: rustix::process::getuid().as_raw(),
+            creator_uid: rustix::process::geteuid().as_raw(),
         };
         let mut segment = Self::map(name, fd, identity, unlink_on_drop, true, true)?;
         // Made here with these permission bits (exactly: see `fchmod` above).
@@ -395,7 +395,9 @@ impl Segment {
         let deadline = Instant::now().checked_add(expect.ready_timeout);
         let segment = name.to_owned();
         let stat = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?;
-        let me = rustix::process::getuid().as_raw();
+        // The effective uid: the one a segment made here belongs to, and the
+        // one the trust rule compares owners with.
+        let me = rustix::process::geteuid().as_raw();
         if stat.st_uid != me && !expect.allow_foreign_owner {
             return Err(Error::PermissionDenied {
                 segment,

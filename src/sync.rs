@@ -6,11 +6,12 @@
 //! the ring algorithms in [`crate::ring`] are written once and model-checked as
 //! they are.
 //!
-//! The orderings the protocol depends on are named constants here rather than
-//! literals at the use sites. In a loom build only, the compile-time variable
-//! `SHMRING_MUTANT` weakens one of them or removes one fence (see [`MUTANTS`]),
-//! so that `loom-tests` can show the models catch exactly that bug. A normal
-//! build never reads the variable.
+//! The orderings the protocol depends on are named functions here rather
+//! than literals at the use sites. In a loom build only, the environment
+//! variable `SHMRING_MUTANT`, read when a model first asks, weakens one of
+//! them or removes one fence (see [`MUTANTS`]), so that `loom-tests` can show
+//! the models catch exactly that bug, every mutant from one build. In a
+//! normal build [`mutant`] is a constant `false` and never reads anything.
 
 #[cfg(not(shmring_loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
@@ -18,9 +19,10 @@ pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(shmring_loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-/// The protocol weakenings a loom build can be compiled with, each named by
+/// The protocol weakenings a loom build can be run with, each named by
 /// what it breaks.
-pub const MUTANTS: [&str; 16] = [
+#[cfg_attr(not(shmring_loom), allow(dead_code))]
+pub const MUTANTS: [&str; 17] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
@@ -36,55 +38,57 @@ pub const MUTANTS: [&str; 16] = [
     "ignore_freeing_to",        // MPSC consumer attaches without finishing an interrupted release
     "no_discard_on_drop",       // MPSC producer drops without discarding a leaked grant's claim
     "reuse_unresolved_slot",    // MPSC slot of a dead producer reused before its claim is resolved
-    "probe_before_tail",        // MPSC consumer probes a marker's owner before seeing its claim's CAS
+    "relaxed_marker",           // MPSC claim marker stored Relaxed: seen without its CAS or its lock
+    "no_attach_count",          // MPSC consumer trusts one scan of the slots for "all producers gone"
 ];
 
+/// Whether this (loom) build runs with the named mutant: `SHMRING_MUTANT`
+/// as the process found it; an unknown name stops the model at once.
 #[cfg(shmring_loom)]
-const MUTANT: &str = match option_env!("SHMRING_MUTANT") {
-    Some(m) => m,
-    None => "",
-};
+pub(crate) fn mutant(name: &str) -> bool {
+    static MUTANT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let chosen = MUTANT.get_or_init(|| {
+        let chosen = std::env::var("SHMRING_MUTANT").unwrap_or_default();
+        assert!(
+            chosen.is_empty() || MUTANTS.contains(&chosen.as_str()),
+            "SHMRING_MUTANT names no known mutant (see sync::MUTANTS): {chosen}"
+        );
+        chosen
+    });
+    chosen == name
+}
+
+/// Never, outside loom builds: a constant the compiler folds away.
 #[cfg(not(shmring_loom))]
-const MUTANT: &str = "";
-
-const fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
+#[inline(always)]
+pub(crate) const fn mutant(_name: &str) -> bool {
+    false
 }
-
-/// Whether this (loom) build carries the named mutant.
-pub(crate) const fn mutant(name: &str) -> bool {
-    same(MUTANT, name)
-}
-
-const _: () = {
-    let mut known = MUTANT.is_empty();
-    let mut i = 0;
-    while i < MUTANTS.len() {
-        known |= same(MUTANT, MUTANTS[i]);
-        i += 1;
-    }
-    assert!(known, "SHMRING_MUTANT names no known mutant (see sync::MUTANTS)");
-};
 
 #[cfg(not(target_has_atomic = "64"))]
 compile_error!("shmring needs 64-bit atomics: positions in the shared header are AtomicU64");
 
+/// `ordering`, or Relaxed with the named mutant.
+#[inline(always)]
+pub(crate) fn unless_mutant(name: &str, ordering: Ordering) -> Ordering {
+    if mutant(name) {
+        Ordering::Relaxed
+    } else {
+        ordering
+    }
+}
+
 /// Ordering of the store that makes a record (or a freed range) visible.
-pub(crate) const PUBLISH: Ordering = if mutant("relaxed_publish") { Ordering::Relaxed } else { Ordering::Release };
+#[inline(always)]
+pub(crate) fn publish() -> Ordering {
+    unless_mutant("relaxed_publish", Ordering::Release)
+}
 
 /// Ordering of the load that observes a published record (or freed range).
-pub(crate) const OBSERVE: Ordering = if mutant("relaxed_observe") { Ordering::Relaxed } else { Ordering::Acquire };
+#[inline(always)]
+pub(crate) fn observe() -> Ordering {
+    unless_mutant("relaxed_observe", Ordering::Acquire)
+}
 
 /// The waker's StoreLoad barrier: between publishing and reading the peer's
 /// sleeper count. Pairs with [`sleeper_fence`].

@@ -33,6 +33,7 @@ fn root() -> bool {
 /// A python3 process running as uid/gid 65534, talking line by line.
 struct Peer {
     child: ChildGuard,
+    stdin: std::process::ChildStdin,
     lines: mpsc::Receiver<String>,
 }
 
@@ -54,8 +55,10 @@ impl Peer {
                 });
             }
         }
-        let mut child = ChildGuard(command.spawn().expect("spawn python3 as nobody"));
-        let stdout = child.0.stdout.take().expect("stdout");
+        let mut raw = command.spawn().expect("spawn python3 as nobody");
+        let stdin = raw.stdin.take().expect("stdin");
+        let stdout = raw.stdout.take().expect("stdout");
+        let child = ChildGuard::new(raw);
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -65,7 +68,7 @@ impl Peer {
                 }
             }
         });
-        Peer { child, lines }
+        Peer { child, stdin, lines }
     }
 
     fn expect(&mut self, prefix: &str) -> String {
@@ -76,7 +79,7 @@ impl Peer {
     }
 
     fn say(&mut self, line: &str) {
-        let stdin = self.child.0.stdin.as_mut().expect("stdin");
+        let stdin = &mut self.stdin;
         stdin.write_all(format!("{line}\n").as_bytes()).expect("write to the peer");
         stdin.flush().expect("flush");
     }
@@ -103,7 +106,7 @@ fn scribble_script(open_mapping: &str) -> String {
 /// it for the same user, handles keep lending in place, and `nobody`
 /// writes into a message this process holds borrowed.
 #[test]
-fn a_socket_pair_handed_to_another_user_is_taken_for_the_same_user() {
+fn a_ring_sent_over_a_socket_another_user_holds_is_never_lent_in_place() {
     if !root() {
         return;
     }
@@ -141,11 +144,13 @@ fn a_socket_pair_handed_to_another_user_is_taken_for_the_same_user() {
 
 /// Permissions are checked when a segment is opened; a process of another
 /// user that opened (and mapped) a segment while it was 0666 keeps writing
-/// it after a `chmod 0600`. `writers_trusted` looks only at the mode at
-/// attach, so a consumer attached after the chmod lends in place while
-/// `nobody` still writes the segment.
+/// it after a `chmod 0600`. No opener can see that (a flag in the header
+/// could be forged by that very writer), so the trust rule states it as its
+/// assumption: this user's processes do not give others write access behind
+/// its back, and a segment that was ever widened needs
+/// `borrow_in_place(false)`. With it, what a guard shows never changes.
 #[test]
-fn a_segment_mapped_by_another_user_before_a_chmod_is_still_lent_in_place() {
+fn a_segment_mapped_by_another_user_before_a_chmod_needs_borrow_in_place_false() {
     if !root() {
         return;
     }
@@ -163,10 +168,11 @@ fn a_segment_mapped_by_another_user_before_a_chmod_is_still_lent_in_place() {
     // The owner makes the segment private again: too late.
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod 0600");
 
-    let options = RingOptions::new();
+    let options = RingOptions::new().borrow_in_place(false);
     let mut consumer = Consumer::open(segment.name(), &options).expect("consumer");
     let mut producer = Producer::open(segment.name(), &options).expect("producer");
     let lends = consumer.borrows_in_place();
+    assert!(!lends, "borrow_in_place(false)");
     producer.send(MESSAGE).expect("send");
     let guard = consumer.read_timeout(LIMIT).expect("read");
     assert_eq!(&*guard, MESSAGE);

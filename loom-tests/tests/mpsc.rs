@@ -263,7 +263,7 @@ fn dead_producer_s_slot_is_reused_only_once_its_claim_is_resolved() {
         ring.kill(0);
         let restart_ring = Arc::clone(&ring);
         let restarter = thread::spawn(move || {
-            while !shmring::ring::slot_reusable(restart_ring.header(), 0) {
+            while !shmring::ring::slot_reusable(&restart_ring, 0) {
                 thread::yield_now();
             }
             restart_ring.revive(0);

@@ -10,7 +10,7 @@ use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parka
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop};
 use crate::layout::{Kind, Slot, WakeLine, MAX_POSITION};
-use crate::sync::{Ordering, OBSERVE, PUBLISH};
+use crate::sync::{observe, publish, Ordering};
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
 
@@ -77,10 +77,10 @@ impl<B: RingBacking> Consumer<B> {
                 }
                 backing.region().zero_positions(head, freeing_to);
                 head = freeing_to;
-                header.consumer.head.store(head, PUBLISH);
+                header.consumer.head.store(head, publish());
             }
         }
-        let word = backing.region().word(head).load(OBSERVE);
+        let word = backing.region().word(head).load(observe());
         if word != 0 {
             decode(word, head, capacity, max_message).map_err(|what| Corrupted::new(backing.name(), what))?;
         }
@@ -159,7 +159,7 @@ impl<B: RingBacking> Consumer<B> {
     /// records); `None` when there is none yet.
     fn try_find(&mut self, pace: Pace) -> Result<Option<Found>, Stop> {
         loop {
-            let word = self.backing.region().word(self.head).load(OBSERVE);
+            let word = self.backing.region().word(self.head).load(observe());
             let step = if word == 0 {
                 self.nothing_at_head(pace)?
             } else {
@@ -206,7 +206,7 @@ impl<B: RingBacking> Consumer<B> {
         }
         // The producer's last commit happens-before its detach, which we
         // just observed: one more look tells drained from not yet seen.
-        if self.backing.region().word(self.head).load(OBSERVE) == 0 {
+        if self.backing.region().word(self.head).load(observe()) == 0 {
             return Err(Stop::Disconnected);
         }
         Ok(Step::Again)
@@ -222,7 +222,7 @@ impl<B: RingBacking> Consumer<B> {
             self.backing.region().zero_positions(self.head, end);
         }
         self.head = end;
-        header.consumer.head.store(end, PUBLISH);
+        header.consumer.head.store(end, publish());
         self.waker.wake_if_sleeping(&header.producer_wake, &mut self.stats);
     }
 

@@ -338,12 +338,16 @@ impl PeerWatch {
     }
 }
 
-/// Marks `slot` attached by `pid`.
+/// Marks `slot` attached by `pid`; a producer also counts its attach in the
+/// producer line, after marking its slot (see `ProducersWatch::all_gone`).
 pub(crate) fn mark_attached(header: &RingHeader, slot: Slot, pid: u32) {
     if let Some(p) = header.participant(slot) {
         p.pid.store(pid, Ordering::Relaxed);
         p.attachments.fetch_add(1, Ordering::Relaxed);
         p.state.store(SLOT_ATTACHED, Ordering::Release);
+        if let Slot::Producer(_) = slot {
+            header.producer.attaches.fetch_add(1, Ordering::Release);
+        }
     }
 }
 

@@ -51,19 +51,24 @@
 //! the consumer needs is never overwritten.
 
 use super::producer::{Claim, Producer};
-use super::record::{encode, record_size, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
+use super::record::{decode, encode, record_size, Record, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
 use super::{mark_attached, withdraw_dead_sleeper, Consumer, Limiter, Pace, PeerStatus, PeerWatch, RingBacking};
 use crate::error::{Corrupted, Stop};
-use crate::layout::{
-    ClaimLine, RingHeader, Slot, MAX_POSITION, MAX_PRODUCERS, NO_CLAIM, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
-};
-use crate::sync::{Ordering, OBSERVE, PUBLISH};
+use crate::layout::{ClaimLine, Slot, MAX_POSITION, MAX_PRODUCERS, NO_CLAIM, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
+use crate::sync::{observe, publish, Ordering};
 use crossbeam_utils::Backoff;
 use std::time::Duration;
 
+/// Ordering of the store of a claim marker (see `mpsc_claim`).
+fn mark() -> Ordering {
+    crate::sync::unless_mutant("relaxed_marker", Ordering::Release)
+}
+
 /// Ordering of the CAS that claims space: Release, so the intent written
 /// before it is visible to whoever observes the new claim position.
-const CLAIM: Ordering = if crate::sync::mutant("relaxed_claim") { Ordering::Relaxed } else { Ordering::Release };
+fn claim() -> Ordering {
+    crate::sync::unless_mutant("relaxed_claim", Ordering::Release)
+}
 
 /// Where a loom model can make a producer "die" (stop for good, without
 /// detaching) in the middle of a claim.
@@ -90,7 +95,7 @@ impl<B: RingBacking> Producer<B> {
         if slot >= backing.max_producers() as usize {
             return Err(Corrupted::new(backing.name(), format!("producer slot {slot} does not exist")));
         }
-        let head = header.consumer.head.load(OBSERVE);
+        let head = header.consumer.head.load(observe());
         if head % 8 != 0 || head > MAX_POSITION {
             return Err(Corrupted::new(
                 backing.name(),
@@ -145,7 +150,7 @@ impl<B: RingBacking> Producer<B> {
             if tail < self.cached_head || end - self.cached_head > capacity {
                 // Looks full, or the tail is older than our head: read the
                 // consumer's head.
-                let head = header.consumer.head.load(OBSERVE);
+                let head = header.consumer.head.load(observe());
                 if head % 8 != 0 || head < self.cached_head {
                     return Err(self.corrupted(format!(
                         "consumer head {head} went back from {} or is misaligned",
@@ -193,7 +198,7 @@ impl<B: RingBacking> Producer<B> {
             if self.dies_at(DIE_INTENT) {
                 return Err(Stop::Timeout);
             }
-            if header.producer.tail.compare_exchange_weak(tail, end, CLAIM, Ordering::Relaxed).is_err() {
+            if header.producer.tail.compare_exchange_weak(tail, end, claim(), Ordering::Relaxed).is_err() {
                 if self.dies_at(DIE_AFTER_CAS) {
                     return Err(Stop::Timeout);
                 }
@@ -210,10 +215,13 @@ impl<B: RingBacking> Producer<B> {
             let position = tail + padding;
             let region = self.backing.region();
             if !crate::sync::mutant("no_claim_marker") {
-                region.word(position).store(encode(TAG_CLAIM | slot as u8, len, position, capacity), Ordering::Relaxed);
+                // Release: whoever sees the marker sees the CAS before it
+                // (so the claim position covers the record) and, before
+                // that, this producer's hold on its slot's lock.
+                region.word(position).store(encode(TAG_CLAIM | slot as u8, len, position, capacity), mark());
             }
             if padding > 0 {
-                region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail, capacity), PUBLISH);
+                region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail, capacity), publish());
             }
             if self.dies_at(DIE_MARKED) {
                 return Err(Stop::Timeout);
@@ -227,7 +235,7 @@ impl<B: RingBacking> Producer<B> {
     /// in the slot's line.
     #[inline]
     pub(super) fn mpsc_publish(&mut self, slot: usize, position: u64, word: u64) {
-        self.backing.region().word(position).store(word, PUBLISH);
+        self.backing.region().word(position).store(word, publish());
         // Only this slot's holder writes its counter: a load and a store.
         let line = &self.backing.header().claims[slot];
         line.messages.store(line.messages.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
@@ -242,23 +250,45 @@ const DIE_AFTER_CAS: u8 = 3;
 /// Whether producer slot `slot`, whose lock the caller holds, can be taken:
 /// never used, cleanly detached, or its dead holder's last claim is resolved
 /// (withdrawn, consumed past, or provably never made).
-pub fn slot_reusable(header: &RingHeader, slot: usize) -> bool {
+pub fn slot_reusable<B: RingBacking>(backing: &B, slot: usize) -> bool {
+    let header = backing.header();
     let (Some(participant), Some(line)) = (header.participant(Slot::Producer(slot)), header.claim(slot)) else {
         return false;
     };
     match participant.state.load(Ordering::Acquire) {
         SLOT_EMPTY | SLOT_DETACHED => true,
-        SLOT_ATTACHED => crate::sync::mutant("reuse_unresolved_slot") || claim_resolved(header, line),
+        SLOT_ATTACHED => crate::sync::mutant("reuse_unresolved_slot") || claim_resolved(backing, slot, line),
         _ => false,
     }
 }
 
-fn claim_resolved(header: &RingHeader, line: &ClaimLine) -> bool {
+/// Whether the intent on `line` (slot `slot`'s) no longer needs its slot
+/// kept: withdrawn; a claim never made (the claim position never reached
+/// its start); consumed past its end; or `head` past its start without
+/// stopping on this slot's marker. The consumer frees whole records, so a
+/// `head` strictly inside a won claim can only be the record after the
+/// claim's padding, which carries this slot's marker (or its commit, which
+/// needs no owner to be consumed); anywhere else past the start, the
+/// intent lost its CAS.
+fn claim_resolved<B: RingBacking>(backing: &B, slot: usize, line: &ClaimLine) -> bool {
+    let header = backing.header();
     let start = line.start.load(Ordering::Acquire);
     let end = line.end.load(Ordering::Relaxed);
-    start == NO_CLAIM
-        || end <= header.consumer.head.load(Ordering::Acquire)
-        || header.producer.tail.load(Ordering::Acquire) <= start
+    if start == NO_CLAIM || header.producer.tail.load(Ordering::Acquire) <= start {
+        return true;
+    }
+    let head = header.consumer.head.load(Ordering::Acquire);
+    if end <= head {
+        return true;
+    }
+    if head <= start {
+        return false;
+    }
+    let capacity = backing.region().len() as u64;
+    let word = backing.region().word(head).load(observe());
+    let own_marker = word != 0
+        && matches!(decode(word, head, capacity, backing.max_message()), Ok(Record::Claimed { owner, .. }) if usize::from(owner) == slot);
+    !own_marker
 }
 
 /// The consumer's view of the producers of an MPSC ring.
@@ -284,6 +314,8 @@ impl ProducersWatch {
     /// one did. Reads every slot's state; asks the kernel whether an attached
     /// one is alive only when `due` says a probe is due.
     fn all_gone<B: RingBacking>(&mut self, backing: &B, due: &mut Due) -> bool {
+        let attaches = &backing.header().producer.attaches;
+        let before = attaches.load(Ordering::Acquire);
         let mut any = false;
         for watch in &mut self.producers {
             match watch.status(backing, || due.now(&mut self.limiter)) {
@@ -292,7 +324,11 @@ impl ProducersWatch {
                 PeerStatus::Never => {}
             }
         }
-        any
+        // The slots are read one by one: a producer that attached during
+        // the scan (before another detached, in a rolling restart) may have
+        // been read before it marked its slot. It counted its attach first
+        // (Release), and whoever saw the other's detach sees that count.
+        any && (crate::sync::mutant("no_attach_count") || attaches.load(Ordering::Acquire) == before)
     }
 }
 
@@ -339,7 +375,7 @@ impl<B: RingBacking> Consumer<B> {
             return Ok(Step::Wait);
         }
         let head = self.head;
-        let tail = self.backing.header().producer.tail.load(OBSERVE);
+        let tail = self.backing.header().producer.tail.load(observe());
         if tail % 8 != 0 || tail < head || tail - head > self.capacity {
             return Err(self.corrupted(format!(
                 "claim position {tail} is misaligned or outside head {head} .. head + capacity {}",
@@ -355,7 +391,7 @@ impl<B: RingBacking> Consumer<B> {
             // drained from not yet seen (the tail read above may predate a
             // claim of a producer that then died).
             let header = self.backing.header();
-            if header.producer.tail.load(OBSERVE) == head && self.backing.region().word(head).load(OBSERVE) == 0 {
+            if header.producer.tail.load(observe()) == head && self.backing.region().word(head).load(observe()) == 0 {
                 return Err(Stop::Disconnected);
             }
             return Ok(Step::Again);
@@ -397,7 +433,7 @@ impl<B: RingBacking> Consumer<B> {
             }
         }
         let region = self.backing.region();
-        if region.word(head).load(OBSERVE) != 0 {
+        if region.word(head).load(observe()) != 0 {
             // Committed (or marked) since we looked.
             return Ok(None);
         }
@@ -415,7 +451,7 @@ impl<B: RingBacking> Consumer<B> {
         // candidate, inside a live producer's record, wrongly accepted).
         let next_claim_starts_at = |end: u64| {
             let intent = || header.claims.iter().take(slots).any(|line| line.start.load(Ordering::Acquire) == end);
-            let word = || region.word(end).load(OBSERVE) != 0;
+            let word = || region.word(end).load(observe()) != 0;
             if crate::sync::mutant("word_before_intents") {
                 end == tail || word() || intent()
             } else {
@@ -442,33 +478,21 @@ impl<B: RingBacking> Consumer<B> {
             return Err(self.corrupted(format!("claim marker at position {head} names producer slot {owner}")));
         }
         let end = head.saturating_add(record_size(u64::from(len)));
-        let owner_alive = || self.backing.is_alive(Slot::Producer(owner.into()));
-        if crate::sync::mutant("probe_before_tail") {
-            if owner_alive() {
-                return Ok(Step::Wait);
-            }
-            let tail = self.backing.header().producer.tail.load(OBSERVE);
-            if end > tail {
-                return Err(self.corrupted(format!(
-                    "claim marker at position {head} reaches {end}, past the claim position {tail}"
-                )));
-            }
-        } else {
-            // The claim's CAS (Release) came after its owner took the slot's
-            // lock. Seen through `tail` (Acquire), it orders the probe below
-            // after that lock: a live owner that has just taken over the
-            // slot is never taken for the dead one before it. Until the CAS
-            // shows, the marker is a claim still being made.
-            let tail = self.backing.header().producer.tail.load(OBSERVE);
-            if end > tail {
-                return Ok(Step::Wait);
-            }
-            if owner_alive() {
-                return Ok(Step::Wait);
-            }
+        // The marker is stored with Release after the claim's CAS, which
+        // came after its owner took the slot's lock: seen (Acquire), it
+        // shows both. So the claim position covers the record, or the marker
+        // is forged; and the probe below cannot take a live owner that has
+        // just taken over the slot for the dead one before it.
+        let tail = self.backing.header().producer.tail.load(observe());
+        if end > tail {
+            return Err(self
+                .corrupted(format!("claim marker at position {head} reaches {end}, past the claim position {tail}")));
+        }
+        if self.backing.is_alive(Slot::Producer(owner.into())) {
+            return Ok(Step::Wait);
         }
         // Dead: but its commit may have landed just before it died.
-        if self.backing.region().word(head).load(OBSERVE) != word {
+        if self.backing.region().word(head).load(observe()) != word {
             return Ok(Step::Again);
         }
         self.skip_torn(end);

@@ -19,7 +19,7 @@ use super::record::{decode, Record};
 use super::RingBacking;
 use crate::error::Corrupted;
 use crate::layout::{MAX_POSITION, NO_CLAIM};
-use crate::sync::{Ordering, OBSERVE};
+use crate::sync::{observe, Ordering};
 
 /// The end of the run of committed records (messages, padding, discarded
 /// records) that starts at `from`: the first position whose word is zero, a
@@ -43,7 +43,7 @@ pub fn committed_end<B: RingBacking>(backing: &B, from: u64) -> u64 {
     // Each step moves forward by a record or to a later head; the cap keeps
     // a walk racing a fast consumer finite.
     for _ in 0..2 * capacity / 8 {
-        let word = region.word(at).load(OBSERVE);
+        let word = region.word(at).load(observe());
         let consumed_to = head.load(Ordering::Acquire);
         if consumed_to > at {
             if consumed_to > MAX_POSITION {
@@ -95,7 +95,7 @@ pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<u64, Corrupt
     let mut lost_records = 0;
     let mut at = keep;
     while at - keep < capacity {
-        let word = region.word(at).load(OBSERVE);
+        let word = region.word(at).load(observe());
         if word == 0 {
             break;
         }

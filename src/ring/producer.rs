@@ -11,7 +11,7 @@ use super::{mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop, TooLarge};
 use crate::layout::{Slot, WakeLine};
-use crate::sync::PUBLISH;
+use crate::sync::publish;
 use crate::wait::{block, WaitStrategy, Waitable};
 use std::time::Duration;
 
@@ -168,7 +168,7 @@ impl<B: RingBacking> Producer<B> {
     fn discard(&mut self, claim: Claim) {
         if self.mpsc_slot.is_some() {
             let word = encode(TAG_DISCARDED, claim.len, claim.position, self.capacity);
-            self.backing.region().word(claim.position).store(word, PUBLISH);
+            self.backing.region().word(claim.position).store(word, publish());
             self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
         }
     }

@@ -7,7 +7,7 @@ use super::record::{decode, encode, record_size, HEADER_LEN, TAG_PADDING};
 use super::{forget_dead_sleepers, mark_attached, Pace, RingBacking};
 use crate::error::{Corrupted, Stop};
 use crate::layout::{Slot, MAX_POSITION};
-use crate::sync::{Ordering, OBSERVE, PUBLISH};
+use crate::sync::{observe, publish, Ordering};
 
 impl<B: RingBacking> Producer<B> {
     /// Attaches to an SPSC ring as its producer (the caller holds the
@@ -34,7 +34,7 @@ impl<B: RingBacking> Producer<B> {
         }
         let mut tail = hint.max(head);
         loop {
-            let word = backing.region().word(tail).load(OBSERVE);
+            let word = backing.region().word(tail).load(observe());
             if word == 0 {
                 break;
             }
@@ -62,7 +62,7 @@ impl<B: RingBacking> Producer<B> {
         let padding = if offset + size > capacity { capacity - offset } else { 0 };
         let needed = padding + size + HEADER_LEN;
         if tail + needed - self.cached_head > capacity {
-            let head = self.backing.header().consumer.head.load(OBSERVE);
+            let head = self.backing.header().consumer.head.load(observe());
             if head % 8 != 0 || head < self.cached_head || head > tail {
                 return Err(self.corrupted(format!(
                     "consumer head {head} is outside the valid range {}..={tail} or misaligned",
@@ -83,7 +83,7 @@ impl<B: RingBacking> Producer<B> {
             // The terminator of the padding: the first word of the next lap.
             self.terminate(tail + padding);
             let region = self.backing.region();
-            region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail, capacity), PUBLISH);
+            region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail, capacity), publish());
             self.tail = tail + padding;
             self.backing.header().producer.tail.store(tail + padding, Ordering::Relaxed);
         }
@@ -95,7 +95,7 @@ impl<B: RingBacking> Producer<B> {
     #[inline]
     pub(super) fn spsc_publish(&mut self, position: u64, size: u64, word: u64) {
         self.terminate(position + size);
-        self.backing.region().word(position).store(word, PUBLISH);
+        self.backing.region().word(position).store(word, publish());
         self.zero_ahead(position + size);
         self.tail = position + size;
         let line = &self.backing.header().producer;
