@@ -13,25 +13,7 @@ use std::time::{Duration, Instant};
 #[test]
 #[ignore = "run as a child process by the tests below"]
 fn child() {
-    let Ok(role) = std::env::var("SHMRING_CHILD_ROLE") else { return };
-    let name = std::env::var("SHMRING_NAME").expect("SHMRING_NAME");
-    match role.as_str() {
-        // Attach as a producer of the ring of kind SHMRING_KIND and stay
-        // attached, idle, until killed.
-        "idle-producer" => {
-            let _producer = Producer::open(&name, &options(kind_from_env())).expect("open producer");
-            println!("attached");
-            std::thread::sleep(Duration::from_secs(600));
-        }
-        _ => common::child_main(),
-    }
-}
-
-fn kind_from_env() -> Kind {
-    match std::env::var("SHMRING_KIND").as_deref() {
-        Ok("mpsc") => Kind::Mpsc,
-        _ => Kind::Spsc,
-    }
+    common::child_main();
 }
 
 fn kind_name(kind: Kind) -> &'static str {

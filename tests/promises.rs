@@ -16,13 +16,6 @@ fn child() {
     let Ok(role) = std::env::var("SHMRING_CHILD_ROLE") else { return };
     let name = std::env::var("SHMRING_NAME").expect("SHMRING_NAME");
     match role.as_str() {
-        // Attach as a producer of the ring of kind SHMRING_KIND, say so, and
-        // idle until killed.
-        "idle-producer" => {
-            let _producer = Producer::open(&name, &options(kind_from_env())).expect("open producer");
-            println!("attached");
-            std::thread::sleep(Duration::from_secs(600));
-        }
         // Send "a" and "b", say so, and idle until killed.
         "send-two" => {
             let mut producer = Producer::open(&name, &options(Kind::Spsc)).expect("open producer");
@@ -39,13 +32,6 @@ fn child() {
             std::thread::sleep(Duration::from_secs(600));
         }
         _ => common::child_main(),
-    }
-}
-
-fn kind_from_env() -> Kind {
-    match std::env::var("SHMRING_KIND").as_deref() {
-        Ok("mpsc") => Kind::Mpsc,
-        _ => Kind::Spsc,
     }
 }
 

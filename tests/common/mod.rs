@@ -479,6 +479,14 @@ pub fn child_main() {
             println!("sent");
             std::thread::sleep(Duration::from_secs(600));
         }
+        // Attach as a producer of the ring of kind SHMRING_KIND (`mpsc`, or
+        // SPSC), say so, and idle until killed.
+        "idle-producer" => {
+            let kind = if std::env::var("SHMRING_KIND").as_deref() == Ok("mpsc") { Kind::Mpsc } else { Kind::Spsc };
+            let _producer = Producer::open(&name, &options.kind(kind)).expect("open producer");
+            println!("attached");
+            std::thread::sleep(Duration::from_secs(600));
+        }
         // Hold the producer role until killed.
         "hold-producer" => {
             let _producer = Producer::open(&name, &options).expect("open producer");
