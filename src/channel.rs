@@ -539,9 +539,10 @@ macro_rules! handle_accessors {
 /// woken or unlinked. The child's copy of the handle's mapping and descriptor
 /// is given up before `fork` returns in the child, so the parent's liveness
 /// lock dies with the parent, whatever its children do. A grant or borrowed
-/// message must not be alive across `fork` (calling `fork` is `unsafe`, and
-/// this is part of its contract): one that lends the ring's memory in place
-/// would see its bytes turn to zeros in the child. A child
+/// message the forking thread held is left over in the child: it keeps
+/// showing the same bytes (a mapping with a view lent in place is copied
+/// for the child, not blanked), and what is written or committed through it
+/// goes nowhere. A child
 /// that needs the ring attaches afresh ([`Producer::open`],
 /// [`AnonymousRing::producer`], ...).
 ///

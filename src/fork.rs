@@ -81,7 +81,13 @@ pub(crate) enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
     Fd(RawFd),
-    Mapping { base: usize, len: usize },
+    /// `lent`: the address of the mapping's count of views lent in place
+    /// (an `AtomicU32` that lives as long as the mapping), or 0.
+    Mapping {
+        base: usize,
+        len: usize,
+        lent: usize,
+    },
 }
 
 /// A tracked descriptor or mapping, until it is [`release`]d.
@@ -170,8 +176,12 @@ pub(crate) fn open_fd(
 
 /// Maps with `map` (which returns the mapping's base and length); for
 /// [`Scope::Process`], with forks held off, tracked until [`release`]d.
+/// `lent`, if any, counts the views of the mapping lent in place, and must
+/// live as long as the mapping: a child forked while it is not zero gets a
+/// copy of the mapping's bytes instead of zeros, so that no view changes.
 pub(crate) fn map(
     scope: Scope,
+    lent: Option<&AtomicU32>,
     map: impl FnOnce() -> Result<(NonNull<u8>, usize), Errno>,
 ) -> Result<(NonNull<u8>, usize, Option<Tracked>), Errno> {
     if scope == Scope::Inherited {
@@ -181,7 +191,8 @@ pub(crate) fn map(
     install()?;
     with_entries(|entries| {
         let (base, len) = map()?;
-        let entry = Entry::Mapping { base: base.as_ptr() as usize, len };
+        let lent = lent.map_or(0, |count| count as *const AtomicU32 as usize);
+        let entry = Entry::Mapping { base: base.as_ptr() as usize, len, lent };
         entries.push(entry);
         Ok((base, len, Some(Tracked { entry, generation: generation() })))
     })
@@ -334,7 +345,14 @@ extern "C" fn child() {
     let entries = unsafe { &mut *REGISTRY.entries.get() };
     for entry in entries.iter() {
         match *entry {
-            Entry::Mapping { base, len } => blank(base, len),
+            // SAFETY: a tracked count lives as long as its mapping, which is
+            // tracked, so not yet unmapped.
+            Entry::Mapping { base, len, lent } if lent != 0 && unsafe { lent_now(lent) } => {
+                if !preserve(base, len) {
+                    blank(base, len);
+                }
+            }
+            Entry::Mapping { base, len, .. } => blank(base, len),
             // SAFETY: a tracked descriptor is open: it is tracked from the
             // call that opened it to the one that closes it, both under the
             // lock the fork was made under. It belongs to a parent's handle,
@@ -351,6 +369,48 @@ extern "C" fn child() {
     unlock();
 }
 
+/// Whether the count at address `lent` says a view is lent in place.
+///
+/// # Safety
+/// `lent` is the address of a live `AtomicU32`.
+unsafe fn lent_now(lent: usize) -> bool {
+    // SAFETY: the caller's.
+    unsafe { &*(lent as *const AtomicU32) }.load(Ordering::Relaxed) != 0
+}
+
+/// Replaces the tracked mapping at `base` with a private anonymous copy of
+/// its bytes (for a mapping with views lent in place: what they show does
+/// not change, and nothing written to it reaches the ring). False if the
+/// memory for the copy cannot be had.
+fn preserve(base: usize, len: usize) -> bool {
+    let flags = MapFlags::PRIVATE | MapFlags::NORESERVE;
+    // SAFETY: a fresh anonymous mapping where the kernel chooses: it aliases
+    // nothing.
+    let Ok(copy) =
+        (unsafe { rustix::mm::mmap_anonymous(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, flags) })
+    else {
+        return false;
+    };
+    // SAFETY: both ranges are `len` bytes of mappings of this process (the
+    // tracked one, not yet unmapped, and the fresh one), and they do not
+    // overlap. Only this thread runs in the child; the source may be written
+    // by other processes meanwhile, which copies whatever is there.
+    unsafe { std::ptr::copy_nonoverlapping(base as *const u8, copy.cast::<u8>(), len) };
+    // SAFETY: moves the fresh mapping (`len` bytes, nothing refers to it)
+    // over the tracked one at `base`, which the kernel unmaps in the same
+    // step: every pointer into `base .. base + len` stays valid and reads
+    // the same bytes.
+    let moved = unsafe {
+        rustix::mm::mremap_fixed(copy, len, len, rustix::mm::MremapFlags::MAYMOVE, base as *mut std::ffi::c_void)
+    };
+    if moved.is_err() {
+        // SAFETY: the fresh mapping, which nothing refers to.
+        let _ = unsafe { rustix::mm::munmap(copy, len) };
+        return false;
+    }
+    true
+}
+
 /// Replaces the tracked mapping at `base` with private anonymous memory of
 /// the same size, which drops this process's reference to the segment's
 /// open file description and leaves the addresses mapped, reading zeros.
@@ -360,12 +420,9 @@ fn blank(base: usize, len: usize) {
     // SAFETY: `base .. base + len` is a whole mapping made by `map` and not
     // yet unmapped (it is tracked). It is replaced by memory of the same size
     // at the same place, so every pointer into it stays valid, and nothing in
-    // this process reads it through the handle again (it is inert). A view
-    // lent in place (a `&[u8]` of a read guard, a `&mut [u8]` of a grant)
-    // must not be alive across `fork`: its bytes would change under it here.
-    // Calling `fork` is `unsafe`, and keeping no such view alive across it
-    // is part of what its caller promises (the fork section of `channel`'s
-    // handle docs and of the README says so).
+    // this process reads it through the handle again (it is inert). No view
+    // lent in place is alive (its count is zero: `preserve` handles those),
+    // except when the memory for a copy could not be had.
     if unsafe { rustix::mm::mmap_anonymous(at, len, ProtFlags::READ | ProtFlags::WRITE, flags) }.is_ok() {
         return;
     }

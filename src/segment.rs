@@ -45,7 +45,7 @@ use crate::layout::{
 };
 use crate::ring::record::record_size;
 use crate::ring::{Region, RingBacking};
-use crate::sync::{fence, Ordering};
+use crate::sync::{fence, AtomicU32, Ordering};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
@@ -425,7 +425,7 @@ impl Segment {
             size = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_size as u64;
         }
         // Map only the header until it is validated: its sizes are untrusted.
-        let probe = Mapping::new(name, &fd, HEADER_BYTES as usize, false, writable)?;
+        let probe = Mapping::new(name, &fd, HEADER_BYTES as usize, false, writable, false)?;
         let (identity, stored_checksum) = probe.header().identity.wait_ready(name, deadline, expect.ready_timeout)?;
         validate_identity(name, &identity, stored_checksum, size, expect)?;
         drop(probe);
@@ -447,7 +447,7 @@ impl Segment {
         populate: bool,
         writable: bool,
     ) -> Result<Segment, Error> {
-        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate, writable)?;
+        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate, writable, true)?;
         let data = NonNull::new(mapping.base.as_ptr().wrapping_add(identity.data_offset as usize))
             .ok_or_else(|| Error::Corrupted(Corrupted::new(&Arc::from(name), "data region at a null address")))?;
         // SAFETY: validated (or, for a new segment, chosen) so that
@@ -456,10 +456,11 @@ impl Segment {
         // capacity is a power of two >= 4096. The mapping is owned by the
         // `Segment` we return, which drops `region` before unmapping (in a
         // forked child, where it is never unmapped, the child handler puts
-        // writable zeros of the same size in its place: see `fork::blank`). A
+        // private memory of the same size in its place: see `fork::blank`).
+        // The count of views lent in place lives in the mapping too. A
         // read-only segment's region is only ever loaded from: such segments
         // are never handed to a ring, which is the only writer.
-        let region = unsafe { Region::from_raw(data, identity.capacity as usize) };
+        let region = unsafe { Region::from_raw(data, identity.capacity as usize, mapping.lent.as_deref()) };
         let writers_trusted = false;
         Ok(Segment { name: Arc::from(name), region, mapping, fd, identity, unlink_on_drop, writers_trusted })
     }
@@ -849,16 +850,28 @@ struct Mapping {
     len: usize,
     /// `None`: [`Scope::Inherited`].
     tracked: Option<Tracked>,
+    /// Views of the data lent in place (the ring's `Region` counts them): a
+    /// child forked while one is lent gets a copy of the bytes, not zeros.
+    /// Boxed, so its address (tracked with the mapping) stays put.
+    lent: Option<Box<AtomicU32>>,
 }
 
 impl Mapping {
     /// Maps `len` bytes of `fd`, tracked as `fd` is; `populate` pre-faults
     /// them (`MAP_POPULATE`), so the first lap of the ring takes no page
     /// faults.
-    fn new(name: &str, fd: &SegmentFd, len: usize, populate: bool, writable: bool) -> Result<Mapping, Error> {
+    fn new(
+        name: &str,
+        fd: &SegmentFd,
+        len: usize,
+        populate: bool,
+        writable: bool,
+        count_views: bool,
+    ) -> Result<Mapping, Error> {
         let flags = if populate { MapFlags::SHARED | MapFlags::POPULATE } else { MapFlags::SHARED };
         let prot = if writable { ProtFlags::READ | ProtFlags::WRITE } else { ProtFlags::READ };
-        let (base, len, tracked) = fork::map(fd.scope(), || {
+        let lent = count_views.then(|| Box::new(AtomicU32::new(0)));
+        let (base, len, tracked) = fork::map(fd.scope(), lent.as_deref(), || {
             // SAFETY: a fresh shared mapping of `len` bytes of our own
             // descriptor at an address the kernel chooses: it aliases no Rust
             // object. Bytes past the end of the file would fault, which is why
@@ -875,7 +888,7 @@ impl Mapping {
             }
         })
         .map_err(|e| Error::from_os(name, "mmap", e))?;
-        Ok(Mapping { base, len, tracked })
+        Ok(Mapping { base, len, tracked, lent })
     }
 
     fn header(&self) -> &SegmentHeader {

@@ -353,7 +353,10 @@ impl<'a, B: RingBacking> ReadGuard<'a, B> {
             // mapping, not into `Consumer`.
             let view = unsafe { (*region).view(offset, len) };
             match view {
-                Some(view) => return Ok(ReadGuard { consumer, view: Some(view), found }),
+                Some(view) => {
+                    consumer.backing.region().lend();
+                    return Ok(ReadGuard { consumer, view: Some(view), found });
+                }
                 None => false,
             }
         } else {
@@ -379,6 +382,9 @@ impl<B: RingBacking> std::ops::Deref for ReadGuard<'_, B> {
 
 impl<B: RingBacking> Drop for ReadGuard<'_, B> {
     fn drop(&mut self) {
+        if self.view.is_some() {
+            self.consumer.backing.region().unlend();
+        }
         self.consumer.release(self.found);
     }
 }

@@ -320,7 +320,11 @@ impl<'a, B: RingBacking> Grant<'a, B> {
             // segment is trusted to keep the protocol. The view points into
             // the mapping, not into `Producer`, so it does not alias the
             // `&mut Producer` beside it.
-            unsafe { (*region).view_mut(offset, len) }.map(Some)
+            let view = unsafe { (*region).view_mut(offset, len) };
+            if view.is_some() {
+                producer.backing.region().lend();
+            }
+            view.map(Some)
         } else {
             producer.staging.clear();
             producer.staging.resize(len, 0);
@@ -358,6 +362,9 @@ impl<'a, B: RingBacking> Grant<'a, B> {
 
 impl<B: RingBacking> Drop for Grant<'_, B> {
     fn drop(&mut self) {
+        if self.view.is_some() {
+            self.producer.backing.region().unlend();
+        }
         if let Some(claim) = self.producer.open_claim.take() {
             self.producer.discard(claim);
         }

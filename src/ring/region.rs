@@ -38,6 +38,7 @@ impl Region {
 #[cfg(not(shmring_loom))]
 mod imp {
     use super::AtomicU64;
+    use crate::sync::{AtomicU32, Ordering};
     use std::ptr::NonNull;
 
     /// The ring's data region.
@@ -45,6 +46,8 @@ mod imp {
     pub struct Region {
         base: NonNull<u8>,
         len: usize,
+        /// Where views lent in place are counted (see [`lend`](Self::lend)).
+        lent: Option<NonNull<AtomicU32>>,
     }
 
     // SAFETY: a Region is a pointer to shared memory whose validity does not
@@ -56,11 +59,37 @@ mod imp {
         /// # Safety
         /// `base .. base + len` must stay mapped readable and writable for as
         /// long as the `Region` exists; `base` must be 8-byte aligned and `len`
-        /// a power of two of at least 8.
-        pub unsafe fn from_raw(base: NonNull<u8>, len: usize) -> Region {
+        /// a power of two of at least 8. `lent`, if any, must outlive the
+        /// `Region`.
+        pub unsafe fn from_raw(base: NonNull<u8>, len: usize, lent: Option<&AtomicU32>) -> Region {
             debug_assert!(len.is_power_of_two() && len >= 8);
             debug_assert_eq!(base.as_ptr() as usize % 8, 0);
-            Region { base, len }
+            Region { base, len, lent: lent.map(NonNull::from) }
+        }
+
+        /// Counts a view lent in place, until [`unlend`](Self::unlend), where
+        /// a fork can see it (a child forked meanwhile gets a copy of the
+        /// region's bytes instead of zeros, so the view never changes). Only
+        /// the handle that owns the region lends from it: a load and a store
+        /// of a word of this process, no read-modify-write.
+        #[inline(always)]
+        pub(crate) fn lend(&self) {
+            if let Some(count) = self.lent {
+                // SAFETY: `from_raw`'s caller keeps the count alive as long
+                // as the region.
+                let count = unsafe { count.as_ref() };
+                count.store(count.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+            }
+        }
+
+        /// Ends a view counted by [`lend`](Self::lend).
+        #[inline(always)]
+        pub(crate) fn unlend(&self) {
+            if let Some(count) = self.lent {
+                // SAFETY: as in `lend`.
+                let count = unsafe { count.as_ref() };
+                count.store(count.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+            }
         }
 
         /// The region's size in bytes.
@@ -246,6 +275,12 @@ mod imp {
         pub fn len(&self) -> usize {
             self.words.len() * 8
         }
+
+        /// Nothing to count under loom (no fork).
+        pub(crate) fn lend(&self) {}
+
+        /// Nothing to count under loom (no fork).
+        pub(crate) fn unlend(&self) {}
 
         pub(crate) fn word(&self, index: u64) -> &AtomicU64 {
             &self.words[(index as usize / 8) & (self.words.len() - 1)].value
