@@ -131,8 +131,13 @@ mod imp {
         /// of `dst` first). False if out of bounds.
         ///
         /// The bytes are copied from a raw pointer into `dst`'s own memory:
-        /// no reference to the shared bytes is ever formed, so a peer that
-        /// writes them meanwhile puts garbage in `dst` and nothing worse.
+        /// no reference to the shared bytes is ever formed, so the compiler
+        /// is never told they are stable, and a peer that writes them
+        /// meanwhile puts garbage in `dst`. (A peer's write is outside what
+        /// Rust's memory model describes; within one process, where the
+        /// protocol keeps every writer off these bytes, there is no race.
+        /// Volatile or atomic word copies would make even a hostile peer's
+        /// write a defined race, at a cost on every message.)
         #[inline]
         pub(crate) fn append_to(&self, offset: usize, len: usize, dst: &mut Vec<u8>) -> bool {
             if !self.in_bounds(offset, len) {
