@@ -75,6 +75,8 @@ enum Transport {
     PingPong,
     #[cfg(feature = "compare-iceoryx2")]
     Iceoryx2,
+    #[cfg(feature = "compare-shmem-ipc")]
+    ShmemIpc,
 }
 
 impl Transport {
@@ -90,6 +92,8 @@ impl Transport {
             Transport::PingPong => "pingpong",
             #[cfg(feature = "compare-iceoryx2")]
             Transport::Iceoryx2 => "iceoryx2",
+            #[cfg(feature = "compare-shmem-ipc")]
+            Transport::ShmemIpc => "shmem-ipc",
         }
     }
 
@@ -104,6 +108,8 @@ impl Transport {
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
             #[cfg(feature = "compare-iceoryx2")]
             Transport::Iceoryx2 => Some("busy+zero-copy".into()),
+            #[cfg(feature = "compare-shmem-ipc")]
+            Transport::ShmemIpc => Some("eventfd".into()),
             _ => None,
         }
     }
@@ -140,6 +146,8 @@ impl Transport {
             "pingpong" => Transport::PingPong,
             #[cfg(feature = "compare-iceoryx2")]
             "iceoryx2" => Transport::Iceoryx2,
+            #[cfg(feature = "compare-shmem-ipc")]
+            "shmem-ipc" => Transport::ShmemIpc,
             other => panic!("unknown transport {other}"),
         }
     }
@@ -329,8 +337,187 @@ mod ice {
     }
 }
 
+/// Ring bytes for `size`-byte messages (shmring's rings and shmem-ipc's).
+fn ring_capacity(size: usize) -> u64 {
+    ((size as u64 + 8) * 64).next_power_of_two().max(1 << 20)
+}
+
+/// shmem-ipc's `sharedring`: a ring of bytes in a sealed memfd with two
+/// eventfds, its "empty" signal (written by the sender when it puts bytes
+/// into an empty ring) and its "full" signal (written by the receiver when it
+/// frees room in a full one). Each side blocks on its eventfd when the ring
+/// is empty or full, as the crate's `block_until_readable` and
+/// `block_until_writable` do; nothing spins. The ring is a byte stream with
+/// no messages of its own, so each message is framed as a user would frame
+/// it, and as the pipe and socket rows are: a 4-byte little-endian length,
+/// then the payload, written in one `send` while it fits before the ring's
+/// end, and copied out by the receiver into its own buffer.
+///
+/// The crate leaves handing the memfd and eventfds to the other process to
+/// its user (its example uses D-Bus): here the parent creates each ring and
+/// the child inherits duplicates of the three descriptors.
+#[cfg(feature = "compare-shmem-ipc")]
+mod sipc {
+    use shmem_ipc::sharedring::{Receiver, Sender};
+    use std::fs::File;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    fn capacity(size: usize) -> usize {
+        super::ring_capacity(size) as usize
+    }
+
+    pub fn new_sender(size: usize) -> Sender<u8> {
+        Sender::new(capacity(size)).expect("shmem-ipc ring")
+    }
+
+    pub fn new_receiver(size: usize) -> Receiver<u8> {
+        Receiver::new(capacity(size)).expect("shmem-ipc ring")
+    }
+
+    /// Duplicates of a ring's memfd, empty and full eventfds without
+    /// close-on-exec, for the next child to inherit; their numbers are
+    /// appended to `arg` ("memfd,empty,full", rings separated by commas).
+    /// The parent drops the duplicates once the child is spawned.
+    pub fn hand_off(memfd: &File, empty: &File, full: &File, arg: &mut String, keep: &mut Vec<OwnedFd>) {
+        use std::os::fd::AsRawFd;
+        for file in [memfd, empty, full] {
+            let fd = rustix::io::dup(file).expect("dup");
+            if !arg.is_empty() {
+                arg.push(',');
+            }
+            arg.push_str(&fd.as_raw_fd().to_string());
+            keep.push(fd);
+        }
+    }
+
+    /// The `ring`-th ring's descriptors of a child's `hand_off` argument.
+    fn inherited(arg: &str, ring: usize) -> [File; 3] {
+        let fds: Vec<i32> = arg.split(',').map(|fd| fd.parse().expect("fd")).collect();
+        std::array::from_fn(|i| {
+            // SAFETY: the parent duplicated this descriptor for this child
+            // alone, which inherited it open; nothing else here owns it.
+            unsafe { File::from_raw_fd(fds[3 * ring + i]) }
+        })
+    }
+
+    pub fn open_sender(arg: &str, ring: usize, size: usize) -> Sender<u8> {
+        let [memfd, empty, full] = inherited(arg, ring);
+        Sender::open(capacity(size), memfd, empty, full).expect("shmem-ipc sender")
+    }
+
+    pub fn open_receiver(arg: &str, ring: usize, size: usize) -> Receiver<u8> {
+        let [memfd, empty, full] = inherited(arg, ring);
+        Receiver::open(capacity(size), memfd, empty, full).expect("shmem-ipc receiver")
+    }
+
+    /// Sends `msg` as one frame, blocking while the ring is full; returns
+    /// the system calls made (eventfd writes and reads).
+    pub fn send(tx: &mut Sender<u8>, msg: &[u8]) -> u64 {
+        let header = (msg.len() as u32).to_le_bytes();
+        let total = header.len() + msg.len();
+        let (mut sent, mut syscalls) = (0, 0);
+        while sent < total {
+            let mut wrote = 0;
+            // SAFETY: the memfd is mapped by this bench's two processes only,
+            // by this one sender and the other's one receiver.
+            let status = unsafe {
+                tx.send_trusted(|dst| {
+                    wrote = put(&header, msg, sent, dst);
+                    wrote
+                })
+            }
+            .expect("shmem-ipc send");
+            syscalls += u64::from(status.signal);
+            sent += wrote;
+            if wrote == 0 {
+                // `Sender::block_until_writable`, with its reads counted.
+                while tx.sender_mut().write_count().expect("shmem-ipc ring") == 0 {
+                    tx.full_signal().read_exact(&mut [0u8; 8]).expect("eventfd read");
+                    syscalls += 1;
+                }
+            }
+        }
+        syscalls
+    }
+
+    /// Copies the frame (`header`, then `msg`) from byte `from` on into
+    /// `dst`, as much as fits; returns the bytes copied.
+    fn put(header: &[u8], msg: &[u8], from: usize, dst: &mut [u8]) -> usize {
+        let (mut n, mut start) = (0, 0);
+        for part in [header, msg] {
+            let end = start + part.len();
+            if n == dst.len() {
+                break;
+            }
+            if from + n < end {
+                let at = from + n - start;
+                let k = (end - start - at).min(dst.len() - n);
+                dst[n..n + k].copy_from_slice(&part[at..at + k]);
+                n += k;
+            }
+            start = end;
+        }
+        n
+    }
+
+    /// Receives one frame, copying its payload into `buf`, blocking while
+    /// the ring is empty; returns the payload's length and the system calls
+    /// made (eventfd reads and writes).
+    pub fn recv(rx: &mut Receiver<u8>, buf: &mut [u8]) -> (usize, u64) {
+        let mut header = [0u8; 4];
+        let (mut got, mut syscalls) = (0, 0);
+        loop {
+            let mut took = 0;
+            // SAFETY: as in `send`: this receiver and the other's sender.
+            let status = unsafe {
+                rx.receive_trusted(|src| {
+                    took = take(&mut header, buf, got, src);
+                    took
+                })
+            }
+            .expect("shmem-ipc receive");
+            syscalls += u64::from(status.signal);
+            got += took;
+            if got >= header.len() {
+                let len = u32::from_le_bytes(header) as usize;
+                if got == header.len() + len {
+                    return (len, syscalls);
+                }
+            }
+            if took == 0 {
+                // `Receiver::block_until_readable`, with its reads counted.
+                while rx.receiver_mut().read_count().expect("shmem-ipc ring") == 0 {
+                    rx.empty_signal().read_exact(&mut [0u8; 8]).expect("eventfd read");
+                    syscalls += 1;
+                }
+            }
+        }
+    }
+
+    /// Takes the frame's bytes from `from` on out of `src`, up to the
+    /// frame's end: the header into `header`, the payload into `buf`.
+    /// Returns the bytes taken.
+    fn take(header: &mut [u8; 4], buf: &mut [u8], from: usize, src: &[u8]) -> usize {
+        let mut n = 0;
+        if from < header.len() {
+            n = (header.len() - from).min(src.len());
+            header[from..from + n].copy_from_slice(&src[..n]);
+            if from + n < header.len() {
+                return n;
+            }
+        }
+        let len = u32::from_le_bytes(*header) as usize;
+        assert!(len <= buf.len(), "shmem-ipc frame of {len} bytes, over the buffer");
+        let at = from + n - header.len();
+        let k = (len - at).min(src.len() - n);
+        buf[at..at + k].copy_from_slice(&src[n..n + k]);
+        n + k
+    }
+}
+
 fn shm_options(size: usize, wait: WaitStrategy) -> RingOptions {
-    let capacity = ((size as u64 + 8) * 64).next_power_of_two().max(1 << 20);
+    let capacity = ring_capacity(size);
     RingOptions::new().capacity(capacity).max_message(size.max(64) as u32).wait(wait).unlink_on_drop(false)
 }
 
@@ -619,6 +806,24 @@ fn child_main(args: &[String]) {
             // until the parent has them all (it closes our stdin then).
             let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
         }
+        #[cfg(feature = "compare-shmem-ipc")]
+        (Transport::ShmemIpc, "tput") => {
+            // `name` is the inherited descriptors (`sipc::hand_off`).
+            let mut tx = sipc::open_sender(name, 0, size);
+            allocs_before = allocations();
+            for _ in 0..count {
+                syscalls += sipc::send(&mut tx, &msg);
+            }
+        }
+        #[cfg(feature = "compare-shmem-ipc")]
+        (Transport::ShmemIpc, "rtt") => {
+            let mut requests = sipc::open_receiver(name, 0, size);
+            let mut replies = sipc::open_sender(name, 1, size);
+            for _ in 0..count {
+                let (len, _) = sipc::recv(&mut requests, &mut buf);
+                sipc::send(&mut replies, &buf[..len]);
+            }
+        }
         other => panic!("no child for {other:?}"),
     }
     eprintln!("{syscalls} {}", allocations() - allocs_before);
@@ -739,6 +944,35 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
                 record(i, start);
             }
             drop(child.stdin.take());
+            child_report(child);
+        }
+        #[cfg(feature = "compare-shmem-ipc")]
+        Transport::ShmemIpc => {
+            let mut requests = sipc::new_sender(size);
+            let mut replies = sipc::new_receiver(size);
+            let (mut fds, mut keep) = (String::new(), Vec::new());
+            sipc::hand_off(
+                requests.memfd().as_file(),
+                requests.empty_signal(),
+                requests.full_signal(),
+                &mut fds,
+                &mut keep,
+            );
+            sipc::hand_off(
+                replies.memfd().as_file(),
+                replies.empty_signal(),
+                replies.full_signal(),
+                &mut fds,
+                &mut keep,
+            );
+            let child = spawn_child(transport, "rtt", size, total, &fds);
+            drop(keep);
+            for i in 0..total {
+                let start = Instant::now();
+                sipc::send(&mut requests, &msg);
+                sipc::recv(&mut replies, &mut buf);
+                record(i, start);
+            }
             child_report(child);
         }
         Transport::PingPong => {
@@ -904,6 +1138,27 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             drop(child.stdin.take());
             allocs += child_report(child).1;
         }
+        #[cfg(feature = "compare-shmem-ipc")]
+        Transport::ShmemIpc => {
+            let mut rx = sipc::new_receiver(size);
+            let (mut fds, mut keep) = (String::new(), Vec::new());
+            sipc::hand_off(rx.memfd().as_file(), rx.empty_signal(), rx.full_signal(), &mut fds, &mut keep);
+            let child = spawn_child(transport, "tput", size, count, &fds);
+            drop(keep);
+            let mut first = None;
+            let before = allocations();
+            for n in 1..=count {
+                let (len, calls) = sipc::recv(&mut rx, &mut buf);
+                assert_eq!(len, size, "shmem-ipc frame");
+                syscalls += calls;
+                timed(&mut first, n);
+            }
+            secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+            allocs += allocations() - before;
+            let (child_sys, child_allocs) = child_report(child);
+            syscalls += child_sys;
+            allocs += child_allocs;
+        }
         Transport::PingPong => unreachable!("ping-pong has no throughput row"),
     }
     // The first message started the clock: delivered - 1 intervals.
@@ -991,6 +1246,8 @@ fn main() {
         Transport::Mq,
         #[cfg(feature = "compare-iceoryx2")]
         Transport::Iceoryx2,
+        #[cfg(feature = "compare-shmem-ipc")]
+        Transport::ShmemIpc,
     ]
     .into_iter()
     .filter(|t| {
