@@ -316,14 +316,31 @@ fn pid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
+/// How long a role that this process is on record as holding is tried again
+/// before it is reported taken (see [`claim_role`]).
+const SPAWN_GRACE: Duration = Duration::from_millis(100);
+
 /// Takes `slot`'s lock in `segment`, or reports who holds it.
+///
+/// A child this process is spawning (`posix_spawn` and `vfork` run no fork
+/// handlers) holds copies of this process's descriptors until it execs,
+/// and with them the lock of a handle this process has just dropped. So when
+/// the holder on record is this process, the lock is tried again for a
+/// moment before the role is reported taken.
 fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), Error> {
-    if segment.try_lock(slot)? {
-        return Ok(());
+    let mut deadline = None;
+    loop {
+        if segment.try_lock(slot)? {
+            return Ok(());
+        }
+        let holder =
+            RingBacking::header(segment).participant(slot).map_or(0, |p| p.pid.load(crate::sync::Ordering::Relaxed));
+        let deadline = *deadline.get_or_insert_with(|| std::time::Instant::now() + SPAWN_GRACE);
+        if holder != pid() || std::time::Instant::now() >= deadline {
+            return Err(Error::AlreadyAttached { segment: segment.name().to_string(), role, pid: holder });
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let holder =
-        RingBacking::header(segment).participant(slot).map_or(0, |p| p.pid.load(crate::sync::Ordering::Relaxed));
-    Err(Error::AlreadyAttached { segment: segment.name().to_string(), role, pid: holder })
 }
 
 /// Takes the first producer slot of an MPSC segment that no live producer
@@ -337,29 +354,43 @@ fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), E
 fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
     let max = segment.identity().max_producers;
     let header = RingBacking::header(segment);
-    let mut blocked = None;
-    for n in 0..max as usize {
-        if segment.try_lock(Slot::Producer(n))? {
+    let relaxed = crate::sync::Ordering::Relaxed;
+    let mut deadline = None;
+    loop {
+        let mut blocked = None;
+        // A slot locked with this process's pid on record may be one this
+        // process has just let go of, held for a moment by a child being
+        // spawned (see `claim_role`).
+        let mut ours = false;
+        for n in 0..max as usize {
+            let slot = Slot::Producer(n);
+            if !segment.try_lock(slot)? {
+                ours |= header.participant(slot).is_some_and(|p| p.pid.load(relaxed) == pid());
+                continue;
+            }
             if ring::slot_reusable(segment, n) {
                 return Ok(n);
             }
             // Its holder is dead (we hold its lock) and its claim unresolved.
-            let relaxed = crate::sync::Ordering::Relaxed;
-            let attached = header
-                .participant(Slot::Producer(n))
-                .is_some_and(|p| p.state.load(relaxed) == crate::layout::SLOT_ATTACHED);
+            let attached =
+                header.participant(slot).is_some_and(|p| p.state.load(relaxed) == crate::layout::SLOT_ATTACHED);
             if attached && blocked.is_none() {
                 blocked = Some((n, header.claim(n).map_or(0, |line| line.start.load(relaxed))));
             }
-            segment.unlock(Slot::Producer(n))?;
+            segment.unlock(slot)?;
         }
-    }
-    let segment_name = segment.name().to_string();
-    match blocked {
-        Some((slot, position)) if !segment.is_locked(Slot::Consumer) => {
-            Err(Error::ProducerSlotBlocked { segment: segment_name, slot: slot as u32, position })
+        let deadline = *deadline.get_or_insert_with(|| std::time::Instant::now() + SPAWN_GRACE);
+        if ours && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
         }
-        _ => Err(Error::TooManyProducers { segment: segment_name, max }),
+        let segment_name = segment.name().to_string();
+        return match blocked {
+            Some((slot, position)) if !segment.is_locked(Slot::Consumer) => {
+                Err(Error::ProducerSlotBlocked { segment: segment_name, slot: slot as u32, position })
+            }
+            _ => Err(Error::TooManyProducers { segment: segment_name, max }),
+        };
     }
 }
 

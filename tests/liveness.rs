@@ -167,3 +167,42 @@ fn a_leaked_grant_is_discarded_when_its_producer_detaches() {
     assert_eq!(buf, b"b1");
     drop(c);
 }
+
+/// A child being spawned (std uses `posix_spawn`, which runs no fork
+/// handlers) holds copies of this process's descriptors until it execs, and
+/// with them the lock of a handle just dropped: reopening the role at that
+/// moment must not fail with `AlreadyAttached` (it did, now and then, in a
+/// test binary whose other tests spawn children).
+#[test]
+fn a_role_dropped_while_children_are_spawned_is_free_again_at_once() {
+    let segment = SegmentGuard::new("reattach-while-spawning");
+    let options = options(Kind::Spsc).unlink_on_drop(false);
+    let mut consumer = Consumer::create(segment.name(), &options).expect("create");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spawner = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut spawned = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && spawned < 20_000 {
+                if let Ok(mut child) = std::process::Command::new("true").spawn() {
+                    let _ = child.wait();
+                }
+                spawned += 1;
+            }
+            spawned
+        })
+    };
+    for round in 0..300 {
+        drop(consumer);
+        consumer = match Consumer::open(segment.name(), &options) {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("round {round}: reattach after a clean detach while children are spawned: {e:?}");
+            }
+        };
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let spawned = spawner.join().expect("spawner");
+    eprintln!("{spawned} children spawned meanwhile");
+}
