@@ -283,7 +283,7 @@ fn main() {
             match pipe_producer(*seconds, *size) {
                 Ok(_) => std::process::exit(0),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", common::chain(&*e));
                     std::process::exit(2)
                 }
             }
@@ -291,7 +291,7 @@ fn main() {
         Some(Role::PipeConsumer) => common::report(pipe_consumer),
         None => {
             if let Err(e) = demo(&cli) {
-                eprintln!("demo failed: {e}");
+                eprintln!("demo failed: {}", common::chain(&*e));
                 std::process::exit(1);
             }
         }

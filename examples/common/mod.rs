@@ -578,8 +578,21 @@ pub fn report(body: impl FnOnce() -> Result<Summary, Box<dyn Error>>) -> ! {
             std::process::exit(if summary.errors == 0 { 0 } else { 1 });
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", chain(e.as_ref()));
             std::process::exit(2);
         }
     }
+}
+
+/// An error and its causes, each said once (shmring's errors return the
+/// OS error as their `source()` rather than repeat it in their message).
+pub fn chain(e: &dyn Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
