@@ -316,17 +316,28 @@ fn pid() -> u32 {
     rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
-/// How long a role that this process is on record as holding is tried again
-/// before it is reported taken (see [`claim_role`]).
+/// How long a role whose lock is held while its slot says detached is tried
+/// again before it is reported taken (see [`claim_role`]).
 const SPAWN_GRACE: Duration = Duration::from_millis(100);
+
+/// Whether `slot`'s lock, found held, is more likely a child's passing copy
+/// of a dropped handle's descriptor than a live holder: the slot does not
+/// say attached (a holder marks it attached right after taking the lock,
+/// and detached before letting go).
+fn held_in_passing(segment: &Segment, slot: Slot) -> bool {
+    RingBacking::header(segment)
+        .participant(slot)
+        .is_some_and(|p| p.state.load(crate::sync::Ordering::Acquire) != crate::layout::SLOT_ATTACHED)
+}
 
 /// Takes `slot`'s lock in `segment`, or reports who holds it.
 ///
-/// A child this process is spawning (`posix_spawn` and `vfork` run no fork
-/// handlers) holds copies of this process's descriptors until it execs,
-/// and with them the lock of a handle this process has just dropped. So when
-/// the holder on record is this process, the lock is tried again for a
-/// moment before the role is reported taken.
+/// A child being spawned (`posix_spawn` and `vfork` run no fork handlers)
+/// holds copies of its parent's descriptors until it execs, and with them
+/// the lock of a handle the parent has just dropped. So a lock held while
+/// the slot says detached is tried again for a moment before the role is
+/// reported taken; a live holder's slot says attached, and is reported at
+/// once.
 fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), Error> {
     let mut deadline = None;
     loop {
@@ -336,7 +347,7 @@ fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), E
         let holder =
             RingBacking::header(segment).participant(slot).map_or(0, |p| p.pid.load(crate::sync::Ordering::Relaxed));
         let deadline = *deadline.get_or_insert_with(|| std::time::Instant::now() + SPAWN_GRACE);
-        if holder != pid() || std::time::Instant::now() >= deadline {
+        if !held_in_passing(segment, slot) || std::time::Instant::now() >= deadline {
             return Err(Error::AlreadyAttached { segment: segment.name().to_string(), role, pid: holder });
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -358,14 +369,13 @@ fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
     let mut deadline = None;
     loop {
         let mut blocked = None;
-        // A slot locked with this process's pid on record may be one this
-        // process has just let go of, held for a moment by a child being
-        // spawned (see `claim_role`).
-        let mut ours = false;
+        // A slot locked while it says detached may be held for a moment by
+        // a child being spawned (see `claim_role`).
+        let mut in_passing = false;
         for n in 0..max as usize {
             let slot = Slot::Producer(n);
             if !segment.try_lock(slot)? {
-                ours |= header.participant(slot).is_some_and(|p| p.pid.load(relaxed) == pid());
+                in_passing |= held_in_passing(segment, slot);
                 continue;
             }
             if ring::slot_reusable(segment, n) {
@@ -380,7 +390,7 @@ fn take_producer_slot(segment: &Segment) -> Result<usize, Error> {
             segment.unlock(slot)?;
         }
         let deadline = *deadline.get_or_insert_with(|| std::time::Instant::now() + SPAWN_GRACE);
-        if ours && std::time::Instant::now() < deadline {
+        if in_passing && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
