@@ -10,15 +10,14 @@ use crate::error::{
     TrySendError,
 };
 use crate::fork::{ProcessLocal, Scope};
-use crate::layout::{Kind, Slot, MAX_PRODUCERS};
+use crate::layout::{Kind, Slot, FLAG_HANDED_OUT, MAX_PRODUCERS};
 use crate::ring::{self, RingBacking, Stats};
 use crate::segment::{self, Expect, Segment, Shape};
+use crate::sync::Ordering;
 use crate::wait::WaitStrategy;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Default data region size: 1 MiB.
@@ -475,7 +474,7 @@ macro_rules! handle_accessors {
             pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<$handle, Error> {
                 let path = path.as_ref();
                 options.check_liveness_interval(&path.to_string_lossy())?;
-                Self::attach(Segment::create_file(path, &options.shape())?, options, Lend::IfTrusted)
+                Self::attach(Segment::create_file(path, &options.shape())?, options)
             }
 
             #[doc = concat!("Opens the file-backed segment at `path` as ", $role, ". After a restart of the machine ")]
@@ -491,7 +490,7 @@ macro_rules! handle_accessors {
             pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<$handle, Error> {
                 let path = path.as_ref();
                 options.check_liveness_interval(&path.to_string_lossy())?;
-                Self::attach(Segment::open_file(path, &options.expect())?, options, Lend::IfTrusted)
+                Self::attach(Segment::open_file(path, &options.expect())?, options)
             }
 
             /// Writes every message committed so far, and the consumer's
@@ -582,8 +581,9 @@ macro_rules! handle_accessors {
 /// lock dies with the parent, whatever its children do. A grant or borrowed
 /// message the forking thread held is left over in the child: it keeps
 /// showing the same bytes (a mapping with a view lent in place is copied
-/// for the child, not blanked), and what is written or committed through it
-/// goes nowhere. A child
+/// for the child, not blanked; a guard leaked with `mem::forget` counts as
+/// lent for good, so every later fork copies that ring), and what is
+/// written or committed through it goes nowhere. A child
 /// that needs the ring attaches afresh ([`Producer::open`],
 /// [`AnonymousRing::producer`], ...).
 ///
@@ -592,9 +592,6 @@ macro_rules! handle_accessors {
 pub struct Producer {
     ring: ProcessLocal<ring::Producer<Segment>>,
     wait: WaitStrategy,
-    /// Held while grants may be views of an anonymous ring's memory (see
-    /// [`AnonymousRing::send_over`]).
-    _lender: Option<Arc<()>>,
     poison: Poison,
 }
 
@@ -604,7 +601,7 @@ impl Producer {
     pub fn create(name: &str, options: &RingOptions) -> Result<Producer, Error> {
         options.check_liveness_interval(name)?;
         let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
-        Self::attach(segment, options, Lend::IfTrusted)
+        Self::attach(segment, options)
     }
 
     /// Opens the existing segment `name` as a producer.
@@ -617,11 +614,10 @@ impl Producer {
     /// consumer is attached to skip them.
     pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
         options.check_liveness_interval(name)?;
-        Self::attach(Segment::open(name, &options.expect())?, options, Lend::IfTrusted)
+        Self::attach(Segment::open(name, &options.expect())?, options)
     }
 
-    fn attach(segment: Segment, options: &RingOptions, lend: Lend) -> Result<Producer, Error> {
-        let lender = lend.decide(&segment, options);
+    fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
         let mut ring = match segment.kind() {
             Kind::Spsc => {
                 claim_role(&segment, Slot::Producer(0), "producer")?;
@@ -633,8 +629,9 @@ impl Producer {
             }
         };
         ring.set_liveness_interval(options.liveness_interval);
-        ring.set_borrow_in_place(lender.is_some());
-        Ok(Producer { ring: ProcessLocal::new(ring), wait: options.wait, _lender: lender, poison: Poison::default() })
+        let lends = may_lend(ring.backing(), ring.slot(), options);
+        ring.set_borrow_in_place(lends);
+        Ok(Producer { ring: ProcessLocal::new(ring), wait: options.wait, poison: Poison::default() })
     }
 
     /// Whether a [`Grant`] is the ring's own memory (`true`) or a buffer
@@ -777,9 +774,6 @@ impl std::ops::DerefMut for Grant<'_> {
 pub struct Consumer {
     ring: ProcessLocal<ring::Consumer<Segment>>,
     wait: WaitStrategy,
-    /// Held while reads may be views of an anonymous ring's memory (see
-    /// [`AnonymousRing::send_over`]).
-    _lender: Option<Arc<()>>,
     poison: Poison,
 }
 
@@ -789,7 +783,7 @@ impl Consumer {
     pub fn create(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
         options.check_liveness_interval(name)?;
         let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
-        Self::attach(segment, options, Lend::IfTrusted)
+        Self::attach(segment, options)
     }
 
     /// Opens the existing segment `name` as its consumer, continuing from
@@ -797,17 +791,17 @@ impl Consumer {
     /// [`Error::AlreadyAttached`] while another live consumer holds it.
     pub fn open(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
         options.check_liveness_interval(name)?;
-        Self::attach(Segment::open(name, &options.expect())?, options, Lend::IfTrusted)
+        Self::attach(Segment::open(name, &options.expect())?, options)
     }
 
-    fn attach(segment: Segment, options: &RingOptions, lend: Lend) -> Result<Consumer, Error> {
-        let lender = lend.decide(&segment, options);
+    fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {
         claim_role(&segment, Slot::Consumer, "consumer")?;
         let kind = segment.kind();
         let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
         ring.set_liveness_interval(options.liveness_interval);
-        ring.set_borrow_in_place(lender.is_some());
-        Ok(Consumer { ring: ProcessLocal::new(ring), wait: options.wait, _lender: lender, poison: Poison::default() })
+        let lends = may_lend(ring.backing(), Slot::Consumer, options);
+        ring.set_borrow_in_place(lends);
+        Ok(Consumer { ring: ProcessLocal::new(ring), wait: options.wait, poison: Poison::default() })
     }
 
     /// Copies the next message into `buf` (replacing its contents), blocking
@@ -934,28 +928,11 @@ impl Consumer {
 pub struct AnonymousRing {
     segment: Segment,
     label: String,
-    /// Received over a socket, or sent over one: who holds it now cannot be
-    /// proven (a socket's peer credentials name whoever made or connected
-    /// it, not whoever holds its other end now), so its handles never lend
-    /// the ring's memory (the trust rule, see
-    /// [`RingOptions::borrow_in_place`]).
-    handed_out: AtomicBool,
-    /// One count per handle attached through this ring that lends its
-    /// memory in place.
-    lenders: Arc<()>,
 }
 
 impl AnonymousRing {
-    fn new(segment: Segment, label: String, handed_out: bool) -> Self {
-        AnonymousRing { segment, label, handed_out: AtomicBool::new(handed_out), lenders: Arc::new(()) }
-    }
-
-    fn lend(&self) -> Lend {
-        if self.handed_out.load(Ordering::Relaxed) {
-            Lend::Never
-        } else {
-            Lend::Anonymous(Arc::clone(&self.lenders))
-        }
+    fn new(segment: Segment, label: String) -> Self {
+        AnonymousRing { segment, label }
     }
 
     /// Creates an anonymous ring of the options' kind and shape. `label` names
@@ -963,7 +940,7 @@ impl AnonymousRing {
     #[doc(alias = "memfd_create")]
     pub fn create(label: &str, options: &RingOptions) -> Result<AnonymousRing, Error> {
         options.check_liveness_interval(label)?;
-        Ok(AnonymousRing::new(Segment::create_memfd(label, &options.shape())?, label.to_owned(), false))
+        Ok(AnonymousRing::new(Segment::create_memfd(label, &options.shape())?, label.to_owned()))
     }
 
     /// Opens the ring whose memfd is descriptor `fd` of this process (for
@@ -974,7 +951,7 @@ impl AnonymousRing {
     pub fn open_inherited(fd: RawFd, options: &RingOptions) -> Result<AnonymousRing, Error> {
         let label = format!("fd{fd}");
         options.check_liveness_interval(&label)?;
-        Ok(AnonymousRing::new(Segment::open_memfd(fd, &label, &options.expect(), Scope::Inherited)?, label, false))
+        Ok(AnonymousRing::new(Segment::open_memfd(fd, &label, &options.expect(), Scope::Inherited)?, label))
     }
 
     /// Sends the ring's descriptor over a Unix stream socket (`SCM_RIGHTS`,
@@ -982,22 +959,30 @@ impl AnonymousRing {
     ///
     /// Whoever holds the socket's other end can then write the ring, and
     /// nothing proves who that is (peer credentials name whoever made or
-    /// connected the socket). So a ring is sent only while no handle of
-    /// this process lends its memory in place ([`Error::PermissionDenied`]
-    /// otherwise: send it before attaching them, or attach them with
-    /// [`RingOptions::borrow_in_place`]`(false)`), and handles attached
-    /// afterwards copy (the trust rule).
+    /// connected the socket). So the ring is first marked as handed out, in
+    /// its own header, for every process and every `AnonymousRing` of it:
+    /// from then on no handle lends its memory in place. And it is sent only
+    /// while no live handle, in any process, lends it
+    /// ([`Error::PermissionDenied`] otherwise: send it before attaching
+    /// them, or attach them with [`RingOptions::borrow_in_place`]`(false)`).
     pub fn send_over(&self, socket: &UnixStream) -> Result<(), Error> {
-        if Arc::strong_count(&self.lenders) > 1 {
+        // SeqCst, as the attach side (`may_lend`): either a handle sees the
+        // mark and copies, or this sees the handle's `lends` and refuses.
+        let header = self.segment.header();
+        header.identity.flags.fetch_or(FLAG_HANDED_OUT, Ordering::SeqCst);
+        let producers = (0..self.segment.identity().max_producers as usize).map(Slot::Producer);
+        let lending = std::iter::once(Slot::Consumer).chain(producers).any(|slot| {
+            header.ring.participant(slot).is_some_and(|p| p.lends.load(Ordering::SeqCst) != 0)
+                && self.segment.is_locked(slot)
+        });
+        if lending {
             return Err(Error::PermissionDenied {
                 segment: format!("memfd:{}", self.label),
-                detail: "it would be sent to another process while handles of this process lend its memory in \
-                         place: send it before attaching them, or attach them with \
-                         RingOptions::borrow_in_place(false)"
+                detail: "it would be sent to another process while a live handle lends its memory in place: \
+                         send it before attaching handles, or attach them with RingOptions::borrow_in_place(false)"
                     .to_owned(),
             });
         }
-        self.handed_out.store(true, Ordering::Relaxed);
         use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
         let fds = [self.segment.fd()];
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -1039,17 +1024,19 @@ impl AnonymousRing {
         // Reopened: the received descriptor shares the sender's open file
         // description, and so would its locks.
         let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect(), Scope::Inherited)?;
-        Ok(AnonymousRing::new(segment, label, true))
+        // Crossed a socket: nobody's handles lend it in place any more.
+        segment.header().identity.flags.fetch_or(FLAG_HANDED_OUT, Ordering::SeqCst);
+        Ok(AnonymousRing::new(segment, label))
     }
 
     /// Attaches as a producer (reopening the memfd: see the type's docs).
     pub fn producer(&self, options: &RingOptions) -> Result<Producer, Error> {
-        Producer::attach(self.reopen(options)?, options, self.lend())
+        Producer::attach(self.reopen(options)?, options)
     }
 
     /// Attaches as the consumer (reopening the memfd: see the type's docs).
     pub fn consumer(&self, options: &RingOptions) -> Result<Consumer, Error> {
-        Consumer::attach(self.reopen(options)?, options, self.lend())
+        Consumer::attach(self.reopen(options)?, options)
     }
 
     fn reopen(&self, options: &RingOptions) -> Result<Segment, Error> {
@@ -1058,30 +1045,24 @@ impl AnonymousRing {
     }
 }
 
-/// Who may lend a new handle's memory in place (the trust rule, see
-/// [`RingOptions::borrow_in_place`]).
-enum Lend {
-    /// A named segment or a file: as the segment's owner and mode say.
-    IfTrusted,
-    /// An anonymous ring made here or inherited: as its owner says, counted
-    /// in the ring's lenders.
-    Anonymous(Arc<()>),
-    /// An anonymous ring that crossed a socket.
-    Never,
-}
-
-impl Lend {
-    /// The count a lending handle holds (`Some`), or `None` if it copies.
-    fn decide(self, segment: &Segment, options: &RingOptions) -> Option<Arc<()>> {
-        if !options.borrow_in_place || !segment.writers_trusted() {
-            return None;
-        }
-        match self {
-            Lend::IfTrusted => Some(Arc::new(())),
-            Lend::Anonymous(lenders) => Some(lenders),
-            Lend::Never => None,
-        }
+/// Whether the handle just attached in `slot` may lend the segment's memory
+/// in place (the trust rule, see [`RingOptions::borrow_in_place`]), recorded
+/// in its slot's `lends` for [`AnonymousRing::send_over`]: lending is
+/// recorded first, then the handed-out mark read (both SeqCst, as
+/// `send_over` marks then reads), and withdrawn if the mark is there.
+fn may_lend(segment: &Segment, slot: Slot, options: &RingOptions) -> bool {
+    let header = segment.header();
+    let Some(participant) = header.ring.participant(slot) else { return false };
+    if !options.borrow_in_place || !segment.writers_trusted() {
+        participant.lends.store(0, Ordering::SeqCst);
+        return false;
     }
+    participant.lends.store(1, Ordering::SeqCst);
+    if header.identity.flags.load(Ordering::SeqCst) & FLAG_HANDED_OUT != 0 {
+        participant.lends.store(0, Ordering::SeqCst);
+        return false;
+    }
+    true
 }
 
 impl AsFd for AnonymousRing {

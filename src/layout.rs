@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! offset  size  line
-//!      0   128  identity: magic, version, kind, sizes, creator, checksum, state
+//!      0   128  identity: magic, version, kind, sizes, creator, checksum, state,
+//!               flags
 //!    128   128  producer line: tail (next position to claim), messages sent,
 //!               producer attaches
 //!    256   128  consumer line: head, messages read, freeing_to, torn records
@@ -134,7 +135,15 @@ pub struct Identity {
     pub checksum: AtomicU64,
     /// [`STATE_INITIALIZING`], then [`STATE_READY`].
     pub state: AtomicU32,
+    /// [`FLAG_HANDED_OUT`], once set. Not covered by the checksum: a forged
+    /// flag can only make handles copy rather than lend.
+    pub flags: AtomicU32,
 }
+
+/// [`Identity::flags`]: the segment's descriptor crossed a socket (an
+/// anonymous ring sent or received): who can write it cannot be known, so no
+/// handle lends its memory in place (the trust rule).
+pub const FLAG_HANDED_OUT: u32 = 1;
 
 /// A plain copy of the identity fields, as read from (or to be written to) a
 /// header.
@@ -327,8 +336,9 @@ pub struct Participant {
     pub pid: AtomicU32,
     /// How many times the slot has been taken.
     pub attachments: AtomicU32,
-    /// Reserved, zero.
-    pub reserved: AtomicU32,
+    /// 1 while the holder lends the ring's memory in place (a descriptor is
+    /// not sent while a live holder does: see `AnonymousRing::send_over`).
+    pub lends: AtomicU32,
 }
 
 /// What a file-backed ring needs to survive a restart of the machine. Shared
@@ -446,6 +456,7 @@ mod pinned {
 
     const_assert_eq!(size_of::<FutexWord>(), 4);
     const_assert_eq!(size_of::<Identity>(), 72);
+    const_assert_eq!(offset_of!(Identity, flags), 68);
     const_assert_eq!(offset_of!(Identity, checksum), 56);
     const_assert_eq!(offset_of!(Identity, state), 64);
     const_assert_eq!(size_of::<Participant>(), 16);

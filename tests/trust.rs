@@ -79,7 +79,7 @@ fn an_anonymous_ring_that_crossed_a_socket_stops_lending() {
     assert!(consumer.borrows_in_place(), "a ring of this process");
     let (here, there) = UnixStream::pair().expect("socketpair");
     match ring.send_over(&here) {
-        Err(Error::PermissionDenied { detail, .. }) => assert!(detail.contains("lend its memory"), "{detail}"),
+        Err(Error::PermissionDenied { detail, .. }) => assert!(detail.contains("lends its memory"), "{detail}"),
         other => panic!("sent while a handle lends in place: {other:?}"),
     }
     drop(consumer);

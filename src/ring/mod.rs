@@ -339,15 +339,17 @@ impl PeerWatch {
 }
 
 /// Marks `slot` attached by `pid`; a producer also counts its attach in the
-/// producer line, after marking its slot (see `ProducersWatch::all_gone`).
+/// producer line, before marking its slot (see `ProducersWatch::all_gone`).
 pub(crate) fn mark_attached(header: &RingHeader, slot: Slot, pid: u32) {
     if let Some(p) = header.participant(slot) {
         p.pid.store(pid, Ordering::Relaxed);
         p.attachments.fetch_add(1, Ordering::Relaxed);
-        p.state.store(SLOT_ATTACHED, Ordering::Release);
+        // Counted before the slot says attached: whoever sees the slot
+        // attached (and anything it then does) sees the count moved.
         if let Slot::Producer(_) = slot {
             header.producer.attaches.fetch_add(1, Ordering::Release);
         }
+        p.state.store(SLOT_ATTACHED, Ordering::Release);
     }
 }
 
@@ -355,6 +357,8 @@ pub(crate) fn mark_attached(header: &RingHeader, slot: Slot, pid: u32) {
 /// parked on this side notices at once.
 pub(crate) fn mark_detached(header: &RingHeader, slot: Slot, peer_line: &WakeLine, stats: &mut Stats) {
     if let Some(p) = header.participant(slot) {
+        // No longer lending in place (see `AnonymousRing::send_over`).
+        p.lends.store(0, Ordering::Relaxed);
         p.state.store(SLOT_DETACHED, Ordering::Release);
     }
     // A fresh waker: whoever is announced must hear of the detach.
