@@ -5,7 +5,7 @@
 //!      0   128  identity: magic, version, kind, sizes, creator, checksum, state,
 //!               flags
 //!    128   128  producer line: tail (next position to claim), messages sent,
-//!               producer attaches
+//!               producer attaches and detaches
 //!    256   128  consumer line: head, messages read, freeing_to, torn records
 //!    384   128  consumer wake line: futex word + sleeper count
 //!    512   128  producer wake line: futex word + sleeper count
@@ -21,7 +21,7 @@
 //! Version 2 added the consumer line's `freeing_to` and `torn_records`, the
 //! claim lines (MPSC) and the persistence line (file-backed rings). Version 3
 //! changes the record stamp (lap-aware: see `ring::record`) and adds the
-//! producer line's `attaches`. Segments of other versions are refused by name.
+//! producer line's `changes`. Segments of other versions are refused by name.
 //!
 //! Every field is an atomic, including the identity that is written once: the
 //! mapping is shared with processes we do not trust, and an atomic read of a
@@ -244,10 +244,10 @@ pub struct ProducerLine {
     /// Messages committed since creation (for tools; nothing synchronises on
     /// it).
     pub messages: AtomicU64,
-    /// Producer attaches since creation, each counted (Release) after its
-    /// slot is marked attached: a consumer that sees no producer attached
-    /// checks that this did not move while it looked at the slots.
-    pub attaches: AtomicU64,
+    /// Producer attaches and clean detaches since creation, each counted
+    /// (Release) before its slot says so: a consumer that sees no producer
+    /// attached checks that this did not move while it looked at the slots.
+    pub changes: AtomicU64,
 }
 
 /// Written by the consumer only.
@@ -470,7 +470,7 @@ mod pinned {
     const_assert_eq!(offset_of!(RingHeader, producer_slots), 640);
     const_assert_eq!(offset_of!(WakeLine, sleepers), 4);
     const_assert_eq!(offset_of!(ProducerLine, messages), 8);
-    const_assert_eq!(offset_of!(ProducerLine, attaches), 16);
+    const_assert_eq!(offset_of!(ProducerLine, changes), 16);
     const_assert_eq!(offset_of!(ConsumerLine, messages), 8);
     const_assert_eq!(offset_of!(ConsumerLine, freeing_to), 16);
     const_assert_eq!(offset_of!(ConsumerLine, torn_records), 24);

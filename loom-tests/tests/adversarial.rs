@@ -47,3 +47,32 @@ fn a_rolling_restart_of_producers_is_never_disconnected() {
         drop(new);
     });
 }
+
+/// The same restart where the supervisor reacts to the new producer's slot
+/// saying attached (as one polling the segment with the inspector would),
+/// not to its attach returning: the old one detaches as soon as the new
+/// slot says attached, possibly before anything else the attach does.
+#[test]
+fn a_restart_that_reacts_to_the_slot_state_is_never_disconnected() {
+    use shmring::ring::RingBacking;
+    model("a_restart_that_reacts_to_the_slot_state_is_never_disconnected", || {
+        let ring = Arc::new(HeapRing::with_killable_producers(64, 24));
+        let mut consumer = Consumer::attach(Arc::clone(&ring), 2, Kind::Mpsc).expect("attach consumer");
+        let old = producer(&ring, 1);
+        let new_ring = Arc::clone(&ring);
+        let attacher = thread::spawn(move || producer(&new_ring, 0));
+        let supervisor_ring = Arc::clone(&ring);
+        let supervisor = thread::spawn(move || {
+            let slot = &supervisor_ring.header().producer_slots.0[0];
+            while slot.state.load(std::sync::atomic::Ordering::Acquire) != shmring::layout::SLOT_ATTACHED {
+                thread::yield_now();
+            }
+            drop(old);
+        });
+        let outcome = consumer.try_recv(&mut Vec::new());
+        supervisor.join().unwrap();
+        let new = attacher.join().unwrap();
+        assert_ne!(outcome, Err(Stop::Disconnected), "Disconnected although a producer was attached at every instant");
+        drop(new);
+    });
+}

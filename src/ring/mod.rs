@@ -338,18 +338,24 @@ impl PeerWatch {
     }
 }
 
-/// Marks `slot` attached by `pid`; a producer also counts its attach in the
-/// producer line, before marking its slot (see `ProducersWatch::all_gone`).
+/// Marks `slot` attached by `pid`; a producer also counts the change in the
+/// producer line first (see `ProducersWatch::all_gone`).
 pub(crate) fn mark_attached(header: &RingHeader, slot: Slot, pid: u32) {
     if let Some(p) = header.participant(slot) {
         p.pid.store(pid, Ordering::Relaxed);
         p.attachments.fetch_add(1, Ordering::Relaxed);
-        // Counted before the slot says attached: whoever sees the slot
-        // attached (and anything it then does) sees the count moved.
-        if let Slot::Producer(_) = slot {
-            header.producer.attaches.fetch_add(1, Ordering::Release);
-        }
+        count_producer_change(header, slot);
         p.state.store(SLOT_ATTACHED, Ordering::Release);
+    }
+}
+
+/// Counts a producer's attach or detach in the producer line, before its
+/// slot says so: a consumer that read a slot before one producer attached
+/// and another slot after another detached (a rolling restart) sees the
+/// count moved, whichever the order in which it saw them.
+fn count_producer_change(header: &RingHeader, slot: Slot) {
+    if let Slot::Producer(_) = slot {
+        header.producer.changes.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -359,6 +365,7 @@ pub(crate) fn mark_detached(header: &RingHeader, slot: Slot, peer_line: &WakeLin
     if let Some(p) = header.participant(slot) {
         // No longer lending in place (see `AnonymousRing::send_over`).
         p.lends.store(0, Ordering::Relaxed);
+        count_producer_change(header, slot);
         p.state.store(SLOT_DETACHED, Ordering::Release);
     }
     // A fresh waker: whoever is announced must hear of the detach.

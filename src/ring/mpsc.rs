@@ -314,8 +314,8 @@ impl ProducersWatch {
     /// one did. Reads every slot's state; asks the kernel whether an attached
     /// one is alive only when `due` says a probe is due.
     fn all_gone<B: RingBacking>(&mut self, backing: &B, due: &mut Due) -> bool {
-        let attaches = &backing.header().producer.attaches;
-        let before = attaches.load(Ordering::Acquire);
+        let changes = &backing.header().producer.changes;
+        let before = changes.load(Ordering::Acquire);
         let mut any = false;
         for watch in &mut self.producers {
             match watch.status(backing, || due.now(&mut self.limiter)) {
@@ -326,9 +326,11 @@ impl ProducersWatch {
         }
         // The slots are read one by one: a producer that attached during
         // the scan (before another detached, in a rolling restart) may have
-        // been read before it marked its slot. It counted its attach first
-        // (Release), and whoever saw the other's detach sees that count.
-        any && (crate::sync::mutant("no_attach_count") || attaches.load(Ordering::Acquire) == before)
+        // been read before it marked its slot. Both counted their change
+        // first (Release): if `before` shows the detach's count, the attach
+        // that came before it shows in the scan; if not, the detach seen in
+        // the scan shows its count now.
+        any && (crate::sync::mutant("no_attach_count") || changes.load(Ordering::Acquire) == before)
     }
 }
 
