@@ -81,9 +81,6 @@ pub enum DieAt {
     Claimed = 1,
     /// After the claim marker (and padding), before the commit.
     Marked = 2,
-    /// Right after its CAS, whether it won (a claim without a marker) or
-    /// lost (an intent at a position it never claimed).
-    AfterCas = 3,
 }
 
 impl<B: RingBacking> Producer<B> {
@@ -199,9 +196,6 @@ impl<B: RingBacking> Producer<B> {
                 return Err(Stop::Timeout);
             }
             if header.producer.tail.compare_exchange_weak(tail, end, claim(), Ordering::Relaxed).is_err() {
-                if self.dies_at(DIE_AFTER_CAS) {
-                    return Err(Stop::Timeout);
-                }
                 backoff.spin();
                 continue;
             }
@@ -209,7 +203,7 @@ impl<B: RingBacking> Producer<B> {
                 line.end.store(end, Ordering::Relaxed);
                 line.start.store(tail, Ordering::Release);
             }
-            if self.dies_at(DIE_CLAIMED) || self.dies_at(DIE_AFTER_CAS) {
+            if self.dies_at(DIE_CLAIMED) {
                 return Err(Stop::Timeout);
             }
             let position = tail + padding;
@@ -245,7 +239,6 @@ impl<B: RingBacking> Producer<B> {
 const DIE_INTENT: u8 = 0;
 const DIE_CLAIMED: u8 = 1;
 const DIE_MARKED: u8 = 2;
-const DIE_AFTER_CAS: u8 = 3;
 
 /// Whether producer slot `slot`, whose lock the caller holds, can be taken:
 /// never used, cleanly detached, or its dead holder's last claim is resolved
