@@ -295,20 +295,36 @@ impl RingOptions {
     }
 }
 
-/// Makes durable what is committed in `segment` (see [`Producer::flush`]).
-fn flush(segment: &Segment, sync: bool) -> Result<(), Error> {
+/// Makes durable what is committed in `segment` (see [`Producer::flush`]):
+/// writes back the records from the durable tail (or `head`) on, then raises
+/// the durable tail and writes the header back. MPSC: every record committed
+/// before the call, including those after another producer's open claim
+/// (see [`ring::durable`]).
+fn flush(segment: &Segment) -> Result<(), Error> {
+    use crate::sync::Ordering;
     let header = RingBacking::header(segment);
     let persistence = &header.persistence;
-    let durable = persistence.durable_tail.load(crate::sync::Ordering::Acquire);
-    let from = durable.max(header.consumer.head.load(crate::sync::Ordering::Acquire));
-    let end = ring::persist::committed_end(segment, from);
-    segment.write_back(from, end, sync)?;
-    if sync {
-        // Only once the records are on the disk may the header say so.
-        persistence.durable_tail.fetch_max(end, crate::sync::Ordering::Release);
-        segment.write_back(end, end, true)?;
+    let claimed = header.producer.tail.load(Ordering::Acquire);
+    // Before the write-back: a producer that commits below `claimed` from
+    // now on writes its payload back itself.
+    persistence.flush_pending.fetch_max(claimed, Ordering::SeqCst);
+    crate::sync::fence(Ordering::SeqCst);
+    // From the first claim an earlier flush went past while it was open (it
+    // may be committed now), or else the durable tail.
+    let unsettled = persistence.unsettled_from.load(Ordering::Acquire);
+    let durable = persistence.durable_tail.load(Ordering::Acquire);
+    let from = durable.min(unsettled).max(header.consumer.head.load(Ordering::Acquire));
+    let (end, first_open) = ring::persist::flush_end(segment, from, claimed);
+    segment.write_back(from, end, true)?;
+    // Only once the records are on the disk may the header say so. Either
+    // of two racing flushes leaves a valid `unsettled_from`: each walk saw
+    // every record before its first open claim committed.
+    persistence.durable_tail.fetch_max(end, Ordering::Release);
+    let settled_to = first_open.unwrap_or(end);
+    if settled_to > unsettled {
+        let _ = persistence.unsettled_from.compare_exchange(unsettled, settled_to, Ordering::AcqRel, Ordering::Relaxed);
     }
-    Ok(())
+    segment.write_back(end, end, true)
 }
 
 fn pid() -> u32 {
@@ -508,16 +524,23 @@ macro_rules! handle_accessors {
             #[doc(alias = "msync")]
             pub fn flush(&self) -> Result<(), Error> {
                 self.this_process()?;
-                flush(self.ring.backing(), true)
+                flush(self.ring.backing())?;
+                self.release_after_flush()
             }
 
-            /// Starts writing back what is committed (`msync(MS_ASYNC)`)
-            /// without waiting: cheaper, and it promises nothing after a crash
-            /// of the machine (recovery keeps only what [`flush`](Self::flush)
-            /// made durable).
+            /// Starts writing back what is committed and the header
+            /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) without waiting for
+            /// the disk, so that a later [`flush`](Self::flush) has less to
+            /// wait for. It promises nothing after a crash of the machine:
+            /// recovery keeps only what `flush` made durable. A no-op for
+            /// shared memory and memfd rings.
             pub fn flush_async(&self) -> Result<(), Error> {
                 self.this_process()?;
-                flush(self.ring.backing(), false)
+                let segment = self.ring.backing();
+                let header = RingBacking::header(segment);
+                let from = header.consumer.head.load(crate::sync::Ordering::Acquire);
+                let to = header.producer.tail.load(crate::sync::Ordering::Acquire);
+                segment.start_write_back(from, to)
             }
 
             /// This handle's counters (in a forked child: as they were at the
@@ -615,6 +638,11 @@ impl Producer {
     pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
         options.check_liveness_interval(name)?;
         Self::attach(Segment::open(name, &options.expect())?, options)
+    }
+
+    /// A producer's flush moves only the durable tail.
+    fn release_after_flush(&self) -> Result<(), Error> {
+        Ok(())
     }
 
     fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
@@ -792,6 +820,21 @@ impl Consumer {
     pub fn open(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
         options.check_liveness_interval(name)?;
         Self::attach(Segment::open(name, &options.expect())?, options)
+    }
+
+    /// A consumer's flush also makes its position durable (the header was
+    /// just written back with it) and, in a file ring, releases the space
+    /// before it to the producers (see [`ring::durable`]).
+    fn release_after_flush(&self) -> Result<(), Error> {
+        let segment = self.ring.backing();
+        if !segment.persistent() {
+            return Ok(());
+        }
+        let mpsc = segment.kind() == Kind::Mpsc;
+        if ring::durable::release_and_wake(segment, self.ring.position(), mpsc) {
+            return Ok(());
+        }
+        Err(Error::from_os(segment.name(), "msync", rustix::io::Errno::IO))
     }
 
     fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {

@@ -1,4 +1,4 @@
-//! The `#[repr(C)]` header at the start of every segment (layout version 3).
+//! The `#[repr(C)]` header at the start of every segment (layout version 4).
 //!
 //! ```text
 //! offset  size  line
@@ -14,14 +14,19 @@
 //!   1792  8192  producer claim lines (64 x 128 bytes): each MPSC producer's
 //!               claim intent and message count, one line per producer
 //!   9984   128  persistence line: durable tail, boot id, records lost to a
-//!               machine restart (file-backed rings)
+//!               machine restart, durable head, flush in progress, release
+//!               wanted, unsettled claims (file-backed rings)
 //!  10112        end of header; the data region starts at 12288 (or the next page)
 //! ```
 //!
 //! Version 2 added the consumer line's `freeing_to` and `torn_records`, the
 //! claim lines (MPSC) and the persistence line (file-backed rings). Version 3
 //! changes the record stamp (lap-aware: see `ring::record`) and adds the
-//! producer line's `changes`. Segments of other versions are refused by name.
+//! producer line's `changes`. Version 4 adds the persistence line's
+//! `durable_head`, `flush_pending`, `release_wanted` and `unsettled_from`:
+//! file-backed rings
+//! reuse space only behind a consumer position that is on the disk (see
+//! `ring::durable`). Segments of other versions are refused by name.
 //!
 //! Every field is an atomic, including the identity that is written once: the
 //! mapping is shared with processes we do not trust, and an atomic read of a
@@ -38,7 +43,7 @@ use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering};
 /// `b"SHMRING\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// The layout version this build reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// `state` while the creator is still writing the header.
 pub const STATE_INITIALIZING: u32 = 0;
 /// `state` once the header is complete (stored with Release).
@@ -359,6 +364,25 @@ pub struct PersistenceLine {
     pub lost_records: AtomicU64,
     /// How many recoveries after a restart the segment has been through.
     pub recoveries: AtomicU64,
+    /// File-backed rings: a consumer position that the header on the disk
+    /// has reached (`msync` of the header with `head` at or past it
+    /// completed before this word was raised). Producers reuse space only up
+    /// to this plus the capacity, so nothing a recovery may keep is
+    /// overwritten. Raised only by the consumer (MPSC: after zeroing the
+    /// space it frees).
+    pub durable_head: AtomicU64,
+    /// File-backed MPSC rings: the claim position a `flush` covers, stored
+    /// (SeqCst) before it writes the records back. A producer committing a
+    /// record that starts below it writes its payload back first.
+    pub flush_pending: AtomicU64,
+    /// File-backed rings: non-zero while a producer waits for the consumer
+    /// to raise `durable_head`.
+    pub release_wanted: AtomicU64,
+    /// File-backed MPSC rings: where the next `flush` starts writing back:
+    /// the first claim that was still open when a flush went past it (its
+    /// commit, which may come later, is written back by the next flush), or
+    /// the durable tail.
+    pub unsettled_from: AtomicU64,
 }
 
 /// The part of the header the ring algorithms use.
@@ -481,6 +505,10 @@ mod pinned {
     const_assert_eq!(offset_of!(RingHeader, persistence), 9856);
     const_assert_eq!(offset_of!(PersistenceLine, boot_id), 8);
     const_assert_eq!(offset_of!(PersistenceLine, lost_records), 24);
+    const_assert_eq!(offset_of!(PersistenceLine, durable_head), 40);
+    const_assert_eq!(offset_of!(PersistenceLine, flush_pending), 48);
+    const_assert_eq!(offset_of!(PersistenceLine, release_wanted), 56);
+    const_assert_eq!(offset_of!(PersistenceLine, unsettled_from), 64);
     const_assert_eq!(size_of::<SegmentHeader>(), 10112);
     const_assert!(size_of::<SegmentHeader>() as u64 <= HEADER_BYTES);
     // Every lock byte lies inside the header, before the data region.

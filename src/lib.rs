@@ -78,6 +78,9 @@ pub mod payload;
 #[cfg(not(shmring_loom))]
 #[allow(unsafe_code)]
 mod segment;
+#[cfg(not(shmring_loom))]
+#[doc(hidden)]
+pub mod testing;
 
 #[cfg(not(shmring_loom))]
 pub use channel::{

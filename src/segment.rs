@@ -199,6 +199,9 @@ pub(crate) struct Segment {
     /// Whether every process that can write the segment runs as this
     /// process's user (see [`writers_trusted`](Self::writers_trusted)).
     writers_trusted: bool,
+    /// A regular file: the ring outlives the machine (see
+    /// [`crate::ring::durable`]).
+    persistent: bool,
 }
 
 // SAFETY: the segment owns its descriptor and mapping; nothing in it is tied
@@ -233,7 +236,16 @@ impl Segment {
         let fd = SegmentFd::open(&name, "open", Scope::Process, || {
             rustix::fs::open(path, flags, Mode::from_raw_mode(shape.mode))
         })?;
-        let created = Self::init(&name, fd, shape, false);
+        let created = Self::init(&name, fd, shape, false).and_then(|mut segment| {
+            segment.persistent = true;
+            // The header on the disk and the file in its directory, before
+            // anyone is told the ring exists: a crash after this returns
+            // leaves a ring that reopens.
+            segment.msync(0, segment.identity.total_size, true)?;
+            rustix::fs::fsync(&segment.fd).map_err(|e| Error::from_os(&name, "fsync", e))?;
+            sync_directory_of(path).map_err(|e| Error::from_os(&name, "fsync (directory)", e))?;
+            Ok(segment)
+        });
         if created.is_err() {
             let _ = std::fs::remove_file(path);
         }
@@ -308,7 +320,8 @@ impl Segment {
         let fd = SegmentFd::open(&name, "open", Scope::Process, || {
             rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         })?;
-        let segment = Self::attach(&name, fd, expect, true)?;
+        let mut segment = Self::attach(&name, fd, expect, true)?;
+        segment.persistent = true;
         segment.recover_if_restarted()?;
         Ok(segment)
     }
@@ -462,7 +475,17 @@ impl Segment {
         // are never handed to a ring, which is the only writer.
         let region = unsafe { Region::from_raw(data, identity.capacity as usize, mapping.lent.as_deref()) };
         let writers_trusted = false;
-        Ok(Segment { name: Arc::from(name), region, mapping, fd, identity, unlink_on_drop, writers_trusted })
+        let persistent = false;
+        Ok(Segment {
+            name: Arc::from(name),
+            region,
+            mapping,
+            fd,
+            identity,
+            unlink_on_drop,
+            writers_trusted,
+            persistent,
+        })
     }
 
     /// The segment's descriptor (the memfd to hand to another process).
@@ -500,7 +523,66 @@ impl Segment {
         unsafe {
             rustix::mm::msync(self.mapping.base.as_ptr().add(start as usize).cast(), (end - start) as usize, flags)
         }
-        .map_err(|e| Error::from_os(&self.name, "msync", e))
+        .map_err(|e| Error::from_os(&self.name, "msync", e))?;
+        if sync && crate::testing::write_back_hooked() {
+            crate::testing::written_back(&self.name, start, &self.copy_of(start, end));
+        }
+        Ok(())
+    }
+
+    /// The mapping's bytes `start..end` (inside it), copied (for the
+    /// write-back hook of the tests).
+    #[cold]
+    fn copy_of(&self, start: u64, end: u64) -> Vec<u8> {
+        let len = (end - start) as usize;
+        let mut copy = Vec::with_capacity(len);
+        // SAFETY: `start..end` lies inside the mapping (the caller checked it
+        // against the mapping's length), which lives as long as `self`; the
+        // destination is `len` bytes of the new vector's capacity, which do
+        // not overlap it, initialised before `set_len`. Bytes a peer writes
+        // meanwhile read as garbage, as in `Region::append_to`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.mapping.base.as_ptr().add(start as usize), copy.as_mut_ptr(), len);
+            copy.set_len(len);
+        }
+        copy
+    }
+
+    /// Starts writing back the pages of the header and of positions
+    /// `from..to` (at most a lap) without waiting for the disk
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A no-op for segments that
+    /// are not files.
+    pub(crate) fn start_write_back(&self, from: u64, to: u64) -> Result<(), Error> {
+        if !self.persistent {
+            return Ok(());
+        }
+        let capacity = self.identity.capacity;
+        let data = self.identity.data_offset;
+        let mut ranges = vec![(0, data)];
+        let mut at = from;
+        while at < to && to - at <= capacity {
+            let offset = at & (capacity - 1);
+            let len = (to - at).min(capacity - offset);
+            ranges.push((data + offset, len));
+            at += len;
+        }
+        for (offset, len) in ranges {
+            // SAFETY: `sync_file_range` takes integers only; the descriptor is
+            // open (owned by self).
+            let rc = unsafe {
+                libc::sync_file_range(
+                    self.fd.as_raw_fd(),
+                    offset as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            if rc != 0 {
+                let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
+                return Err(Error::from_os(&self.name, "sync_file_range", errno));
+            }
+        }
+        Ok(())
     }
 
     /// File segments: if the machine restarted since the segment was last
@@ -678,6 +760,37 @@ impl RingBacking for Segment {
     fn is_alive(&self, slot: Slot) -> bool {
         self.is_locked(slot)
     }
+    fn persistent(&self) -> bool {
+        self.persistent
+    }
+    fn sync_header(&self) -> bool {
+        self.msync(0, HEADER_BYTES, true).is_ok()
+    }
+    fn sync_positions(&self, from: u64, to: u64) -> bool {
+        let capacity = self.identity.capacity;
+        let data = self.identity.data_offset;
+        let mut at = from;
+        while at < to && to - at <= capacity {
+            let offset = at & (capacity - 1);
+            let len = (to - at).min(capacity - offset);
+            if self.msync(data + offset, len, true).is_err() {
+                return false;
+            }
+            at += len;
+        }
+        true
+    }
+}
+
+/// `fsync` of the directory holding `path`, so that the file's entry is on
+/// the disk.
+fn sync_directory_of(path: &Path) -> Result<(), Errno> {
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let dir = rustix::fs::open(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::fs::fsync(&dir)
 }
 
 impl Drop for Segment {

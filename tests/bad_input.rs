@@ -159,9 +159,9 @@ fn objects_that_are_not_shmring_segments() {
 #[test]
 fn wrong_version_kind_size_and_checksum() {
     let segment = made("version");
-    rewrite_consistently(&segment, VERSION_AT, &2u32.to_le_bytes());
+    rewrite_consistently(&segment, VERSION_AT, &3u32.to_le_bytes());
     let err = Consumer::open(segment.name(), &options()).unwrap_err();
-    assert!(matches!(err, Error::VersionMismatch { found: 2, expected: 3, .. }), "{err:?}");
+    assert!(matches!(err, Error::VersionMismatch { found: 3, expected: 4, .. }), "{err:?}");
 
     let segment = made("kind");
     rewrite_consistently(&segment, KIND_AT, &Kind::Mpsc.code().to_le_bytes());

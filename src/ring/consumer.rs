@@ -3,6 +3,7 @@
 //! also zeroes consumed space and resolves records whose producer died (see
 //! [`super::mpsc`]).
 
+use super::durable;
 use super::mpsc::{ProducersWatch, Step};
 use super::record::{decode, Record, HEADER_LEN};
 use super::region::View;
@@ -39,6 +40,9 @@ pub struct Consumer<B: RingBacking> {
     in_place: bool,
     /// Where `read` copies a payload to when it may not lend it in place.
     staging: Vec<u8>,
+    /// A file ring: consumed space is released to producers only once this
+    /// position is on the disk (see [`super::durable`]).
+    persistent: bool,
 }
 
 /// A committed message found at `head`: `len` payload bytes at
@@ -80,6 +84,15 @@ impl<B: RingBacking> Consumer<B> {
                 header.consumer.head.store(head, publish());
             }
         }
+        let persistent = backing.persistent();
+        if persistent {
+            let durable = header.persistence.durable_head.load(Ordering::Acquire);
+            if durable % 8 != 0 || durable > head || head - durable > capacity {
+                return Err(corrupted(format!(
+                    "durable head {durable} is misaligned or outside head {head} minus a lap"
+                )));
+            }
+        }
         let word = backing.region().word(head).load(observe());
         if word != 0 {
             decode(word, head, capacity, max_message).map_err(|what| Corrupted::new(backing.name(), what))?;
@@ -100,6 +113,7 @@ impl<B: RingBacking> Consumer<B> {
             park_slice: crate::wait::PARK_SLICE,
             in_place: false,
             staging: Vec::new(),
+            persistent,
             backing,
         })
     }
@@ -191,6 +205,10 @@ impl<B: RingBacking> Consumer<B> {
                 }
             };
             if let Step::Wait = step {
+                // Idle: a producer may be waiting for the durable head.
+                if self.persistent && durable::release_due(&self.backing, self.head, self.capacity) {
+                    self.release_durably();
+                }
                 return Ok(None);
             }
         }
@@ -214,16 +232,35 @@ impl<B: RingBacking> Consumer<B> {
 
     /// Frees everything from `head` to `end` and wakes a producer waiting
     /// for room. MPSC zeroes it first, saying so in `freeing_to` so that a
-    /// consumer killed in the middle is finished by the next.
+    /// consumer killed in the middle is finished by the next. A file ring
+    /// instead releases space in larger steps once `head` is on the disk
+    /// (see [`super::durable`]).
     pub(super) fn free_to(&mut self, end: u64) {
         let header = self.backing.header();
-        if self.mpsc.is_some() {
+        if self.mpsc.is_some() && !self.persistent {
             header.consumer.freeing_to.store(end, Ordering::Relaxed);
             self.backing.region().zero_positions(self.head, end);
         }
         self.head = end;
         header.consumer.head.store(end, publish());
+        if self.persistent && durable::release_due(&self.backing, end, self.capacity) {
+            // Wakes the producers itself.
+            self.release_durably();
+            return;
+        }
         self.waker.wake_if_sleeping(&header.producer_wake, &mut self.stats);
+    }
+
+    /// File rings: makes `head` durable and releases the space before it to
+    /// the producers (see [`durable::release`]); `false` if the write-back
+    /// failed.
+    pub fn release_durably(&mut self) -> bool {
+        if !self.persistent {
+            return true;
+        }
+        let released = durable::release(&self.backing, self.head, self.mpsc.is_some());
+        self.waker.wake_if_sleeping(&self.backing.header().producer_wake, &mut self.stats);
+        released
     }
 
     fn release(&mut self, found: Found) {

@@ -33,6 +33,7 @@ pub mod record;
 pub mod region;
 
 mod consumer;
+pub mod durable;
 mod mpsc;
 pub mod persist;
 mod producer;
@@ -70,6 +71,23 @@ pub trait RingBacking {
     /// says it is attached, and at most every probe interval
     /// ([`crate::wait::PROBE_INTERVAL`] by default).
     fn is_alive(&self, slot: Slot) -> bool;
+    /// Whether the ring outlives the machine (a file): producers then reuse
+    /// space only behind the durable head (see [`durable`]).
+    fn persistent(&self) -> bool {
+        false
+    }
+    /// Writes the header back to the disk and waits (`msync(MS_SYNC)`);
+    /// `false` if that failed. Called only when [`persistent`](Self::persistent).
+    fn sync_header(&self) -> bool {
+        true
+    }
+    /// Writes the data of positions `from..to` (at most a lap) back to the
+    /// disk and waits; `false` if that failed. Called only when
+    /// [`persistent`](Self::persistent).
+    fn sync_positions(&self, from: u64, to: u64) -> bool {
+        let _ = (from, to);
+        true
+    }
 }
 
 impl<T: RingBacking + ?Sized> RingBacking for Arc<T> {
@@ -90,6 +108,15 @@ impl<T: RingBacking + ?Sized> RingBacking for Arc<T> {
     }
     fn is_alive(&self, slot: Slot) -> bool {
         (**self).is_alive(slot)
+    }
+    fn persistent(&self) -> bool {
+        (**self).persistent()
+    }
+    fn sync_header(&self) -> bool {
+        (**self).sync_header()
+    }
+    fn sync_positions(&self, from: u64, to: u64) -> bool {
+        (**self).sync_positions(from, to)
     }
 }
 

@@ -92,7 +92,9 @@ impl<B: RingBacking> Producer<B> {
         if slot >= backing.max_producers() as usize {
             return Err(Corrupted::new(backing.name(), format!("producer slot {slot} does not exist")));
         }
-        let head = header.consumer.head.load(observe());
+        // A file ring's producers reuse space behind the durable head, not
+        // the consumer's head (see `durable`).
+        let head = super::durable::limit_word(&backing).load(observe());
         if head % 8 != 0 || head > MAX_POSITION {
             return Err(Corrupted::new(
                 backing.name(),
@@ -130,6 +132,9 @@ impl<B: RingBacking> Producer<B> {
     pub(super) fn mpsc_claim(&mut self, slot: usize, len: u32, pace: Pace) -> Result<Option<Claim>, Stop> {
         let capacity = self.capacity;
         let size = record_size(u64::from(len));
+        // A file ring keeps the word at the claim position free (see
+        // `durable`).
+        let reserve = if self.persistent && !crate::sync::mutant("no_claim_reserve") { 8 } else { 0 };
         let backoff = Backoff::new();
         loop {
             let header = self.backing.header();
@@ -144,10 +149,10 @@ impl<B: RingBacking> Producer<B> {
             let Some(end) = tail.checked_add(padding + size) else {
                 return Err(self.corrupted(format!("claim position {tail} is at the end of the position space")));
             };
-            if tail < self.cached_head || end - self.cached_head > capacity {
+            if tail < self.cached_head || end + reserve - self.cached_head > capacity {
                 // Looks full, or the tail is older than our head: read the
                 // consumer's head.
-                let head = header.consumer.head.load(observe());
+                let head = self.limit();
                 if head % 8 != 0 || head < self.cached_head {
                     return Err(self.corrupted(format!(
                         "consumer head {head} went back from {} or is misaligned",
@@ -169,7 +174,7 @@ impl<B: RingBacking> Producer<B> {
                         "claim position {tail} is more than the capacity {capacity} ahead of head {head}"
                     )));
                 }
-                if end - head > capacity {
+                if end + reserve - head > capacity {
                     // Full: withdraw the intent (a parked producer must not
                     // look like the owner of a claim it lost). Release, like
                     // every change of `start`: whoever reads the withdrawal
@@ -182,6 +187,9 @@ impl<B: RingBacking> Producer<B> {
                     header.claims[slot].start.store(NO_CLAIM, Ordering::Release);
                     if self.watch.peer_gone(&self.backing, pace) {
                         return Err(Stop::Disconnected);
+                    }
+                    if self.persistent {
+                        self.want_release(head);
                     }
                     return Ok(None);
                 }

@@ -7,8 +7,11 @@
 //! a checksum on every record, the header keeps a *durable tail*: `flush`
 //! writes back every committed record up to some position, and only then
 //! raises `durable_tail` to it and writes the header back. Recovery after a
-//! restart keeps what is before `max(head, durable_tail)` and drops (zeroes
-//! and counts) the rest, so a torn record is never delivered.
+//! restart keeps the records from `head` to `max(head, durable_tail)` and
+//! drops (zeroes and counts) the rest, so a torn record is never delivered.
+//! What keeps those records from being overwritten after their flush, and
+//! MPSC records committed after an open claim whole, is in
+//! [`super::durable`].
 //!
 //! A process that dies does not lose its writes: they are in the page cache,
 //! which the next process maps. Recovery is needed only when the machine
@@ -21,25 +24,29 @@ use crate::error::Corrupted;
 use crate::layout::{MAX_POSITION, NO_CLAIM};
 use crate::sync::{observe, Ordering};
 
-/// The end of the run of committed records (messages, padding, discarded
-/// records) that starts at `from`: the first position whose word is zero, a
-/// claim marker or invalid, at most a lap on.
+/// How far a flush may go from `from`: the end of the run of records that are
+/// committed (messages, padding, discarded records) or, below `covered`,
+/// claimed and marked (MPSC: open claims, whose producers write their payload
+/// back before committing once `flush_pending` covers them; see
+/// [`super::durable`]). Stops at the first zero word (the end, or a claim
+/// not marked yet), at a claim at or past `covered`, or at an invalid word,
+/// at most a lap on. Returns that end and the first open claim it went past.
 ///
-/// The consumer may free records while this walks over them, and a freed
-/// record may be zeroed or already hold the next lap's bytes. Since the
-/// consumer zeroes before it publishes `head`, and producers write only
-/// below `head + capacity`, a word read while `head` (read after it) is still
-/// at or before it is the record that was there; otherwise the walk goes on
-/// from `head`, which is always a record boundary.
-pub fn committed_end<B: RingBacking>(backing: &B, from: u64) -> u64 {
+/// The consumer may free records while this walks over them. A freed record
+/// is not reused before `durable_head` passes it (file rings) and is zeroed
+/// only then, so a word read while `head` (read after it) is still at or
+/// before it is the record that was there; otherwise the walk goes on from
+/// `head`, which is always a record boundary.
+pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64) -> (u64, Option<u64>) {
     if from > MAX_POSITION {
         // A position no side accepts: nothing to make durable.
-        return from;
+        return (from, None);
     }
     let region = backing.region();
     let head = &backing.header().consumer.head;
     let capacity = region.len() as u64;
     let (mut start, mut at) = (from, from);
+    let mut first_open = None;
     // Each step moves forward by a record or to a later head; the cap keeps
     // a walk racing a fast consumer finite.
     for _ in 0..2 * capacity / 8 {
@@ -47,34 +54,57 @@ pub fn committed_end<B: RingBacking>(backing: &B, from: u64) -> u64 {
         let consumed_to = head.load(Ordering::Acquire);
         if consumed_to > at {
             if consumed_to > MAX_POSITION {
-                return at;
+                break;
             }
             (start, at) = (consumed_to, consumed_to);
+            first_open = first_open.filter(|open| *open >= consumed_to);
             continue;
         }
         if word == 0 {
-            return at;
+            break;
         }
         let size = match decode(word, at, capacity, backing.max_message()) {
             Ok(record @ (Record::Message { .. } | Record::Padding { .. } | Record::Discarded { .. })) => record.size(),
-            Ok(Record::Claimed { .. }) | Err(_) => return at,
+            Ok(record @ Record::Claimed { .. }) if at < covered => {
+                first_open.get_or_insert(at);
+                record.size()
+            }
+            Ok(Record::Claimed { .. }) | Err(_) => break,
         };
         if at + size - start > capacity {
-            return at;
+            break;
         }
         at += size;
     }
-    at
+    (at, first_open)
+}
+
+/// [`flushable_end`], waiting up to a millisecond for a claim below
+/// `covered` whose producer has not marked it yet (a window of a few
+/// instructions between its claim and its marker): `flush` covers every
+/// record committed before it, whatever other producers hold open, unless a
+/// producer stopped or died in that window.
+pub fn flush_end<B: RingBacking>(backing: &B, from: u64, covered: u64) -> (u64, Option<u64>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1);
+    loop {
+        let (end, first_open) = flushable_end(backing, from, covered);
+        if end >= covered || backing.region().word(end).load(observe()) != 0 || std::time::Instant::now() >= deadline {
+            return (end, first_open);
+        }
+        std::thread::yield_now();
+    }
 }
 
 /// Recovery after a restart of the machine. The caller holds the recovery
 /// lock, and no participant from before the restart can be alive.
 ///
-/// Keeps the records before `max(head, durable_tail)`, zeroes every other
-/// byte of the region (so neither side can read a torn record, and the free
-/// space reads zero as both protocols require), and resets the positions and
-/// claims that only live participants could have been using. Returns how
-/// many records it dropped (also added to the header's `lost_records`).
+/// Keeps the records from `head` to `max(head, durable_tail)` that decode
+/// as records of their positions (all of them, unless the file was damaged
+/// otherwise), zeroes every other byte of the region (so neither side can
+/// read a torn record, and the free space reads zero as both protocols
+/// require), and resets the positions and claims that only live
+/// participants could have been using. Returns how many records it dropped
+/// (also added to the header's `lost_records`).
 pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<u64, Corrupted> {
     let header = backing.header();
     let region = backing.region();
@@ -91,33 +121,48 @@ pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<u64, Corrupt
             ),
         ));
     }
+    // The kept records must all decode; a damaged one ends what is kept.
+    let (keep, _) = walk_records(backing, head, keep);
     // Count what is dropped: the records that still decode after `keep`.
-    let mut lost_records = 0;
-    let mut at = keep;
-    while at - keep < capacity {
-        let word = region.word(at).load(observe());
-        if word == 0 {
-            break;
-        }
-        let Ok(record) = decode(word, at, capacity, backing.max_message()) else { break };
-        if at + record.size() - keep > capacity {
-            break;
-        }
-        if matches!(record, Record::Message { .. } | Record::Claimed { .. }) {
-            lost_records += 1;
-        }
-        at += record.size();
-    }
+    let (_, lost_records) = walk_records(backing, keep, keep + capacity);
     region.zero_positions(keep, head + capacity);
     header.producer.tail.store(keep, Ordering::Relaxed);
-    header.persistence.durable_tail.store(keep, Ordering::Relaxed);
+    let persistence = &header.persistence;
+    persistence.durable_tail.store(keep, Ordering::Relaxed);
+    persistence.durable_head.store(head, Ordering::Relaxed);
+    persistence.flush_pending.store(keep, Ordering::Relaxed);
+    persistence.unsettled_from.store(keep, Ordering::Relaxed);
+    persistence.release_wanted.store(0, Ordering::Relaxed);
     let freeing_to = &header.consumer.freeing_to;
     freeing_to.store(freeing_to.load(Ordering::Relaxed).min(keep), Ordering::Relaxed);
     for claim in &header.claims {
         claim.start.store(NO_CLAIM, Ordering::Relaxed);
     }
-    let persistence = &header.persistence;
     persistence.lost_records.fetch_add(lost_records, Ordering::Relaxed);
     persistence.recoveries.fetch_add(1, Ordering::Relaxed);
     Ok(lost_records)
+}
+
+/// Walks the records from `from` towards `to` (at most a lap on): returns
+/// where the run of records that decode as records of their positions ends
+/// (at most `to`) and how many messages and claims it holds.
+fn walk_records<B: RingBacking>(backing: &B, from: u64, to: u64) -> (u64, u64) {
+    let region = backing.region();
+    let capacity = region.len() as u64;
+    let (mut at, mut messages) = (from, 0);
+    while at < to {
+        let word = region.word(at).load(observe());
+        if word == 0 {
+            break;
+        }
+        let Ok(record) = decode(word, at, capacity, backing.max_message()) else { break };
+        if at + record.size() - from > capacity || at + record.size() > to {
+            break;
+        }
+        if matches!(record, Record::Message { .. } | Record::Claimed { .. }) {
+            messages += 1;
+        }
+        at += record.size();
+    }
+    (at, messages)
 }

@@ -22,7 +22,8 @@ pub struct Producer<B: RingBacking> {
     pub(super) backing: B,
     pub(super) capacity: u64,
     pub(super) max_message: u32,
-    /// The consumer's `head` as last read; refreshed only when the ring looks
+    /// The consumer's `head` (a file ring: `durable_head`, see
+    /// [`super::durable`]) as last read; refreshed only when the ring looks
     /// full, so streaming does not pull the consumer's line every message.
     pub(super) cached_head: u64,
     /// SPSC: the next position to write (authoritative: only this handle
@@ -49,6 +50,8 @@ pub struct Producer<B: RingBacking> {
     in_place: bool,
     /// Where a grant is written when it may not be a view of the ring.
     staging: Vec<u8>,
+    /// A file ring (see [`super::durable`]).
+    pub(super) persistent: bool,
     /// Loom models only: where this producer stops as if killed.
     #[cfg(shmring_loom)]
     pub(super) die_at: Option<super::mpsc::DieAt>,
@@ -77,6 +80,7 @@ impl<B: RingBacking> Producer<B> {
             open_claim: None,
             in_place: false,
             staging: Vec::new(),
+            persistent: backing.persistent(),
             #[cfg(shmring_loom)]
             die_at: None,
             backing,
@@ -126,6 +130,17 @@ impl<B: RingBacking> Producer<B> {
         Slot::Producer(self.mpsc_slot.unwrap_or(0))
     }
 
+    /// Where the space producers may write ends, minus the capacity: the
+    /// consumer's `head` (a file ring: `durable_head`), read with Acquire.
+    #[inline]
+    pub(super) fn limit(&self) -> u64 {
+        if self.persistent && !crate::sync::mutant("limit_from_head") {
+            self.backing.header().persistence.durable_head.load(crate::sync::observe())
+        } else {
+            self.backing.header().consumer.head.load(crate::sync::observe())
+        }
+    }
+
     pub(super) fn corrupted(&self, what: String) -> Stop {
         Stop::Corrupted(Corrupted::new(self.backing.name(), what))
     }
@@ -154,11 +169,40 @@ impl<B: RingBacking> Producer<B> {
         let word = encode(TAG_MESSAGE, claim.len, claim.position, self.capacity);
         match self.mpsc_slot {
             None => self.spsc_publish(claim.position, size, word),
-            Some(slot) => self.mpsc_publish(slot, claim.position, word),
+            Some(slot) => {
+                if self.persistent {
+                    self.write_back_if_flushed_over(claim.position, size);
+                }
+                self.mpsc_publish(slot, claim.position, word)
+            }
         }
         self.stats.messages += 1;
         self.stats.bytes += u64::from(claim.len);
         self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+    }
+
+    /// A file ring's MPSC producer, before committing the record at
+    /// `position`: if a `flush` has covered that position (it went past
+    /// this open claim), writes the payload back first, so that the commit
+    /// word never reaches the disk without it (see [`super::durable`]).
+    #[cold]
+    #[inline(never)]
+    fn write_back_if_flushed_over(&mut self, position: u64, size: u64) {
+        crate::sync::flush_fence();
+        let pending = self.backing.header().persistence.flush_pending.load(crate::sync::Ordering::Relaxed);
+        if position < pending {
+            // A failure is reported by the flush that covers the record
+            // (`msync` reports the file's write-back errors to every caller).
+            let _ = self.backing.sync_positions(position, position + size);
+        }
+    }
+
+    /// Asks the consumer of a file ring to release space (it waits for the
+    /// durable head, not for the consumer), and wakes it if it sleeps.
+    pub(super) fn want_release(&mut self, limit: u64) {
+        if super::durable::want_release(&self.backing, limit) {
+            self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+        }
     }
 
     /// Gives up a claim without publishing a message. SPSC: the space is

@@ -45,10 +45,14 @@ impl<B: RingBacking> Producer<B> {
             }
         }
         header.producer.tail.store(tail, Ordering::Relaxed);
+        let limit = super::durable::limit_word(&backing).load(Ordering::Acquire);
+        if limit % 8 != 0 || limit > head {
+            return Err(corrupted(format!("durable head {limit} is misaligned or past head {head}")));
+        }
         // The single producer is the only one that sleeps on this line.
         forget_dead_sleepers(&header.producer_wake);
         mark_attached(header, Slot::Producer(0), pid);
-        Ok(Producer::new(backing, head, tail, None))
+        Ok(Producer::new(backing, limit, tail, None))
     }
 
     /// Room for a `len`-byte record, or `None` when full. Publishes the
@@ -62,7 +66,7 @@ impl<B: RingBacking> Producer<B> {
         let padding = if offset + size > capacity { capacity - offset } else { 0 };
         let needed = padding + size + HEADER_LEN;
         if tail + needed - self.cached_head > capacity {
-            let head = self.backing.header().consumer.head.load(observe());
+            let head = self.limit();
             if head % 8 != 0 || head < self.cached_head || head > tail {
                 return Err(self.corrupted(format!(
                     "consumer head {head} is outside the valid range {}..={tail} or misaligned",
@@ -75,6 +79,9 @@ impl<B: RingBacking> Producer<B> {
                 // there is room, messages wait in the ring for the next one.
                 if self.watch.peer_gone(&self.backing, pace) {
                     return Err(Stop::Disconnected);
+                }
+                if self.persistent {
+                    self.want_release(head);
                 }
                 return Ok(None);
             }
