@@ -22,7 +22,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 /// The protocol weakenings a loom build can be run with, each named by
 /// what it breaks.
 #[cfg_attr(not(shmring_loom), allow(dead_code))]
-pub const MUTANTS: [&str; 22] = [
+pub const MUTANTS: [&str; 20] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
@@ -43,8 +43,6 @@ pub const MUTANTS: [&str; 22] = [
     "limit_from_head",          // file ring producers reuse space behind head, not the durable head
     "release_before_sync",      // file ring consumer raises the durable head before the header is on disk
     "no_release_zeroing",       // file MPSC consumer releases space without zeroing it
-    "no_claim_reserve",         // file MPSC claims may fill the ring to the last word
-    "no_flush_fence",           // file MPSC commit reads flush_pending without the SeqCst fence
 ];
 
 /// Whether this (loom) build runs with the named mutant: `SHMRING_MUTANT`
@@ -93,16 +91,6 @@ pub(crate) fn publish() -> Ordering {
 #[inline(always)]
 pub(crate) fn observe() -> Ordering {
     unless_mutant("relaxed_observe", Ordering::Acquire)
-}
-
-/// A file ring's MPSC commit: the StoreLoad barrier between writing the
-/// payload and reading `flush_pending` (pairs with the SeqCst store of
-/// `flush_pending` by `flush`; see `ring::durable`).
-#[inline(always)]
-pub(crate) fn flush_fence() {
-    if !mutant("no_flush_fence") {
-        fence(Ordering::SeqCst);
-    }
 }
 
 /// The waker's StoreLoad barrier: between publishing and reading the peer's

@@ -13,9 +13,11 @@
 //! of the header had reached before it was raised; every `head` the disk can
 //! hold is at or past it.
 //!
-//! Only the consumer raises `durable_head` (`release`): when it has consumed
-//! half a lap past it, when a producer waits for it (`release_wanted`), and in
-//! its `flush`. An MPSC consumer of a file ring does not zero what it consumes
+//! The consumer raises `durable_head` (`release`): when it has consumed half
+//! a lap past it, when an MPSC producer waits for it (`release_wanted`), and
+//! in its `flush`. An SPSC producer that would otherwise wait raises it
+//! itself (`release_by_producer`), so it never depends on the consumer's
+//! next call; MPSC producers do (their release must zero space, below). An MPSC consumer of a file ring does not zero what it consumes
 //! (the disk's `head` may be older, and recovery must find those records
 //! whole): it zeroes the range it releases, after the header is on the disk
 //! and before producers may claim it, and being the only one that zeroes, it
@@ -86,7 +88,22 @@ pub fn release<B: RingBacking>(backing: &B, head: u64, zero: bool) -> bool {
     if zero && !crate::sync::mutant("no_release_zeroing") {
         backing.region().zero_positions(durable, head);
     }
-    persistence.durable_head.store(head, publish());
+    persistence.durable_head.fetch_max(head, publish());
+    true
+}
+
+/// An SPSC producer of a file ring that would otherwise wait for the
+/// consumer to release: makes the consumer's `head` durable itself (writes
+/// the header back after reading it) and raises `durable_head` to it. SPSC
+/// only: an MPSC release must zero, which only the consumer does. Returns
+/// whether it raised anything.
+pub(super) fn release_by_producer<B: RingBacking>(backing: &B, limit: u64) -> bool {
+    let header = backing.header();
+    let head = header.consumer.head.load(Ordering::Acquire);
+    if head <= limit || head - limit > backing.region().len() as u64 || !backing.sync_header() {
+        return false;
+    }
+    header.persistence.durable_head.fetch_max(head, publish());
     true
 }
 

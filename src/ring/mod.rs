@@ -413,6 +413,9 @@ pub struct HeapRing {
     /// Per producer slot, set when a model "kills" it. Only MPSC models have
     /// it, so SPSC models pay no extra loom operations.
     dead: Option<Vec<crate::sync::AtomicU32>>,
+    /// A file ring's model: the `head` of the last header write-back (see
+    /// [`HeapRing::file`]).
+    synced_head: Option<crate::sync::AtomicU64>,
 }
 
 #[cfg(shmring_loom)]
@@ -426,7 +429,20 @@ impl HeapRing {
             max_message,
             producers: 2,
             dead: None,
+            synced_head: None,
         }
+    }
+
+    /// A file ring's model: persistent, and a header write-back records the
+    /// consumer's `head` as the disk would then hold it
+    /// ([`synced_head`](Self::synced_head)).
+    pub fn file(capacity: usize, max_message: u32) -> Self {
+        HeapRing { synced_head: Some(crate::sync::AtomicU64::new(0)), ..HeapRing::new(capacity, max_message) }
+    }
+
+    /// The `head` the last header write-back put on the (modelled) disk.
+    pub fn synced_head(&self) -> u64 {
+        self.synced_head.as_ref().map_or(0, |head| head.load(Ordering::Acquire))
     }
 
     /// The same with `producers` producer slots in use (2 by default; at
@@ -494,5 +510,14 @@ impl RingBacking for HeapRing {
             (Slot::Producer(n), Some(dead)) => dead.get(n).is_some_and(|flag| flag.load(Ordering::Acquire) == 0),
             _ => true,
         }
+    }
+    fn persistent(&self) -> bool {
+        self.synced_head.is_some()
+    }
+    fn sync_header(&self) -> bool {
+        if let Some(synced) = &self.synced_head {
+            synced.fetch_max(self.header.consumer.head.load(Ordering::Acquire), Ordering::AcqRel);
+        }
+        true
     }
 }

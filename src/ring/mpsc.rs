@@ -95,10 +95,14 @@ impl<B: RingBacking> Producer<B> {
         // A file ring's producers reuse space behind the durable head, not
         // the consumer's head (see `durable`).
         let head = super::durable::limit_word(&backing).load(observe());
-        if head % 8 != 0 || head > MAX_POSITION {
+        let consumed_to = header.consumer.head.load(observe());
+        if head % 8 != 0 || head > MAX_POSITION || head > consumed_to {
             return Err(Corrupted::new(
                 backing.name(),
-                format!("head {head} is not 8-byte aligned or beyond the largest position {MAX_POSITION}"),
+                format!(
+                    "head {head} is not 8-byte aligned, beyond the largest position {MAX_POSITION} or past the \
+                     consumer's head {consumed_to}"
+                ),
             ));
         }
         let line = &header.claims[slot];
@@ -134,7 +138,7 @@ impl<B: RingBacking> Producer<B> {
         let size = record_size(u64::from(len));
         // A file ring keeps the word at the claim position free (see
         // `durable`).
-        let reserve = if self.persistent && !crate::sync::mutant("no_claim_reserve") { 8 } else { 0 };
+        let reserve = if self.persistent { 8 } else { 0 };
         let backoff = Backoff::new();
         loop {
             let header = self.backing.header();
@@ -153,7 +157,7 @@ impl<B: RingBacking> Producer<B> {
                 // Looks full, or the tail is older than our head: read the
                 // consumer's head.
                 let head = self.limit();
-                if head % 8 != 0 || head < self.cached_head {
+                if head % 8 != 0 || head < self.cached_head || (self.persistent && head > self.consumed_to()) {
                     return Err(self.corrupted(format!(
                         "consumer head {head} went back from {} or is misaligned",
                         self.cached_head

@@ -37,7 +37,7 @@ use crate::sync::{observe, Ordering};
 /// only then, so a word read while `head` (read after it) is still at or
 /// before it is the record that was there; otherwise the walk goes on from
 /// `head`, which is always a record boundary.
-pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64) -> (u64, Option<u64>) {
+pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64, mark: bool) -> (u64, Option<u64>) {
     if from > MAX_POSITION {
         // A position no side accepts: nothing to make durable.
         return (from, None);
@@ -61,6 +61,9 @@ pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64) -> (u
             continue;
         }
         if word == 0 {
+            if mark && at < covered && mark_for_owner(backing, at, covered) {
+                continue;
+            }
             break;
         }
         let size = match decode(word, at, capacity, backing.max_message()) {
@@ -81,18 +84,56 @@ pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64) -> (u
 
 /// [`flushable_end`], waiting up to a millisecond for a claim below
 /// `covered` whose producer has not marked it yet (a window of a few
-/// instructions between its claim and its marker): `flush` covers every
-/// record committed before it, whatever other producers hold open, unless a
-/// producer stopped or died in that window.
+/// instructions between its claim and its marker); then marking such a claim
+/// for its producer (see [`mark_for_owner`]). So `flush` covers every record
+/// committed before it, whatever other producers hold open or stopped in.
 pub fn flush_end<B: RingBacking>(backing: &B, from: u64, covered: u64) -> (u64, Option<u64>) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1);
     loop {
-        let (end, first_open) = flushable_end(backing, from, covered);
-        if end >= covered || backing.region().word(end).load(observe()) != 0 || std::time::Instant::now() >= deadline {
+        let late = std::time::Instant::now() >= deadline;
+        let (end, first_open) = flushable_end(backing, from, covered, late);
+        if late || end >= covered || backing.region().word(end).load(observe()) != 0 {
             return (end, first_open);
         }
         std::thread::yield_now();
     }
+}
+
+/// The word at `at` (below the claim position `covered`, read after it) is
+/// zero: a claim whose producer has not marked it, stopped or dead between
+/// its claim and its marker. If exactly one producer's intent starts there
+/// (the winner of the claim always has one; more means a loser's stale one
+/// too, and then nothing is done) and the claim does not wrap, writes the
+/// marker that producer would write (`compare_exchange` from zero, Release,
+/// so a marker or commit of its own is never overwritten; its own marker,
+/// if it comes, overwrites this one with the same owner and size). Returns
+/// whether the word is now non-zero.
+fn mark_for_owner<B: RingBacking>(backing: &B, at: u64, covered: u64) -> bool {
+    let header = backing.header();
+    let capacity = backing.region().len() as u64;
+    let mut owner = None;
+    for slot in 0..(backing.max_producers() as usize).min(header.claims.len()) {
+        let line = &header.claims[slot];
+        if line.start.load(Ordering::Acquire) == at {
+            if owner.is_some() {
+                return false;
+            }
+            owner = Some((slot, line.end.load(Ordering::Relaxed)));
+        }
+    }
+    let Some((slot, end)) = owner else { return false };
+    let offset = at & (capacity - 1);
+    if end <= at + 8 || end > covered || end % 8 != 0 || offset + (end - at) > capacity {
+        return false;
+    }
+    let Ok(len) = u32::try_from(end - at - 8) else { return false };
+    if len > backing.max_message() {
+        return false;
+    }
+    let marker = super::record::encode(super::record::TAG_CLAIM | slot as u8, len, at, capacity);
+    let word = backing.region().word(at);
+    let _ = word.compare_exchange(0, marker, Ordering::Release, Ordering::Relaxed);
+    word.load(observe()) != 0
 }
 
 /// Recovery after a restart of the machine. The caller holds the recovery

@@ -141,6 +141,12 @@ impl<B: RingBacking> Producer<B> {
         }
     }
 
+    /// The consumer's `head` (a file ring's durable head never passes it).
+    #[cold]
+    pub(super) fn consumed_to(&self) -> u64 {
+        self.backing.header().consumer.head.load(crate::sync::observe())
+    }
+
     pub(super) fn corrupted(&self, what: String) -> Stop {
         Stop::Corrupted(Corrupted::new(self.backing.name(), what))
     }
@@ -188,7 +194,10 @@ impl<B: RingBacking> Producer<B> {
     #[cold]
     #[inline(never)]
     fn write_back_if_flushed_over(&mut self, position: u64, size: u64) {
-        crate::sync::flush_fence();
+        // StoreLoad: pairs with the SeqCst store of `flush_pending` and the
+        // fence after it in `flush` (see `durable`). Not loom-modelled: the
+        // other side of the pairing is the kernel reading the pages.
+        crate::sync::fence(crate::sync::Ordering::SeqCst);
         let pending = self.backing.header().persistence.flush_pending.load(crate::sync::Ordering::Relaxed);
         if position < pending {
             // A failure is reported by the flush that covers the record

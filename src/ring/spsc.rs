@@ -22,6 +22,9 @@ impl<B: RingBacking> Producer<B> {
         let capacity = backing.region().len() as u64;
         let max_message = backing.max_message();
         let corrupted = |what: String| Corrupted::new(backing.name(), what);
+        // The durable head first: it only follows `head`, so read in this
+        // order it is never past it.
+        let limit = super::durable::limit_word(&backing).load(Ordering::Acquire);
         let head = header.consumer.head.load(Ordering::Acquire);
         let hint = header.producer.tail.load(Ordering::Relaxed);
         if head % 8 != 0 || hint % 8 != 0 || head > MAX_POSITION || hint > MAX_POSITION {
@@ -45,7 +48,6 @@ impl<B: RingBacking> Producer<B> {
             }
         }
         header.producer.tail.store(tail, Ordering::Relaxed);
-        let limit = super::durable::limit_word(&backing).load(Ordering::Acquire);
         if limit % 8 != 0 || limit > head {
             return Err(corrupted(format!("durable head {limit} is misaligned or past head {head}")));
         }
@@ -74,14 +76,11 @@ impl<B: RingBacking> Producer<B> {
                 )));
             }
             self.cached_head = head;
-            if tail + needed - head > capacity {
+            if tail + needed - head > capacity && !self.released_by_itself(tail + needed, head) {
                 // Full. Only now does the consumer's absence matter: while
                 // there is room, messages wait in the ring for the next one.
                 if self.watch.peer_gone(&self.backing, pace) {
                     return Err(Stop::Disconnected);
-                }
-                if self.persistent {
-                    self.want_release(head);
                 }
                 return Ok(None);
             }
@@ -95,6 +94,22 @@ impl<B: RingBacking> Producer<B> {
             self.backing.header().producer.tail.store(tail + padding, Ordering::Relaxed);
         }
         Ok(Some(Claim { position: tail + padding, len }))
+    }
+
+    /// A file ring full below the durable head `limit` while the consumer
+    /// is past it: makes the consumer's position durable and raises the
+    /// limit itself (see `durable`). Whether there is room up to `end` now.
+    #[cold]
+    fn released_by_itself(&mut self, end: u64, limit: u64) -> bool {
+        if !self.persistent || !super::durable::release_by_producer(&self.backing, limit) {
+            return false;
+        }
+        let raised = self.limit();
+        if raised < limit || raised % 8 != 0 {
+            return false;
+        }
+        self.cached_head = raised;
+        end - raised <= self.capacity
     }
 
     /// Writes the terminator, then the commit word `word` (Release) of the
