@@ -1,0 +1,311 @@
+//! Adversarial review of the durable file rings (issue 14, commit e11b4d1).
+//!
+//! Each test names the finding it demonstrates; see the review report.
+
+use shmring::{Consumer, Kind, Producer, RecvTimeoutError, RingOptions, SendTimeoutError, TryRecvError, TrySendError};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// File offsets of header words (layout version 4).
+const TAIL_AT: u64 = 128;
+const HEAD_AT: u64 = 256;
+const CLAIMS_AT: u64 = 128 + 1664;
+const DURABLE_TAIL_AT: u64 = 128 + 9856;
+const BOOT_ID_AT: u64 = 128 + 9856 + 8;
+const DURABLE_HEAD_AT: u64 = 128 + 9856 + 40;
+/// The data region starts here (a 4 KiB page machine).
+const DATA_AT: u64 = 12288;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("shmring-adv14-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn read_u64(path: &Path, at: u64) -> u64 {
+    let file = std::fs::File::open(path).expect("open");
+    let mut b = [0u8; 8];
+    file.read_exact_at(&mut b, at).expect("read");
+    u64::from_le_bytes(b)
+}
+
+fn write_u64(path: &Path, at: u64, value: u64) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).expect("open");
+    file.write_all_at(&value.to_le_bytes(), at).expect("write");
+}
+
+/// The file as a crash that wrote every page back would leave it (every page
+/// current), with a foreign boot id, copied to `to`.
+fn crash_copy_current(from: &Path, to: &Path) {
+    let mut image = std::fs::read(from).expect("read");
+    image[BOOT_ID_AT as usize..BOOT_ID_AT as usize + 16].copy_from_slice(&[0x5A; 16]);
+    let _ = std::fs::remove_file(to);
+    std::fs::write(to, image).expect("write");
+}
+
+fn drain(consumer: &mut Consumer) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match consumer.recv_timeout(&mut buf, Duration::from_millis(50)) {
+            Ok(_) => out.push(buf.clone()),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return out,
+            Err(e) => panic!("draining: {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Finding 1: an SPSC producer that (re)attaches while the consumer releases
+// space is refused as `Corrupted` ("durable head ... past head").
+//
+// `spsc.rs` `Producer::attach` loads `head`, walks the records, then loads
+// `durable_head` and refuses it if it is past the `head` it read earlier.
+// But the live consumer may have consumed and released (raised
+// `durable_head`) in between: a healthy ring reported as corrupted. A
+// consumer that flushes after every message raises `durable_head` all the
+// time, which makes the window easy to hit.
+// ---------------------------------------------------------------------------
+#[test]
+fn spsc_producer_reattach_racing_a_consumer_release_is_not_corrupted() {
+    let dir = TempDir::new("reattach");
+    let path = dir.path("ring");
+    let options = RingOptions::new().capacity(1 << 16).max_message(64);
+    let mut consumer = Consumer::create_file(&path, &options).expect("create");
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumed = Arc::new(AtomicU64::new(0));
+    let consumer_thread = {
+        let (stop, consumed) = (Arc::clone(&stop), Arc::clone(&consumed));
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match consumer.try_recv(&mut buf) {
+                    Ok(_) => {
+                        consumed.fetch_add(1, Ordering::Relaxed);
+                        // A consumer that makes its position durable often.
+                        consumer.flush().expect("consumer flush");
+                    }
+                    Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => std::thread::yield_now(),
+                    Err(e) => panic!("consumer: {e}"),
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut attaches = 0u64;
+    let mut failure = None;
+    while Instant::now() < deadline {
+        match Producer::open_file(&path, &options) {
+            Ok(mut producer) => {
+                attaches += 1;
+                for _ in 0..64 {
+                    match producer.try_send(&[7u8; 8]) {
+                        Ok(()) | Err(TrySendError::Full) => {}
+                        Err(e) => panic!("send: {e}"),
+                    }
+                }
+            }
+            Err(e) => {
+                failure = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    consumer_thread.join().expect("consumer thread");
+    assert!(
+        failure.is_none(),
+        "after {attaches} clean attaches ({} consumed), a producer attach failed on a healthy ring: {}",
+        consumed.load(Ordering::Relaxed),
+        failure.unwrap()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Finding 2: MPSC `flush` does not cover messages committed after a claim
+// whose producer is stopped (descheduled, SIGSTOPped, or killed) between
+// its CAS on `tail` and its claim marker. `flush_end` waits only 1 ms for
+// the marker, then stops the walk at the zero word: the durable tail stays
+// before that claim, and the messages other producers committed after it
+// (before the flush) are dropped by a recovery after a machine crash.
+//
+// The state a producer stopped after its CAS leaves (its intent in its claim
+// line, `tail` moved past its claim, a zero word at the claim) is written to
+// the file directly; then another producer sends and flushes; the crash
+// (every page written back: the current file) loses that message.
+// ---------------------------------------------------------------------------
+#[test]
+fn mpsc_flush_covers_messages_after_a_claim_stopped_before_its_marker() {
+    let dir = TempDir::new("unmarked");
+    let path = dir.path("ring");
+    let options = RingOptions::new().capacity(4096).max_message(512).kind(Kind::Mpsc).max_producers(2);
+    let consumer = Consumer::create_file(&path, &options).expect("create");
+    let mut producer = Producer::open_file(&path, &options).expect("producer");
+    producer.try_send(b"before").expect("send");
+    // Producer slot 1 (taken by nobody here: as if its holder stopped right
+    // after its CAS) claims 64 bytes at the claim position.
+    let tail = read_u64(&path, TAIL_AT);
+    assert_eq!(tail, 16);
+    let line = CLAIMS_AT + 128;
+    write_u64(&path, line + 8, tail + 64);
+    write_u64(&path, line, tail);
+    write_u64(&path, TAIL_AT, tail + 64);
+    // Another producer commits after it, then flushes.
+    producer.try_send(b"committed before the flush").expect("send");
+    producer.flush().expect("flush");
+    let durable_tail = read_u64(&path, DURABLE_TAIL_AT);
+    let crashed = dir.path("crashed");
+    crash_copy_current(&path, &crashed);
+    drop(producer);
+    drop(consumer);
+    let reopen = options.clone().liveness_interval(Duration::from_millis(5));
+    let mut consumer = Consumer::open_file(&crashed, &reopen).expect("reopen");
+    let delivered = drain(&mut consumer);
+    assert!(
+        delivered.iter().any(|m| m == b"committed before the flush"),
+        "a message committed before a completed flush was lost (durable tail {durable_tail}, claim position {}; \
+         delivered {:?}, lost_records {})",
+        tail + 64,
+        delivered.iter().map(|m| String::from_utf8_lossy(m).into_owned()).collect::<Vec<_>>(),
+        consumer.lost_records()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Finding 3: a file ring's producer waits for the consumer to *poll* again
+// after the consumer has consumed. Space the consumer freed (less than half
+// a lap past the durable head) is not reusable until the consumer calls
+// recv/try_recv/flush again; a shared memory ring reuses it at once. A
+// consumer that consumed and then waits for something else (a reply the
+// producer sends after this message, another channel) deadlocks with it.
+// ---------------------------------------------------------------------------
+fn consumed_space_is_reusable_without_another_poll(file: bool) -> Result<(), String> {
+    let dir = TempDir::new(if file { "reuse-file" } else { "reuse-shm" });
+    let path = dir.path("ring");
+    let name = format!("/shmring-adv14-reuse-{}", std::process::id());
+    let options = RingOptions::new().capacity(4096).max_message(2040);
+    let (mut consumer, mut producer) = if file {
+        let c = Consumer::create_file(&path, &options).expect("create");
+        (c, Producer::open_file(&path, &options).expect("producer"))
+    } else {
+        let c = Consumer::create(&name, &options).expect("create");
+        (c, Producer::open(&name, &options).expect("producer"))
+    };
+    // Half a lap: four 504-byte messages (4 x 512 bytes).
+    for _ in 0..4 {
+        producer.try_send(&[1u8; 504]).expect("send");
+    }
+    // The consumer takes three (1536 bytes, less than half a lap) and then
+    // stops polling (it waits for something else).
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        consumer.try_recv(&mut buf).expect("recv");
+    }
+    let consumer_thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        drop(consumer);
+    });
+    // 3584 bytes are free by the consumer's position; a largest message
+    // needs 2056 (its record and the terminator), without wrapping.
+    let result = producer.send_timeout(&[2u8; 2040], Duration::from_millis(500));
+    consumer_thread.join().unwrap();
+    match result {
+        Ok(()) => Ok(()),
+        Err(SendTimeoutError::Timeout) => Err("timed out".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn file_ring_producer_reuses_consumed_space_without_another_consumer_poll() {
+    consumed_space_is_reusable_without_another_poll(false).expect("shared memory ring (baseline)");
+    consumed_space_is_reusable_without_another_poll(true)
+        .expect("file ring: space consumed but not yet released by a poll of the consumer");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile header values (same boot, no recovery): every role must refuse
+// them with an error, never panic or write over unconsumed records.
+// ---------------------------------------------------------------------------
+#[test]
+fn mpsc_producer_refuses_a_durable_head_past_the_consumer_head() {
+    let dir = TempDir::new("hostile");
+    let path = dir.path("ring");
+    let options = RingOptions::new().capacity(4096).max_message(512).kind(Kind::Mpsc).max_producers(2);
+    let mut consumer = Consumer::create_file(&path, &options).expect("create");
+    {
+        let mut producer = Producer::open_file(&path, &options).expect("producer");
+        for i in 0..8u8 {
+            producer.try_send(&[i; 200]).expect("send");
+        }
+    }
+    // A durable head past the consumer's head (which is 0): forged.
+    let tail = read_u64(&path, TAIL_AT);
+    write_u64(&path, DURABLE_HEAD_AT, tail);
+    assert_eq!(read_u64(&path, HEAD_AT), 0);
+    // The SPSC producer and the consumer check this; the MPSC producer?
+    match Producer::open_file(&path, &options) {
+        Err(_) => {}
+        Ok(mut producer) => {
+            // It claims from `tail` up to durable_head + capacity: over the
+            // unconsumed records.
+            let mut sent = 0;
+            while producer.try_send(&[0xEE; 200]).is_ok() {
+                sent += 1;
+                if sent > 100 {
+                    break;
+                }
+            }
+            let mut buf = Vec::new();
+            let mut first = Vec::new();
+            for _ in 0..8 {
+                match consumer.try_recv(&mut buf) {
+                    Ok(_) => first.push(buf[0]),
+                    Err(e) => {
+                        first.push(0xFF);
+                        eprintln!("recv: {e}");
+                        break;
+                    }
+                }
+            }
+            assert_eq!(
+                first,
+                (0..8u8).collect::<Vec<_>>(),
+                "an MPSC producer accepted a durable head past the consumer's head and wrote over {sent} unconsumed \
+                 records' space"
+            );
+        }
+    }
+}
+
+/// A data-region sanity check used by the helpers above.
+#[test]
+fn layout_offsets_match() {
+    let dir = TempDir::new("offsets");
+    let path = dir.path("ring");
+    let options = RingOptions::new().capacity(4096).max_message(512);
+    let _consumer = Consumer::create_file(&path, &options).expect("create");
+    let mut producer = Producer::open_file(&path, &options).expect("producer");
+    producer.try_send(b"x").expect("send");
+    producer.flush().expect("flush");
+    assert_eq!(read_u64(&path, TAIL_AT), 16);
+    assert_eq!(read_u64(&path, DURABLE_TAIL_AT), 16);
+    assert_ne!(read_u64(&path, DATA_AT), 0);
+}
