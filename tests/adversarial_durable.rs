@@ -309,3 +309,249 @@ fn layout_offsets_match() {
     assert_eq!(read_u64(&path, DURABLE_TAIL_AT), 16);
     assert_ne!(read_u64(&path, DATA_AT), 0);
 }
+
+// ---------------------------------------------------------------------------
+// The crash simulator of tests/crash.rs with real concurrency between crash
+// points: three MPSC producer threads sending and flushing, a consumer
+// thread receiving and flushing, all racing (flushes against commits,
+// releases against flush walks); every crash point is taken with the
+// workers quiescent (a gate), each page last-synced or current (seeded).
+// ---------------------------------------------------------------------------
+mod concurrent_crash {
+    use super::*;
+    use std::collections::{BTreeMap, HashMap, HashSet};
+    use std::sync::{Mutex, OnceLock, RwLock};
+
+    const PAGE: usize = 4096;
+    type Disks = HashMap<String, BTreeMap<usize, Vec<u8>>>;
+
+    fn disks() -> &'static Arc<Mutex<Disks>> {
+        static DISKS: OnceLock<Arc<Mutex<Disks>>> = OnceLock::new();
+        DISKS.get_or_init(|| {
+            let disks: Arc<Mutex<Disks>> = Arc::default();
+            let recorder = Arc::clone(&disks);
+            shmring::testing::set_write_back_hook(Some(Box::new(move |name, offset, bytes| {
+                let mut disks = recorder.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(pages) = disks.get_mut(name) else { return };
+                let first = offset as usize / PAGE;
+                // The bytes handed to the hook were copied before this lock:
+                // two racing write-backs of one page can be recorded in the
+                // wrong order (the older copy last). Re-read the pages under
+                // the lock instead: content at a time after the write-back,
+                // recorded in the order of those times.
+                let mut fresh = vec![0u8; bytes.len()];
+                let file = std::fs::File::open(name).expect("open for the hook");
+                file.read_exact_at(&mut fresh, offset).expect("read for the hook");
+                for (i, page) in fresh.chunks(PAGE).enumerate() {
+                    pages.insert(first + i, page.to_vec());
+                }
+            })));
+            disks
+        })
+    }
+
+    fn splitmix(x: u64) -> u64 {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    #[derive(Default)]
+    struct Model {
+        sent: BTreeMap<u32, Vec<usize>>,
+        consumed: Vec<(u32, u64)>,
+        flushed: BTreeMap<u32, u64>,
+        durably_consumed: usize,
+    }
+
+    impl Model {
+        fn counts(&self) -> BTreeMap<u32, u64> {
+            self.sent.iter().map(|(s, v)| (*s, v.len() as u64)).collect()
+        }
+        fn flushed(&mut self, snapshot: BTreeMap<u32, u64>) {
+            for (s, n) in snapshot {
+                let e = self.flushed.entry(s).or_default();
+                *e = (*e).max(n);
+            }
+        }
+        fn check(&self, delivered: &[((u32, u64), Vec<u8>)]) -> Result<(), String> {
+            let mut last: BTreeMap<u32, u64> = BTreeMap::new();
+            for ((stream, seq), payload) in delivered {
+                let size = self
+                    .sent
+                    .get(stream)
+                    .and_then(|s| s.get(*seq as usize))
+                    .ok_or_else(|| format!("({stream}, {seq}) never sent"))?;
+                if payload.len() != *size {
+                    return Err(format!("({stream}, {seq}) {} bytes, sent {size}", payload.len()));
+                }
+                shmring::payload::check(*stream, *seq, payload).map_err(|e| format!("({stream}, {seq}) torn: {e}"))?;
+                if let Some(prev) = last.insert(*stream, *seq) {
+                    if *seq != prev + 1 {
+                        return Err(format!("stream {stream}: {seq} after {prev}"));
+                    }
+                }
+            }
+            let ids: HashSet<(u32, u64)> = delivered.iter().map(|(id, _)| *id).collect();
+            let consumed: HashSet<(u32, u64)> = self.consumed.iter().copied().collect();
+            for id in &self.consumed[..self.durably_consumed] {
+                if ids.contains(id) {
+                    return Err(format!("{id:?} consumed before the consumer's flush, delivered again"));
+                }
+            }
+            for (stream, n) in &self.flushed {
+                for seq in 0..*n {
+                    let id = (*stream, seq);
+                    if !consumed.contains(&id) && !ids.contains(&id) {
+                        return Err(format!("{id:?} flushed, not consumed, lost"));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn check_image(dir: &TempDir, image: &[u8], options: &RingOptions, model: &Model) -> Result<(), String> {
+        let path = dir.path("crashed");
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, image).map_err(|e| e.to_string())?;
+        let options = options.clone().liveness_interval(Duration::from_millis(5));
+        let mut consumer = Consumer::open_file(&path, &options).map_err(|e| format!("reopen: {e}"))?;
+        let mut delivered = Vec::new();
+        let mut buf = Vec::new();
+        let mut empty = 0;
+        loop {
+            match consumer.recv_timeout(&mut buf, Duration::from_millis(20)) {
+                Ok(_) => {
+                    let id = shmring::payload::identify(&buf).ok_or("not a payload")?;
+                    delivered.push((id, buf.clone()));
+                    empty = 0;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) if empty < 3 => empty += 1,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(e) => return Err(format!("drain: {e}")),
+            }
+        }
+        model.check(&delivered)?;
+        let mut producer = Producer::open_file(&path, &options).map_err(|e| format!("producer after: {e}"))?;
+        producer.try_send(b"after").map_err(|e| format!("send after: {e}"))?;
+        Ok(())
+    }
+
+    #[test]
+    fn mpsc_file_ring_keeps_the_contract_with_concurrent_flushes_and_commits() {
+        let dir = TempDir::new("concurrent");
+        let path = dir.path("ring");
+        let key = path.to_string_lossy().into_owned();
+        disks().lock().unwrap().insert(key.clone(), BTreeMap::new());
+        let options = RingOptions::new().capacity(16384).max_message(3000).kind(Kind::Mpsc).max_producers(3);
+        let mut consumer = Consumer::create_file(&path, &options).expect("create");
+        let gate = Arc::new(RwLock::new(()));
+        let model = Arc::new(Mutex::new(Model::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for p in 0..3u32 {
+            let mut producer = Producer::open_file(&path, &options).expect("producer");
+            let (gate, model, stop) = (Arc::clone(&gate), Arc::clone(&model), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                let mut rng = splitmix(u64::from(p) + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    rng = splitmix(rng);
+                    let _open = gate.read().unwrap();
+                    if rng % 7 == 0 {
+                        let snapshot = model.lock().unwrap().counts();
+                        producer.flush().expect("flush");
+                        model.lock().unwrap().flushed(snapshot);
+                        continue;
+                    }
+                    let size = 12 + (rng >> 8) as usize % 2900;
+                    let seq = model.lock().unwrap().sent.get(&p).map_or(0, |s| s.len() as u64);
+                    let mut msg = vec![0; size];
+                    shmring::payload::fill(p, seq, &mut msg);
+                    match producer.try_send(&msg) {
+                        Ok(()) => model.lock().unwrap().sent.entry(p).or_default().push(size),
+                        Err(TrySendError::Full) => {
+                            drop(_open);
+                            std::thread::yield_now();
+                        }
+                        Err(e) => panic!("send: {e}"),
+                    }
+                }
+            }));
+        }
+        {
+            let (gate, model, stop) = (Arc::clone(&gate), Arc::clone(&model), Arc::clone(&stop));
+            threads.push(std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut rng = 99u64;
+                while !stop.load(Ordering::Relaxed) {
+                    rng = splitmix(rng);
+                    let _open = gate.read().unwrap();
+                    if rng % 11 == 0 {
+                        let (snapshot, consumed) = {
+                            let m = model.lock().unwrap();
+                            (m.counts(), m.consumed.len())
+                        };
+                        consumer.flush().expect("consumer flush");
+                        let mut m = model.lock().unwrap();
+                        m.flushed(snapshot);
+                        m.durably_consumed = m.durably_consumed.max(consumed);
+                        continue;
+                    }
+                    match consumer.try_recv(&mut buf) {
+                        Ok(_) => {
+                            let id = shmring::payload::identify(&buf).expect("payload");
+                            model.lock().unwrap().consumed.push(id);
+                        }
+                        Err(TryRecvError::Empty) => {
+                            drop(_open);
+                            std::thread::yield_now();
+                        }
+                        Err(e) => panic!("recv: {e}"),
+                    }
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut crash = 0u64;
+        let mut failure = None;
+        while Instant::now() < deadline && failure.is_none() {
+            std::thread::sleep(Duration::from_millis(3 + crash % 7));
+            let _closed = gate.write().unwrap();
+            let current = std::fs::read(&path).expect("read");
+            let synced = disks().lock().unwrap()[&key].clone();
+            let m = model.lock().unwrap();
+            for pick in 0..3u64 {
+                let seed = splitmix(crash * 3 + pick);
+                let mut image = current.clone();
+                for (i, page) in image.chunks_mut(PAGE).enumerate() {
+                    let synced_page = match pick {
+                        0 => true,
+                        1 => i < 3,
+                        _ => splitmix(seed ^ i as u64) & 1 == 0,
+                    };
+                    if synced_page {
+                        page.copy_from_slice(&synced[&i][..page.len()]);
+                    }
+                }
+                image[BOOT_ID_AT as usize..BOOT_ID_AT as usize + 16].copy_from_slice(&[0x5A; 16]);
+                if let Err(e) = check_image(&dir, &image, &options, &m) {
+                    failure = Some(format!("crash {crash} pick {pick}: {e}"));
+                    break;
+                }
+            }
+            crash += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("worker");
+        }
+        disks().lock().unwrap().remove(&key);
+        let m = model.lock().unwrap();
+        let sent: usize = m.sent.values().map(Vec::len).sum();
+        eprintln!("{crash} crash points, {sent} sent, {} consumed", m.consumed.len());
+        assert!(failure.is_none(), "{}", failure.unwrap());
+    }
+}
