@@ -512,3 +512,32 @@ fn ring_of_128_mib_never_delivers_a_record_of_a_newer_lap() {
     let crashes = run(Kind::Spsc, 128 << 20, 1, &ops, &picks).expect("the contract holds");
     assert_eq!(crashes, 10);
 }
+
+/// The long run: `SHMRING_CRASH_CASES` workloads of each kind (default
+/// 1,500), each checked at every crash point it reaches; prints the count.
+/// `cargo test --release --test crash -- --ignored --nocapture`
+#[test]
+#[ignore = "long run (minutes); see docs/verification.md"]
+fn crash_points_long() {
+    let cases = std::env::var("SHMRING_CRASH_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_500);
+    let started = std::time::Instant::now();
+    let mut total = 0;
+    for (kind, producers) in [(Kind::Spsc, 1), (Kind::Mpsc, 3)] {
+        let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        let points = std::sync::atomic::AtomicUsize::new(0);
+        let strategy = proptest::collection::vec(op(producers, 3000), 1..150);
+        runner
+            .run(&strategy, |ops| {
+                let crashes = run(kind, 16384, producers, &ops, &EVERY_PICK)?;
+                points.fetch_add(crashes, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        let points = points.into_inner();
+        println!("{kind:?}: {cases} workloads, {points} crash points, contract held at every one");
+        total += points;
+    }
+    println!("crash points: {total} in {:.0?}", started.elapsed());
+    assert!(total >= 10_000, "the long run checks at least 10,000 crash points, not {total}");
+}

@@ -23,7 +23,7 @@ fn message(i: u8, len: usize) -> Vec<u8> {
     (0..len as u8).map(|j| i.wrapping_mul(31).wrapping_add(j) | 0x80).collect()
 }
 
-/// Four 12-byte messages (24-byte records, a padding record at the wrap)
+/// Three 12-byte messages (24-byte records, a padding record at the wrap)
 /// through a 64-byte file ring. After each send, everything the producer
 /// wrote (its records and the terminator after them) lies before the disk's
 /// `head` plus the capacity.
@@ -34,7 +34,7 @@ fn file_producer_writes_only_behind_the_head_on_disk() {
         let producer_ring = Arc::clone(&ring);
         let producer = thread::spawn(move || {
             let mut producer = Producer::attach(Arc::clone(&producer_ring), 1).expect("attach producer");
-            for i in 0..4 {
+            for i in 0..3 {
                 producer.send(&message(i, 12), PARK, None).expect("send");
                 let written_to = producer.position() + 8;
                 let disk_head = producer_ring.synced_head();
@@ -47,7 +47,7 @@ fn file_producer_writes_only_behind_the_head_on_disk() {
         });
         let mut consumer = Consumer::attach(Arc::clone(&ring), 2, Kind::Spsc).expect("attach consumer");
         let mut buf = Vec::new();
-        for i in 0..4 {
+        for i in 0..3 {
             consumer.recv(&mut buf, PARK, None).expect("recv");
             assert_eq!(buf, message(i, 12), "message {i}");
         }
@@ -55,8 +55,9 @@ fn file_producer_writes_only_behind_the_head_on_disk() {
     });
 }
 
-/// Six 8-byte messages (16-byte records) from one MPSC producer through a
-/// 64-byte file ring: a lap and a half, so claims land on released space.
+/// Five 8-byte messages (16-byte records) from one MPSC producer through a
+/// 64-byte file ring: the fifth claim lands on space released (and zeroed)
+/// after the first lap.
 /// Every message arrives, intact and in order.
 #[test]
 fn file_mpsc_claims_land_on_zeroed_space() {
@@ -65,13 +66,13 @@ fn file_mpsc_claims_land_on_zeroed_space() {
         let producer_ring = Arc::clone(&ring);
         let producer = thread::spawn(move || {
             let mut producer = Producer::attach_mpsc(producer_ring, 10, 0).expect("attach producer");
-            for i in 0..6 {
+            for i in 0..5 {
                 producer.send(&message(i, 8), PARK, None).expect("send");
             }
         });
         let mut consumer = Consumer::attach(Arc::clone(&ring), 2, Kind::Mpsc).expect("attach consumer");
         let mut buf = Vec::new();
-        for i in 0..6 {
+        for i in 0..5 {
             match consumer.recv(&mut buf, PARK, None) {
                 Ok(_) => assert_eq!(buf, message(i, 8), "message {i}"),
                 Err(e) => panic!("recv {i}: {e:?}"),
