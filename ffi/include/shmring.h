@@ -125,6 +125,8 @@ void shmring_options_unlink_on_free(shmring_options *options, int unlink);
 void shmring_options_ready_timeout_ns(shmring_options *options, uint64_t timeout_ns);
 /* How often a blocked side checks its peers are alive (default 50 ms). */
 void shmring_options_liveness_interval_ns(shmring_options *options, uint64_t interval_ns);
+/* Non-zero: open segments owned by another user (default: SHMRING_E_PERMISSION). */
+void shmring_options_allow_foreign_owner(shmring_options *options, int allow);
 
 /* ---- Handles ----
  * name: a POSIX shared-memory name such as "/jobs". options: NULL for the

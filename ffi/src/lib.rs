@@ -672,6 +672,18 @@ pub unsafe extern "C" fn shmring_options_liveness_interval_ns(options: *mut shmr
     unsafe { set(options, |o| o.liveness_interval(Duration::from_nanos(interval_ns))) };
 }
 
+/// Non-zero: open segments owned by another user (refused by default,
+/// `SHMRING_E_PERMISSION`).
+///
+/// # Safety
+///
+/// `options` is NULL or a live `shmring_options`, not in use elsewhere.
+#[no_mangle]
+pub unsafe extern "C" fn shmring_options_allow_foreign_owner(options: *mut shmring_options, allow: c_int) {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.allow_foreign_owner(allow != 0)) };
+}
+
 // ---------------------------------------------------------------------------
 // Handles.
 
@@ -1271,4 +1283,51 @@ pub unsafe extern "C" fn shmring_consumer_flush(consumer: *mut shmring_consumer)
             Err(e) => fail_setup(&e),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: `shmring_last_error` returns a NUL-terminated string that
+        // stays valid until the next call on this thread; copied at once.
+        unsafe { CStr::from_ptr(shmring_last_error()) }.to_string_lossy().into_owned()
+    }
+
+    /// A panic inside an entry point is a code and a message, not an unwind
+    /// into C (which would be undefined behaviour). No entry point panics
+    /// through a correct library, so this is provoked here.
+    #[test]
+    fn a_panic_becomes_a_code_and_a_message() {
+        let code = guard(|| panic!("boom at the boundary"));
+        assert_eq!(code, SHMRING_E_PANIC);
+        assert!(last_error().contains("boom at the boundary"), "{}", last_error());
+        let code = guard(|| std::panic::panic_any(42));
+        assert_eq!(code, SHMRING_E_PANIC);
+        assert!(last_error().contains("internal error"), "{}", last_error());
+    }
+
+    /// Hot-path errors are formatted when asked for, naming the segment once.
+    #[test]
+    fn hot_errors_name_the_segment_once() {
+        let segment: Arc<str> = Arc::from("/orders");
+        assert_eq!(fail_hot(&segment, TrySendError::Full), SHMRING_E_FULL);
+        assert_eq!(last_error(), "segment /orders: the ring is full");
+        assert_eq!(fail_hot(&segment, RecvTimeoutError::Timeout), SHMRING_E_TIMEOUT);
+        assert_eq!(last_error(), "segment /orders: timed out waiting for a message");
+        // Stays until the next failure.
+        assert_eq!(last_error(), "segment /orders: timed out waiting for a message");
+        assert_eq!(fail(SHMRING_E_INVALID, "a\0b"), SHMRING_E_INVALID);
+        assert_eq!(last_error(), "a?b");
+    }
+
+    #[test]
+    fn every_code_has_a_name() {
+        for code in -16..=0 {
+            // SAFETY: a static NUL-terminated string.
+            let name = unsafe { CStr::from_ptr(shmring_strerror(code)) }.to_str().unwrap();
+            assert!(name.starts_with("SHMRING_") && !name.ends_with("UNKNOWN"), "{code}: {name}");
+        }
+    }
 }

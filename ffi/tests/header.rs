@@ -20,6 +20,10 @@ fn read(path: &Path) -> String {
 /// each parameter, types in a canonical C spelling (`const char*`).
 type Signature = (String, Vec<(String, String)>);
 
+/// One side's declarations: functions by name, constants by name, and the
+/// `shmring_stats` fields in order.
+type Side = (BTreeMap<String, Signature>, BTreeMap<String, i64>, Vec<(String, String)>);
+
 /// Collapses whitespace and removes it around `*`.
 fn canonical(c_type: &str) -> String {
     let collapsed = c_type.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -56,7 +60,7 @@ fn items(text: &str) -> Vec<String> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-fn rust_side() -> (BTreeMap<String, Signature>, BTreeMap<String, i64>, Vec<(String, String)>) {
+fn rust_side() -> Side {
     let source = read(&dir().join("src/lib.rs"));
     let mut functions = BTreeMap::new();
     let mut rest = source.as_str();
@@ -126,7 +130,7 @@ fn c_decl(decl: &str) -> (String, String) {
     (decl[split..].to_owned(), canonical(&decl[..split]))
 }
 
-fn header_side() -> (BTreeMap<String, Signature>, BTreeMap<String, i64>, Vec<(String, String)>) {
+fn header_side() -> Side {
     let header = uncommented(&read(&dir().join("include/shmring.h")));
     let mut constants = BTreeMap::new();
     let mut code = String::new();
