@@ -25,17 +25,42 @@ static inline uint64_t payload_next(uint64_t x) {
     return x;
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define PAYLOAD_LITTLE_ENDIAN 1
+#else
+#define PAYLOAD_LITTLE_ENDIAN 0
+#endif
+
 /* The first n (at most 8) bytes of v, little-endian, at p. */
 static inline void payload_put(uint8_t *p, uint64_t v, size_t n) {
     uint8_t le[8];
     size_t i;
+    if (PAYLOAD_LITTLE_ENDIAN && n == 8) {
+        memcpy(p, &v, 8); /* one store */
+        return;
+    }
+    if (PAYLOAD_LITTLE_ENDIAN && n == 4) {
+        uint32_t w = (uint32_t)v;
+        memcpy(p, &w, 4);
+        return;
+    }
     for (i = 0; i < 8; i++) le[i] = (uint8_t)(v >> (8 * i));
     memcpy(p, le, n);
 }
 
+/* n (at most 8) little-endian bytes at p. */
 static inline uint64_t payload_get(const uint8_t *p, size_t n) {
     uint64_t v = 0;
     size_t i;
+    if (PAYLOAD_LITTLE_ENDIAN && n == 8) {
+        memcpy(&v, p, 8); /* one load */
+        return v;
+    }
+    if (PAYLOAD_LITTLE_ENDIAN && n == 4) {
+        uint32_t w;
+        memcpy(&w, p, 4);
+        return w;
+    }
     for (i = 0; i < n; i++) v |= (uint64_t)p[i] << (8 * i);
     return v;
 }
@@ -48,9 +73,14 @@ static inline void payload_prefix(uint32_t stream, uint64_t seq, uint8_t prefix[
 
 /* Fills buf[0..len) with the payload of (stream, seq). */
 static inline void payload_fill(uint32_t stream, uint64_t seq, uint8_t *buf, size_t len) {
-    uint8_t prefix[12];
-    payload_prefix(stream, seq, prefix);
-    memcpy(buf, prefix, len < 12 ? len : 12);
+    if (len >= 12) {
+        payload_put(buf, seq, 8);
+        payload_put(buf + 8, stream, 4);
+    } else {
+        uint8_t prefix[12];
+        payload_prefix(stream, seq, prefix);
+        memcpy(buf, prefix, len);
+    }
     if (len > 12) {
         uint64_t state = payload_seed(stream, seq);
         size_t at = 12;
@@ -67,11 +97,15 @@ static inline void payload_fill(uint32_t stream, uint64_t seq, uint8_t *buf, siz
 static inline long payload_check(uint32_t stream, uint64_t seq, const uint8_t *buf, size_t len, uint8_t *expected) {
     uint8_t prefix[12];
     size_t n = len < 12 ? len : 12, i;
-    payload_prefix(stream, seq, prefix);
-    for (i = 0; i < n; i++) {
-        if (buf[i] != prefix[i]) {
-            *expected = prefix[i];
-            return (long)i;
+    /* The common case in two loads; the bytes are compared one by one only
+     * to find the first wrong one. */
+    if (len < 12 || payload_get(buf, 8) != seq || payload_get(buf + 8, 4) != stream) {
+        payload_prefix(stream, seq, prefix);
+        for (i = 0; i < n; i++) {
+            if (buf[i] != prefix[i]) {
+                *expected = prefix[i];
+                return (long)i;
+            }
         }
     }
     if (len > 12) {

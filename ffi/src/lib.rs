@@ -108,6 +108,11 @@ pub struct shmring_producer {
 pub struct shmring_consumer {
     inner: Consumer,
     segment: Arc<str>,
+    /// The segment's largest message: a buffer this large takes any.
+    max_message: usize,
+    /// Where a message is copied out before it is copied to the caller's
+    /// buffer, when that buffer takes any message (see [`receive`]).
+    staging: Vec<u8>,
 }
 
 /// A handle's counters (see [`shmring::Stats`]).
@@ -697,7 +702,8 @@ impl shmring_producer {
 impl shmring_consumer {
     fn new(inner: Consumer) -> Self {
         let segment = Arc::from(inner.name());
-        shmring_consumer { inner, segment }
+        let max_message = inner.max_message();
+        shmring_consumer { inner, segment, max_message, staging: Vec::with_capacity(max_message) }
     }
 }
 
@@ -1062,18 +1068,27 @@ fn too_small(segment: &str, n: usize, cap: usize) -> c_int {
     )
 }
 
-/// Runs `read` on the consumer and delivers the message into `buf`.
+/// Receives the next message into `buf`.
+///
+/// A buffer that takes the segment's largest message cannot be too small:
+/// then `copy` copies the message out to the handle's staging buffer
+/// (consuming it), and from there to `buf`. The Rust API copies only into a
+/// `Vec`, and this path measured faster than borrowing the message in place
+/// and copying from the ring (see `ffi/bench.sh`). A smaller buffer needs
+/// the size before the message is consumed: `read` borrows it, and it is
+/// copied and consumed only if it fits (see [`deliver`]).
 ///
 /// # Safety
 ///
 /// `consumer` NULL or live and unaliased; `buf` NULL or `cap` writable
 /// bytes; `len` NULL or writable.
 #[inline(always)]
-unsafe fn receive<E: Into<Hot> + HotCode>(
+unsafe fn receive<E: Into<Hot> + HotCode, F: Into<Hot> + HotCode>(
     consumer: *mut shmring_consumer,
     buf: *mut c_void,
     cap: usize,
     len: *mut usize,
+    copy: impl FnOnce(&mut Consumer, &mut Vec<u8>) -> Result<usize, F>,
     read: impl FnOnce(&mut Consumer) -> Result<shmring::ReadGuard<'_>, E>,
 ) -> c_int {
     guard(|| {
@@ -1091,6 +1106,23 @@ unsafe fn receive<E: Into<Hot> + HotCode>(
             );
         }
         let segment = &consumer.segment;
+        if cap >= consumer.max_message {
+            return match copy(&mut consumer.inner, &mut consumer.staging) {
+                Ok(n) => {
+                    let staged = &consumer.staging[..n];
+                    if n > 0 {
+                        // SAFETY: `buf` is valid for `cap >= max_message >=
+                        // n` bytes of writes (the caller's contract; `n > 0`
+                        // so `cap > 0` and `buf` is not NULL), and it does
+                        // not overlap the handle's own staging buffer.
+                        unsafe { ptr::copy_nonoverlapping(staged.as_ptr(), buf.cast::<u8>(), n) };
+                    }
+                    *len = n;
+                    SHMRING_OK
+                }
+                Err(e) => fail_hot(segment, e),
+            };
+        }
         match read(&mut consumer.inner) {
             // SAFETY: `buf` is NULL with `cap` 0 (checked) or valid for
             // `cap` bytes (forwarded contract).
@@ -1119,7 +1151,7 @@ pub unsafe extern "C" fn shmring_recv(
     len: *mut usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { receive(consumer, buf, cap, len, |c| c.read()) }
+    unsafe { receive(consumer, buf, cap, len, |c, v| c.recv(v), |c| c.read()) }
 }
 
 /// Copies the next message if one is waiting: `SHMRING_E_EMPTY` if not.
@@ -1135,7 +1167,7 @@ pub unsafe extern "C" fn shmring_try_recv(
     len: *mut usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { receive(consumer, buf, cap, len, |c| c.try_read()) }
+    unsafe { receive(consumer, buf, cap, len, |c, v| c.try_recv(v), |c| c.try_read()) }
 }
 
 /// Copies the next message, blocking at most `timeout_ns` nanoseconds while
@@ -1153,7 +1185,10 @@ pub unsafe extern "C" fn shmring_recv_timeout(
     timeout_ns: u64,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { receive(consumer, buf, cap, len, |c| c.read_timeout(Duration::from_nanos(timeout_ns))) }
+    unsafe {
+        let timeout = Duration::from_nanos(timeout_ns);
+        receive(consumer, buf, cap, len, |c, v| c.recv_timeout(v, timeout), |c| c.read_timeout(timeout))
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -386,3 +386,23 @@ fn readme_c_example_is_hello_c_and_runs() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hello from C\n");
     assert!(shmring::unlink(&segment.0).is_err(), "hello left its segment behind");
 }
+
+/// The static library links as the header says (`-lpthread -ldl -lm`).
+#[test]
+fn hello_links_statically() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hello-static-{}", std::process::id()));
+    let output = Command::new("cc")
+        .args(["-std=c99", "-O2", "-I"])
+        .arg(ffi_dir().join("include"))
+        .arg(ffi_dir().join("examples/hello.c"))
+        .arg(lib_dir().join("libshmring_ffi.a"))
+        .args(["-lpthread", "-ldl", "-lm", "-o"])
+        .arg(&out)
+        .output()
+        .expect("running cc");
+    assert!(output.status.success(), "{}", text(&output));
+    let segment = Segment::new("hello-static");
+    let output = Kid::spawn(Command::new(&out).arg(&segment.0)).finish(Duration::from_secs(30));
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello from C\n");
+}
