@@ -5,7 +5,10 @@
  *
  *   consumer --name /demo [--create] [--verify] [--count N] [--capacity C]
  *            [--wait busy|spin|park] [--mpsc] [--producers P]
- *            [--idle-timeout T] [--open-timeout T]
+ *            [--idle-timeout T] [--open-timeout T] [--zero-copy]
+ *
+ * --zero-copy reads each message in place (shmring_recv_with_timeout)
+ * instead of copying it out (shmring_recv_timeout).
  *
  * Prints one summary line; exits 1 on a verification error, 2 on another.
  */
@@ -94,9 +97,22 @@ static void observe(const uint8_t *msg, size_t len, int mpsc, int verify, unsign
     }
 }
 
+struct read_ctx {
+    int mpsc, verify;
+    unsigned long long limit;
+    size_t len;
+};
+
+/* Looks at a message in place (shmring_recv_with's callback). */
+static void observe_in_place(const void *data, size_t len, void *ctx) {
+    struct read_ctx *r = ctx;
+    observe(data, len, r->mpsc, r->verify, r->limit);
+    r->len = len;
+}
+
 int main(int argc, char **argv) {
     const char *name = NULL, *v;
-    int create = 0, mpsc = 0, verify = 0, wait = SHMRING_WAIT_SPIN, i, rc;
+    int create = 0, mpsc = 0, verify = 0, zero_copy = 0, wait = SHMRING_WAIT_SPIN, i, rc;
     unsigned long long capacity = 1 << 20, count = (unsigned long long)-1, producers = 1;
     unsigned long long messages = 0, bytes = 0;
     double idle = 30, open_timeout = 10, first = -1, last, deadline;
@@ -117,9 +133,10 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "--create") == 0) create = 1;
         else if (strcmp(argv[i], "--mpsc") == 0) mpsc = 1;
         else if (strcmp(argv[i], "--verify") == 0) verify = 1;
+        else if (strcmp(argv[i], "--zero-copy") == 0) zero_copy = 1;
         else {
             fprintf(stderr, "usage: %s --name /NAME [--create] [--verify] [--count N] [--capacity C] "
-                            "[--wait busy|spin|park] [--mpsc] [--producers P] [--idle-timeout T]\n", argv[0]);
+                            "[--wait busy|spin|park] [--mpsc] [--producers P] [--idle-timeout T] [--zero-copy]\n", argv[0]);
             return 2;
         }
     }
@@ -149,9 +166,19 @@ int main(int argc, char **argv) {
     }
     last = now_secs();
     while (messages < count) {
-        rc = shmring_recv_timeout(consumer, buf, cap, &len, (uint64_t)(idle * 1e9));
+        if (zero_copy) {
+            struct read_ctx r;
+            r.mpsc = mpsc;
+            r.verify = verify;
+            r.limit = mpsc ? producers : 0;
+            r.len = 0;
+            rc = shmring_recv_with_timeout(consumer, observe_in_place, &r, (uint64_t)(idle * 1e9));
+            len = r.len;
+        } else {
+            rc = shmring_recv_timeout(consumer, buf, cap, &len, (uint64_t)(idle * 1e9));
+            if (rc == SHMRING_OK) observe(buf, len, mpsc, verify, mpsc ? producers : 0);
+        }
         if (rc == SHMRING_OK) {
-            observe(buf, len, mpsc, verify, mpsc ? producers : 0);
             messages++;
             bytes += len;
             last = now_secs();

@@ -6,6 +6,10 @@
  *   producer --name /demo [--create] [--count N] [--size S]
  *            [--min-size A --max-size B] [--seconds T] [--capacity C]
  *            [--wait busy|spin|park] [--mpsc] [--id I] [--open-timeout T]
+ *            [--zero-copy]
+ *
+ * --zero-copy writes each payload in place (shmring_send_with) instead of
+ * copying it in (shmring_send).
  *
  * Prints one summary line; exits 2 on an error.
  */
@@ -36,6 +40,18 @@ static void fill(int mpsc, uint32_t id, uint64_t seq, uint8_t *buf, size_t len) 
     }
 }
 
+struct fill_ctx {
+    int mpsc;
+    uint32_t id;
+    uint64_t seq;
+};
+
+/* Writes the payload in place (shmring_send_with's callback). */
+static void fill_in_place(void *data, size_t len, void *ctx) {
+    const struct fill_ctx *f = ctx;
+    fill(f->mpsc, f->id, f->seq, data, len);
+}
+
 static void die(const char *what) {
     fprintf(stderr, "error: %s\n", what);
     exit(2);
@@ -43,7 +59,7 @@ static void die(const char *what) {
 
 int main(int argc, char **argv) {
     const char *name = NULL, *v;
-    int create = 0, mpsc = 0, wait = SHMRING_WAIT_SPIN, have_count = 0, have_min = 0, have_max = 0, i, rc;
+    int create = 0, mpsc = 0, wait = SHMRING_WAIT_SPIN, have_count = 0, have_min = 0, have_max = 0, zero_copy = 0, i, rc;
     unsigned long long capacity = 1 << 20, count = 1000000, size = 64, min = 0, max = 0, id = 0, seq;
     double seconds = -1, open_timeout = 10, start, deadline;
     shmring_options *options;
@@ -68,9 +84,10 @@ int main(int argc, char **argv) {
         else if ((v = cli_value(argc, argv, &i, "--open-timeout"))) open_timeout = cli_seconds("--open-timeout", v);
         else if (strcmp(argv[i], "--create") == 0) create = 1;
         else if (strcmp(argv[i], "--mpsc") == 0) mpsc = 1;
+        else if (strcmp(argv[i], "--zero-copy") == 0) zero_copy = 1;
         else {
             fprintf(stderr, "usage: %s --name /NAME [--create] [--count N] [--size S] [--min-size A --max-size B] "
-                            "[--seconds T] [--capacity C] [--wait busy|spin|park] [--mpsc] [--id I]\n", argv[0]);
+                            "[--seconds T] [--capacity C] [--wait busy|spin|park] [--mpsc] [--id I] [--zero-copy]\n", argv[0]);
             return 2;
         }
     }
@@ -110,8 +127,17 @@ int main(int argc, char **argv) {
         if (seq % 1024 == 0 && seconds >= 0 && now_secs() >= deadline) break;
         len = next_size();
         if (len > max_message) len = max_message;
-        fill(mpsc, (uint32_t)id, seq, buf, len);
-        if ((rc = shmring_send(producer, buf, len)) != SHMRING_OK) {
+        if (zero_copy) {
+            struct fill_ctx f;
+            f.mpsc = mpsc;
+            f.id = (uint32_t)id;
+            f.seq = seq;
+            rc = shmring_send_with(producer, len, fill_in_place, &f);
+        } else {
+            fill(mpsc, (uint32_t)id, seq, buf, len);
+            rc = shmring_send(producer, buf, len);
+        }
+        if (rc != SHMRING_OK) {
             fprintf(stderr, "error: %s\n", shmring_last_error());
             shmring_producer_free(producer); /* the creator removes the segment */
             return 2;

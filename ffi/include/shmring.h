@@ -89,6 +89,14 @@ typedef struct shmring_stats {
     uint64_t torn_records; /* MPSC consumer: records of producers that died */
 } shmring_stats;
 
+/* Callbacks of the in-place (zero-copy) calls. They must return normally (no
+ * longjmp, no C++ exception) and must not call shmring functions on the
+ * handle they were called for. */
+/* Writes a message: len bytes at data (initial contents unspecified). */
+typedef void (*shmring_fill_fn)(void *data, size_t len, void *ctx);
+/* Reads a message: len bytes at data, valid only during the call. */
+typedef void (*shmring_read_fn)(const void *data, size_t len, void *ctx);
+
 /* ---- Errors ---- */
 
 /* The message of the last failed call on this thread, naming the segment
@@ -156,6 +164,16 @@ int shmring_try_send(shmring_producer *producer, const void *data, size_t len);
 /* SHMRING_E_TIMEOUT after timeout_ns nanoseconds without room. */
 int shmring_send_timeout(shmring_producer *producer, const void *data, size_t len, uint64_t timeout_ns);
 
+/* Claims len bytes (blocking while full), calls fill(data, len, ctx) to write
+ * them in place (the ring's own memory where every process that can write
+ * the segment is this user's; else a buffer copied in), then publishes. */
+int shmring_send_with(shmring_producer *producer, size_t len, shmring_fill_fn fill, void *ctx);
+/* SHMRING_E_FULL (fill not called) if there is no room now. */
+int shmring_try_send_with(shmring_producer *producer, size_t len, shmring_fill_fn fill, void *ctx);
+/* SHMRING_E_TIMEOUT (fill not called) after timeout_ns nanoseconds without room. */
+int shmring_send_with_timeout(shmring_producer *producer, size_t len, shmring_fill_fn fill, void *ctx,
+                              uint64_t timeout_ns);
+
 /* ---- Receiving ----
  * Copies the next message into buf (cap bytes) and sets *len to its length.
  * A message larger than cap: SHMRING_E_TOO_LARGE, nothing consumed, *len is
@@ -167,6 +185,14 @@ int shmring_recv(shmring_consumer *consumer, void *buf, size_t cap, size_t *len)
 int shmring_try_recv(shmring_consumer *consumer, void *buf, size_t cap, size_t *len);
 /* SHMRING_E_TIMEOUT after timeout_ns nanoseconds without a message. */
 int shmring_recv_timeout(shmring_consumer *consumer, void *buf, size_t cap, size_t *len, uint64_t timeout_ns);
+
+/* Calls read(data, len, ctx) with the next message in place (blocking while
+ * empty), then frees it. Never SHMRING_E_TOO_LARGE. */
+int shmring_recv_with(shmring_consumer *consumer, shmring_read_fn read, void *ctx);
+/* SHMRING_E_EMPTY (read not called) if no message is waiting. */
+int shmring_try_recv_with(shmring_consumer *consumer, shmring_read_fn read, void *ctx);
+/* SHMRING_E_TIMEOUT (read not called) after timeout_ns nanoseconds without a message. */
+int shmring_recv_with_timeout(shmring_consumer *consumer, shmring_read_fn read, void *ctx, uint64_t timeout_ns);
 
 /* ---- Accessors ---- */
 

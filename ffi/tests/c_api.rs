@@ -274,6 +274,31 @@ fn c_mpsc_producers_to_c_consumer() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("consumer: messages=400000 "), "{}", text(&output));
 }
 
+/// Both C examples in place (`shmring_send_with`, `shmring_recv_with_timeout`),
+/// 1,000,000 messages of 0 to 300 bytes verified.
+#[test]
+fn c_zero_copy_producer_to_c_zero_copy_consumer_1m() {
+    let producer = compile("producer-zc", &["examples/producer.c"]);
+    let consumer = compile("consumer-zc", &["examples/consumer.c"]);
+    let segment = Segment::new("czerocopy");
+    let consumer =
+        Kid::spawn(Command::new(&consumer).args(["--name", &segment.0, "--create", "--verify", "--zero-copy"]));
+    let count = STREAM.to_string();
+    let producer =
+        Kid::spawn(Command::new(&producer).args(["--name", &segment.0, "--zero-copy", "--count", &count]).args([
+            "--min-size",
+            "0",
+            "--max-size",
+            "300",
+        ]));
+    let output = producer.finish(Duration::from_secs(60));
+    assert!(output.status.success(), "{}", text(&output));
+    let output = consumer.finish(Duration::from_secs(60));
+    assert!(output.status.success(), "{}", text(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains(&format!("consumer: messages={STREAM} ")) && out.contains("errors=0"), "{out}");
+}
+
 /// Every error code, provoked from C, with a message that names the segment.
 fn errors_run(runner: &[&str], tag: &str) {
     let program = compile(&format!("errors-{tag}"), &["tests/errors.c"]);
@@ -336,7 +361,8 @@ fn c_errors_under_valgrind() {
     }
 }
 
-/// A C producer and a C consumer, both under valgrind memcheck.
+/// A C producer (writing in place) and a C consumer (copying out), both
+/// under valgrind memcheck.
 #[test]
 fn c_stream_under_valgrind() {
     let Some(valgrind) = valgrind() else { return };
@@ -362,6 +388,7 @@ fn c_stream_under_valgrind() {
         "300",
         "--open-timeout",
         "60",
+        "--zero-copy",
     ]));
     let output = producer.finish(Duration::from_secs(120));
     assert!(output.status.success(), "{}", text(&output));

@@ -99,6 +99,25 @@ static uint64_t peek_u64(const char *name, long offset) {
     return v;
 }
 
+/* Callbacks of the in-place calls: write "abc" / copy the message out. */
+static void fill_abc(void *data, size_t len, void *ctx) {
+    (void)ctx;
+    memcpy(data, "abc", len < 3 ? len : 3);
+}
+
+struct seen {
+    char bytes[300];
+    size_t len;
+    int calls;
+};
+
+static void copy_out(const void *data, size_t len, void *ctx) {
+    struct seen *s = ctx;
+    memcpy(s->bytes, data, len < sizeof s->bytes ? len : sizeof s->bytes);
+    s->len = len;
+    s->calls++;
+}
+
 int main(int argc, char **argv) {
     shmring_options *o;
     shmring_consumer *c = NULL, *c2 = (shmring_consumer *)1;
@@ -173,14 +192,37 @@ int main(int argc, char **argv) {
     EXPECT(shmring_recv(c, buf, sizeof buf, NULL), SHMRING_E_INVALID, seg(1));
     EXPECT(shmring_send(p, NULL, 5), SHMRING_E_INVALID, seg(1));
 
+    /* In place: send_with / recv_with, and their errors. */
+    {
+        struct seen seen;
+        memset(&seen, 0, sizeof seen);
+        EXPECT(shmring_send_with(p, 3, NULL, NULL), SHMRING_E_INVALID, "callback");
+        EXPECT(shmring_recv_with(c, NULL, NULL), SHMRING_E_INVALID, "callback");
+        EXPECT(shmring_try_recv_with(c, copy_out, &seen), SHMRING_E_EMPTY, seg(1));
+        EXPECT(shmring_recv_with_timeout(c, copy_out, &seen, 1000000), SHMRING_E_TIMEOUT, seg(1));
+        CHECK(seen.calls == 0, "no callback on an error");
+        EXPECT(shmring_send_with(p, 257, fill_abc, NULL), SHMRING_E_TOO_LARGE, seg(1));
+        EXPECT(shmring_send_with(p, 3, fill_abc, NULL), SHMRING_OK, NULL);
+        EXPECT(shmring_try_send_with(p, 2, fill_abc, NULL), SHMRING_OK, NULL);
+        EXPECT(shmring_send_with_timeout(p, 0, fill_abc, NULL, 1000000), SHMRING_OK, NULL);
+        EXPECT(shmring_recv_with(c, copy_out, &seen), SHMRING_OK, NULL);
+        CHECK(seen.calls == 1 && seen.len == 3 && memcmp(seen.bytes, "abc", 3) == 0, "in place: abc");
+        EXPECT(shmring_try_recv_with(c, copy_out, &seen), SHMRING_OK, NULL);
+        CHECK(seen.calls == 2 && seen.len == 2 && memcmp(seen.bytes, "ab", 2) == 0, "in place: ab");
+        EXPECT(shmring_recv_with_timeout(c, copy_out, &seen, 1000000), SHMRING_OK, NULL);
+        CHECK(seen.calls == 3 && seen.len == 0, "in place: empty");
+    }
+
     /* FULL, TIMEOUT (sending). */
     for (i = 0; (rc = shmring_try_send(p, msg, 200)) == SHMRING_OK; i++) CHECK(i < 100, "never full");
     EXPECT(rc, SHMRING_E_FULL, seg(1));
     EXPECT(shmring_send_timeout(p, msg, 200, 1000000), SHMRING_E_TIMEOUT, seg(1));
+    EXPECT(shmring_try_send_with(p, 200, fill_abc, NULL), SHMRING_E_FULL, seg(1));
+    EXPECT(shmring_send_with_timeout(p, 200, fill_abc, NULL, 1000000), SHMRING_E_TIMEOUT, seg(1));
     {
         shmring_stats s;
         EXPECT(shmring_producer_stats(p, &s), SHMRING_OK, NULL);
-        CHECK(s.messages == (uint64_t)i + 3, "stats count the messages sent: %llu", (unsigned long long)s.messages);
+        CHECK(s.messages == (uint64_t)i + 6, "stats count the messages sent: %llu", (unsigned long long)s.messages);
     }
 
     /* FORKED: a handle inherited across fork fails in the child. */

@@ -20,9 +20,29 @@ fn read(path: &Path) -> String {
 /// each parameter, types in a canonical C spelling (`const char*`).
 type Signature = (String, Vec<(String, String)>);
 
-/// One side's declarations: functions by name, constants by name, and the
-/// `shmring_stats` fields in order.
+/// One side's declarations: functions and callback types by name
+/// (`fn NAME`, `typedef NAME`), constants by name, and the `shmring_stats`
+/// fields in order.
 type Side = (BTreeMap<String, Signature>, BTreeMap<String, i64>, Vec<(String, String)>);
+
+/// (name, type) of each parameter in `text`, a Rust parameter list.
+fn rust_params(text: &str, of: &str) -> Vec<(String, String)> {
+    items(text)
+        .into_iter()
+        .map(|p| {
+            let (n, t) = p.split_once(':').unwrap_or_else(|| panic!("{of}: parameter {p:?}"));
+            (n.trim().to_owned(), c_type(t))
+        })
+        .collect()
+}
+
+/// A Rust return type (`-> T` or nothing) in C.
+fn rust_return(text: &str) -> String {
+    match text.trim().strip_prefix("->") {
+        Some(t) => c_type(t),
+        None => "void".to_owned(),
+    }
+}
 
 /// Collapses whitespace and removes it around `*`.
 fn canonical(c_type: &str) -> String {
@@ -63,7 +83,24 @@ fn items(text: &str) -> Vec<String> {
 fn rust_side() -> Side {
     let source = read(&dir().join("src/lib.rs"));
     let mut functions = BTreeMap::new();
-    let mut rest = source.as_str();
+    // Callback types: `pub type NAME = Option<unsafe extern "C" fn(PARAMS) -> RET>;`
+    let mut code = String::new();
+    for line in source.lines() {
+        match line.strip_prefix("pub type ") {
+            Some(def) => {
+                let (name, ty) = def.split_once('=').unwrap();
+                let ty = ty.trim().strip_prefix("Option<unsafe extern \"C\" fn(").expect("a C function pointer type");
+                let (params, ret) = ty.strip_suffix(">;").unwrap().rsplit_once(')').unwrap();
+                let name = format!("typedef {}", name.trim());
+                functions.insert(name.clone(), (rust_return(ret), rust_params(params, &name)));
+            }
+            None => {
+                code.push_str(line);
+                code.push('\n');
+            }
+        }
+    }
+    let mut rest = code.as_str();
     while let Some(at) = rest.find("extern \"C\" fn ") {
         // Each must be exported under its own name.
         let before = &rest[..at];
@@ -71,21 +108,11 @@ fn rust_side() -> Side {
         assert!(!before[attribute..].contains('}'), "an extern fn without #[no_mangle] right before it");
         let after = &rest[at + "extern \"C\" fn ".len()..];
         let open = after.find('(').unwrap();
-        let name = after[..open].trim().to_owned();
+        let name = format!("fn {}", after[..open].trim());
         let close = after.find(')').unwrap();
-        let params = items(&after[open + 1..close])
-            .into_iter()
-            .map(|p| {
-                let (n, t) = p.split_once(':').unwrap_or_else(|| panic!("{name}: parameter {p:?}"));
-                (n.trim().to_owned(), c_type(t))
-            })
-            .collect();
+        let params = rust_params(&after[open + 1..close], &name);
         let body = after.find('{').unwrap();
-        let ret = after[close + 1..body].trim();
-        let ret = match ret.strip_prefix("->") {
-            Some(t) => c_type(t),
-            None => "void".to_owned(),
-        };
+        let ret = rust_return(&after[close + 1..body]);
         assert!(functions.insert(name.clone(), (ret, params)).is_none(), "{name} twice");
         rest = &after[body..];
     }
@@ -153,9 +180,20 @@ fn header_side() -> Side {
         if decl.starts_with("typedef struct") {
             continue;
         }
-        let open = decl.find('(').unwrap_or_else(|| panic!("not a prototype: {decl:?}"));
-        let (name, ret) = c_decl(&decl[..open]);
-        let params = decl[open + 1..].trim_end().strip_suffix(')').unwrap_or_else(|| panic!("{decl:?}"));
+        // `typedef RET (*NAME)(PARAMS)` or `RET NAME(PARAMS)`.
+        let (name, ret, params) = match decl.strip_prefix("typedef ") {
+            Some(def) => {
+                let (ret, rest) = def.split_once("(*").unwrap_or_else(|| panic!("not a callback type: {decl:?}"));
+                let (name, params) = rest.split_once(")(").unwrap();
+                (format!("typedef {}", name.trim()), canonical(ret), params)
+            }
+            None => {
+                let open = decl.find('(').unwrap_or_else(|| panic!("not a prototype: {decl:?}"));
+                let (name, ret) = c_decl(&decl[..open]);
+                (format!("fn {name}"), ret, &decl[open + 1..])
+            }
+        };
+        let params = params.trim_end().strip_suffix(')').unwrap_or_else(|| panic!("{decl:?}"));
         let params = match params.trim() {
             "void" => Vec::new(),
             params => items(params).iter().map(|p| c_decl(p)).collect(),
@@ -170,6 +208,7 @@ fn header_matches_rust_signatures() {
     let (rust_fns, rust_consts, rust_fields) = rust_side();
     let (c_fns, c_consts, c_fields) = header_side();
     assert!(rust_fns.len() >= 30, "parsed only {} Rust functions", rust_fns.len());
+    assert!(rust_fns.contains_key("typedef shmring_read_fn"), "the callback types are compared too");
     for (name, rust) in &rust_fns {
         match c_fns.get(name) {
             None => panic!("{name} is defined in src/lib.rs but not declared in include/shmring.h"),
