@@ -711,7 +711,9 @@ impl shmring_consumer {
     fn new(inner: Consumer) -> Self {
         let segment = Arc::from(inner.name());
         let max_message = inner.max_message();
-        shmring_consumer { inner, segment, max_message, staging: Vec::with_capacity(max_message) }
+        // The staging buffer grows to the largest message met, not to the
+        // segment's maximum (which can be gigabytes).
+        shmring_consumer { inner, segment, max_message, staging: Vec::new() }
     }
 }
 
