@@ -1127,6 +1127,28 @@ handle_accessors!(Consumer, "its consumer", "consumer");
 #[derive(Debug)]
 pub struct ReadGuard<'a>(ring::ReadGuard<'a, Segment>);
 
+impl ReadGuard<'_> {
+    /// Leaves the message in the ring instead of consuming it: the next
+    /// receive or read returns it again (to look at a message's size or
+    /// first bytes before deciding where it goes).
+    ///
+    /// ```
+    /// # let name = format!("/doc-put-back-{}", std::process::id());
+    /// # let options = shmring::RingOptions::new().unlink_on_drop(true);
+    /// let mut consumer = shmring::Consumer::create(&name, &options)?;
+    /// let mut producer = shmring::Producer::open(&name, &options)?;
+    /// producer.send(b"a long message")?;
+    /// let guard = consumer.read()?;
+    /// assert_eq!(guard.len(), 14);
+    /// guard.put_back();
+    /// assert_eq!(&*consumer.read()?, b"a long message");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_back(self) {
+        self.0.put_back();
+    }
+}
+
 impl std::ops::Deref for ReadGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

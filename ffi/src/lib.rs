@@ -1140,13 +1140,8 @@ unsafe fn deliver(
     let n = guard.len();
     *len = n;
     if n > cap {
-        // The consumer offers no peek: dropping a guard frees the message.
-        // Forgetting it instead leaves the ring's head where it was, so the
-        // next receive finds this message again. The one trace: the
-        // mapping's count of views lent in place stays one higher, so a
-        // later `fork` copies the mapping for the child instead of leaving
-        // it blank (see `shmring::ReadGuard`'s fork notes).
-        std::mem::forget(guard);
+        // Consumes nothing: the next receive finds this message again.
+        guard.put_back();
         return too_small(segment, n, cap);
     }
     if n > 0 {

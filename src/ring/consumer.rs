@@ -407,6 +407,17 @@ impl<'a, B: RingBacking> ReadGuard<'a, B> {
     }
 }
 
+impl<B: RingBacking> ReadGuard<'_, B> {
+    /// Leaves the message in the ring: the next read returns it again.
+    pub fn put_back(mut self) {
+        if self.view.take().is_some() {
+            self.consumer.backing.region().unlend();
+        }
+        // Nothing else to undo: `head` moves only in `Drop`, skipped here.
+        std::mem::forget(self);
+    }
+}
+
 impl<B: RingBacking> std::ops::Deref for ReadGuard<'_, B> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
