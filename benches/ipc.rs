@@ -61,8 +61,11 @@ enum Transport {
         wait: WaitStrategy,
         zero_copy: bool,
     },
-    /// An SPSC ring in a regular file (throughput only, never flushed).
-    ShmringFile,
+    /// An SPSC ring in a regular file (throughput only): never flushed, or
+    /// the producer flushes every `flush_every` messages.
+    ShmringFile {
+        flush_every: Option<u32>,
+    },
     /// An MPSC ring fed by `producers` processes (throughput only).
     ShmringMpsc {
         wait: WaitStrategy,
@@ -84,7 +87,8 @@ impl Transport {
         match self {
             Transport::Shmring { .. } => "shmring-spsc",
             Transport::ShmringMpsc { .. } => "shmring-mpsc",
-            Transport::ShmringFile => "shmring-file",
+            Transport::ShmringFile { flush_every: None } => "shmring-file",
+            Transport::ShmringFile { flush_every: Some(_) } => "shmring-file-flushed",
             Transport::Pipe => "pipe",
             Transport::Uds => "uds",
             Transport::Mq => "mq",
@@ -104,7 +108,8 @@ impl Transport {
                 Some(if zero_copy { format!("{base}+zero-copy") } else { base.to_string() })
             }
             Transport::ShmringMpsc { wait, .. } => Some(wait_name(wait).to_string()),
-            Transport::ShmringFile => Some("spin".into()),
+            Transport::ShmringFile { flush_every: None } => Some("spin".into()),
+            Transport::ShmringFile { flush_every: Some(n) } => Some(format!("spin+flush/{n}")),
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
             #[cfg(feature = "compare-iceoryx2")]
             Transport::Iceoryx2 => Some("busy+zero-copy".into()),
@@ -118,6 +123,7 @@ impl Transport {
         match self {
             Transport::Shmring { wait, zero_copy } => format!("shmring:{}:{}", wait_name(wait), zero_copy),
             Transport::ShmringMpsc { wait, producers } => format!("mpsc:{}:{producers}", wait_name(wait)),
+            Transport::ShmringFile { flush_every } => format!("shmring-file:{}", flush_every.unwrap_or(0)),
             other => other.name().to_string(),
         }
     }
@@ -134,7 +140,7 @@ impl Transport {
         let parts: Vec<&str> = s.split(':').collect();
         match parts[0] {
             "shmring" => Transport::Shmring { wait: parts[1].parse().expect("wait"), zero_copy: parts[2] == "true" },
-            "shmring-file" => Transport::ShmringFile,
+            "shmring-file" => Transport::ShmringFile { flush_every: parts[1].parse().ok().filter(|n| *n > 0) },
             "mpsc" => Transport::ShmringMpsc {
                 wait: parts[1].parse().expect("wait"),
                 producers: parts[2].parse().expect("n"),
@@ -175,6 +181,8 @@ struct Row {
     syscalls_per_msg: Option<f64>,
     allocs_per_msg: Option<f64>,
     note: Option<String>,
+    /// A flushed file ring's `flush()` latency, p50 and p99 (ns).
+    flush: Option<[u64; 2]>,
     /// A round-trip row only (no throughput is measured for its size).
     rtt_only: bool,
 }
@@ -227,8 +235,15 @@ fn child_report(mut child: Child) -> (u64, u64) {
     assert!(status.success(), "bench child failed: {status}\n{err}");
     let last = err.lines().last().unwrap_or("0 0");
     let mut it = last.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    let report = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    if let (Some(p50), Some(p99)) = (it.next(), it.next()) {
+        FLUSH_LATENCY.lock().unwrap().push([p50, p99]);
+    }
+    report
 }
+
+/// Flush latencies (p50, p99) reported by flushing children, in order.
+static FLUSH_LATENCY: std::sync::Mutex<Vec<[u64; 2]>> = std::sync::Mutex::new(Vec::new());
 
 /// Waits for a child's `ready` line on stdout (iceoryx2: its ports exist,
 /// so nothing sent from now on is dropped for want of a subscriber).
@@ -697,14 +712,27 @@ fn child_main(args: &[String]) {
             let s = producer.stats();
             syscalls = s.futex_waits + s.futex_wakes - at_first;
         }
-        (Transport::ShmringFile, "tput") => {
+        (Transport::ShmringFile { flush_every }, "tput") => {
             let mut producer = Producer::open_file(name, &shm_options(size, WaitStrategy::default())).expect("open");
+            let mut flushes = Vec::new();
             allocs_before = allocations();
-            for _ in 0..count {
+            for i in 1..=count {
                 producer.send(&msg).expect("send");
+                if flush_every.is_some_and(|n| i % u64::from(n) == 0) {
+                    let started = Instant::now();
+                    producer.flush().expect("flush");
+                    flushes.push(started.elapsed().as_nanos() as u64);
+                }
             }
             let s = producer.stats();
             syscalls = s.futex_waits + s.futex_wakes;
+            if !flushes.is_empty() {
+                flushes.sort_unstable();
+                let at = |q: f64| flushes[((flushes.len() - 1) as f64 * q) as usize];
+                // The flush latency: after the two numbers every child reports.
+                eprintln!("{syscalls} {} {} {}", allocations() - allocs_before, at(0.5), at(0.99));
+                return;
+            }
         }
         (Transport::ShmringMpsc { wait, .. }, "tput") => {
             let options = shm_options(size, wait).kind(Kind::Mpsc);
@@ -854,7 +882,7 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
         }
     };
     match transport {
-        Transport::ShmringMpsc { .. } | Transport::ShmringFile => {
+        Transport::ShmringMpsc { .. } | Transport::ShmringFile { .. } => {
             unreachable!("MPSC and file rows measure throughput only")
         }
         Transport::Shmring { wait, .. } => {
@@ -1039,7 +1067,7 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             allocs += child_allocs;
             let _ = shmring::unlink(&name);
         }
-        Transport::ShmringFile => {
+        Transport::ShmringFile { .. } => {
             // On the disk of the build directory, not tmpfs.
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/shmring-bench");
             std::fs::create_dir_all(&dir).expect("bench dir");
@@ -1234,7 +1262,8 @@ fn main() {
         // MPSC against the SPSC rows above: 1, 2 and 4 producer processes
         // (on two cores the producers share one).
         // A file-backed ring (never flushed) against the shm `spin` rows.
-        Transport::ShmringFile,
+        Transport::ShmringFile { flush_every: None },
+        Transport::ShmringFile { flush_every: Some(1000) },
         Transport::ShmringMpsc { wait: WaitStrategy::BusySpin, producers: 1 },
         Transport::ShmringMpsc { wait: spin, producers: 1 },
         Transport::ShmringMpsc { wait: spin, producers: 2 },
@@ -1259,7 +1288,7 @@ fn main() {
 
     let mut rows: Vec<Row> = Vec::new();
     for &transport in &transports {
-        if transport == Transport::ShmringFile {
+        if let Transport::ShmringFile { .. } = transport {
             for (size, _) in sizes {
                 rows.push(Row { transport: transport.name(), wait: transport.wait(), size, ..Row::default() });
             }
@@ -1317,9 +1346,10 @@ fn main() {
         }
     }
     let mut samples: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); rows.len()];
+    let mut flushes: Vec<Vec<[u64; 2]>> = vec![Vec::new(); rows.len()];
     for repetition in 1..=repetitions {
         eprintln!("throughput, repetition {repetition} of {repetitions}");
-        for (row, samples) in rows.iter().zip(samples.iter_mut()) {
+        for (index, (row, samples)) in rows.iter().zip(samples.iter_mut()).enumerate() {
             let Some(&transport) = transports
                 .iter()
                 .find(|t| t.name() == row.transport && t.wait() == row.wait && t.producers() == row.producers.max(1))
@@ -1337,6 +1367,16 @@ fn main() {
                 count
             };
             samples.push(throughput(transport, row.size, count));
+            if let Some(latency) = FLUSH_LATENCY.lock().unwrap().pop() {
+                flushes[index].push(latency);
+            }
+        }
+    }
+    for (row, flushes) in rows.iter_mut().zip(flushes.iter_mut()) {
+        flushes.sort_unstable();
+        if let Some(median) = flushes.get(flushes.len() / 2) {
+            row.flush = Some(*median);
+            row.note = Some(format!("flush() p50 {} us, p99 {} us", median[0] / 1000, median[1] / 1000));
         }
     }
     for (row, samples) in rows.iter_mut().zip(samples.iter_mut()) {
@@ -1404,6 +1444,8 @@ fn to_json(rows: &[Row]) -> Vec<serde_json::Value> {
                 "syscalls_per_msg": r.syscalls_per_msg,
                 "allocs_per_msg": r.allocs_per_msg,
                 "note": r.note,
+                "flush_p50_ns": r.flush.map(|v| v[0]),
+                "flush_p99_ns": r.flush.map(|v| v[1]),
             })
         })
         .collect()
