@@ -3,7 +3,7 @@
  * processes over POSIX shared memory (libshmring_ffi.so / libshmring_ffi.a).
  *
  * Written by hand; ffi/tests/header.rs fails if a declaration here and the
- * Rust definition in ffi/src/lib.rs disagree. C99 and C++.
+ * Rust definition in ffi/src/ disagree. C99 and C++.
  *
  * Conventions:
  *  - Functions that can fail return SHMRING_OK (0) or a negative SHMRING_E_*

@@ -1,5 +1,5 @@
 //! The hand-written header `include/shmring.h` against the Rust definitions
-//! in `src/lib.rs`: every function, with its parameters' names and types and
+//! in `src/` (every `.rs` file there): every function, with its parameters' names and types and
 //! its return type, every constant with its value, and the `shmring_stats`
 //! fields must be the same on both sides (in the same order). Then the
 //! header must compile as strict C99 and as C++.
@@ -80,8 +80,27 @@ fn items(text: &str) -> Vec<String> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
+/// Every `.rs` file under `src/`, concatenated in path order.
+fn rust_source() -> String {
+    fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                collect(&path, files);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    collect(&dir().join("src"), &mut files);
+    files.sort();
+    assert!(files.iter().any(|f| f.ends_with("src/lib.rs")), "no src/lib.rs among {files:?}");
+    files.iter().map(|f| read(f) + "\n").collect()
+}
+
 fn rust_side() -> Side {
-    let source = read(&dir().join("src/lib.rs"));
+    let source = rust_source();
     let mut functions = BTreeMap::new();
     // Callback types: `pub type NAME = Option<unsafe extern "C" fn(PARAMS) -> RET>;`
     let mut code = String::new();
@@ -211,12 +230,12 @@ fn header_matches_rust_signatures() {
     assert!(rust_fns.contains_key("typedef shmring_read_fn"), "the callback types are compared too");
     for (name, rust) in &rust_fns {
         match c_fns.get(name) {
-            None => panic!("{name} is defined in src/lib.rs but not declared in include/shmring.h"),
+            None => panic!("{name} is defined in src/ but not declared in include/shmring.h"),
             Some(c) => assert_eq!(c, rust, "{name}: header (left) and Rust (right) disagree"),
         }
     }
     for name in c_fns.keys() {
-        assert!(rust_fns.contains_key(name), "{name} is declared in the header but not defined in src/lib.rs");
+        assert!(rust_fns.contains_key(name), "{name} is declared in the header but not defined in src/");
     }
     assert_eq!(c_consts, rust_consts, "constants: header (left) and Rust (right) disagree");
     assert_eq!(c_fields, rust_fields, "shmring_stats: header (left) and Rust (right) disagree");

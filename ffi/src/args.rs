@@ -1,0 +1,135 @@
+//! The C arguments: handles, buffers, names and paths checked (NULL is
+//! `SHMRING_E_INVALID`, never a crash) and turned into Rust references; new
+//! handles boxed into out pointers, and freed.
+
+use crate::error::{fail, guard, SHMRING_E_INVALID, SHMRING_OK};
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::path::Path;
+use std::ptr;
+
+/// The handle behind `ptr`, or `SHMRING_E_INVALID` if it is NULL.
+///
+/// # Safety
+///
+/// `ptr` is NULL or a pointer returned by this library's constructor for `T`
+/// and not freed, and no other reference to it is in use.
+pub(crate) unsafe fn handle<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T, c_int> {
+    // SAFETY: the caller's contract: a live, unaliased handle or NULL.
+    match unsafe { ptr.as_mut() } {
+        Some(handle) => Ok(handle),
+        None => Err(fail(SHMRING_E_INVALID, format_args!("the {what} handle is NULL"))),
+    }
+}
+
+/// The bytes at `data`, or `SHMRING_E_INVALID` if it is NULL with a length.
+///
+/// # Safety
+///
+/// `data` is NULL or points to `len` readable bytes that stay unchanged while
+/// the slice is used.
+pub(crate) unsafe fn bytes<'a>(data: *const c_void, len: usize, segment: &str) -> Result<&'a [u8], c_int> {
+    if data.is_null() {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        return Err(fail(SHMRING_E_INVALID, format_args!("segment {segment}: data is NULL with a length of {len}")));
+    }
+    // SAFETY: the caller's contract: `len` readable bytes at `data`, which
+    // is not NULL (checked above).
+    Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
+}
+
+/// The handle behind `ptr`, shared, or `SHMRING_E_INVALID` if it is NULL.
+///
+/// # Safety
+///
+/// `ptr` is NULL or a pointer returned by this library's constructor for `T`
+/// and not freed, and not being changed by another call.
+pub(crate) unsafe fn handle_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T, c_int> {
+    // SAFETY: the caller's contract: a live handle or NULL.
+    match unsafe { ptr.as_ref() } {
+        Some(handle) => Ok(handle),
+        None => Err(fail(SHMRING_E_INVALID, format_args!("the {what} handle is NULL"))),
+    }
+}
+
+/// The C string at `name` as UTF-8, or `SHMRING_E_INVALID`.
+///
+/// # Safety
+///
+/// `name` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn utf8<'a>(name: *const c_char, what: &str) -> Result<&'a str, c_int> {
+    if name.is_null() {
+        return Err(fail(SHMRING_E_INVALID, format_args!("the {what} is NULL")));
+    }
+    // SAFETY: the caller's contract: a NUL-terminated string, not NULL.
+    let text = unsafe { CStr::from_ptr(name) };
+    text.to_str().map_err(|_| {
+        fail(SHMRING_E_INVALID, format_args!("the {what} {:?} is not valid UTF-8", text.to_string_lossy()))
+    })
+}
+
+/// The C string at `path` as a path (any bytes but NUL).
+///
+/// # Safety
+///
+/// `path` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn path_arg<'a>(path: *const c_char) -> Result<&'a Path, c_int> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.is_null() {
+        return Err(fail(SHMRING_E_INVALID, "the file path is NULL"));
+    }
+    // SAFETY: the caller's contract: a NUL-terminated string, not NULL.
+    let bytes = unsafe { CStr::from_ptr(path) }.to_bytes();
+    Ok(Path::new(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// Runs a constructor: checks `out`, makes the handle with `make`, boxes it
+/// into `*out` (NULL on failure).
+///
+/// # Safety
+///
+/// `out` is NULL or valid for a write of a pointer.
+pub(crate) unsafe fn construct<T>(out: *mut *mut T, make: impl FnOnce() -> Result<T, c_int>) -> c_int {
+    if out.is_null() {
+        return fail(SHMRING_E_INVALID, "the out pointer is NULL");
+    }
+    // SAFETY: `out` is valid for writes (the caller's contract), not NULL.
+    unsafe { out.write(ptr::null_mut()) };
+    match make() {
+        Ok(handle) => {
+            // SAFETY: as above.
+            unsafe { out.write(Box::into_raw(Box::new(handle))) };
+            SHMRING_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// The value of an argument check, or its error code returned at once.
+macro_rules! try_arg {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(code) => return code,
+        }
+    };
+}
+pub(crate) use try_arg;
+
+/// Frees a handle that a constructor boxed (NULL: nothing).
+///
+/// # Safety
+///
+/// `handle` is NULL or from `Box::into_raw` (in [`construct`] or
+/// `shmring_options_new`), not freed yet, not in use.
+pub(crate) unsafe fn release<T>(handle: *mut T) {
+    guard(|| {
+        if !handle.is_null() {
+            // SAFETY: from `Box::into_raw` and not freed yet (the caller's
+            // contract).
+            drop(unsafe { Box::from_raw(handle) });
+        }
+        SHMRING_OK
+    });
+}
