@@ -55,26 +55,26 @@ fn file_producer_writes_only_behind_the_head_on_disk() {
     });
 }
 
-/// Five 8-byte messages (16-byte records) from one MPSC producer through a
-/// 64-byte file ring: the fifth claim lands on space released (and zeroed)
-/// after the first lap.
+/// Three 16-byte messages (24-byte records) from one MPSC producer through a
+/// 64-byte file ring: the third claim wraps (padding from 48) and lands at
+/// 64, on the first record's space, released (and zeroed) by then.
 /// Every message arrives, intact and in order.
 #[test]
 fn file_mpsc_claims_land_on_zeroed_space() {
     model("file_mpsc_claims_land_on_zeroed_space", || {
-        let ring = Arc::new(HeapRing::file(CAPACITY as usize, 16).with_producers(1));
+        let ring = Arc::new(HeapRing::file(CAPACITY as usize, 24).with_producers(1));
         let producer_ring = Arc::clone(&ring);
         let producer = thread::spawn(move || {
             let mut producer = Producer::attach_mpsc(producer_ring, 10, 0).expect("attach producer");
-            for i in 0..5 {
-                producer.send(&message(i, 8), PARK, None).expect("send");
+            for i in 0..3 {
+                producer.send(&message(i, 16), PARK, None).expect("send");
             }
         });
         let mut consumer = Consumer::attach(Arc::clone(&ring), 2, Kind::Mpsc).expect("attach consumer");
         let mut buf = Vec::new();
-        for i in 0..5 {
+        for i in 0..3 {
             match consumer.recv(&mut buf, PARK, None) {
-                Ok(_) => assert_eq!(buf, message(i, 8), "message {i}"),
+                Ok(_) => assert_eq!(buf, message(i, 16), "message {i}"),
                 Err(e) => panic!("recv {i}: {e:?}"),
             }
         }
