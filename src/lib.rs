@@ -57,6 +57,16 @@
 pub mod error;
 pub mod layout;
 #[cfg(shmring_loom)]
+pub mod record;
+#[cfg(not(shmring_loom))]
+pub(crate) mod record;
+#[cfg(shmring_loom)]
+#[allow(unsafe_code)]
+pub mod region;
+#[cfg(not(shmring_loom))]
+#[allow(unsafe_code)]
+pub(crate) mod region;
+#[cfg(shmring_loom)]
 #[allow(unsafe_code)]
 pub mod ring;
 #[cfg(not(shmring_loom))]

@@ -43,8 +43,8 @@ use crate::layout::{
     IdentityFields, Kind, SegmentHeader, Slot, HEADER_BYTES, MAGIC, MAX_PRODUCERS, RECOVERY_LOCK_BYTE,
     STATE_INITIALIZING, STATE_READY, VERSION,
 };
-use crate::ring::record::record_size;
-use crate::ring::{Region, RingBacking};
+use crate::record::record_size;
+use crate::region::Region;
 use crate::sync::{fence, AtomicU32, Ordering};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
@@ -313,8 +313,8 @@ impl Segment {
         Self::attach(name, fd, expect, true)
     }
 
-    /// Opens the file segment `path` and validates it; after a restart of the
-    /// machine, recovers it first (see [`crate::ring::persist`]).
+    /// Opens the file segment `path` and validates it. After a restart of
+    /// the machine the caller recovers it (see [`restarted`](Self::restarted)).
     pub(crate) fn open_file(path: &Path, expect: &Expect) -> Result<Segment, Error> {
         let name = path.to_string_lossy();
         let fd = SegmentFd::open(&name, "open", Scope::Process, || {
@@ -322,7 +322,6 @@ impl Segment {
         })?;
         let mut segment = Self::attach(&name, fd, expect, true)?;
         segment.persistent = true;
-        segment.recover_if_restarted()?;
         Ok(segment)
     }
 
@@ -493,19 +492,24 @@ impl Segment {
         self.fd.as_fd()
     }
 
-    /// `msync`: writes back the pages holding the header and the data of
-    /// positions `from..to` (at most a lap), waiting for the disk if `sync`.
-    pub(crate) fn write_back(&self, from: u64, to: u64, sync: bool) -> Result<(), Error> {
+    /// Writes the data of positions `from..to` (at most a lap) back to the
+    /// file and waits (`msync(MS_SYNC)`).
+    pub(crate) fn write_back_positions(&self, from: u64, to: u64) -> Result<(), Error> {
         let capacity = self.identity.capacity;
         let data = self.identity.data_offset;
         let mut at = from;
         while at < to && to - at <= capacity {
             let offset = at & (capacity - 1);
             let len = (to - at).min(capacity - offset);
-            self.msync(data + offset, len, sync)?;
+            self.msync(data + offset, len, true)?;
             at += len;
         }
-        self.msync(0, HEADER_BYTES, sync)
+        Ok(())
+    }
+
+    /// Writes the header back to the file and waits (`msync(MS_SYNC)`).
+    pub(crate) fn write_back_header(&self) -> Result<(), Error> {
+        self.msync(0, HEADER_BYTES, true)
     }
 
     fn msync(&self, offset: u64, len: u64, sync: bool) -> Result<(), Error> {
@@ -585,43 +589,34 @@ impl Segment {
         Ok(())
     }
 
-    /// File segments: if the machine restarted since the segment was last
-    /// created or recovered (another boot id), keep what was flushed and drop
-    /// the rest. Serialised by a lock, so concurrent openers recover once.
-    fn recover_if_restarted(&self) -> Result<(), Error> {
-        let persistence = &self.header().ring.persistence;
-        let boot = current_boot_id();
-        if load_boot_id(persistence) == boot {
-            return Ok(());
-        }
-        let lock = |kind| {
-            let mut lock = byte_lock_at(kind, RECOVERY_LOCK_BYTE);
-            // SAFETY: `fcntl(F_OFD_SETLKW)` reads the `flock` we pass by
-            // pointer, valid for the call; the descriptor is open.
-            unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_SETLKW, &mut lock) }
-        };
-        if lock(libc::F_WRLCK) != 0 {
+    /// File segments: whether the machine restarted since the segment was
+    /// last created or recovered (the header holds another boot id).
+    pub(crate) fn restarted(&self) -> bool {
+        load_boot_id(&self.header().ring.persistence) != current_boot_id()
+    }
+
+    /// Takes the lock that serialises recovery after a restart (waiting for
+    /// it); released when the guard drops.
+    pub(crate) fn lock_recovery(&self) -> Result<RecoveryLock<'_>, Error> {
+        if self.recovery_lock(libc::F_WRLCK) != 0 {
             let errno = Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(Errno::IO);
             return Err(Error::from_os(&self.name, "fcntl(F_OFD_SETLKW)", errno));
         }
-        // Another opener may have recovered while we waited for the lock.
-        // And kernel locks do not survive a restart: a participant that holds
-        // one attached after the last restart, so there is nothing to recover
-        // (and recovering would zero records it may be writing).
-        let recovered = if load_boot_id(persistence) == boot {
-            Ok(())
-        } else if self.any_participant_alive() {
-            store_boot_id(persistence, boot);
-            self.msync(0, HEADER_BYTES, true)
-        } else {
-            crate::ring::persist::recover_after_restart(self).map_err(Error::from).and_then(|_| {
-                self.write_back(0, self.identity.capacity, true)?;
-                store_boot_id(persistence, boot);
-                self.msync(0, HEADER_BYTES, true)
-            })
-        };
-        lock(libc::F_UNLCK);
-        recovered
+        Ok(RecoveryLock(self))
+    }
+
+    fn recovery_lock(&self, kind: libc::c_int) -> libc::c_int {
+        let mut lock = byte_lock_at(kind, RECOVERY_LOCK_BYTE);
+        // SAFETY: `fcntl(F_OFD_SETLKW)` reads the `flock` we pass by
+        // pointer, valid for the call; the descriptor is open.
+        unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_OFD_SETLKW, &mut lock) }
+    }
+
+    /// Records this boot's id in the header and writes the header back: the
+    /// segment is current (recovered, or proven not to need it).
+    pub(crate) fn mark_booted(&self) -> Result<(), Error> {
+        store_boot_id(&self.header().ring.persistence, current_boot_id());
+        self.write_back_header()
     }
 
     /// Whether every process that can write the segment runs as this
@@ -633,6 +628,16 @@ impl Segment {
     /// to keep the protocol costs nothing; anyone else may not be.
     pub(crate) fn writers_trusted(&self) -> bool {
         self.writers_trusted
+    }
+
+    /// The data region.
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Whether the segment is a regular file, which outlives the machine.
+    pub(crate) fn persistent(&self) -> bool {
+        self.persistent
     }
 
     /// The segment's name.
@@ -680,7 +685,7 @@ impl Segment {
 
     /// Whether any participant (the consumer or a producer slot) holds its
     /// lock.
-    fn any_participant_alive(&self) -> bool {
+    pub(crate) fn any_participant_alive(&self) -> bool {
         let producers = (0..self.identity.max_producers as usize).map(Slot::Producer);
         std::iter::once(Slot::Consumer).chain(producers).any(|slot| self.is_locked(slot))
     }
@@ -741,47 +746,6 @@ impl Segment {
     }
 }
 
-impl RingBacking for Segment {
-    fn header(&self) -> &crate::layout::RingHeader {
-        &Segment::header(self).ring
-    }
-    fn region(&self) -> &Region {
-        &self.region
-    }
-    fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-    fn max_message(&self) -> u32 {
-        self.identity.max_message
-    }
-    fn max_producers(&self) -> u32 {
-        self.identity.max_producers
-    }
-    fn is_alive(&self, slot: Slot) -> bool {
-        self.is_locked(slot)
-    }
-    fn persistent(&self) -> bool {
-        self.persistent
-    }
-    fn sync_header(&self) -> bool {
-        self.msync(0, HEADER_BYTES, true).is_ok()
-    }
-    fn sync_positions(&self, from: u64, to: u64) -> bool {
-        let capacity = self.identity.capacity;
-        let data = self.identity.data_offset;
-        let mut at = from;
-        while at < to && to - at <= capacity {
-            let offset = at & (capacity - 1);
-            let len = (to - at).min(capacity - offset);
-            if self.msync(data + offset, len, true).is_err() {
-                return false;
-            }
-            at += len;
-        }
-        true
-    }
-}
-
 /// `fsync` of the directory holding `path`, so that the file's entry is on
 /// the disk.
 fn sync_directory_of(path: &Path) -> Result<(), Errno> {
@@ -791,6 +755,16 @@ fn sync_directory_of(path: &Path) -> Result<(), Errno> {
     };
     let dir = rustix::fs::open(parent, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     rustix::fs::fsync(&dir)
+}
+
+/// The recovery lock of a segment, held until dropped (see
+/// [`Segment::lock_recovery`]).
+pub(crate) struct RecoveryLock<'a>(&'a Segment);
+
+impl Drop for RecoveryLock<'_> {
+    fn drop(&mut self) {
+        self.0.recovery_lock(libc::F_UNLCK);
+    }
 }
 
 impl Drop for Segment {

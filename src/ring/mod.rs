@@ -29,8 +29,10 @@
 //!
 //! [`WakeLine`]: crate::layout::WakeLine
 
-pub mod record;
-pub mod region;
+#[cfg(shmring_loom)]
+pub use crate::{record, region};
+#[cfg(not(shmring_loom))]
+pub(crate) use crate::{record, region};
 
 mod consumer;
 pub mod durable;

@@ -1,0 +1,201 @@
+//! The receiving handle and its borrowed read guard.
+
+use super::*;
+use crate::error::{Error, RecvError, RecvTimeoutError, TryRecvError};
+use crate::fork::ProcessLocal;
+use crate::layout::{Kind, Slot};
+use crate::ring::{self, RingBacking};
+use crate::segment::Segment;
+use crate::wait::WaitStrategy;
+use std::time::Duration;
+
+/// The receiving side of a ring (SPSC or MPSC: there is one consumer).
+///
+/// ```no_run
+/// use shmring::{Consumer, RingOptions};
+/// let mut consumer = Consumer::create("/prices", &RingOptions::new())?;
+/// let mut buf = Vec::new();
+/// let len = consumer.recv(&mut buf)?; // a copy
+/// let msg = consumer.read()?; // borrowed in place; freed on drop
+/// println!("{len} bytes, then {:?}", &*msg);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// A consumer inherited by a forked child fails there and its drop does
+/// nothing: see [`Producer`'s section on fork](Producer#fork).
+#[derive(Debug)]
+pub struct Consumer {
+    ring: ProcessLocal<ring::Consumer<Segment>>,
+    wait: WaitStrategy,
+    poison: Poison,
+}
+
+impl Consumer {
+    /// Creates the segment `name` (`O_EXCL`) of the options' kind and attaches
+    /// as its consumer.
+    pub fn create(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
+        options.check_liveness_interval(name)?;
+        let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
+        Self::attach(segment, options)
+    }
+
+    /// Opens the existing segment `name` as its consumer, continuing from
+    /// where the previous consumer stopped. Fails with
+    /// [`Error::AlreadyAttached`] while another live consumer holds it.
+    pub fn open(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
+        options.check_liveness_interval(name)?;
+        Self::attach(Segment::open(name, &options.expect())?, options)
+    }
+
+    /// A consumer's flush also makes its position durable (the header was
+    /// just written back with it) and, in a file ring, releases the space
+    /// before it to the producers (see [`ring::durable`]).
+    fn release_after_flush(&self) -> Result<(), Error> {
+        let segment = self.ring.backing();
+        if !segment.persistent() {
+            return Ok(());
+        }
+        let mpsc = segment.kind() == Kind::Mpsc;
+        if ring::durable::release_and_wake(segment, self.ring.position(), mpsc) {
+            return Ok(());
+        }
+        Err(Error::from_os(segment.name(), "msync", rustix::io::Errno::IO))
+    }
+
+    pub(super) fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {
+        claim_role(&segment, Slot::Consumer, "consumer")?;
+        let kind = segment.kind();
+        let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
+        ring.set_liveness_interval(options.liveness_interval);
+        let lends = may_lend(ring.backing(), Slot::Consumer, options);
+        ring.set_borrow_in_place(lends);
+        Ok(Consumer { ring: ProcessLocal::new(ring), wait: options.wait, poison: Poison::default() })
+    }
+
+    /// Copies the next message into `buf` (replacing its contents), blocking
+    /// while the ring is empty; returns its length. After every producer has
+    /// gone and the ring is drained: [`RecvError::Disconnected`].
+    ///
+    /// MPSC: messages arrive in the order producers claimed space. A record
+    /// whose producer died before committing it is skipped once the kernel
+    /// says that producer is dead (within about 1.2 times
+    /// [`RingOptions::liveness_interval`], 60 ms by default), and counted in
+    /// [`Stats::torn_records`]; a live producer's record is always waited
+    /// for.
+    pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        self.this_process()?;
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.recv(buf, wait, None))
+    }
+
+    /// Copies the next message into `buf` if one is waiting.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
+        self.this_process()?;
+        self.poison.guard(|| self.ring.try_recv(buf))
+    }
+
+    /// Copies the next message into `buf`, blocking at most `timeout`.
+    pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
+        self.this_process()?;
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.recv(buf, wait, Some(timeout)))
+    }
+
+    /// Borrows the next message in place, blocking while the ring is empty.
+    /// Its space is freed when the guard drops.
+    ///
+    /// In place only where the trust rule allows it (every process that can
+    /// write the segment runs as this user: see
+    /// [`RingOptions::borrow_in_place`]); otherwise the message is first
+    /// copied to a buffer of this handle, so the guard's bytes never change
+    /// under the caller whatever a peer writes.
+    pub fn read(&mut self) -> Result<ReadGuard<'_>, RecvError> {
+        self.this_process()?;
+        self.poison.check()?;
+        let wait = self.wait;
+        match self.ring.read(wait, None) {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
+    }
+
+    /// Borrows the next message in place if one is waiting.
+    pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
+        self.this_process()?;
+        self.poison.check()?;
+        match self.ring.try_read() {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
+    }
+
+    /// Borrows the next message in place, blocking at most `timeout`.
+    pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
+        self.this_process()?;
+        self.poison.check()?;
+        let wait = self.wait;
+        match self.ring.read(wait, Some(timeout)) {
+            Ok(guard) => Ok(ReadGuard(guard)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
+    }
+
+    /// Whether [`read`](Self::read) lends the message in place (`true`) or
+    /// copies it to a buffer of this handle first, as the trust rule decided
+    /// at attach (see [`RingOptions::borrow_in_place`]).
+    pub fn borrows_in_place(&self) -> bool {
+        self.ring.borrows_in_place()
+    }
+
+    /// Bytes consumed since the segment was created.
+    pub fn position(&self) -> u64 {
+        self.ring.position()
+    }
+
+    /// Records dropped by recoveries after restarts of the machine (written
+    /// after the last flush, so possibly torn): counted in the file, so every
+    /// later opener sees the total. 0 from a handle inherited across `fork`,
+    /// which no longer sees the file.
+    pub fn lost_records(&self) -> u64 {
+        if self.ring.inherited() {
+            return 0;
+        }
+        RingBacking::header(self.ring.backing()).persistence.lost_records.load(crate::sync::Ordering::Relaxed)
+    }
+}
+
+handle_accessors!(Consumer, "its consumer", "consumer");
+
+/// A message borrowed in place (see [`Consumer::read`]). Dereferences to the
+/// payload; dropping it frees the space.
+#[derive(Debug)]
+pub struct ReadGuard<'a>(ring::ReadGuard<'a, Segment>);
+
+impl ReadGuard<'_> {
+    /// Leaves the message in the ring instead of consuming it: the next
+    /// receive or read returns it again (to look at a message's size or
+    /// first bytes before deciding where it goes).
+    ///
+    /// ```
+    /// # let name = format!("/doc-put-back-{}", std::process::id());
+    /// # let options = shmring::RingOptions::new().unlink_on_drop(true);
+    /// let mut consumer = shmring::Consumer::create(&name, &options)?;
+    /// let mut producer = shmring::Producer::open(&name, &options)?;
+    /// producer.send(b"a long message")?;
+    /// let guard = consumer.read()?;
+    /// assert_eq!(guard.len(), 14);
+    /// guard.put_back();
+    /// assert_eq!(&*consumer.read()?, b"a long message");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn put_back(self) {
+        self.0.put_back();
+    }
+}
+
+impl std::ops::Deref for ReadGuard<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}

@@ -1,0 +1,44 @@
+//! The public handles: a [`Producer`] and a [`Consumer`] joined through a
+//! segment, and the [`RingOptions`] builder that makes or opens it. The same
+//! handles serve both ring kinds (the options say which kind to create or
+//! expect) and every backing: a shared-memory name (`create`/`open`), a
+//! regular file (`create_file`/`open_file`), or an [`AnonymousRing`] (a
+//! memfd, for `fork` and for passing over a Unix socket).
+
+mod backing;
+#[macro_use]
+mod accessors;
+mod anonymous;
+mod consumer;
+mod options;
+mod producer;
+mod roles;
+
+pub use anonymous::AnonymousRing;
+pub use consumer::{Consumer, ReadGuard};
+pub use options::{RingOptions, DEFAULT_CAPACITY};
+pub use producer::{Grant, Producer};
+use roles::*;
+
+use crate::segment;
+
+/// Re-exported so tools can check a name without creating anything.
+pub use segment::{unlink, validate_name};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_max_message_is_valid_for_every_capacity() {
+        for shift in 12..=40 {
+            let options = RingOptions::new().capacity(1 << shift);
+            let shape = options.shape();
+            assert!(segment::check_shape("/t", &shape).is_ok(), "capacity 2^{shift}: {}", shape.max_message);
+        }
+        // Nonsense capacities get a clear error, not an overflow.
+        for capacity in [0, 1, 8, 4095] {
+            assert!(segment::check_shape("/t", &RingOptions::new().capacity(capacity).shape()).is_err());
+        }
+    }
+}

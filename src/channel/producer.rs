@@ -1,0 +1,217 @@
+//! The sending handle and its zero-copy grant.
+
+use super::*;
+use crate::error::{Error, SendError, SendTimeoutError, TrySendError};
+use crate::fork::ProcessLocal;
+use crate::layout::{Kind, Slot};
+use crate::ring;
+use crate::segment::Segment;
+use crate::wait::WaitStrategy;
+use std::time::Duration;
+
+/// The sending side of a ring: the producer of an SPSC ring, or one of the
+/// producers of an MPSC ring.
+///
+/// ```no_run
+/// use shmring::{Producer, RingOptions};
+/// let mut producer = Producer::open("/prices", &RingOptions::new())?;
+/// producer.send(b"EURUSD 1.0842")?;
+/// let mut grant = producer.reserve(16)?; // zero-copy
+/// grant.copy_from_slice(&42u128.to_le_bytes());
+/// grant.commit();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Fork
+///
+/// A handle acts for the process that attached it. In a child forked after
+/// the attach, every operation on the inherited copy (`send`, `reserve`,
+/// `flush`, ... and the [`Consumer`]'s `recv`, `read`, ...) fails at once
+/// with the `ForkedHandle` variant of its error type ([`ForkedHandle`]),
+/// which names the segment; the accessors (`name`, `capacity`, `position`,
+/// `stats`, ...) answer with what the handle knew at the fork; and dropping
+/// it does nothing to the ring: the parent's slot stays attached, nothing is
+/// woken or unlinked. The child's copy of the handle's mapping and descriptor
+/// is given up before `fork` returns in the child, so the parent's liveness
+/// lock dies with the parent, whatever its children do. A grant or borrowed
+/// message the forking thread held is left over in the child: it keeps
+/// showing the same bytes (a mapping with a view lent in place is copied
+/// for the child, not blanked; a guard leaked with `mem::forget` counts as
+/// lent for good, so every later fork copies that ring), and what is
+/// written or committed through it goes nowhere. A child
+/// that needs the ring attaches afresh ([`Producer::open`],
+/// [`AnonymousRing::producer`], ...).
+///
+/// [`ForkedHandle`]: crate::ForkedHandle
+#[derive(Debug)]
+pub struct Producer {
+    ring: ProcessLocal<ring::Producer<Segment>>,
+    wait: WaitStrategy,
+    poison: Poison,
+}
+
+impl Producer {
+    /// Creates the segment `name` (`O_EXCL`: never an existing one) of the
+    /// options' kind and attaches as a producer.
+    pub fn create(name: &str, options: &RingOptions) -> Result<Producer, Error> {
+        options.check_liveness_interval(name)?;
+        let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
+        Self::attach(segment, options)
+    }
+
+    /// Opens the existing segment `name` as a producer.
+    ///
+    /// SPSC: fails with [`Error::AlreadyAttached`] while another live
+    /// producer holds it; takes over from a dead one. MPSC: takes a free
+    /// producer slot, or fails with [`Error::TooManyProducers`]; or with
+    /// [`Error::ProducerSlotBlocked`] when the only slots not held by live
+    /// producers are blocked by dead producers' unfinished claims and no
+    /// consumer is attached to skip them.
+    pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
+        options.check_liveness_interval(name)?;
+        Self::attach(Segment::open(name, &options.expect())?, options)
+    }
+
+    /// A producer's flush moves only the durable tail.
+    fn release_after_flush(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    pub(super) fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
+        let mut ring = match segment.kind() {
+            Kind::Spsc => {
+                claim_role(&segment, Slot::Producer(0), "producer")?;
+                ring::Producer::attach(segment, pid())?
+            }
+            Kind::Mpsc => {
+                let slot = take_producer_slot(&segment)?;
+                ring::Producer::attach_mpsc(segment, pid(), slot)?
+            }
+        };
+        ring.set_liveness_interval(options.liveness_interval);
+        let lends = may_lend(ring.backing(), ring.slot(), options);
+        ring.set_borrow_in_place(lends);
+        Ok(Producer { ring: ProcessLocal::new(ring), wait: options.wait, poison: Poison::default() })
+    }
+
+    /// Whether a [`Grant`] is the ring's own memory (`true`) or a buffer
+    /// copied into it on commit, as the trust rule decided at attach (see
+    /// [`RingOptions::borrow_in_place`]).
+    pub fn borrows_in_place(&self) -> bool {
+        self.ring.borrows_in_place()
+    }
+
+    /// The producer slot this handle holds (always 0 in an SPSC ring).
+    pub fn slot(&self) -> usize {
+        match self.ring.slot() {
+            Slot::Producer(n) => n,
+            Slot::Consumer => 0,
+        }
+    }
+
+    /// Sends `msg`, blocking while the ring is full.
+    ///
+    /// It waits until the record (8 bytes of header, the message rounded up
+    /// to 8 bytes, and, if it would cross the end of the region, padding to
+    /// the end first) fits between the consumer's position and a lap ahead
+    /// of it. In a ring sized by [`RingOptions::for_messages`]`(n, s)` a
+    /// message of up to `s` bytes gets room as soon as fewer than `n`
+    /// messages are in the ring.
+    ///
+    /// [`SendError::Disconnected`] means the ring is full and no consumer is
+    /// attached to make room (it detached or died). While there is room,
+    /// messages are accepted whether or not a consumer is attached: they wait
+    /// in the ring for the next one, which continues where the last stopped.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        self.this_process()?;
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.send(msg, wait, None))
+    }
+
+    /// Sends `msg` if there is room now: [`TrySendError::Full`] if not, or
+    /// [`TrySendError::Disconnected`] if not and no consumer is attached.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
+        self.this_process()?;
+        self.poison.guard(|| self.ring.try_send(msg))
+    }
+
+    /// Sends `msg`, blocking at most `timeout` while the ring is full.
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
+        self.this_process()?;
+        let wait = self.wait;
+        self.poison.guard(|| self.ring.send(msg, wait, Some(timeout)))
+    }
+
+    /// Claims `len` bytes in the ring to write in place, blocking while full.
+    ///
+    /// The grant is the ring's own memory only where the trust rule allows
+    /// it (every process that can write the segment runs as this user: see
+    /// [`RingOptions::borrow_in_place`]); otherwise it is a buffer of this
+    /// handle, copied into the ring by [`Grant::commit`].
+    pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
+        self.this_process()?;
+        self.poison.check()?;
+        let wait = self.wait;
+        match self.ring.reserve(len, wait, None) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
+    }
+
+    /// Claims `len` bytes if there is room now.
+    pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, TrySendError> {
+        self.this_process()?;
+        self.poison.check()?;
+        match self.ring.try_reserve(len) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
+    }
+
+    /// Claims `len` bytes, blocking at most `timeout` while full.
+    pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>, SendTimeoutError> {
+        self.this_process()?;
+        self.poison.check()?;
+        let wait = self.wait;
+        match self.ring.reserve(len, wait, Some(timeout)) {
+            Ok(grant) => Ok(Grant(grant)),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
+    }
+
+    /// SPSC: bytes written since the segment was created, records and
+    /// padding included: `position() % capacity()` is where the next record
+    /// starts. MPSC: where this producer's last claim ended.
+    pub fn position(&self) -> u64 {
+        self.ring.position()
+    }
+}
+
+handle_accessors!(Producer, "a producer", "producer");
+
+/// Space in the ring for one message, written in place (see
+/// [`Producer::reserve`]). Dereferences to the payload bytes, whose initial
+/// contents are unspecified. [`commit`](Grant::commit) publishes the message;
+/// dropping the grant discards it.
+#[derive(Debug)]
+pub struct Grant<'a>(ring::Grant<'a, Segment>);
+
+impl Grant<'_> {
+    /// Publishes the message.
+    pub fn commit(self) {
+        self.0.commit();
+    }
+}
+
+impl std::ops::Deref for Grant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Grant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
