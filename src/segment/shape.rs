@@ -1,0 +1,124 @@
+//! What a segment may be made with: names, sizes, limits.
+
+use super::*;
+
+/// Smallest data region.
+pub const MIN_CAPACITY: u64 = 4096;
+/// Largest data region (1 TiB): positions are `u64`, mappings are `usize`.
+pub const MAX_CAPACITY: u64 = 1 << 40;
+
+/// Checks a POSIX shared-memory name before any system call: a leading `/`,
+/// no other `/`, not empty after it, not `.` or `..`, no NUL, at most 255
+/// bytes after the slash (the `NAME_MAX` of the `/dev/shm` file it becomes).
+///
+/// ```
+/// assert!(shmring::validate_name("/market-data").is_ok());
+/// assert!(shmring::validate_name("market-data").is_err());
+/// assert!(shmring::validate_name("/a/b").is_err());
+/// ```
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let invalid = |reason| Err(Error::InvalidName { name: name.to_owned(), reason });
+    let Some(rest) = name.strip_prefix('/') else {
+        return invalid("it must start with '/'");
+    };
+    if rest.is_empty() {
+        invalid("it must have at least one character after '/'")
+    } else if rest.contains('/') {
+        invalid("it must not contain '/' after the first character")
+    } else if rest.contains('\0') {
+        invalid("it must not contain NUL")
+    } else if rest == "." || rest == ".." {
+        invalid("'.' and '..' are not segment names")
+    } else if rest.len() > 255 {
+        invalid("it must be at most 255 bytes after the '/'")
+    } else {
+        Ok(())
+    }
+}
+
+/// `shm_unlink`: removes the name; processes that have the segment mapped
+/// keep using it until they unmap it.
+///
+/// ```no_run
+/// shmring::unlink("/stale-ring")?;
+/// # Ok::<(), shmring::Error>(())
+/// ```
+#[doc(alias = "shm_unlink")]
+pub fn unlink(name: &str) -> Result<(), Error> {
+    validate_name(name)?;
+    shm::unlink(name).map_err(|e| Error::from_os(name, "shm_unlink", e))
+}
+
+/// What to make when creating a segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub kind: Kind,
+    pub capacity: u64,
+    pub max_message: u32,
+    pub max_producers: u32,
+    pub mode: u32,
+}
+
+/// How to attach to an existing segment.
+#[derive(Debug, Clone)]
+pub(crate) struct Expect {
+    /// The kind the caller needs (`None`: any, for tools).
+    pub kind: Option<Kind>,
+    pub allow_foreign_owner: bool,
+    pub ready_timeout: Duration,
+}
+
+/// Checks that `shape` can make a ring; the message says what is allowed.
+pub(crate) fn check_shape(name: &str, shape: &Shape) -> Result<(), Error> {
+    let invalid = |reason: String| Err(Error::InvalidOptions { segment: name.to_owned(), reason });
+    let page = page_size();
+    let cap = shape.capacity;
+    if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || !cap.is_power_of_two() || cap % page != 0 {
+        return invalid(format!(
+            "capacity {cap} is not allowed: it must be a power of two from {MIN_CAPACITY} to {MAX_CAPACITY} bytes \
+             and a multiple of the page size ({page})"
+        ));
+    }
+    let max_allowed = max_message_for(cap);
+    if shape.max_message == 0 || u64::from(shape.max_message) > max_allowed {
+        return invalid(format!(
+            "max message size {} is not allowed: with a capacity of {cap} it must be from 1 to {max_allowed} bytes \
+             (a record plus the padding before it must fit in the ring)",
+            shape.max_message
+        ));
+    }
+    let producers_ok = match shape.kind {
+        Kind::Spsc => shape.max_producers == 1,
+        Kind::Mpsc => (1..=MAX_PRODUCERS as u32).contains(&shape.max_producers),
+    };
+    if !producers_ok {
+        return invalid(format!(
+            "max producers {} is not allowed for an {} ring (SPSC: 1, MPSC: 1 to {MAX_PRODUCERS})",
+            shape.max_producers, shape.kind
+        ));
+    }
+    if shape.mode & !0o777 != 0 || shape.mode & 0o600 != 0o600 {
+        return invalid(format!(
+            "mode {:o} is not allowed: it must be permission bits only and give the owner read and write",
+            shape.mode
+        ));
+    }
+    Ok(())
+}
+
+/// The largest payload a ring of `capacity` bytes can take: a record of that
+/// size, the padding that may precede it (less than one record) and the
+/// terminator word must fit in the ring.
+pub(crate) fn max_message_for(capacity: u64) -> u64 {
+    (capacity / 2).saturating_sub(8).min(u64::from(u32::MAX - 8)) & !7
+}
+
+pub(crate) fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+/// Offset of the data region: the header page, or one page if pages are
+/// larger.
+pub(super) fn data_offset() -> u64 {
+    HEADER_BYTES.max(page_size())
+}
