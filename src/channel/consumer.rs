@@ -80,7 +80,7 @@ impl Consumer {
     /// whose producer died before committing it is skipped once the kernel
     /// says that producer is dead (within about 1.2 times
     /// [`RingOptions::liveness_interval`], 60 ms by default), and counted in
-    /// [`Stats::torn_records`]; a live producer's record is always waited
+    /// [`Stats::torn_records`](crate::Stats::torn_records); a live producer's record is always waited
     /// for.
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         self.this_process()?;

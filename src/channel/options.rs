@@ -1,5 +1,7 @@
 //! [`RingOptions`]: what a ring is made with or expected to be.
 
+#[allow(unused_imports)] // the handles the docs link to
+use crate::channel::{AnonymousRing, Consumer, Producer};
 use crate::error::Error;
 use crate::layout::{Kind, MAX_PRODUCERS};
 use crate::segment::{self, Expect, Segment, Shape};
