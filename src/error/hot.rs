@@ -1,0 +1,377 @@
+//! The errors of the calls on the hot path (send, receive and their try /
+//! timeout forms): one small enum per call, so that each says exactly what
+//! that call can report; and `Stop`, the ring's own reason, mapped to them.
+//! A payload variant (`TooLarge`, `Corrupted`, `ForkedHandle`) prints its
+//! payload's message.
+
+use super::{Corrupted, ForkedHandle};
+use std::fmt;
+
+/// A message longer than the segment's maximum message size. Messages are
+/// never split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge {
+    /// The message's length.
+    pub len: usize,
+    /// The segment's maximum.
+    pub max: usize,
+}
+
+impl fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "message of {} bytes is larger than the segment's maximum of {} bytes", self.len, self.max)
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+/// Why [`Producer::try_send`](crate::Producer::try_send) or
+/// [`Producer::try_reserve`](crate::Producer::try_reserve) did not send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrySendError {
+    /// The ring has no room for the message now.
+    Full,
+    /// The ring has no room for the message, and the consumer has
+    /// detached or died.
+    Disconnected,
+    /// See [`TooLarge`].
+    TooLarge(TooLarge),
+    /// See [`Corrupted`].
+    Corrupted(Corrupted),
+    /// See [`ForkedHandle`].
+    ForkedHandle(ForkedHandle),
+}
+
+impl fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full => f.write_str("the ring is full"),
+            TrySendError::Disconnected => f.write_str("the ring is full and the consumer is gone"),
+            TrySendError::TooLarge(e) => e.fmt(f),
+            TrySendError::Corrupted(e) => e.fmt(f),
+            TrySendError::ForkedHandle(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The payload variants say their message themselves and have no source.
+impl std::error::Error for TrySendError {}
+
+impl From<TooLarge> for TrySendError {
+    fn from(e: TooLarge) -> Self {
+        TrySendError::TooLarge(e)
+    }
+}
+
+impl From<Corrupted> for TrySendError {
+    fn from(e: Corrupted) -> Self {
+        TrySendError::Corrupted(e)
+    }
+}
+
+impl From<ForkedHandle> for TrySendError {
+    fn from(e: ForkedHandle) -> Self {
+        TrySendError::ForkedHandle(e)
+    }
+}
+
+/// Why [`Producer::send`](crate::Producer::send) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The ring has no room for the message, and the consumer has
+    /// detached or died.
+    Disconnected,
+    /// See [`TooLarge`].
+    TooLarge(TooLarge),
+    /// See [`Corrupted`].
+    Corrupted(Corrupted),
+    /// See [`ForkedHandle`].
+    ForkedHandle(ForkedHandle),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Disconnected => f.write_str("the ring is full and the consumer is gone"),
+            SendError::TooLarge(e) => e.fmt(f),
+            SendError::Corrupted(e) => e.fmt(f),
+            SendError::ForkedHandle(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The payload variants say their message themselves and have no source.
+impl std::error::Error for SendError {}
+
+impl From<TooLarge> for SendError {
+    fn from(e: TooLarge) -> Self {
+        SendError::TooLarge(e)
+    }
+}
+
+impl From<Corrupted> for SendError {
+    fn from(e: Corrupted) -> Self {
+        SendError::Corrupted(e)
+    }
+}
+
+impl From<ForkedHandle> for SendError {
+    fn from(e: ForkedHandle) -> Self {
+        SendError::ForkedHandle(e)
+    }
+}
+
+/// Why [`Producer::send_timeout`](crate::Producer::send_timeout) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendTimeoutError {
+    /// The ring stayed full until the timeout.
+    Timeout,
+    /// The ring has no room for the message, and the consumer has
+    /// detached or died.
+    Disconnected,
+    /// See [`TooLarge`].
+    TooLarge(TooLarge),
+    /// See [`Corrupted`].
+    Corrupted(Corrupted),
+    /// See [`ForkedHandle`].
+    ForkedHandle(ForkedHandle),
+}
+
+impl fmt::Display for SendTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendTimeoutError::Timeout => f.write_str("timed out waiting for room in the ring"),
+            SendTimeoutError::Disconnected => f.write_str("the ring is full and the consumer is gone"),
+            SendTimeoutError::TooLarge(e) => e.fmt(f),
+            SendTimeoutError::Corrupted(e) => e.fmt(f),
+            SendTimeoutError::ForkedHandle(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The payload variants say their message themselves and have no source.
+impl std::error::Error for SendTimeoutError {}
+
+impl From<TooLarge> for SendTimeoutError {
+    fn from(e: TooLarge) -> Self {
+        SendTimeoutError::TooLarge(e)
+    }
+}
+
+impl From<Corrupted> for SendTimeoutError {
+    fn from(e: Corrupted) -> Self {
+        SendTimeoutError::Corrupted(e)
+    }
+}
+
+impl From<ForkedHandle> for SendTimeoutError {
+    fn from(e: ForkedHandle) -> Self {
+        SendTimeoutError::ForkedHandle(e)
+    }
+}
+
+/// Why [`Consumer::try_recv`](crate::Consumer::try_recv) returned nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// No message is waiting now.
+    Empty,
+    /// The ring is drained and no producer is attached any more.
+    Disconnected,
+    /// See [`Corrupted`].
+    Corrupted(Corrupted),
+    /// See [`ForkedHandle`].
+    ForkedHandle(ForkedHandle),
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("the ring is empty"),
+            TryRecvError::Disconnected => f.write_str("the ring is empty and no producer is attached any more"),
+            TryRecvError::Corrupted(e) => e.fmt(f),
+            TryRecvError::ForkedHandle(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The payload variants say their message themselves and have no source.
+impl std::error::Error for TryRecvError {}
+
+impl From<Corrupted> for TryRecvError {
+    fn from(e: Corrupted) -> Self {
+        TryRecvError::Corrupted(e)
+    }
+}
+
+impl From<ForkedHandle> for TryRecvError {
+    fn from(e: ForkedHandle) -> Self {
+        TryRecvError::ForkedHandle(e)
+    }
+}
+
+/// Why [`Consumer::recv`](crate::Consumer::recv) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvError {
+    /// The ring is drained and no producer is attached any more.
+    Disconnected,
+    /// See [`Corrupted`].
+    Corrupted(Corrupted),
+    /// See [`ForkedHandle`].
+    ForkedHandle(ForkedHandle),
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Disconnected => f.write_str("the ring is empty and no producer is attached any more"),
+            RecvError::Corrupted(e) => e.fmt(f),
+            RecvError::ForkedHandle(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The payload variants say their message themselves and have no source.
+impl std::error::Error for RecvError {}
+
+impl From<Corrupted> for RecvError {
+    fn from(e: Corrupted) -> Self {
+        RecvError::Corrupted(e)
+    }
+}
+
+impl From<ForkedHandle> for RecvError {
+    fn from(e: ForkedHandle) -> Self {
+        RecvError::ForkedHandle(e)
+    }
+}
+
+/// Why [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvTimeoutError {
+    /// No message arrived before the timeout.
+    Timeout,
+    /// The ring is drained and no producer is attached any more.
+    Disconnected,
+    /// See [`Corrupted`].
+    Corrupted(Corrupted),
+    /// See [`ForkedHandle`].
+    ForkedHandle(ForkedHandle),
+}
+
+impl fmt::Display for RecvTimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvTimeoutError::Timeout => f.write_str("timed out waiting for a message"),
+            RecvTimeoutError::Disconnected => f.write_str("the ring is empty and no producer is attached any more"),
+            RecvTimeoutError::Corrupted(e) => e.fmt(f),
+            RecvTimeoutError::ForkedHandle(e) => e.fmt(f),
+        }
+    }
+}
+
+/// The payload variants say their message themselves and have no source.
+impl std::error::Error for RecvTimeoutError {}
+
+impl From<Corrupted> for RecvTimeoutError {
+    fn from(e: Corrupted) -> Self {
+        RecvTimeoutError::Corrupted(e)
+    }
+}
+
+impl From<ForkedHandle> for RecvTimeoutError {
+    fn from(e: ForkedHandle) -> Self {
+        RecvTimeoutError::ForkedHandle(e)
+    }
+}
+
+#[cfg(not(shmring_loom))]
+pub(crate) use stop::Stop;
+#[cfg(shmring_loom)]
+pub use stop::Stop;
+
+mod stop {
+    use super::{Corrupted, TooLarge};
+
+    /// Why a ring operation stopped, before it is mapped to the public error
+    /// type of the call that made it. Public only to the loom models.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Stop {
+        /// Full (producer) or empty (consumer), and no deadline left.
+        Timeout,
+        /// The peer detached or died.
+        Disconnected,
+        /// The message is over the maximum.
+        TooLarge(TooLarge),
+        /// Shared memory broke an invariant.
+        Corrupted(Corrupted),
+    }
+}
+
+impl From<Corrupted> for Stop {
+    fn from(c: Corrupted) -> Self {
+        Stop::Corrupted(c)
+    }
+}
+
+impl From<Stop> for TrySendError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout => TrySendError::Full,
+            Stop::Disconnected => TrySendError::Disconnected,
+            Stop::TooLarge(e) => TrySendError::TooLarge(e),
+            Stop::Corrupted(c) => TrySendError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for SendTimeoutError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout => SendTimeoutError::Timeout,
+            Stop::Disconnected => SendTimeoutError::Disconnected,
+            Stop::TooLarge(e) => SendTimeoutError::TooLarge(e),
+            Stop::Corrupted(c) => SendTimeoutError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for SendError {
+    /// `Timeout` cannot come from a call without a deadline; it is reported
+    /// as `Disconnected` rather than panicking.
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout | Stop::Disconnected => SendError::Disconnected,
+            Stop::TooLarge(e) => SendError::TooLarge(e),
+            Stop::Corrupted(c) => SendError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for TryRecvError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout => TryRecvError::Empty,
+            Stop::Disconnected | Stop::TooLarge(_) => TryRecvError::Disconnected,
+            Stop::Corrupted(c) => TryRecvError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for RecvTimeoutError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout => RecvTimeoutError::Timeout,
+            Stop::Disconnected | Stop::TooLarge(_) => RecvTimeoutError::Disconnected,
+            Stop::Corrupted(c) => RecvTimeoutError::Corrupted(c),
+        }
+    }
+}
+
+impl From<Stop> for RecvError {
+    fn from(s: Stop) -> Self {
+        match s {
+            Stop::Timeout | Stop::Disconnected | Stop::TooLarge(_) => RecvError::Disconnected,
+            Stop::Corrupted(c) => RecvError::Corrupted(c),
+        }
+    }
+}
