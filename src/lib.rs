@@ -40,7 +40,8 @@
 //!
 //! # Modules
 //!
-//! * [`layout`]: the header in shared memory, pinned at compile time.
+//! * `layout`: the header in shared memory, pinned at compile time; `record`
+//!   and `region`: the record format and the data region (leaf modules).
 //! * `segment`: creating, opening, validating and mapping segments.
 //! * `fork`: what becomes of a handle in a forked child (it fails, and
 //!   its drop does nothing), and how a child's copy of a mapping or
@@ -55,7 +56,10 @@
 #![warn(missing_docs)]
 
 pub mod error;
+#[cfg(shmring_loom)]
 pub mod layout;
+#[cfg(not(shmring_loom))]
+pub(crate) mod layout;
 #[cfg(shmring_loom)]
 pub mod record;
 #[cfg(not(shmring_loom))]
@@ -84,6 +88,7 @@ mod fork;
 #[cfg(not(shmring_loom))]
 pub mod inspect;
 #[cfg(not(shmring_loom))]
+#[doc(hidden)]
 pub mod payload;
 #[cfg(not(shmring_loom))]
 #[allow(unsafe_code)]

@@ -1,7 +1,12 @@
 //! Hooks for the project's own tests. Not part of the API: hidden from the
 //! docs, and free to change in any release.
 
+pub use crate::layout::{IdentityFields, HEADER_BYTES, MAGIC};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Bytes of the header the layout defines (the rest, up to
+/// [`HEADER_BYTES`], is reserved).
+pub const HEADER_SIZE: u64 = std::mem::size_of::<crate::layout::SegmentHeader>() as u64;
 use std::sync::RwLock;
 
 /// Called after every completed `msync(MS_SYNC)` of a file segment with the

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{clear_corrupted, clear_open_error, within, SegmentGuard};
-use shmring::layout::{IdentityFields, MAGIC};
+use shmring::testing::{IdentityFields, MAGIC};
 use shmring::*;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ const CREATOR_PID_AT: u64 = 48;
 const CHECKSUM_AT: u64 = 56;
 const TAIL_AT: u64 = 128;
 const HEAD_AT: u64 = 256;
-const DATA_AT: u64 = shmring::layout::HEADER_BYTES;
+const DATA_AT: u64 = shmring::testing::HEADER_BYTES;
 
 fn options() -> RingOptions {
     RingOptions::new().capacity(8192).max_message(1024).ready_timeout(Duration::from_millis(50))

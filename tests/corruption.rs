@@ -30,12 +30,12 @@ const CASE_LIMIT: Duration = Duration::from_secs(120);
 
 const CAPACITY: u64 = 8192;
 const MAX: usize = 512;
-const DATA_AT: u64 = layout::HEADER_BYTES;
+const DATA_AT: u64 = shmring::testing::HEADER_BYTES;
 const TAIL_AT: u64 = 128;
 const HEAD_AT: u64 = 256;
 /// The producer claim lines (128 bytes each: start, end, messages).
 const CLAIMS_AT: u64 = 128 + 1664;
-const HEADER_END: u64 = std::mem::size_of::<layout::SegmentHeader>() as u64;
+const HEADER_END: u64 = shmring::testing::HEADER_SIZE;
 
 /// One act of corruption: raw bytes somewhere, or a field of a record
 /// header or a position set to a value chosen to be dangerous.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 const STATE_AT: u64 = 64;
 const HEAD_AT: u64 = 256;
-const DATA_AT: u64 = shmring::layout::HEADER_BYTES;
+const DATA_AT: u64 = shmring::testing::HEADER_BYTES;
 
 #[test]
 #[ignore = "child process entry point"]
