@@ -55,9 +55,10 @@ fn file_producer_writes_only_behind_the_head_on_disk() {
     });
 }
 
-/// Three 16-byte messages (24-byte records) from one MPSC producer through a
-/// 64-byte file ring: the third claim wraps (padding from 48) and lands at
-/// 64, on the first record's space, released (and zeroed) by then.
+/// Three 24-byte messages (32-byte records) from one MPSC producer through a
+/// 64-byte file ring: the third claim lands at 64, on the first record's
+/// space, released (and zeroed) by then; the consumer may poll that word
+/// between the producer's claim and its marker.
 /// Every message arrives, intact and in order.
 #[test]
 fn file_mpsc_claims_land_on_zeroed_space() {
@@ -67,14 +68,14 @@ fn file_mpsc_claims_land_on_zeroed_space() {
         let producer = thread::spawn(move || {
             let mut producer = Producer::attach_mpsc(producer_ring, 10, 0).expect("attach producer");
             for i in 0..3 {
-                producer.send(&message(i, 16), PARK, None).expect("send");
+                producer.send(&message(i, 24), PARK, None).expect("send");
             }
         });
         let mut consumer = Consumer::attach(Arc::clone(&ring), 2, Kind::Mpsc).expect("attach consumer");
         let mut buf = Vec::new();
         for i in 0..3 {
             match consumer.recv(&mut buf, PARK, None) {
-                Ok(_) => assert_eq!(buf, message(i, 16), "message {i}"),
+                Ok(_) => assert_eq!(buf, message(i, 24), "message {i}"),
                 Err(e) => panic!("recv {i}: {e:?}"),
             }
         }

@@ -4,7 +4,7 @@
 //! [`super::mpsc`]).
 
 use super::durable;
-use super::mpsc::{ProducersWatch, Step};
+use super::mpsc_resolve::{ProducersWatch, Step};
 use super::record::{decode, Record, HEADER_LEN};
 use super::region::View;
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};

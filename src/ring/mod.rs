@@ -35,25 +35,26 @@ pub use crate::{record, region};
 pub(crate) use crate::{record, region};
 
 mod consumer;
+pub mod durable;
 #[cfg(shmring_loom)]
 mod heap;
+mod mpsc;
+mod mpsc_resolve;
 mod park;
 mod peer;
-pub mod durable;
-mod mpsc;
 pub mod persist;
 mod producer;
 mod spsc;
 
 pub use consumer::{Consumer, ReadGuard};
-pub use mpsc::slot_reusable;
-#[cfg(shmring_loom)]
-pub use mpsc::DieAt;
-pub use producer::{Grant, Producer};
 #[cfg(shmring_loom)]
 pub use heap::HeapRing;
+#[cfg(shmring_loom)]
+pub use mpsc::DieAt;
+pub use mpsc_resolve::slot_reusable;
 pub(crate) use park::*;
 pub(crate) use peer::*;
+pub use producer::{Grant, Producer};
 pub use region::Region;
 
 use crate::error::Stop;
