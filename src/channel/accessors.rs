@@ -97,6 +97,11 @@ macro_rules! handle_accessors {
                 self.ring.backing().name()
             }
 
+            /// The ring's kind (SPSC or MPSC), as its header says.
+            pub fn kind(&self) -> crate::Kind {
+                self.ring.backing().kind()
+            }
+
             /// Bytes in the data region.
             pub fn capacity(&self) -> u64 {
                 self.ring.backing().identity().capacity

@@ -41,4 +41,16 @@ mod tests {
             assert!(segment::check_shape("/t", &RingOptions::new().capacity(capacity).shape()).is_err());
         }
     }
+
+    #[test]
+    fn handles_say_their_ring_s_kind() {
+        use crate::Kind;
+        for kind in [Kind::Spsc, Kind::Mpsc] {
+            let name = format!("/shmring-unit-kind-{}-{kind:?}", std::process::id());
+            let options = RingOptions::new().kind(kind).unlink_on_drop(true);
+            let consumer = Consumer::create(&name, &options).expect("create");
+            let producer = Producer::open(&name, &options).expect("open");
+            assert_eq!((consumer.kind(), producer.kind()), (kind, kind));
+        }
+    }
 }
