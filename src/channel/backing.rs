@@ -12,24 +12,30 @@ use crate::sync::Ordering;
 use std::sync::Arc;
 
 impl RingBacking for Segment {
+    #[inline]
     fn header(&self) -> &crate::layout::RingHeader {
         &Segment::header(self).ring
     }
+    #[inline]
     fn region(&self) -> &Region {
         Segment::region(self)
     }
+    #[inline]
     fn name(&self) -> &Arc<str> {
         Segment::name(self)
     }
+    #[inline]
     fn max_message(&self) -> u32 {
         self.identity().max_message
     }
+    #[inline]
     fn max_producers(&self) -> u32 {
         self.identity().max_producers
     }
     fn is_alive(&self, slot: Slot) -> bool {
         self.is_locked(slot)
     }
+    #[inline]
     fn persistent(&self) -> bool {
         Segment::persistent(self)
     }

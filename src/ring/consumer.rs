@@ -235,20 +235,36 @@ impl<B: RingBacking> Consumer<B> {
     /// consumer killed in the middle is finished by the next. A file ring
     /// instead releases space in larger steps once `head` is on the disk
     /// (see [`super::durable`]).
+    #[inline]
     pub(super) fn free_to(&mut self, end: u64) {
+        if self.persistent {
+            return self.free_to_in_file(end);
+        }
         let header = self.backing.header();
-        if self.mpsc.is_some() && !self.persistent {
+        if self.mpsc.is_some() {
             header.consumer.freeing_to.store(end, Ordering::Relaxed);
             self.backing.region().zero_positions(self.head, end);
         }
         self.head = end;
         header.consumer.head.store(end, publish());
-        if self.persistent && durable::release_due(&self.backing, end, self.capacity) {
+        self.waker.wake_if_sleeping(&header.producer_wake, &mut self.stats);
+    }
+
+    /// [`free_to`](Self::free_to) in a file ring: nothing is zeroed now;
+    /// space is released once `head` is on the disk (see
+    /// [`super::durable`]). Out of line, so that memory rings' hot path
+    /// stays short.
+    #[cold]
+    #[inline(never)]
+    fn free_to_in_file(&mut self, end: u64) {
+        self.head = end;
+        self.backing.header().consumer.head.store(end, publish());
+        if durable::release_due(&self.backing, end, self.capacity) {
             // Wakes the producers itself.
             self.release_durably();
             return;
         }
-        self.waker.wake_if_sleeping(&header.producer_wake, &mut self.stats);
+        self.waker.wake_if_sleeping(&self.backing.header().producer_wake, &mut self.stats);
     }
 
     /// File rings: makes `head` durable and releases the space before it to
@@ -263,6 +279,7 @@ impl<B: RingBacking> Consumer<B> {
         released
     }
 
+    #[inline]
     fn release(&mut self, found: Found) {
         self.stats.messages += 1;
         let counter = &self.backing.header().consumer.messages;
@@ -271,6 +288,7 @@ impl<B: RingBacking> Consumer<B> {
         self.free_to(found.position + Record::Message { len: found.len }.size());
     }
 
+    #[inline]
     fn copy_out(&mut self, found: Found, buf: &mut Vec<u8>) -> usize {
         let len = found.len as usize;
         buf.clear();

@@ -400,16 +400,19 @@ impl Segment {
     }
 
     /// The data region.
+    #[inline]
     pub(crate) fn region(&self) -> &Region {
         &self.region
     }
 
     /// Whether the segment is a regular file, which outlives the machine.
+    #[inline]
     pub(crate) fn persistent(&self) -> bool {
         self.persistent
     }
 
     /// The segment's name.
+    #[inline]
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
     }
@@ -421,16 +424,19 @@ impl Segment {
     }
 
     /// The identity validated at attach.
+    #[inline]
     pub(crate) fn identity(&self) -> &IdentityFields {
         &self.identity
     }
 
     /// The kind validated at attach.
+    #[inline]
     pub(crate) fn kind(&self) -> Kind {
         Kind::from_code(self.identity.kind).unwrap_or(Kind::Spsc)
     }
 
     /// The whole header.
+    #[inline]
     pub(crate) fn header(&self) -> &SegmentHeader {
         self.mapping.header()
     }
