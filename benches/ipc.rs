@@ -104,10 +104,9 @@ impl Transport {
     fn wait(self) -> Option<String> {
         match self {
             Transport::Shmring { wait, zero_copy } => {
-                let base = wait_name(wait);
-                Some(if zero_copy { format!("{base}+zero-copy") } else { base.to_string() })
+                Some(if zero_copy { format!("{wait}+zero-copy") } else { wait.to_string() })
             }
-            Transport::ShmringMpsc { wait, .. } => Some(wait_name(wait).to_string()),
+            Transport::ShmringMpsc { wait, .. } => Some(wait.to_string()),
             Transport::ShmringFile { flush_every: None } => Some("spin".into()),
             Transport::ShmringFile { flush_every: Some(n) } => Some(format!("spin+flush/{n}")),
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
@@ -121,8 +120,8 @@ impl Transport {
 
     fn encode(self) -> String {
         match self {
-            Transport::Shmring { wait, zero_copy } => format!("shmring:{}:{}", wait_name(wait), zero_copy),
-            Transport::ShmringMpsc { wait, producers } => format!("mpsc:{}:{producers}", wait_name(wait)),
+            Transport::Shmring { wait, zero_copy } => format!("shmring:{wait}:{zero_copy}"),
+            Transport::ShmringMpsc { wait, producers } => format!("mpsc:{wait}:{producers}"),
             Transport::ShmringFile { flush_every } => format!("shmring-file:{}", flush_every.unwrap_or(0)),
             other => other.name().to_string(),
         }
@@ -156,15 +155,6 @@ impl Transport {
             "shmem-ipc" => Transport::ShmemIpc,
             other => panic!("unknown transport {other}"),
         }
-    }
-}
-
-/// The name `WaitStrategy::from_str` parses back.
-fn wait_name(wait: WaitStrategy) -> &'static str {
-    match wait {
-        WaitStrategy::BusySpin => "busy",
-        WaitStrategy::SpinThenPark(_) => "spin",
-        WaitStrategy::Park => "park",
     }
 }
 

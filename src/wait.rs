@@ -67,6 +67,24 @@ impl std::str::FromStr for WaitStrategy {
     }
 }
 
+/// The name [`FromStr`](std::str::FromStr) parses: `busy`, `spin` or `park`
+/// (a spin-then-park of any length prints as `spin`).
+///
+/// ```
+/// use shmring::WaitStrategy;
+/// assert_eq!(WaitStrategy::Park.to_string(), "park");
+/// assert_eq!(WaitStrategy::default().to_string().parse(), Ok(WaitStrategy::default()));
+/// ```
+impl std::fmt::Display for WaitStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WaitStrategy::BusySpin => "busy",
+            WaitStrategy::SpinThenPark(_) => "spin",
+            WaitStrategy::Park => "park",
+        })
+    }
+}
+
 /// Why a side looks at the ring, which sets how often it may make the checks
 /// that cost a clock read or a system call (liveness probes) when it finds
 /// nothing to do.
@@ -216,5 +234,8 @@ mod tests {
         assert_eq!("spin".parse(), Ok(WaitStrategy::default()));
         assert_eq!("park".parse(), Ok(WaitStrategy::Park));
         assert!("nap".parse::<WaitStrategy>().is_err());
+        for strategy in [WaitStrategy::BusySpin, WaitStrategy::default(), WaitStrategy::Park] {
+            assert_eq!(strategy.to_string().parse(), Ok(strategy));
+        }
     }
 }

@@ -248,6 +248,26 @@ struct Running {
     status: Option<ExitStatus>,
 }
 
+/// The directory holding the `shmring` binary of this build. It belongs to
+/// another package (shmring-cli, in cli/), so Cargo does not hand it to this
+/// test: it is looked for where Cargo puts it, in the target directory of this
+/// test executable (`target/<profile>/deps/readme-...` next to
+/// `target/<profile>/shmring`). `cargo test` at the root builds it (cli is a
+/// default member) before it runs any test.
+fn shmring_bin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("the test executable's directory");
+    let dir = if deps.ends_with("deps") { deps.parent().expect("target/<profile>") } else { deps };
+    let bin = dir.join("shmring");
+    assert!(
+        bin.is_file(),
+        "the README's commands need the shmring binary, and {} does not exist: build it with cargo build -p shmring-cli \
+         (cargo test at the workspace root does)",
+        bin.display()
+    );
+    dir.to_owned()
+}
+
 fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
@@ -272,8 +292,8 @@ impl Running {
                 c
             }
         };
-        // `shmring` as installed: the binary this test was built with.
-        let bin = Path::new(env!("CARGO_BIN_EXE_shmring")).parent().expect("bin dir").to_owned();
+        // `shmring` as installed: the binary built next to this test.
+        let bin = shmring_bin_dir();
         let path = std::env::var_os("PATH").unwrap_or_default();
         let path = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path))).expect("PATH");
         cmd.env("PATH", path).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);

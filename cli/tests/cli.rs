@@ -1,9 +1,8 @@
 //! The `shmring` binary, run as a user would run it.
-#![cfg(feature = "cli")]
 
 mod common;
 
-use common::{deadline, until, ChildGuard, SegmentGuard};
+use common::{deadline, until, within, ChildGuard, SegmentGuard};
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -269,4 +268,20 @@ fn stat_watch_reports_rates() {
     assert_eq!(out.matches("segment     ").count(), 2, "{out}");
     assert!(out.contains("rate        0 msgs/s"), "{out}");
     assert!(!out.contains('\x1b'), "no terminal escapes in a pipe");
+}
+
+/// `bench` durations and sizes beyond what the clock or a message can hold
+/// are refused with a message, never a panic (finding 1 of the adversarial
+/// review, the rest of which is in the library's tests/review_small.rs).
+#[test]
+fn bench_refuses_durations_and_sizes_out_of_range_without_panicking() {
+    for args in [["--seconds", "0"], ["--seconds", "1e19s"], ["--size", "268435456G"]] {
+        let out = within(Duration::from_secs(10), "shmring bench", move || {
+            Command::new(env!("CARGO_BIN_EXE_shmring")).arg("bench").args(args).output().expect("run shmring")
+        });
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("shmring: "), "{args:?}: {stderr}");
+    }
 }
