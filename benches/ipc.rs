@@ -1240,7 +1240,7 @@ fn main() {
     } else {
         [(64, 5_000_000), (1024, 1_000_000), (65536, 30_000)]
     };
-    // Throughput on a shared VM is bimodal (see README): every transport is
+    // Throughput on a shared VM is bimodal (see docs/performance.md): every transport is
     // measured once per repetition, interleaved, and the median is reported.
     let repetitions = if quick { 1 } else { 3 };
     let spin = WaitStrategy::default();

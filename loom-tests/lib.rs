@@ -1,6 +1,6 @@
 //! Loom models of shmring's ring protocol live in `tests/`; they build to
 //! nothing unless compiled with `RUSTFLAGS="--cfg shmring_loom"`. See the
-//! README's "Verification" section and `.ci/loom`.
+//! docs/verification.md ("Loom models") and `.ci/loom`.
 
 /// Runs `f` under loom with the preemption bound from `LOOM_MAX_PREEMPTIONS`
 /// (default 3), and reports how many interleavings it explored.

@@ -313,7 +313,7 @@ proptest! {
     }
 }
 
-/// The harness's proof of power, as the README cites it: without the check of
+/// The harness's proof of power, as docs/verification.md cites it: without the check of
 /// a record's length against the maximum, a length of the maximum plus one
 /// would be delivered. It is found on the first read, named, and kept.
 #[test]

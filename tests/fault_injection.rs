@@ -11,7 +11,7 @@
 //!
 //! `cargo test --test fault_injection` runs a slice of the long run (the same
 //! rounds and checks, fewer of them, and a bound on blocking calls that only
-//! catches a hang); the long one, whose figures the README quotes:
+//! catches a hang); the long one, whose figures docs/verification.md quotes:
 //! `cargo test --release --test fault_injection -- --ignored long`.
 //! `SHMRING_FAULT_ROUNDS=N` sets the number of rounds of either.
 //!
@@ -160,7 +160,7 @@ fn signal(child: &ChildGuard, sig: rustix::process::Signal) {
     rustix::process::kill_process(pid, sig).expect("signal");
 }
 
-/// What the rounds did, for the README.
+/// What the rounds did, for docs/verification.md.
 #[derive(Debug, Default)]
 struct Tally {
     rounds: u64,
@@ -444,7 +444,7 @@ fn short_fault_injection() {
     run(15, Duration::from_secs(5));
 }
 
-/// The run the README's figures come from (2000 rounds), for a quiet
+/// The run docs/verification.md's figures come from (2000 rounds), for a quiet
 /// machine: a blocking call may overrun its 100 ms bound by 400 ms at most.
 #[test]
 #[ignore = "long run (minutes): cargo test --release --test fault_injection -- --ignored long"]

@@ -185,8 +185,8 @@ fn kill_round(round: u64, bound: Duration) -> KillRound {
     KillRound { torn, longest_stall }
 }
 
-/// The kill rounds behind the README's figures: `rounds` of [`kill_round`],
-/// each consumer stall under `bound`; prints the totals the README quotes.
+/// The kill rounds behind docs/verification.md's figures: `rounds` of [`kill_round`],
+/// each consumer stall under `bound`; prints the totals docs/verification.md quotes.
 /// `SHMRING_KILL_ROUNDS` overrides the number of rounds.
 fn kill_rounds(rounds: u64, bound: Duration) {
     let rounds = std::env::var("SHMRING_KILL_ROUNDS").map_or(rounds, |r| r.parse().expect("SHMRING_KILL_ROUNDS"));
@@ -209,7 +209,7 @@ fn producer_killed_at_random_moments_never_wedges_the_ring() {
     kill_rounds(100, Duration::from_secs(5));
 }
 
-/// The run the README's figures come from, with the bound it quotes (750 ms),
+/// The run docs/verification.md's figures come from, with the bound it quotes (750 ms),
 /// for a quiet machine.
 #[test]
 #[ignore = "long: cargo test --release --test mpsc -- --ignored long"]

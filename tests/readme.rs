@@ -580,3 +580,192 @@ fn every_readme_command_runs_and_verifies() {
     }
     assert!(problems.is_empty(), "{} README command problem(s):\n\n{}", problems.len(), problems.join("\n\n"));
 }
+
+/// README.md and every `docs/*.md`, with their paths.
+fn documents() -> Vec<(std::path::PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut paths = vec![root.join("README.md")];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .expect("read docs/")
+        .map(|e| e.expect("docs/ entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    paths.extend(docs);
+    paths.into_iter().map(|p| (p.clone(), std::fs::read_to_string(&p).expect("read a document"))).collect()
+}
+
+/// The document without its fenced code blocks (each line of one blanked).
+fn prose(text: &str) -> String {
+    let mut fenced = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The `fn` names a Rust file defines (tests, proptest cases, loom models).
+fn fn_names(file: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut names = Vec::new();
+    for (at, _) in text.match_indices("fn ") {
+        if at > 0 && text.as_bytes()[at - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let name: String = text[at + 3..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if !name.is_empty() {
+            names.push(name);
+        }
+    }
+    Some(names)
+}
+
+/// Whether `name` matches `pattern`, in which one `*` stands for any text.
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        Some((pre, post)) => name.len() >= pre.len() + post.len() && name.starts_with(pre) && name.ends_with(post),
+        None => pattern == name,
+    }
+}
+
+/// The test references of a document: (file relative to the crate root,
+/// fn pattern). Three forms: `tests/NAME.rs::fn` (also under `ffi/` and
+/// `loom-tests/`) anywhere; `NAME::fn` in backticks, both snake_case, for
+/// `tests/NAME.rs` (and `a::b::tests::fn` when `src/a/b.rs` exists); and the models
+/// listed in backticks after the word "loom" (found in `loom-tests/tests/`).
+fn test_references(text: &str) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = prose(text);
+    let mut refs = Vec::new();
+    let word = |c: char| c.is_ascii_alphanumeric() || "_/.:*-".contains(c);
+    for token in text.split(|c: char| !word(c)) {
+        if let Some((path, rest)) = token.split_once(".rs::") {
+            if path.starts_with("tests/") || path.starts_with("ffi/tests/") || path.starts_with("loom-tests/tests/") {
+                let pattern: String =
+                    rest.chars().take_while(|c| c.is_ascii_alphanumeric() || "_*".contains(*c)).collect();
+                refs.push((format!("{path}.rs"), pattern));
+            }
+        }
+    }
+    for line in text.lines() {
+        for (n, span) in line.split('`').enumerate() {
+            if n % 2 == 0 || !span.chars().all(|c| c.is_ascii_alphanumeric() || "_:*".contains(c)) {
+                continue;
+            }
+            let parts: Vec<&str> = span.split("::").collect();
+            // Two snake_case parts name a test in tests/ (crate paths
+            // such as `shmring::payload` aside): a file that is not there
+            // fails too.
+            let snake = |p: &str| p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_*".contains(c));
+            if parts.len() == 2
+                && parts.iter().all(|p| snake(p))
+                && !["shmring", "std", "core", "alloc", "crate", "libc", "rustix", "mem", "ptr"].contains(&parts[0])
+            {
+                refs.push((format!("tests/{}.rs", parts[0]), parts[1].to_owned()));
+            } else if parts.len() >= 4 && parts[parts.len() - 2] == "tests" {
+                let file = format!("src/{}.rs", parts[..parts.len() - 2].join("/"));
+                if root.join(&file).is_file() {
+                    refs.push((file, parts[parts.len() - 1].to_owned()));
+                }
+            }
+        }
+    }
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (at, _) in flat.match_indices("loom `") {
+        let mut rest = &flat[at + "loom ".len()..];
+        while let Some(after) = rest.strip_prefix('`') {
+            let Some((name, tail)) = after.split_once('`') else { break };
+            refs.push(("loom-tests/tests/*.rs".to_owned(), name.to_owned()));
+            rest = tail.trim_start_matches([',', ' ']);
+            rest = rest.strip_prefix("and ").unwrap_or(rest);
+        }
+    }
+    refs
+}
+
+/// Every test the README and docs/*.md name exists: a reference to a file
+/// that is not there, or to a `fn` the file does not define, fails.
+#[test]
+fn every_test_the_docs_name_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let loom: Vec<String> = std::fs::read_dir(root.join("loom-tests/tests"))
+        .expect("read loom-tests/tests")
+        .filter_map(|e| fn_names(&e.ok()?.path()))
+        .flatten()
+        .collect();
+    let (mut checked, mut problems) = (0, Vec::new());
+    for (doc, text) in documents() {
+        for (file, pattern) in test_references(&text) {
+            checked += 1;
+            let names = if file == "loom-tests/tests/*.rs" { Some(loom.clone()) } else { fn_names(&root.join(&file)) };
+            match names {
+                None => problems.push(format!("{}: `{file}::{pattern}`: no such file", doc.display())),
+                Some(names) if !names.iter().any(|n| matches(&pattern, n)) => {
+                    problems.push(format!("{}: `{file}::{pattern}`: no such fn in {file}", doc.display()))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    eprintln!("docs: {checked} test references checked");
+    assert!(checked >= 50, "only {checked} test references found: is the extraction broken?");
+    assert!(problems.is_empty(), "{} test reference(s) name nothing:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation other than `-` and
+/// `_` dropped, spaces made `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Every relative link of the README and docs/*.md names an existing file,
+/// and its `#anchor` a heading of that file.
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let (mut checked, mut problems) = (0, Vec::new());
+    for (doc, text) in documents() {
+        let dir = doc.parent().expect("a document's directory");
+        let text = prose(&text);
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let path = if file.is_empty() { doc.clone() } else { dir.join(file) };
+            if !path.exists() {
+                problems.push(format!("{}: link `{target}`: no such file", doc.display()));
+                continue;
+            }
+            if !fragment.is_empty() {
+                let linked = std::fs::read_to_string(&path).unwrap_or_default();
+                let anchors: Vec<String> = prose(&linked)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix('#'))
+                    .map(|h| anchor(h.trim_start_matches('#')))
+                    .collect();
+                if !anchors.iter().any(|a| a == fragment) {
+                    problems.push(format!("{}: link `{target}`: no heading with that anchor", doc.display()));
+                }
+            }
+        }
+    }
+    eprintln!("docs: {checked} relative links checked");
+    assert!(checked >= 10, "only {checked} relative links found");
+    assert!(problems.is_empty(), "{} broken link(s):\n{}", problems.len(), problems.join("\n"));
+}
