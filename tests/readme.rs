@@ -169,6 +169,12 @@ const PLANS: &[Plan] = &[
         why: "needs libclang-dev and an iceoryx2 build: run with SHMRING_README_FULL=1",
     },
     Plan {
+        shown: "cargo bench --features compare-shmem-ipc --bench ipc",
+        instead: "cargo bench --features compare-shmem-ipc --bench ipc -- --quick --only shmem",
+        full: Some("cargo bench --features compare-shmem-ipc --bench ipc -- --quick"),
+        why: "the full run takes minutes: the shmem-ipc rows with --quick",
+    },
+    Plan {
         shown: "cargo bench --bench ring",
         instead: "cargo bench --bench ring -- --test",
         full: None,
@@ -646,7 +652,11 @@ fn test_references(text: &str) -> Vec<(String, String)> {
     let word = |c: char| c.is_ascii_alphanumeric() || "_/.:*-".contains(c);
     for token in text.split(|c: char| !word(c)) {
         if let Some((path, rest)) = token.split_once(".rs::") {
-            if path.starts_with("tests/") || path.starts_with("ffi/tests/") || path.starts_with("loom-tests/tests/") {
+            if path.starts_with("tests/")
+                || path.starts_with("ffi/tests/")
+                || path.starts_with("cli/tests/")
+                || path.starts_with("loom-tests/tests/")
+            {
                 let pattern: String =
                     rest.chars().take_while(|c| c.is_ascii_alphanumeric() || "_*".contains(*c)).collect();
                 refs.push((format!("{path}.rs"), pattern));
@@ -659,7 +669,8 @@ fn test_references(text: &str) -> Vec<(String, String)> {
                 continue;
             }
             let parts: Vec<&str> = span.split("::").collect();
-            // Two snake_case parts name a test in tests/ (crate paths
+            // Two snake_case parts name a test in tests/ (or cli/tests/,
+            // ffi/tests/; crate paths
             // such as `shmring::payload` aside): a file that is not there
             // fails too.
             let snake = |p: &str| p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_*".contains(c));
@@ -667,7 +678,13 @@ fn test_references(text: &str) -> Vec<(String, String)> {
                 && parts.iter().all(|p| snake(p))
                 && !["shmring", "std", "core", "alloc", "crate", "libc", "rustix", "mem", "ptr"].contains(&parts[0])
             {
-                refs.push((format!("tests/{}.rs", parts[0]), parts[1].to_owned()));
+                // In the library's tests/, or another package's.
+                let file = ["tests", "cli/tests", "ffi/tests"]
+                    .iter()
+                    .map(|dir| format!("{dir}/{}.rs", parts[0]))
+                    .find(|file| root.join(file).is_file())
+                    .unwrap_or_else(|| format!("tests/{}.rs", parts[0]));
+                refs.push((file, parts[1].to_owned()));
             } else if parts.len() >= 4 && parts[parts.len() - 2] == "tests" {
                 let file = format!("src/{}.rs", parts[..parts.len() - 2].join("/"));
                 if root.join(&file).is_file() {
