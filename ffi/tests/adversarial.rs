@@ -152,3 +152,14 @@ fn handles_may_move_between_threads() {
     send::<shmring_ffi::shmring_consumer>();
     send::<shmring_ffi::shmring_options>();
 }
+
+
+/// FINDING: `shmring_send(p, data, len)` with a non-NULL `data` and a `len`
+/// over `isize::MAX` makes a slice no Rust value may be (undefined
+/// behaviour; with debug assertions, a non-unwinding panic: the process
+/// aborts). It should be `SHMRING_E_TOO_LARGE`, as any `len` over the
+/// segment's maximum is.
+#[test]
+fn huge_send_len_is_too_large_not_an_abort() {
+    check("huge_send_len");
+}
