@@ -163,3 +163,15 @@ fn handles_may_move_between_threads() {
 fn huge_send_len_is_too_large_not_an_abort() {
     check("huge_send_len");
 }
+
+
+/// FINDING: a `shmring_send_with` fill callback that sends on its own
+/// producer (forbidden by the header, but not detected): the nested send
+/// discards the outer claim, and the outer call then returns `SHMRING_OK`
+/// for a message that is never published (silently lost). It is also
+/// undefined behaviour in Rust (two `&mut` to one handle). The nested call
+/// should be refused.
+#[test]
+fn reentrant_send_with_is_refused() {
+    check("reentrant_send");
+}
