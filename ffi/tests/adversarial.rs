@@ -175,3 +175,12 @@ fn huge_send_len_is_too_large_not_an_abort() {
 fn reentrant_send_with_is_refused() {
     check("reentrant_send");
 }
+
+
+/// FINDING: a `shmring_recv_with` read callback that receives on its own
+/// consumer gets the same message again (delivered twice), and the handle is
+/// aliased mutably (undefined behaviour). The nested call should be refused.
+#[test]
+fn reentrant_recv_with_is_refused() {
+    check("reentrant_recv");
+}
