@@ -32,6 +32,25 @@ fn lib_dir() -> PathBuf {
     panic!("no libshmring_ffi.so next to {} (cargo builds it with the test)", exe.display());
 }
 
+/// The library the C programs link is the one cargo built for this run:
+/// `deps/libshmring_ffi.so`. The copy one directory up is refreshed only when
+/// the library itself is a target of the command (`cargo build`), so after a
+/// change to `src/`, `cargo test` alone would test the old library there.
+#[test]
+fn c_programs_link_the_library_built_for_this_run() {
+    let exe = std::env::current_exe().expect("current_exe");
+    let built = exe.parent().unwrap().join("libshmring_ffi.so");
+    if built.exists() {
+        let linked = lib_dir().join("libshmring_ffi.so");
+        assert!(
+            std::fs::read(&linked).unwrap() == std::fs::read(&built).unwrap(),
+            "the C tests link {}, which is not the library built for this run ({})",
+            linked.display(),
+            built.display()
+        );
+    }
+}
+
 /// Compiles `sources` (relative to `ffi/`) into a program named `name` for
 /// this test, linked to the library with an rpath, warnings denied.
 fn compile(name: &str, sources: &[&str]) -> PathBuf {
