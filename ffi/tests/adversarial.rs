@@ -15,7 +15,7 @@ fn ffi_dir() -> PathBuf {
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("the test's directory");
-    for dir in [deps.parent().unwrap_or(deps), deps] {
+    for dir in [deps, deps.parent().unwrap_or(deps)] {
         if dir.join("libshmring_ffi.so").exists() {
             return dir.to_path_buf();
         }

@@ -19,12 +19,13 @@ fn ffi_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory holding the `libshmring_ffi.so` built with this test (the
-/// profile directory above this executable's `deps/`).
+/// The directory holding the `libshmring_ffi.so` built with this test: this
+/// executable's `deps/` (the copy in the profile directory above it is
+/// refreshed only by `cargo build`, and can be stale).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("the test's directory");
-    for dir in [deps.parent().unwrap_or(deps), deps] {
+    for dir in [deps, deps.parent().unwrap_or(deps)] {
         if dir.join("libshmring_ffi.so").exists() {
             return dir.to_path_buf();
         }
