@@ -11,6 +11,8 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <shmring.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -403,6 +405,14 @@ static void reentrant_recv(void) {
     shmring_options_free(o);
 }
 
+/* The path of the libshmring_ffi.so this process loaded. */
+static void which_library(void) {
+    Dl_info info;
+    /* A static string inside the library (an object, unlike a function). */
+    CHECK(dladdr((const void *)shmring_strerror(0), &info) != 0 && info.dli_fname != NULL, "dladdr");
+    printf("library %s\n", info.dli_fname);
+}
+
 int main(int argc, char **argv) {
     const char *check;
     CHECK(argc == 3, "usage: adversarial CHECK BASE");
@@ -422,6 +432,7 @@ int main(int argc, char **argv) {
     else if (strcmp(check, "fork_accessors") == 0) fork_accessors();
     else if (strcmp(check, "reentrant_send") == 0) reentrant_send();
     else if (strcmp(check, "reentrant_recv") == 0) reentrant_recv();
+    else if (strcmp(check, "which_library") == 0) which_library();
     else CHECK(0, "unknown check %s", check);
     cleanup();
     printf("pass %s\n", check);

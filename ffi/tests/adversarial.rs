@@ -36,7 +36,7 @@ fn program() -> &'static Path {
             .arg(ffi_dir().join("tests/adversarial.c"))
             .arg("-L")
             .arg(&lib)
-            .args(["-lshmring_ffi", "-lpthread"])
+            .args(["-lshmring_ffi", "-lpthread", "-ldl"])
             .arg(format!("-Wl,-rpath,{}", lib.display()))
             .arg("-o")
             .arg(&out)
@@ -49,7 +49,7 @@ fn program() -> &'static Path {
 
 /// Runs one check of `adversarial.c` (segments `/shmring-adv-CHECK-PID-n`,
 /// which the program removes); panics with its output unless it passes.
-fn check(name: &str) {
+fn check(name: &str) -> String {
     let base = format!("/shmring-adv-{}-{}", name.replace('_', ""), std::process::id());
     let mut child = Command::new(program())
         .args([name, &base])
@@ -76,56 +76,57 @@ fn check(name: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success() && text.contains(&format!("pass {name}")), "{text}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Held: `shmring_send_with` with a `len` over 4 GiB or `SIZE_MAX` is
 /// `SHMRING_E_TOO_LARGE` (no truncation to 32 bits).
 #[test]
 fn huge_send_with_len_is_too_large() {
-    check("huge_send_with_len");
+    let _ = check("huge_send_with_len");
 }
 
 /// Held: `UINT64_MAX` timeouts (send, receive, ready) neither panic nor
 /// overflow, wait, and end on a message or a disconnection.
 #[test]
 fn uint64_max_timeouts_are_unlimited_waits() {
-    check("huge_timeouts");
+    let _ = check("huge_timeouts");
 }
 
 /// Held: every bad option is `SHMRING_E_INVALID` at create, naming the
 /// segment and the option.
 #[test]
 fn bad_options_are_invalid_at_create() {
-    check("options_validated");
+    let _ = check("options_validated");
 }
 
 /// Held: a message larger than the buffer is left in the ring, its size in
 /// `*len`, for SPSC and MPSC, in place and copied (mode 0666: no views).
 #[test]
 fn too_large_consumes_nothing_spsc() {
-    check("too_large_spsc");
+    let _ = check("too_large_spsc");
 }
 
 #[test]
 fn too_large_consumes_nothing_mpsc() {
-    check("too_large_mpsc");
+    let _ = check("too_large_mpsc");
 }
 
 #[test]
 fn too_large_consumes_nothing_spsc_copied() {
-    check("too_large_spsc_copied");
+    let _ = check("too_large_spsc_copied");
 }
 
 #[test]
 fn too_large_consumes_nothing_mpsc_copied() {
-    check("too_large_mpsc_copied");
+    let _ = check("too_large_mpsc_copied");
 }
 
 /// Held: a failure on another thread leaves this thread's message (and its
 /// pointer) alone; a new thread starts with "".
 #[test]
 fn last_error_is_thread_local() {
-    check("last_error_thread_local");
+    let _ = check("last_error_thread_local");
 }
 
 /// Held: a forked child's handles fail with `SHMRING_E_FORKED` (also the
@@ -133,14 +134,14 @@ fn last_error_is_thread_local() {
 /// name nor detaches the parent.
 #[test]
 fn fork_child_frees_inherited_handles_safely() {
-    check("fork_free_in_child");
+    let _ = check("fork_free_in_child");
 }
 
 /// Held: the accessors do not crash in a forked child (they report the
 /// handle's process-local values and `SHMRING_OK`, not `SHMRING_E_FORKED`).
 #[test]
 fn fork_child_accessors_do_not_crash() {
-    check("fork_accessors");
+    let _ = check("fork_accessors");
 }
 
 /// Held: the header says a handle may be moved to another thread, so the
@@ -161,7 +162,7 @@ fn handles_may_move_between_threads() {
 /// segment's maximum is.
 #[test]
 fn huge_send_len_is_too_large_not_an_abort() {
-    check("huge_send_len");
+    let _ = check("huge_send_len");
 }
 
 
@@ -173,7 +174,7 @@ fn huge_send_len_is_too_large_not_an_abort() {
 /// should be refused.
 #[test]
 fn reentrant_send_with_is_refused() {
-    check("reentrant_send");
+    let _ = check("reentrant_send");
 }
 
 
@@ -182,5 +183,23 @@ fn reentrant_send_with_is_refused() {
 /// aliased mutably (undefined behaviour). The nested call should be refused.
 #[test]
 fn reentrant_recv_with_is_refused() {
-    check("reentrant_recv");
+    let _ = check("reentrant_recv");
+}
+
+
+/// FINDING: the C programs load the library cargo built for this run. Cargo
+/// runs tests with `LD_LIBRARY_PATH` starting with the profile directory
+/// (`target/debug`), whose `libshmring_ffi.so` is refreshed only by `cargo
+/// build`; it beats the programs' RUNPATH, so `cargo test` after a change to
+/// `src/` ran the C tests (also `c_api.rs`'s) against the old library.
+#[test]
+fn c_programs_load_the_library_built_for_this_run() {
+    let out = check("which_library");
+    let loaded = out.lines().find_map(|l| l.strip_prefix("library ")).expect("the library's path");
+    let built = std::env::current_exe().unwrap().parent().unwrap().join("libshmring_ffi.so");
+    assert!(
+        std::fs::read(loaded).unwrap() == std::fs::read(&built).unwrap(),
+        "the C program loaded {loaded}, not the library built for this run ({})",
+        built.display()
+    );
 }
