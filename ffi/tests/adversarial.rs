@@ -37,6 +37,9 @@ fn program() -> &'static Path {
             .arg("-L")
             .arg(&lib)
             .args(["-lshmring_ffi", "-lpthread", "-ldl"])
+            // RPATH, not RUNPATH: cargo test sets LD_LIBRARY_PATH to target/debug
+            // first, whose copy of the library can be stale, and RUNPATH loses to it.
+            .arg("-Wl,--disable-new-dtags")
             .arg(format!("-Wl,-rpath,{}", lib.display()))
             .arg("-o")
             .arg(&out)
@@ -154,7 +157,6 @@ fn handles_may_move_between_threads() {
     send::<shmring_ffi::shmring_options>();
 }
 
-
 /// FINDING: `shmring_send(p, data, len)` with a non-NULL `data` and a `len`
 /// over `isize::MAX` makes a slice no Rust value may be (undefined
 /// behaviour; with debug assertions, a non-unwinding panic: the process
@@ -164,7 +166,6 @@ fn handles_may_move_between_threads() {
 fn huge_send_len_is_too_large_not_an_abort() {
     let _ = check("huge_send_len");
 }
-
 
 /// FINDING: a `shmring_send_with` fill callback that sends on its own
 /// producer (forbidden by the header, but not detected): the nested send
@@ -177,7 +178,6 @@ fn reentrant_send_with_is_refused() {
     let _ = check("reentrant_send");
 }
 
-
 /// FINDING: a `shmring_recv_with` read callback that receives on its own
 /// consumer gets the same message again (delivered twice), and the handle is
 /// aliased mutably (undefined behaviour). The nested call should be refused.
@@ -185,7 +185,6 @@ fn reentrant_send_with_is_refused() {
 fn reentrant_recv_with_is_refused() {
     let _ = check("reentrant_recv");
 }
-
 
 /// FINDING: the C programs load the library cargo built for this run. Cargo
 /// runs tests with `LD_LIBRARY_PATH` starting with the profile directory

@@ -65,6 +65,9 @@ fn compile(name: &str, sources: &[&str]) -> PathBuf {
         .arg("-L")
         .arg(&lib)
         .arg("-lshmring_ffi")
+        // RPATH, not RUNPATH: cargo test sets LD_LIBRARY_PATH to target/debug
+        // first, whose copy of the library can be stale, and RUNPATH loses to it.
+        .arg("-Wl,--disable-new-dtags")
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .arg("-o")
         .arg(&out)
