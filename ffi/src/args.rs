@@ -2,7 +2,7 @@
 //! `SHMRING_E_INVALID`, never a crash) and turned into Rust references; new
 //! handles boxed into out pointers, and freed.
 
-use crate::error::{fail, guard, SHMRING_E_INVALID, SHMRING_OK};
+use crate::error::{fail, guard, SHMRING_E_INVALID, SHMRING_E_TOO_LARGE, SHMRING_OK};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
 use std::ptr;
@@ -34,8 +34,13 @@ pub(crate) unsafe fn bytes<'a>(data: *const c_void, len: usize, segment: &str) -
         }
         return Err(fail(SHMRING_E_INVALID, format_args!("segment {segment}: data is NULL with a length of {len}")));
     }
+    if len > isize::MAX as usize {
+        // No buffer is this long (nor any segment's maximum): a slice of it
+        // would be undefined behaviour.
+        return Err(fail(SHMRING_E_TOO_LARGE, format_args!("segment {segment}: a message of {len} bytes is too large")));
+    }
     // SAFETY: the caller's contract: `len` readable bytes at `data`, which
-    // is not NULL (checked above).
+    // is not NULL (checked above), and `len` is at most `isize::MAX`.
     Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) })
 }
 

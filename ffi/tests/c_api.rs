@@ -19,17 +19,37 @@ fn ffi_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory holding the `libshmring_ffi.so` built with this test (the
-/// profile directory above this executable's `deps/`).
+/// The directory holding the `libshmring_ffi.so` built with this test: this
+/// executable's `deps/` (the copy in the profile directory above it is
+/// refreshed only by `cargo build`, and can be stale).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("the test's directory");
-    for dir in [deps.parent().unwrap_or(deps), deps] {
+    for dir in [deps, deps.parent().unwrap_or(deps)] {
         if dir.join("libshmring_ffi.so").exists() {
             return dir.to_path_buf();
         }
     }
     panic!("no libshmring_ffi.so next to {} (cargo builds it with the test)", exe.display());
+}
+
+/// The library the C programs link is the one cargo built for this run:
+/// `deps/libshmring_ffi.so`. The copy one directory up is refreshed only when
+/// the library itself is a target of the command (`cargo build`), so after a
+/// change to `src/`, `cargo test` alone would test the old library there.
+#[test]
+fn c_programs_link_the_library_built_for_this_run() {
+    let exe = std::env::current_exe().expect("current_exe");
+    let built = exe.parent().unwrap().join("libshmring_ffi.so");
+    if built.exists() {
+        let linked = lib_dir().join("libshmring_ffi.so");
+        assert!(
+            std::fs::read(&linked).unwrap() == std::fs::read(&built).unwrap(),
+            "the C tests link {}, which is not the library built for this run ({})",
+            linked.display(),
+            built.display()
+        );
+    }
 }
 
 /// Compiles `sources` (relative to `ffi/`) into a program named `name` for
@@ -45,6 +65,9 @@ fn compile(name: &str, sources: &[&str]) -> PathBuf {
         .arg("-L")
         .arg(&lib)
         .arg("-lshmring_ffi")
+        // RPATH, not RUNPATH: cargo test sets LD_LIBRARY_PATH to target/debug
+        // first, whose copy of the library can be stale, and RUNPATH loses to it.
+        .arg("-Wl,--disable-new-dtags")
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .arg("-o")
         .arg(&out)
