@@ -10,13 +10,15 @@
  *    code, and leave a message in shmring_last_error() (thread-local).
  *  - A NULL handle or required pointer, or a name that is not UTF-8, is
  *    SHMRING_E_INVALID, never a crash. Free functions accept NULL.
+ *    Freeing a handle twice, or using it after freeing it, is undefined.
  *    Options may be NULL for the defaults.
  *  - No panic crosses the boundary: a caught one is SHMRING_E_PANIC.
  *  - Handles (shmring_options, shmring_producer, shmring_consumer) are NOT
  *    thread-safe: a handle may be moved to another thread, but must be used
  *    by one thread at a time. Different handles may be used concurrently.
  *  - A handle acts for the process that made it: after fork(), the child's
- *    copy fails with SHMRING_E_FORKED (free it, and attach again).
+ *    copy fails with SHMRING_E_FORKED (free it, and attach again); its
+ *    accessors (stats, max_message, capacity) return the values it had.
  *
  * Link with -lshmring_ffi (and, for the static library, -lpthread -ldl -lm).
  */
@@ -90,8 +92,9 @@ typedef struct shmring_stats {
 } shmring_stats;
 
 /* Callbacks of the in-place (zero-copy) calls. They must return normally (no
- * longjmp, no C++ exception) and must not call shmring functions on the
- * handle they were called for. */
+ * longjmp, no C++ exception). A call on the handle they were called for,
+ * made from inside the callback, is refused with SHMRING_E_INVALID (freeing
+ * that handle there is undefined); other handles may be used. */
 /* Writes a message: len bytes at data (initial contents unspecified). */
 typedef void (*shmring_fill_fn)(void *data, size_t len, void *ctx);
 /* Reads a message: len bytes at data, valid only during the call. */

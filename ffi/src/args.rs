@@ -7,13 +7,60 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
 use std::ptr;
 
-/// The handle behind `ptr`, or `SHMRING_E_INVALID` if it is NULL.
+thread_local! {
+    /// The handles whose callback (`shmring_send_with`, `shmring_recv_with`)
+    /// is running on this thread, innermost last. Handles are not
+    /// thread-safe, so a call back into one comes on this thread.
+    static IN_CALLBACK: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// While it lives, calls on the handle at `ptr` are refused (its callback
+/// runs, and the handle is borrowed for it).
+pub(crate) struct CallbackScope(usize);
+
+impl CallbackScope {
+    pub(crate) fn enter<T>(ptr: *const T) -> CallbackScope {
+        IN_CALLBACK.with(|running| running.borrow_mut().push(ptr as usize));
+        CallbackScope(ptr as usize)
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|running| {
+            let mut running = running.borrow_mut();
+            if let Some(at) = running.iter().rposition(|p| *p == self.0) {
+                running.remove(at);
+            }
+        });
+    }
+}
+
+/// `SHMRING_E_INVALID` if `ptr`'s callback is running on this thread: the
+/// handle is in use by the call that runs it, and a second reference to it
+/// would alias (a nested send would discard the outer claim, a nested
+/// receive return the outer message again).
+fn not_in_its_callback<T>(ptr: *const T, what: &str) -> Result<(), c_int> {
+    let inside = IN_CALLBACK.with(|running| {
+        let running = running.borrow();
+        !running.is_empty() && running.contains(&(ptr as usize))
+    });
+    if inside {
+        return Err(fail(SHMRING_E_INVALID, format_args!("the {what} handle was called from its own callback")));
+    }
+    Ok(())
+}
+
+/// The handle behind `ptr`, or `SHMRING_E_INVALID` if it is NULL or its own
+/// callback is running.
 ///
 /// # Safety
 ///
 /// `ptr` is NULL or a pointer returned by this library's constructor for `T`
-/// and not freed, and no other reference to it is in use.
+/// and not freed, and no other reference to it is in use (but for the one a
+/// running callback of its own holds, which this refuses).
 pub(crate) unsafe fn handle<'a, T>(ptr: *mut T, what: &str) -> Result<&'a mut T, c_int> {
+    not_in_its_callback(ptr, what)?;
     // SAFETY: the caller's contract: a live, unaliased handle or NULL.
     match unsafe { ptr.as_mut() } {
         Some(handle) => Ok(handle),
@@ -37,7 +84,10 @@ pub(crate) unsafe fn bytes<'a>(data: *const c_void, len: usize, segment: &str) -
     if len > isize::MAX as usize {
         // No buffer is this long (nor any segment's maximum): a slice of it
         // would be undefined behaviour.
-        return Err(fail(SHMRING_E_TOO_LARGE, format_args!("segment {segment}: a message of {len} bytes is too large")));
+        return Err(fail(
+            SHMRING_E_TOO_LARGE,
+            format_args!("segment {segment}: a message of {len} bytes is too large"),
+        ));
     }
     // SAFETY: the caller's contract: `len` readable bytes at `data`, which
     // is not NULL (checked above), and `len` is at most `isize::MAX`.
@@ -51,6 +101,7 @@ pub(crate) unsafe fn bytes<'a>(data: *const c_void, len: usize, segment: &str) -
 /// `ptr` is NULL or a pointer returned by this library's constructor for `T`
 /// and not freed, and not being changed by another call.
 pub(crate) unsafe fn handle_ref<'a, T>(ptr: *const T, what: &str) -> Result<&'a T, c_int> {
+    not_in_its_callback(ptr, what)?;
     // SAFETY: the caller's contract: a live handle or NULL.
     match unsafe { ptr.as_ref() } {
         Some(handle) => Ok(handle),

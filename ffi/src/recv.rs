@@ -1,7 +1,7 @@
 //! Receiving: `shmring_recv`, `shmring_try_recv`, `shmring_recv_timeout`
 //! (copying a message out) and their `_with` variants (reading it in place).
 
-use crate::args::{handle, try_arg};
+use crate::args::{handle, try_arg, CallbackScope};
 use crate::error::{fail, fail_hot, guard, Hot, HotCode, SHMRING_E_INVALID, SHMRING_E_TOO_LARGE, SHMRING_OK};
 use crate::handles::shmring_consumer;
 use shmring::Consumer;
@@ -195,6 +195,7 @@ unsafe fn recv_with<E: Into<Hot> + HotCode>(
     read_msg: impl FnOnce(&mut Consumer) -> Result<shmring::ReadGuard<'_>, E>,
 ) -> c_int {
     guard(|| {
+        let handle_ptr = consumer;
         // SAFETY: forwarded contract.
         let consumer = try_arg!(unsafe { handle(consumer, "consumer") });
         let Some(read) = read else {
@@ -202,6 +203,8 @@ unsafe fn recv_with<E: Into<Hot> + HotCode>(
         };
         match read_msg(&mut consumer.inner) {
             Ok(msg) => {
+                // Calls on this handle from inside the callback are refused.
+                let _scope = CallbackScope::enter(handle_ptr);
                 // SAFETY: `read` is a C function of this type (the caller's
                 // contract), given `msg.len()` readable bytes that stay
                 // unchanged until it returns (the guard holds them), and it
@@ -219,8 +222,8 @@ unsafe fn recv_with<E: Into<Hot> + HotCode>(
 /// calls `read(data, len, ctx)` with the message (the ring's own memory
 /// where the trust rule allows, zero-copy; otherwise a copy in a buffer of
 /// the handle), then frees it. `data` is valid only during the call. `read`
-/// must return normally (no `longjmp`, no C++ exception) and must not call
-/// shmring functions on this consumer. Errors as `shmring_recv` (never
+/// must return normally (no `longjmp`, no C++ exception); a call on this
+/// consumer from inside it is refused with `SHMRING_E_INVALID`. Errors as `shmring_recv` (never
 /// `SHMRING_E_TOO_LARGE`); on an error `read` is not called.
 ///
 /// # Safety

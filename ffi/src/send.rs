@@ -1,7 +1,7 @@
 //! Sending: `shmring_send`, `shmring_try_send`, `shmring_send_timeout`
 //! (copying a message in) and their `_with` variants (writing it in place).
 
-use crate::args::{bytes, handle, try_arg};
+use crate::args::{bytes, handle, try_arg, CallbackScope};
 use crate::error::{fail, fail_hot, guard, Hot, HotCode, SHMRING_E_INVALID, SHMRING_OK};
 use crate::handles::shmring_producer;
 use shmring::Producer;
@@ -93,6 +93,7 @@ unsafe fn send_with<E: Into<Hot> + HotCode>(
     reserve: impl FnOnce(&mut Producer, usize) -> Result<shmring::Grant<'_>, E>,
 ) -> c_int {
     guard(|| {
+        let handle_ptr = producer;
         // SAFETY: forwarded contract.
         let producer = try_arg!(unsafe { handle(producer, "producer") });
         let Some(fill) = fill else {
@@ -100,6 +101,8 @@ unsafe fn send_with<E: Into<Hot> + HotCode>(
         };
         match reserve(&mut producer.inner, len) {
             Ok(mut grant) => {
+                // Calls on this handle from inside the callback are refused.
+                let _scope = CallbackScope::enter(handle_ptr);
                 // SAFETY: `fill` is a C function of this type (the caller's
                 // contract), given `len` writable bytes that nothing else
                 // uses until it returns (the grant holds them), and it
@@ -117,8 +120,8 @@ unsafe fn send_with<E: Into<Hot> + HotCode>(
 /// (blocking while the ring is full), calls `fill(data, len, ctx)` to write
 /// it, then publishes it. Where the trust rule allows, `data` is the ring's
 /// own memory (zero-copy); otherwise a buffer copied in on return. `fill`
-/// must return normally (no `longjmp`, no C++ exception) and must not call
-/// shmring functions on this producer. Errors as `shmring_send`; on an
+/// must return normally (no `longjmp`, no C++ exception); a call on this
+/// producer from inside it is refused with `SHMRING_E_INVALID`. Errors as `shmring_send`; on an
 /// error `fill` is not called.
 ///
 /// # Safety
