@@ -434,7 +434,51 @@ mod concurrent_crash {
                 Err(e) => return Err(format!("drain: {e}")),
             }
         }
-        model.check(&delivered)?;
+        if let Err(e) = model.check(&delivered) {
+            let u = |o: usize| u64::from_le_bytes(image[o..o + 8].try_into().unwrap());
+            let p = 128 + 9856;
+            let mut diag = format!(
+                "{e}\n image: tail {} head {} durable_tail {} durable_head {} flush_pending {} unsettled {} lost {}\n delivered {:?}",
+                u(128), u(256), u(p), u(p + 40), u(p + 48), u(p + 64), u(p + 24),
+                delivered.iter().map(|(id, b)| (*id, b.len())).collect::<Vec<_>>()
+            );
+            // The records from the image's head to its durable tail.
+            let (head, tail) = (u(256), u(p));
+            let mut at = head;
+            let mut walk = String::new();
+            let current = std::fs::read(dir.path("ring")).unwrap();
+            while at < tail && walk.len() < 4000 {
+                let o = 12288 + (at % 16384) as usize;
+                let w = u(o);
+                let cw = u64::from_le_bytes(current[o..o + 8].try_into().unwrap());
+                walk += &format!(" [{at} {w:#x} now {cw:#x}]");
+                if w == 0 {
+                    break;
+                }
+                let (tag, len) = ((w >> 32) & 0xff, w & 0xffff_ffff);
+                at += if tag == 0x50 { 8 + len } else { 8 + len.div_ceil(8) * 8 };
+            }
+            diag += &format!("\n walk:{walk}");
+            // Where the lost message's record is in the image and in memory now.
+            let data = 12288;
+            for (name, bytes) in [("image", image.to_vec()), ("current", std::fs::read(dir.path("ring")).unwrap())] {
+                for off in (0..16384).step_by(8) {
+                    let at = data + off;
+                    if at + 20 > bytes.len() {
+                        break;
+                    }
+                    let w = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+                    if w != 0 {
+                        if let Some(id) = shmring::payload::identify(&bytes[at + 8..(at + 20)]) {
+                            if e.starts_with(&format!("{id:?}")) {
+                                diag += &format!("\n {name}: at offset {off} word {w:#018x}");
+                            }
+                        }
+                    }
+                }
+            }
+            return Err(diag);
+        }
         let mut producer = Producer::open_file(&path, &options).map_err(|e| format!("producer after: {e}"))?;
         producer.try_send(b"after").map_err(|e| format!("send after: {e}"))?;
         Ok(())

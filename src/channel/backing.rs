@@ -84,10 +84,12 @@ pub(super) fn flush(segment: &Segment) -> Result<(), Error> {
     persistence.flush_pending.fetch_max(claimed, Ordering::SeqCst);
     crate::sync::fence(Ordering::SeqCst);
     // From the first claim an earlier flush went past while it was open (it
-    // may be committed now), or else the durable tail.
+    // may be committed now), or else the durable tail; consumed records too,
+    // back to the durable head: a recovery may keep them (the disk's `head`
+    // may be older than the consumer's), so they must be whole on the disk.
     let unsettled = persistence.unsettled_from.load(Ordering::Acquire);
     let durable = persistence.durable_tail.load(Ordering::Acquire);
-    let from = durable.min(unsettled).max(header.consumer.head.load(Ordering::Acquire));
+    let from = durable.min(unsettled).max(ring::durable::limit_word(segment).load(Ordering::Acquire));
     let (end, first_open) = ring::persist::flush_end(segment, from, claimed);
     segment.write_back_positions(from, end)?;
     // Only once the records are on the disk may the header say so. Either

@@ -38,7 +38,7 @@ use crate::sync::{publish, AtomicU64, Ordering};
 
 /// The word whose value plus the capacity bounds where producers may write:
 /// the consumer's `head` in memory, `durable_head` in a file ring.
-pub(super) fn limit_word<B: RingBacking>(backing: &B) -> &AtomicU64 {
+pub fn limit_word<B: RingBacking>(backing: &B) -> &AtomicU64 {
     let header = backing.header();
     if backing.persistent() {
         &header.persistence.durable_head

@@ -35,6 +35,7 @@ pub use crate::{record, region};
 pub(crate) use crate::{record, region};
 
 mod consumer;
+mod die;
 pub mod durable;
 #[cfg(shmring_loom)]
 mod heap;
@@ -48,9 +49,9 @@ mod spsc;
 
 pub use consumer::{Consumer, ReadGuard};
 #[cfg(shmring_loom)]
-pub use heap::HeapRing;
+pub use die::DieAt;
 #[cfg(shmring_loom)]
-pub use mpsc::DieAt;
+pub use heap::HeapRing;
 pub use mpsc_resolve::slot_reusable;
 pub(crate) use park::*;
 pub(crate) use peer::*;

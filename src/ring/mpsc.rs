@@ -50,6 +50,7 @@
 //! is resolved (consumed past, or provably never claimed), so the evidence
 //! the consumer needs is never overwritten.
 
+use super::die::DieAt;
 use super::producer::{Claim, Producer};
 use super::record::{encode, record_size, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
 use super::{mark_attached, withdraw_dead_sleeper, Pace, RingBacking};
@@ -67,19 +68,6 @@ fn mark() -> Ordering {
 /// before it is visible to whoever observes the new claim position.
 fn claim() -> Ordering {
     crate::sync::unless_mutant("relaxed_claim", Ordering::Release)
-}
-
-/// Where a loom model can make a producer "die" (stop for good, without
-/// detaching) in the middle of a claim.
-#[cfg(shmring_loom)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DieAt {
-    /// After publishing the intent, before the CAS.
-    Intent = 0,
-    /// After the CAS, before the claim marker.
-    Claimed = 1,
-    /// After the claim marker (and padding), before the commit.
-    Marked = 2,
 }
 
 impl<B: RingBacking> Producer<B> {
@@ -122,9 +110,9 @@ impl<B: RingBacking> Producer<B> {
     }
 
     #[inline(always)]
-    fn dies_at(&self, _stage: u8) -> bool {
+    fn dies_at(&self, _stage: DieAt) -> bool {
         #[cfg(shmring_loom)]
-        return self.die_at.map(|s| s as u8) == Some(_stage);
+        return self.die_at == Some(_stage);
         #[cfg(not(shmring_loom))]
         false
     }
@@ -203,7 +191,7 @@ impl<B: RingBacking> Producer<B> {
                 line.end.store(end, Ordering::Relaxed);
                 line.start.store(tail, Ordering::Release);
             }
-            if self.dies_at(DIE_INTENT) {
+            if self.dies_at(DieAt::Intent) {
                 return Err(Stop::Timeout);
             }
             if header.producer.tail.compare_exchange_weak(tail, end, claim(), Ordering::Relaxed).is_err() {
@@ -214,7 +202,7 @@ impl<B: RingBacking> Producer<B> {
                 line.end.store(end, Ordering::Relaxed);
                 line.start.store(tail, Ordering::Release);
             }
-            if self.dies_at(DIE_CLAIMED) {
+            if self.dies_at(DieAt::Claimed) {
                 return Err(Stop::Timeout);
             }
             let position = tail + padding;
@@ -228,7 +216,7 @@ impl<B: RingBacking> Producer<B> {
             if padding > 0 {
                 region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail, capacity), publish());
             }
-            if self.dies_at(DIE_MARKED) {
+            if self.dies_at(DieAt::Marked) {
                 return Err(Stop::Timeout);
             }
             self.tail = end;
@@ -246,7 +234,3 @@ impl<B: RingBacking> Producer<B> {
         line.messages.store(line.messages.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 }
-
-const DIE_INTENT: u8 = 0;
-const DIE_CLAIMED: u8 = 1;
-const DIE_MARKED: u8 = 2;

@@ -32,18 +32,23 @@ use crate::sync::{observe, Ordering};
 /// not marked yet), at a claim at or past `covered`, or at an invalid word,
 /// at most a lap on. Returns that end and the first open claim it went past.
 ///
-/// The consumer may free records while this walks over them. A freed record
-/// is not reused before `durable_head` passes it (file rings) and is zeroed
-/// only then, so a word read while `head` (read after it) is still at or
-/// before it is the record that was there; otherwise the walk goes on from
-/// `head`, which is always a record boundary.
+/// Consumed records count too (a file ring's recovery may start at any
+/// `head` from `durable_head` on, so they must be on the disk whole). The
+/// consumer may release records while this walks over them; a released
+/// record is zeroed and reused only after `durable_head` passes it, so a word
+/// read while `durable_head` (read after it) is still at or before it is the
+/// record that was there; otherwise the walk goes on from `durable_head`,
+/// which is always a record boundary. (A memory ring: `head` instead.)
 pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64, mark: bool) -> (u64, Option<u64>) {
     if from > MAX_POSITION {
         // A position no side accepts: nothing to make durable.
         return (from, None);
     }
     let region = backing.region();
-    let head = &backing.header().consumer.head;
+    // A file ring's records are kept whole up to the durable head (a
+    // recovery may start anywhere from there), and zeroed or reused only
+    // below it; a memory ring's up to `head`.
+    let head = super::durable::limit_word(backing);
     let capacity = region.len() as u64;
     let (mut start, mut at) = (from, from);
     let mut first_open = None;

@@ -54,7 +54,7 @@ pub struct Producer<B: RingBacking> {
     pub(super) persistent: bool,
     /// Loom models only: where this producer stops as if killed.
     #[cfg(shmring_loom)]
-    pub(super) die_at: Option<super::mpsc::DieAt>,
+    pub(super) die_at: Option<super::die::DieAt>,
 }
 
 /// Space claimed for one message: `len` payload bytes at `position + 8`.

@@ -4,12 +4,14 @@
 use super::*;
 
 impl Segment {
-    /// Writes the data of positions `from..to` (at most a lap) back to the
-    /// file and waits (`msync(MS_SYNC)`).
+    /// Writes the data of positions `from..to` back to the file and waits
+    /// (`msync(MS_SYNC)`). The region holds only the last lap of a longer
+    /// range (a flush whose walk jumped ahead to a released position): that
+    /// lap is written back.
     pub(crate) fn write_back_positions(&self, from: u64, to: u64) -> Result<(), Error> {
         let capacity = self.identity.capacity;
         let data = self.identity.data_offset;
-        let mut at = from;
+        let mut at = from.max(to.saturating_sub(capacity));
         while at < to && to - at <= capacity {
             let offset = at & (capacity - 1);
             let len = (to - at).min(capacity - offset);
