@@ -87,22 +87,36 @@ pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64, mark:
     (at, first_open)
 }
 
-/// [`flushable_end`], waiting up to a millisecond for a claim below
-/// `covered` whose producer has not marked it yet (a window of a few
-/// instructions between its claim and its marker); then marking such a claim
-/// for its producer (see [`mark_for_owner`]). So `flush` covers every record
-/// committed before it, whatever other producers hold open or stopped in.
+/// [`flushable_end`], waiting for a claim below `covered` whose producer
+/// has not marked it yet (a window of a few instructions between its claim
+/// and its marker, unless the producer is descheduled there): after a
+/// millisecond it marks such a claim for its producer if the intents tell
+/// who that is (see [`mark_for_owner`]), and it waits up to
+/// [`UNMARKED_PATIENCE`] for the producer otherwise. So `flush` covers every
+/// record committed before it, whatever other producers hold open, unless a
+/// producer stays stopped between its claim and its marker that long while
+/// another's failed claim at the same place leaves the owner unknown; then
+/// it covers the records before that claim.
 pub fn flush_end<B: RingBacking>(backing: &B, from: u64, covered: u64) -> (u64, Option<u64>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(1);
+    let started = std::time::Instant::now();
     loop {
-        let late = std::time::Instant::now() >= deadline;
+        let waited = started.elapsed();
+        let late = waited >= std::time::Duration::from_millis(1);
         let (end, first_open) = flushable_end(backing, from, covered, late);
-        if late || end >= covered || backing.region().word(end).load(observe()) != 0 {
+        if end >= covered || backing.region().word(end).load(observe()) != 0 || waited >= UNMARKED_PATIENCE {
             return (end, first_open);
         }
-        std::thread::yield_now();
+        if late {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        } else {
+            std::thread::yield_now();
+        }
     }
 }
+
+/// How long `flush` waits for a producer stopped between its claim and its
+/// marker when the intents do not tell who it is.
+pub const UNMARKED_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The word at `at` (below the claim position `covered`, read after it) is
 /// zero: a claim whose producer has not marked it, stopped or dead between
