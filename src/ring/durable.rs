@@ -69,9 +69,10 @@ pub(super) fn release_due<B: RingBacking>(backing: &B, head: u64, capacity: u64)
 /// The consumer, at `head`, makes its position durable and lets producers
 /// reuse the space before it: writes the header back (`msync`), then (MPSC:
 /// `zero`) zeroes the range from the old durable head, then raises
-/// `durable_head` (Release). Only the consumer calls this, so nothing else
-/// writes `durable_head` or that range meanwhile. Returns `false` if the
-/// write-back failed (nothing raised; a later call tries again).
+/// `durable_head` (Release, `fetch_max`: an SPSC producer may raise it too,
+/// see [`release_by_producer`]). Only the consumer calls this and only it
+/// zeroes, so nothing else writes that range meanwhile. Returns `false` if
+/// the write-back failed (nothing raised; a later call tries again).
 pub fn release<B: RingBacking>(backing: &B, head: u64, zero: bool) -> bool {
     let persistence = &backing.header().persistence;
     persistence.release_wanted.store(0, Ordering::Relaxed);
