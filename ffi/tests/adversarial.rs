@@ -2,52 +2,17 @@
 //! process per check so that an abort or a crash fails only that check.
 //! Compiled and linked as `tests/c_api.rs` does.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn ffi_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The directory holding the `libshmring_ffi.so` built with this test.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("the test's directory");
-    for dir in [deps, deps.parent().unwrap_or(deps)] {
-        if dir.join("libshmring_ffi.so").exists() {
-            return dir.to_path_buf();
-        }
-    }
-    panic!("no libshmring_ffi.so next to {} (cargo builds it with the test)", exe.display());
-}
-
 /// `tests/adversarial.c`, compiled once per test run.
 fn program() -> &'static Path {
     static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
-    PROGRAM.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("adversarial-{}", std::process::id()));
-        let lib = lib_dir();
-        let output = Command::new("cc")
-            .args(["-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-pedantic", "-Werror"])
-            .arg("-I")
-            .arg(ffi_dir().join("include"))
-            .arg(ffi_dir().join("tests/adversarial.c"))
-            .arg("-L")
-            .arg(&lib)
-            .args(["-lshmring_ffi", "-lpthread", "-ldl"])
-            // RPATH, not RUNPATH: cargo test sets LD_LIBRARY_PATH to target/debug
-            // first, whose copy of the library can be stale, and RUNPATH loses to it.
-            .arg("-Wl,--disable-new-dtags")
-            .arg(format!("-Wl,-rpath,{}", lib.display()))
-            .arg("-o")
-            .arg(&out)
-            .output()
-            .expect("running cc");
-        assert!(output.status.success(), "cc: {}", String::from_utf8_lossy(&output.stderr));
-        out
-    })
+    PROGRAM.get_or_init(|| common::compile("adversarial", &["tests/adversarial.c"], &["-lpthread", "-ldl"]))
 }
 
 /// Runs one check of `adversarial.c` (segments `/shmring-adv-CHECK-PID-n`,

@@ -7,6 +7,9 @@
 //! by a guard, and every child process is killed and reaped by a guard, so a
 //! failing test leaves neither behind.
 
+mod common;
+
+use common::{ffi_dir, lib_dir};
 use shmring::{payload, Consumer, Producer, RecvTimeoutError, RingOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -14,24 +17,6 @@ use std::time::{Duration, Instant};
 
 /// Messages each way in the cross-language streaming tests.
 const STREAM: u64 = 1_000_000;
-
-fn ffi_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The directory holding the `libshmring_ffi.so` built with this test: this
-/// executable's `deps/` (the copy in the profile directory above it is
-/// refreshed only by `cargo build`, and can be stale).
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe.parent().expect("the test's directory");
-    for dir in [deps, deps.parent().unwrap_or(deps)] {
-        if dir.join("libshmring_ffi.so").exists() {
-            return dir.to_path_buf();
-        }
-    }
-    panic!("no libshmring_ffi.so next to {} (cargo builds it with the test)", exe.display());
-}
 
 /// The library the C programs link is the one cargo built for this run:
 /// `deps/libshmring_ffi.so`. The copy one directory up is refreshed only when
@@ -52,29 +37,8 @@ fn c_programs_link_the_library_built_for_this_run() {
     }
 }
 
-/// Compiles `sources` (relative to `ffi/`) into a program named `name` for
-/// this test, linked to the library with an rpath, warnings denied.
 fn compile(name: &str, sources: &[&str]) -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let lib = lib_dir();
-    let output = Command::new("cc")
-        .args(["-std=c99", "-O2", "-g", "-Wall", "-Wextra", "-pedantic", "-Werror"])
-        .arg("-I")
-        .arg(ffi_dir().join("include"))
-        .args(sources.iter().map(|s| ffi_dir().join(s)))
-        .arg("-L")
-        .arg(&lib)
-        .arg("-lshmring_ffi")
-        // RPATH, not RUNPATH: cargo test sets LD_LIBRARY_PATH to target/debug
-        // first, whose copy of the library can be stale, and RUNPATH loses to it.
-        .arg("-Wl,--disable-new-dtags")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .expect("running cc");
-    assert!(output.status.success(), "cc {sources:?}: {}", String::from_utf8_lossy(&output.stderr));
-    out
+    common::compile(name, sources, &[])
 }
 
 /// Segment names `/shmring-ffi-TAG-PID` (and `...-0` to `...-9`), unlinked
