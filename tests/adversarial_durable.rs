@@ -317,45 +317,14 @@ fn layout_offsets_match() {
 // releases against flush walks); every crash point is taken with the
 // workers quiescent (a gate), each page last-synced or current (seeded).
 // ---------------------------------------------------------------------------
+mod crash_sim;
+
 mod concurrent_crash {
     use super::*;
-    use std::collections::{BTreeMap, HashMap, HashSet};
-    use std::sync::{Mutex, OnceLock, RwLock};
+    use std::collections::{BTreeMap, HashSet};
+    use std::sync::{Mutex, RwLock};
 
-    const PAGE: usize = 4096;
-    type Disks = HashMap<String, BTreeMap<usize, Vec<u8>>>;
-
-    fn disks() -> &'static Arc<Mutex<Disks>> {
-        static DISKS: OnceLock<Arc<Mutex<Disks>>> = OnceLock::new();
-        DISKS.get_or_init(|| {
-            let disks: Arc<Mutex<Disks>> = Arc::default();
-            let recorder = Arc::clone(&disks);
-            shmring::testing::set_write_back_hook(Some(Box::new(move |name, offset, bytes| {
-                let mut disks = recorder.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(pages) = disks.get_mut(name) else { return };
-                let first = offset as usize / PAGE;
-                // The bytes handed to the hook were copied before this lock:
-                // two racing write-backs of one page can be recorded in the
-                // wrong order (the older copy last). Re-read the pages under
-                // the lock instead: content at a time after the write-back,
-                // recorded in the order of those times.
-                let mut fresh = vec![0u8; bytes.len()];
-                let file = std::fs::File::open(name).expect("open for the hook");
-                file.read_exact_at(&mut fresh, offset).expect("read for the hook");
-                for (i, page) in fresh.chunks(PAGE).enumerate() {
-                    pages.insert(first + i, page.to_vec());
-                }
-            })));
-            disks
-        })
-    }
-
-    fn splitmix(x: u64) -> u64 {
-        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+    use crate::crash_sim::{crash_image, splitmix, track, untrack, HEADER_PAGES};
 
     #[derive(Default)]
     struct Model {
@@ -488,8 +457,7 @@ mod concurrent_crash {
     fn mpsc_file_ring_keeps_the_contract_with_concurrent_flushes_and_commits() {
         let dir = TempDir::new("concurrent");
         let path = dir.path("ring");
-        let key = path.to_string_lossy().into_owned();
-        disks().lock().unwrap().insert(key.clone(), BTreeMap::new());
+        track(&path);
         let options = RingOptions::new().capacity(16384).max_message(3000).kind(Kind::Mpsc).max_producers(3);
         let mut consumer = Consumer::create_file(&path, &options).expect("create");
         let gate = Arc::new(RwLock::new(()));
@@ -564,23 +532,14 @@ mod concurrent_crash {
         while Instant::now() < deadline && failure.is_none() {
             std::thread::sleep(Duration::from_millis(3 + crash % 7));
             let _closed = gate.write().unwrap();
-            let current = std::fs::read(&path).expect("read");
-            let synced = disks().lock().unwrap()[&key].clone();
             let m = model.lock().unwrap();
             for pick in 0..3u64 {
                 let seed = splitmix(crash * 3 + pick);
-                let mut image = current.clone();
-                for (i, page) in image.chunks_mut(PAGE).enumerate() {
-                    let synced_page = match pick {
-                        0 => true,
-                        1 => i < 3,
-                        _ => splitmix(seed ^ i as u64) & 1 == 0,
-                    };
-                    if synced_page {
-                        page.copy_from_slice(&synced[&i][..page.len()]);
-                    }
-                }
-                image[BOOT_ID_AT as usize..BOOT_ID_AT as usize + 16].copy_from_slice(&[0x5A; 16]);
+                let image = crash_image(&path, |i| match pick {
+                    0 => true,
+                    1 => i < HEADER_PAGES,
+                    _ => splitmix(seed ^ i as u64) & 1 == 0,
+                });
                 if let Err(e) = check_image(&dir, &image, &options, &m) {
                     failure = Some(format!("crash {crash} pick {pick}: {e}"));
                     break;
@@ -592,7 +551,7 @@ mod concurrent_crash {
         for t in threads {
             t.join().expect("worker");
         }
-        disks().lock().unwrap().remove(&key);
+        untrack(&path);
         let m = model.lock().unwrap();
         let sent: usize = m.sent.values().map(Vec::len).sum();
         eprintln!("{crash} crash points, {sent} sent, {} consumed", m.consumed.len());

@@ -20,40 +20,17 @@
 //!   delivered (those consumed after it may be, again);
 //! * SPSC: what is delivered is one contiguous run of what was sent.
 //!
-//! `cargo test` runs a few hundred crash points; the ignored
-//! `crash_points_long` runs `SHMRING_CRASH_CASES` workloads (default 2,500,
+//! `cargo test` runs a few thousand crash points; the ignored
+//! `crash_points_long` runs `SHMRING_CRASH_CASES` workloads (default 1,500,
 //! four crash points each).
 
+mod crash_sim;
+
+use crash_sim::{crash_image, splitmix, track, untrack, HEADER_PAGES};
 use proptest::prelude::*;
 use shmring::{Consumer, Kind, Producer, RingOptions, TryRecvError, TrySendError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-
-const PAGE: usize = 4096;
-/// Where the header keeps the boot id (layout version 4: the persistence
-/// line at 128 + 9856, the boot id 8 bytes into it).
-const BOOT_ID_AT: u64 = 128 + 9856 + 8;
-
-/// Per file (by path), the last-synced content of each page.
-type Disks = HashMap<String, BTreeMap<usize, Vec<u8>>>;
-
-fn disks() -> &'static Arc<Mutex<Disks>> {
-    static DISKS: OnceLock<Arc<Mutex<Disks>>> = OnceLock::new();
-    DISKS.get_or_init(|| {
-        let disks: Arc<Mutex<Disks>> = Arc::default();
-        let recorder = Arc::clone(&disks);
-        shmring::testing::set_write_back_hook(Some(Box::new(move |name, offset, bytes| {
-            let mut disks = recorder.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(pages) = disks.get_mut(name) else { return };
-            let first = offset as usize / PAGE;
-            for (i, page) in bytes.chunks(PAGE).enumerate() {
-                pages.insert(first + i, page.to_vec());
-            }
-        })));
-        disks
-    })
-}
 
 /// A directory under the target directory, removed on drop.
 struct TempDir(PathBuf);
@@ -71,42 +48,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// Starts recording the writes-back of the file at `path` (before it is
-/// created, so the creation's own write-back is recorded).
-fn track(path: &Path) {
-    disks().lock().unwrap().insert(path.to_string_lossy().into_owned(), BTreeMap::new());
-}
-
-fn untrack(path: &Path) {
-    disks().lock().unwrap().remove(&*path.to_string_lossy());
-}
-
-/// What the disk may hold after a crash now: each page its last-synced or its
-/// current content, chosen by `pick(page)`; with a foreign boot id.
-fn crash_image(path: &Path, mut pick_synced: impl FnMut(usize) -> bool) -> Vec<u8> {
-    let mut image = std::fs::read(path).expect("read the ring file");
-    let disks = disks().lock().unwrap();
-    let synced = &disks[&*path.to_string_lossy()];
-    for (i, page) in image.chunks_mut(PAGE).enumerate() {
-        if pick_synced(i) {
-            // A page never written back is what the file was created with:
-            // the creation writes every page back.
-            let old = synced.get(&i).expect("every page is written back at creation");
-            page.copy_from_slice(&old[..page.len()]);
-        }
-    }
-    image[BOOT_ID_AT as usize..BOOT_ID_AT as usize + 16].copy_from_slice(&[0x5A; 16]);
-    image
-}
-
-/// SplitMix64's output function: a well-mixed hash of `x`.
-fn splitmix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// One message as the model knows it.
@@ -192,9 +133,6 @@ impl Model {
         Ok(())
     }
 }
-
-/// Pages of the header (the data region starts at 12 KiB).
-const HEADER_PAGES: usize = 3;
 
 /// How a simulated crash chooses each page.
 #[derive(Debug, Clone, Copy)]
