@@ -22,7 +22,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 /// The protocol weakenings a loom build can be run with, each named by
 /// what it breaks.
 #[cfg_attr(not(shmring_loom), allow(dead_code))]
-pub const MUTANTS: [&str; 20] = [
+pub const MUTANTS: [&str; 21] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
@@ -40,7 +40,8 @@ pub const MUTANTS: [&str; 20] = [
     "reuse_unresolved_slot",    // MPSC slot of a dead producer reused before its claim is resolved
     "relaxed_marker",           // MPSC claim marker stored Relaxed: seen without its CAS or its lock
     "no_attach_count",          // MPSC consumer trusts one scan of the slots for "all producers gone"
-    "limit_from_head",          // file ring producers reuse space behind head, not the durable head
+    "limit_from_head",          // file ring producers reuse space behind head, ignoring the flushed zone
+    "kept_from_durable_head",   // file ring flush starts at the durable head, not the head it read
     "release_before_sync",      // file ring consumer raises the durable head before the header is on disk
     "no_release_zeroing",       // file MPSC consumer releases space without zeroing it
 ];

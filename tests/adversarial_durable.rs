@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// File offsets of header words (layout version 4).
+/// File offsets of header words (layout version 5).
 const TAIL_AT: u64 = 128;
 const HEAD_AT: u64 = 256;
 const CLAIMS_AT: u64 = 128 + 1664;

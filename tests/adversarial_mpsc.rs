@@ -13,7 +13,7 @@ const TAIL: u64 = 128;
 const HEAD: u64 = 256;
 const CLAIMS: u64 = 1792;
 
-/// A commit word as the ring writes it (layout version 4).
+/// A commit word as the ring writes it (layout version 5).
 fn encode(tag: u8, len: u32, position: u64, capacity: u64) -> u64 {
     let stamp = ((position >> 3).wrapping_add(position >> capacity.trailing_zeros())) & 0xFF_FFFF;
     (stamp << 40) | (u64::from(tag) << 32) | u64::from(len)

@@ -161,7 +161,7 @@ fn wrong_version_kind_size_and_checksum() {
     let segment = made("version");
     rewrite_consistently(&segment, VERSION_AT, &3u32.to_le_bytes());
     let err = Consumer::open(segment.name(), &options()).unwrap_err();
-    assert!(matches!(err, Error::VersionMismatch { found: 3, expected: 4, .. }), "{err:?}");
+    assert!(matches!(err, Error::VersionMismatch { found: 3, expected: 5, .. }), "{err:?}");
 
     let segment = made("kind");
     rewrite_consistently(&segment, KIND_AT, &Kind::Mpsc.code().to_le_bytes());

@@ -10,7 +10,7 @@ use common::SegmentGuard;
 use shmring::{Consumer, Error, Kind, Producer, RingOptions, TryRecvError};
 use std::time::Duration;
 
-/// Offsets in the segment of the header's positions (layout version 4).
+/// Offsets in the segment of the header's positions (layout version 5).
 const TAIL: u64 = 128;
 const HEAD: u64 = 256;
 /// `layout::MAX_POSITION`.

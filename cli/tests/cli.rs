@@ -208,7 +208,7 @@ fn mpsc_segments_from_create_to_stat() {
     assert!(recv.status.success(), "{recv:?}");
     assert_eq!(stdout(&recv), "one\ntwo\nthree\n");
     let stat = stdout(&shmring(&["stat", name]));
-    assert!(stat.contains("kind        MPSC (layout version 4)"), "{stat}");
+    assert!(stat.contains("kind        MPSC (layout version 5)"), "{stat}");
     assert!(stat.contains("messages    3 sent, 3 read"), "{stat}");
     assert!(stat.contains("torn        0 records skipped"), "{stat}");
     assert!(stat.contains("producer 0  detached"), "{stat}");

@@ -8,7 +8,6 @@ use crate::layout::Slot;
 use crate::region::Region;
 use crate::ring::{self, RingBacking};
 use crate::segment::Segment;
-use crate::sync::Ordering;
 use std::sync::Arc;
 
 impl RingBacking for Segment {
@@ -70,35 +69,13 @@ pub(super) fn recover_if_restarted(segment: &Segment) -> Result<(), Error> {
     segment.mark_booted()
 }
 
-/// Makes durable what is committed in `segment` (see `Producer::flush`):
-/// writes back the records from the durable tail (or `head`) on, then raises
-/// the durable tail and writes the header back. MPSC: every record committed
-/// before the call, including those after another producer's open claim
-/// (see [`ring::durable`]).
+/// Makes durable what is committed in `segment` (see `Producer::flush` and
+/// [`ring::persist::flush`]).
 pub(super) fn flush(segment: &Segment) -> Result<(), Error> {
-    let header = RingBacking::header(segment);
-    let persistence = &header.persistence;
-    let claimed = header.producer.tail.load(Ordering::Acquire);
-    // Before the write-back: a producer that commits below `claimed` from
-    // now on writes its payload back itself.
-    persistence.flush_pending.fetch_max(claimed, Ordering::SeqCst);
-    crate::sync::fence(Ordering::SeqCst);
-    // From the first claim an earlier flush went past while it was open (it
-    // may be committed now), or else the durable tail; consumed records too,
-    // back to the durable head: a recovery may keep them (the disk's `head`
-    // may be older than the consumer's), so they must be whole on the disk.
-    let unsettled = persistence.unsettled_from.load(Ordering::Acquire);
-    let durable = persistence.durable_tail.load(Ordering::Acquire);
-    let from = durable.min(unsettled).max(ring::durable::limit_word(segment).load(Ordering::Acquire));
-    let (end, first_open) = ring::persist::flush_end(segment, from, claimed);
-    segment.write_back_positions(from, end)?;
-    // Only once the records are on the disk may the header say so. Either
-    // of two racing flushes leaves a valid `unsettled_from`: each walk saw
-    // every record before its first open claim committed.
-    persistence.durable_tail.fetch_max(end, Ordering::Release);
-    let settled_to = first_open.unwrap_or(end);
-    if settled_to > unsettled {
-        let _ = persistence.unsettled_from.compare_exchange(unsettled, settled_to, Ordering::AcqRel, Ordering::Relaxed);
-    }
-    segment.write_back_header()
+    ring::persist::flush(
+        segment,
+        segment.kind(),
+        |from, to| segment.write_back_positions(from, to),
+        || segment.write_back_header(),
+    )
 }

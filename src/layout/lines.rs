@@ -132,14 +132,16 @@ pub struct PersistenceLine {
     pub recoveries: AtomicU64,
     /// File-backed rings: a consumer position that the header on the disk
     /// has reached (`msync` of the header with `head` at or past it
-    /// completed before this word was raised). Producers reuse space only up
-    /// to this plus the capacity, so nothing a recovery may keep is
-    /// overwritten. Raised only by the consumer (MPSC: after zeroing the
-    /// space it frees).
+    /// completed before this word was raised): every `head` a recovery can
+    /// find is at or past it. Raised by the consumer when it releases space
+    /// (MPSC: after zeroing it), by an SPSC producer that would otherwise
+    /// wait, and by an SPSC `flush`. See `ring::durable`.
     pub durable_head: AtomicU64,
-    /// File-backed MPSC rings: the claim position a `flush` covers, stored
-    /// (SeqCst) before it writes the records back. A producer committing a
-    /// record that starts below it writes its payload back first.
+    /// File-backed rings: the claim position the latest `flush` covers,
+    /// stored (SeqCst) before it writes the records back. Producers do not
+    /// reuse the space from `durable_head` to here (a recovery may keep it);
+    /// an MPSC producer committing a record that starts below it writes its
+    /// payload back first.
     pub flush_pending: AtomicU64,
     /// File-backed rings: non-zero while a producer waits for the consumer
     /// to raise `durable_head`.
@@ -149,4 +151,9 @@ pub struct PersistenceLine {
     /// commit, which may come later, is written back by the next flush), or
     /// the durable tail.
     pub unsettled_from: AtomicU64,
+    /// File-backed rings: the consumer's `head` when the latest `flush`
+    /// started (it writes back nothing before it, consumed by then). Stored
+    /// before `durable_tail`: recovery keeps the records from the later of
+    /// this and the `head` on the disk up to the durable tail.
+    pub kept_from: AtomicU64,
 }

@@ -1,4 +1,4 @@
-//! The `#[repr(C)]` header at the start of every segment (layout version 4).
+//! The `#[repr(C)]` header at the start of every segment (layout version 5).
 //!
 //! ```text
 //! offset  size  line
@@ -15,7 +15,7 @@
 //!               claim intent and message count, one line per producer
 //!   9984   128  persistence line: durable tail, boot id, records lost to a
 //!               machine restart, durable head, flush in progress, release
-//!               wanted, unsettled claims (file-backed rings)
+//!               wanted, unsettled claims, kept from (file-backed rings)
 //!  10112        end of header; the data region starts at 12288 (or the next page)
 //! ```
 //!
@@ -26,7 +26,10 @@
 //! `durable_head`, `flush_pending`, `release_wanted` and `unsettled_from`:
 //! file-backed rings
 //! reuse space only behind a consumer position that is on the disk (see
-//! `ring::durable`). Segments of other versions are refused by name.
+//! `ring::durable`). Version 5 adds `kept_from`: a flush writes back only
+//! what was not consumed when it started, and producers reuse space freely
+//! outside what a flush may have kept. Segments of other versions are
+//! refused by name.
 //!
 //! Every field is an atomic, including the identity that is written once: the
 //! mapping is shared with processes we do not trust, and an atomic read of a
@@ -43,7 +46,7 @@ use crate::sync::{AtomicU32, AtomicU64, FutexWord, Ordering};
 /// `b"SHMRING\0"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\0");
 /// The layout version this build reads and writes.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// `state` while the creator is still writing the header.
 pub const STATE_INITIALIZING: u32 = 0;
 /// `state` once the header is complete (stored with Release).

@@ -86,8 +86,12 @@ impl<B: RingBacking> Consumer<B> {
         }
         let persistent = backing.persistent();
         if persistent {
+            // SPSC: the durable head may lag any distance (nothing is
+            // written back while nothing is flushed); MPSC zeroes from it,
+            // so it is at most a lap behind.
             let durable = header.persistence.durable_head.load(Ordering::Acquire);
-            if durable % 8 != 0 || durable > head || head - durable > capacity {
+            let lags_too_far = kind == Kind::Mpsc && head - durable.min(head) > capacity;
+            if durable % 8 != 0 || durable > head || lags_too_far {
                 return Err(corrupted(format!(
                     "durable head {durable} is misaligned or outside head {head} minus a lap"
                 )));
@@ -206,7 +210,8 @@ impl<B: RingBacking> Consumer<B> {
             };
             if let Step::Wait = step {
                 // Idle: a producer may be waiting for the durable head.
-                if self.persistent && durable::release_due(&self.backing, self.head, self.capacity) {
+                if self.persistent && durable::release_due(&self.backing, self.head, self.capacity, self.mpsc.is_some())
+                {
                     self.release_durably();
                 }
                 return Ok(None);
@@ -259,7 +264,7 @@ impl<B: RingBacking> Consumer<B> {
     fn free_to_in_file(&mut self, end: u64) {
         self.head = end;
         self.backing.header().consumer.head.store(end, publish());
-        if durable::release_due(&self.backing, end, self.capacity) {
+        if durable::release_due(&self.backing, end, self.capacity, self.mpsc.is_some()) {
             // Wakes the producers itself.
             self.release_durably();
             return;

@@ -16,9 +16,9 @@ pub struct HeapRing {
     /// Per producer slot, set when a model "kills" it. Only MPSC models have
     /// it, so SPSC models pay no extra loom operations.
     dead: Option<Vec<crate::sync::AtomicU32>>,
-    /// A file ring's model: the `head` of the last header write-back (see
-    /// [`HeapRing::file`]).
-    synced_head: Option<crate::sync::AtomicU64>,
+    /// A file ring's model: `head`, `kept_from` and `durable_tail` as the
+    /// last header write-back put them on the disk (see [`HeapRing::file`]).
+    synced: Option<[crate::sync::AtomicU64; 3]>,
 }
 
 impl HeapRing {
@@ -31,20 +31,32 @@ impl HeapRing {
             max_message,
             producers: 2,
             dead: None,
-            synced_head: None,
+            synced: None,
         }
     }
 
     /// A file ring's model: persistent, and a header write-back records the
-    /// consumer's `head` as the disk would then hold it
-    /// ([`synced_head`](Self::synced_head)).
+    /// consumer's `head`, `kept_from` and `durable_tail` as the disk would
+    /// then hold them ([`synced_header`](Self::synced_header)).
     pub fn file(capacity: usize, max_message: u32) -> Self {
-        HeapRing { synced_head: Some(crate::sync::AtomicU64::new(0)), ..HeapRing::new(capacity, max_message) }
+        let synced = [0; 3].map(crate::sync::AtomicU64::new);
+        HeapRing { synced: Some(synced), ..HeapRing::new(capacity, max_message) }
     }
 
-    /// The `head` the last header write-back put on the (modelled) disk.
-    pub fn synced_head(&self) -> u64 {
-        self.synced_head.as_ref().map_or(0, |head| head.load(Ordering::Acquire))
+    /// `(head, kept_from, durable_tail)` as the last header write-back put
+    /// them on the (modelled) disk.
+    pub fn synced_header(&self) -> (u64, u64, u64) {
+        let load = |n: usize| self.synced.as_ref().map_or(0, |synced| synced[n].load(Ordering::Acquire));
+        // In the order a write-back stores them: a durable tail comes with
+        // its `kept_from` or a later one.
+        let durable_tail = load(2);
+        let kept_from = load(1);
+        (load(0), kept_from, durable_tail)
+    }
+
+    /// The word at `position` (Acquire), for models that inspect records.
+    pub fn word(&self, position: u64) -> u64 {
+        self.region.word(position).load(Ordering::Acquire)
     }
 
     /// The same with `producers` producer slots in use (2 by default; at
@@ -113,11 +125,21 @@ impl RingBacking for HeapRing {
         }
     }
     fn persistent(&self) -> bool {
-        self.synced_head.is_some()
+        self.synced.is_some()
     }
     fn sync_header(&self) -> bool {
-        if let Some(synced) = &self.synced_head {
-            synced.fetch_max(self.header.consumer.head.load(Ordering::Acquire), Ordering::AcqRel);
+        if let Some(synced) = &self.synced {
+            // A page is copied from its start: the persistence line's
+            // durable tail (offset 0) before its `kept_from` (offset 72).
+            let persistence = &self.header.persistence;
+            // The modelled disk is then written in the opposite order, so
+            // that `synced_header` reads a pair the write-back copied.
+            let durable_tail = persistence.durable_tail.load(Ordering::Acquire);
+            let kept_from = persistence.kept_from.load(Ordering::Acquire);
+            let head = self.header.consumer.head.load(Ordering::Acquire);
+            for (disk, value) in synced.iter().zip([head, kept_from, durable_tail]) {
+                disk.fetch_max(value, Ordering::AcqRel);
+            }
         }
         true
     }

@@ -24,16 +24,16 @@ use crate::error::Corrupted;
 use crate::layout::{MAX_POSITION, NO_CLAIM};
 use crate::sync::{observe, Ordering};
 
-/// How far a flush may go from `from`: the end of the run of records that are
-/// committed (messages, padding, discarded records) or, below `covered`,
+/// How far a flush may go from `from` towards `covered`: the end of the run
+/// of records that are committed (messages, padding, discarded records) or, below `covered`,
 /// claimed and marked (MPSC: open claims, whose producers write their payload
 /// back before committing once `flush_pending` covers them; see
-/// [`super::durable`]). Stops at the first zero word (the end, or a claim
+/// [`super::durable`]). Stops at `covered`, at the first zero word (the end, or a claim
 /// not marked yet), at a claim at or past `covered`, or at an invalid word,
 /// at most a lap on. Returns that end and the first open claim it went past.
 ///
-/// Consumed records count too (a file ring's recovery may start at any
-/// `head` from `durable_head` on, so they must be on the disk whole). The
+/// Records consumed after the flush started count too (a recovery may start
+/// at any `head` from `kept_from` on, so they must be on the disk whole). The
 /// consumer may release records while this walks over them; a released
 /// record is zeroed and reused only after `durable_head` passes it, so a word
 /// read while `durable_head` (read after it) is still at or before it is the
@@ -55,6 +55,11 @@ pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64, mark:
     // Each step moves forward by a record or to a later head; the cap keeps
     // a walk racing a fast consumer finite.
     for _ in 0..2 * capacity / 8 {
+        // Never past what the flush covers: the durable tail stays at or
+        // before `flush_pending`, outside of which producers reuse space.
+        if at >= covered {
+            break;
+        }
         let word = region.word(at).load(observe());
         let consumed_to = head.load(Ordering::Acquire);
         if consumed_to > at {
@@ -87,7 +92,7 @@ pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64, mark:
     (at, first_open)
 }
 
-/// [`flushable_end`], waiting for a claim below `covered` whose producer
+/// [`flushable_end`], MPSC: waiting for a claim below `covered` whose producer
 /// has not marked it yet (a window of a few instructions between its claim
 /// and its marker, unless the producer is descheduled there): after a
 /// millisecond it marks such a claim for its producer if the intents tell
@@ -97,7 +102,12 @@ pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64, mark:
 /// producer stays stopped between its claim and its marker that long while
 /// another's failed claim at the same place leaves the owner unknown; then
 /// it covers the records before that claim.
-pub fn flush_end<B: RingBacking>(backing: &B, from: u64, covered: u64) -> (u64, Option<u64>) {
+pub fn flush_end<B: RingBacking>(backing: &B, from: u64, covered: u64, kind: crate::Kind) -> (u64, Option<u64>) {
+    if kind == crate::Kind::Spsc {
+        // Every SPSC record before the claim position read is committed:
+        // there is nothing to wait for.
+        return flushable_end(backing, from, covered, false);
+    }
     let started = std::time::Instant::now();
     loop {
         let waited = started.elapsed();
@@ -155,12 +165,74 @@ fn mark_for_owner<B: RingBacking>(backing: &B, at: u64, covered: u64) -> bool {
     word.load(observe()) != 0
 }
 
+/// Makes durable what is committed (see `Producer::flush`): every record
+/// from the consumer's `head` (`kept_from`) to the claim position read at
+/// the start, MPSC records after another producer's open claim included.
+/// `write_back(from, to)` writes positions back and waits (at most the last
+/// lap matters: older bytes were overwritten), `write_back_header` the
+/// header. An SPSC flush then raises `durable_head` to `kept_from`.
+///
+/// Order (see [`super::durable`]): `flush_pending` (SeqCst), a SeqCst
+/// fence, `head`; the records; `kept_from`, then the durable tail; the
+/// header.
+pub fn flush<B: RingBacking, E>(
+    backing: &B,
+    kind: crate::Kind,
+    write_back: impl FnOnce(u64, u64) -> Result<(), E>,
+    write_back_header: impl FnOnce() -> Result<(), E>,
+) -> Result<(), E> {
+    let header = backing.header();
+    let persistence = &header.persistence;
+    let claimed = header.producer.tail.load(Ordering::Acquire);
+    // Before anything is written back: from now on, producers stay out of
+    // the zone up to `covered`, and an MPSC producer that commits below it
+    // writes its payload back itself.
+    let covered = persistence.flush_pending.fetch_max(claimed, Ordering::SeqCst).max(claimed);
+    crate::sync::fence(Ordering::SeqCst);
+    // What is consumed by now need not be kept: a producer that did not see
+    // `covered` overwrites only behind this `head` (see `durable`).
+    let kept_from = if crate::sync::mutant("kept_from_durable_head") {
+        persistence.durable_head.load(Ordering::Acquire)
+    } else {
+        header.consumer.head.load(Ordering::Acquire).min(covered)
+    };
+    // From the first claim an earlier flush went past while it was open (it
+    // may be committed now), or else the durable tail, but not before
+    // `kept_from`: what is before the durable tail is on the disk already.
+    let unsettled = persistence.unsettled_from.load(Ordering::Acquire);
+    let durable = persistence.durable_tail.load(Ordering::Acquire);
+    let from = durable.min(unsettled).max(kept_from);
+    let (end, first_open) = flush_end(backing, from, covered, kind);
+    write_back(from, end)?;
+    // Only once the records are on the disk may the header say so; the
+    // start first, so a header holding this durable tail holds this start
+    // or a later one (a page is written back by copying it from its start,
+    // and the durable tail is the line's first word; a later start only
+    // drops records consumed by then).
+    // Either of two racing flushes leaves a valid `unsettled_from`: each
+    // walk saw every record before its first open claim committed.
+    persistence.kept_from.fetch_max(kept_from, Ordering::Release);
+    persistence.durable_tail.fetch_max(end, Ordering::Release);
+    let settled_to = first_open.unwrap_or(end);
+    if settled_to > unsettled {
+        let _ = persistence.unsettled_from.compare_exchange(unsettled, settled_to, Ordering::AcqRel, Ordering::Relaxed);
+    }
+    write_back_header()?;
+    // The header on the disk now has `head` at or past `kept_from`. (MPSC:
+    // only the consumer raises it, after zeroing.)
+    if kind == crate::Kind::Spsc && persistence.durable_head.fetch_max(kept_from, crate::sync::publish()) < kept_from {
+        let mut stats = super::Stats::default();
+        super::Waker::default().wake_if_sleeping(&header.producer_wake, &mut stats);
+    }
+    Ok(())
+}
+
 /// Recovery after a restart of the machine. The caller holds the recovery
 /// lock, and no participant from before the restart can be alive.
 ///
-/// Keeps the records from `head` to `max(head, durable_tail)` that decode
-/// as records of their positions (all of them, unless the file was damaged
-/// otherwise), zeroes every other byte of the region (so neither side can
+/// Keeps the records from `head` (or the last flush's `kept_from`, if later)
+/// to the durable tail that decode as records of their positions (all of
+/// them, unless the file was damaged otherwise), zeroes every other byte of the region (so neither side can
 /// read a torn record, and the free space reads zero as both protocols
 /// require), and resets the positions and claims that only live
 /// participants could have been using. Returns how many records it dropped
@@ -169,15 +241,18 @@ pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<u64, Corrupt
     let header = backing.header();
     let region = backing.region();
     let capacity = region.len() as u64;
-    let head = header.consumer.head.load(Ordering::Acquire);
+    let disk_head = header.consumer.head.load(Ordering::Acquire);
+    let kept_from = header.persistence.kept_from.load(Ordering::Acquire);
     let durable = header.persistence.durable_tail.load(Ordering::Acquire);
+    // What the consumer had consumed when the flush started is not kept.
+    let head = disk_head.max(kept_from);
     let keep = head.max(durable);
     if head % 8 != 0 || durable % 8 != 0 || keep - head > capacity || keep > MAX_POSITION {
         return Err(Corrupted::new(
             backing.name(),
             format!(
-                "head {head} and durable tail {durable} are misaligned, more than a lap apart, or beyond the largest \
-                 position {MAX_POSITION}"
+                "head {disk_head} (kept from {kept_from}) and durable tail {durable} are misaligned, more than a lap \
+                 apart, or beyond the largest position {MAX_POSITION}"
             ),
         ));
     }
@@ -186,15 +261,17 @@ pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<u64, Corrupt
     // Count what is dropped: the records that still decode after `keep`.
     let (_, lost_records) = walk_records(backing, keep, keep + capacity);
     region.zero_positions(keep, head + capacity);
+    header.consumer.head.store(head, Ordering::Relaxed);
     header.producer.tail.store(keep, Ordering::Relaxed);
     let persistence = &header.persistence;
     persistence.durable_tail.store(keep, Ordering::Relaxed);
     persistence.durable_head.store(head, Ordering::Relaxed);
+    persistence.kept_from.store(head, Ordering::Relaxed);
     persistence.flush_pending.store(keep, Ordering::Relaxed);
     persistence.unsettled_from.store(keep, Ordering::Relaxed);
     persistence.release_wanted.store(0, Ordering::Relaxed);
-    let freeing_to = &header.consumer.freeing_to;
-    freeing_to.store(freeing_to.load(Ordering::Relaxed).min(keep), Ordering::Relaxed);
+    // Nothing is left half-freed: everything past `keep` is zero.
+    header.consumer.freeing_to.store(head, Ordering::Relaxed);
     for claim in &header.claims {
         claim.start.store(NO_CLAIM, Ordering::Relaxed);
     }

@@ -131,14 +131,23 @@ impl<B: RingBacking> Producer<B> {
     }
 
     /// Where the space producers may write ends, minus the capacity: the
-    /// consumer's `head` (a file ring: `durable_head`), read with Acquire.
+    /// consumer's `head`, read with Acquire; in a file ring, what
+    /// [`durable`](super::durable) allows (MPSC: `durable_head`; SPSC: `head`
+    /// unless that overwrites the flushed zone).
     #[inline]
     pub(super) fn limit(&self) -> u64 {
-        if self.persistent && !crate::sync::mutant("limit_from_head") {
-            self.backing.header().persistence.durable_head.load(crate::sync::observe())
-        } else {
-            self.backing.header().consumer.head.load(crate::sync::observe())
+        let header = self.backing.header();
+        if self.persistent && self.mpsc_slot.is_some() && !crate::sync::mutant("limit_from_head") {
+            return header.persistence.durable_head.load(crate::sync::observe());
         }
+        let head = header.consumer.head.load(crate::sync::observe());
+        if !self.persistent || self.mpsc_slot.is_some() {
+            return head;
+        }
+        // What it cached is still safe to write up to (it read that `head`
+        // before its fence: see `durable`); never more than `head`, so a
+        // head that went back is still reported.
+        super::durable::spsc_limit(&self.backing, head, self.tail, self.capacity).max(self.cached_head).min(head)
     }
 
     /// The consumer's `head` (a file ring's durable head never passes it).

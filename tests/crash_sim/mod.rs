@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const PAGE: usize = 4096;
 /// Pages of the header (the data region starts at 12 KiB).
 pub const HEADER_PAGES: usize = 3;
-/// Where the header keeps the boot id (layout version 4: the persistence
+/// Where the header keeps the boot id (layout version 5: the persistence
 /// line at 128 + 9856, the boot id 8 bytes into it).
 pub const BOOT_ID_AT: u64 = 128 + 9856 + 8;
 
