@@ -127,6 +127,23 @@ mod imp {
             true
         }
 
+        /// Copy the `dst.len()` bytes at `offset` into `dst`. False if out of
+        /// bounds. As [`append_to`](Self::append_to), no reference to the
+        /// shared bytes is formed.
+        #[inline]
+        pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
+            if !self.in_bounds(offset, dst.len()) {
+                return false;
+            }
+            // SAFETY: the source is in bounds (checked above) of memory mapped
+            // for our lifetime, the destination is `dst`, valid for
+            // `dst.len()` bytes of writes. `dst` could be a grant's view of
+            // this very mapping, so `copy` (memmove) rather than
+            // `copy_nonoverlapping`.
+            unsafe { std::ptr::copy(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+            true
+        }
+
         /// Append the `len` bytes at `offset` to `dst` (one copy: no zeroing
         /// of `dst` first). False if out of bounds.
         ///

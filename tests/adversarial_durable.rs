@@ -312,7 +312,7 @@ fn layout_offsets_match() {
 
 // ---------------------------------------------------------------------------
 // The crash simulator of tests/crash.rs with real concurrency between crash
-// points: three MPSC producer threads sending and flushing, a consumer
+// points: three MPSC producer threads (or one SPSC) sending and flushing, a consumer
 // thread receiving and flushing, all racing (flushes against commits,
 // releases against flush walks); every crash point is taken with the
 // workers quiescent (a gate), each page last-synced or current (seeded).
@@ -455,16 +455,50 @@ mod concurrent_crash {
 
     #[test]
     fn mpsc_file_ring_keeps_the_contract_with_concurrent_flushes_and_commits() {
-        let dir = TempDir::new("concurrent");
+        let options = RingOptions::new().kind(Kind::Mpsc).max_producers(3);
+        let flushes = (7, 11);
+        keeps_the_contract_with_concurrent_flushes_and_commits(
+            "concurrent-mpsc",
+            options,
+            3,
+            flushes,
+            Duration::from_secs(20),
+        );
+    }
+
+    /// SPSC: the producer reuses consumed space outside the flushed zone
+    /// without any write-back, racing flushes of both handles (rarer, so
+    /// that laps pass between them).
+    #[test]
+    fn spsc_file_ring_keeps_the_contract_with_concurrent_flushes_and_commits() {
+        let options = RingOptions::new();
+        let flushes = (97, 101);
+        keeps_the_contract_with_concurrent_flushes_and_commits(
+            "concurrent-spsc",
+            options,
+            1,
+            flushes,
+            Duration::from_secs(15),
+        );
+    }
+
+    fn keeps_the_contract_with_concurrent_flushes_and_commits(
+        name: &str,
+        options: RingOptions,
+        producers: u32,
+        (producer_flushes_one_in, consumer_flushes_one_in): (u64, u64),
+        duration: Duration,
+    ) {
+        let dir = TempDir::new(name);
         let path = dir.path("ring");
         track(&path);
-        let options = RingOptions::new().capacity(16384).max_message(3000).kind(Kind::Mpsc).max_producers(3);
+        let options = options.capacity(16384).max_message(3000);
         let mut consumer = Consumer::create_file(&path, &options).expect("create");
         let gate = Arc::new(RwLock::new(()));
         let model = Arc::new(Mutex::new(Model::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        for p in 0..3u32 {
+        for p in 0..producers {
             let mut producer = Producer::open_file(&path, &options).expect("producer");
             let (gate, model, stop) = (Arc::clone(&gate), Arc::clone(&model), Arc::clone(&stop));
             threads.push(std::thread::spawn(move || {
@@ -472,7 +506,7 @@ mod concurrent_crash {
                 while !stop.load(Ordering::Relaxed) {
                     rng = splitmix(rng);
                     let _open = gate.read().unwrap();
-                    if rng % 7 == 0 {
+                    if rng % producer_flushes_one_in == 0 {
                         let snapshot = model.lock().unwrap().counts();
                         producer.flush().expect("flush");
                         model.lock().unwrap().flushed(snapshot);
@@ -501,7 +535,7 @@ mod concurrent_crash {
                 while !stop.load(Ordering::Relaxed) {
                     rng = splitmix(rng);
                     let _open = gate.read().unwrap();
-                    if rng % 11 == 0 {
+                    if rng % consumer_flushes_one_in == 0 {
                         let (snapshot, consumed) = {
                             let m = model.lock().unwrap();
                             (m.counts(), m.consumed.len())
@@ -526,7 +560,7 @@ mod concurrent_crash {
                 }
             }));
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + duration;
         let mut crash = 0u64;
         let mut failure = None;
         while Instant::now() < deadline && failure.is_none() {

@@ -311,14 +311,29 @@ fn scribbled(scribbles: &[(u64, Vec<u8>)]) -> Result<(), String> {
             Ok(n) => return Err(format!("recv_timeout: {n} bytes")),
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             Err(RecvTimeoutError::Corrupted(c)) => clear_corrupted(&c, &name)?,
-            Err(e @ RecvTimeoutError::ForkedHandle(_)) => return Err(format!("recv_timeout: {e}")),
+            Err(e @ (RecvTimeoutError::ForkedHandle(_) | RecvTimeoutError::BufferTooSmall(_))) => {
+                return Err(format!("recv_timeout: {e}"))
+            }
         }
         match consumer.try_read() {
             Ok(msg) if msg.len() <= 1024 => {}
             Ok(msg) => return Err(format!("try_read: {} bytes", msg.len())),
             Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
             Err(TryRecvError::Corrupted(c)) => clear_corrupted(&c, &name)?,
-            Err(e @ TryRecvError::ForkedHandle(_)) => return Err(format!("try_read: {e}")),
+            Err(e @ (TryRecvError::ForkedHandle(_) | TryRecvError::BufferTooSmall(_))) => {
+                return Err(format!("try_read: {e}"))
+            }
+        }
+        // A fixed buffer smaller than some messages: too small is reported,
+        // never a copy past its end.
+        let mut fixed = [0u8; 100];
+        match consumer.try_recv_into(&mut fixed) {
+            Ok(n) if n <= fixed.len() => {}
+            Ok(n) => return Err(format!("try_recv_into: {n} bytes into 100")),
+            Err(TryRecvError::BufferTooSmall(e)) if e.len > 100 && e.len <= 1024 => {}
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+            Err(TryRecvError::Corrupted(c)) => clear_corrupted(&c, &name)?,
+            Err(e) => return Err(format!("try_recv_into: {e}")),
         }
         match producer.try_reserve(16) {
             Ok(mut grant) if grant.len() == 16 => {

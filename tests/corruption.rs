@@ -215,19 +215,25 @@ fn scribbled_case(
                 Ok(n) => prop_assert!(n <= MAX && buf.len() == n, "try_recv: {n} bytes"),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
                 Err(TryRecvError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_recv")?,
-                Err(TryRecvError::ForkedHandle(e)) => prop_assert!(false, "try_recv: {e}"),
+                Err(e @ (TryRecvError::ForkedHandle(_) | TryRecvError::BufferTooSmall(_))) => {
+                    prop_assert!(false, "try_recv: {e}")
+                }
             },
             1 => match consumer.try_read() {
                 Ok(msg) => prop_assert!(msg.len() <= MAX, "try_read: {} bytes", msg.len()),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
                 Err(TryRecvError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "try_read")?,
-                Err(TryRecvError::ForkedHandle(e)) => prop_assert!(false, "try_read: {e}"),
+                Err(e @ (TryRecvError::ForkedHandle(_) | TryRecvError::BufferTooSmall(_))) => {
+                    prop_assert!(false, "try_read: {e}")
+                }
             },
             2 => match consumer.recv_timeout(&mut buf, Duration::from_millis(1)) {
                 Ok(n) => prop_assert!(n <= MAX && buf.len() == n, "recv_timeout: {n} bytes"),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
                 Err(RecvTimeoutError::Corrupted(c)) => verdict(clear_corrupted(&c, &name), "recv_timeout")?,
-                Err(RecvTimeoutError::ForkedHandle(e)) => prop_assert!(false, "recv_timeout: {e}"),
+                Err(e @ (RecvTimeoutError::ForkedHandle(_) | RecvTimeoutError::BufferTooSmall(_))) => {
+                    prop_assert!(false, "recv_timeout: {e}")
+                }
             },
             3 => match producer.try_send(&vec![7; len]) {
                 Ok(()) | Err(TrySendError::Full | TrySendError::Disconnected) => {}

@@ -167,11 +167,32 @@ hot_codes!(SendError => Send { Disconnected => SHMRING_E_DISCONNECTED }
 hot_codes!(SendTimeoutError => SendTimeout { Timeout => SHMRING_E_TIMEOUT, Disconnected => SHMRING_E_DISCONNECTED }
     with TooLarge => SHMRING_E_TOO_LARGE, Corrupted => SHMRING_E_CORRUPTED, ForkedHandle => SHMRING_E_FORKED);
 hot_codes!(TryRecvError => TryRecv { Empty => SHMRING_E_EMPTY, Disconnected => SHMRING_E_DISCONNECTED }
-    with Corrupted => SHMRING_E_CORRUPTED, ForkedHandle => SHMRING_E_FORKED);
+    with BufferTooSmall => SHMRING_E_TOO_LARGE, Corrupted => SHMRING_E_CORRUPTED, ForkedHandle => SHMRING_E_FORKED);
 hot_codes!(RecvError => Recv { Disconnected => SHMRING_E_DISCONNECTED }
-    with Corrupted => SHMRING_E_CORRUPTED, ForkedHandle => SHMRING_E_FORKED);
+    with BufferTooSmall => SHMRING_E_TOO_LARGE, Corrupted => SHMRING_E_CORRUPTED, ForkedHandle => SHMRING_E_FORKED);
 hot_codes!(RecvTimeoutError => RecvTimeout { Timeout => SHMRING_E_TIMEOUT, Disconnected => SHMRING_E_DISCONNECTED }
-    with Corrupted => SHMRING_E_CORRUPTED, ForkedHandle => SHMRING_E_FORKED);
+    with BufferTooSmall => SHMRING_E_TOO_LARGE, Corrupted => SHMRING_E_CORRUPTED, ForkedHandle => SHMRING_E_FORKED);
+
+/// The length of the message a receive left in the ring because the buffer
+/// was too small (`*len` then says it).
+pub(crate) trait Needed {
+    fn needed(&self) -> Option<usize>;
+}
+
+macro_rules! needed {
+    ($($ty:ident),*) => {$(
+        impl Needed for $ty {
+            fn needed(&self) -> Option<usize> {
+                match self {
+                    $ty::BufferTooSmall(e) => Some(e.len),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+needed!(TryRecvError, RecvError, RecvTimeoutError);
 
 /// The C code of a setup error.
 fn setup_code(e: &Error) -> c_int {

@@ -20,12 +20,6 @@ pub struct shmring_producer {
 pub struct shmring_consumer {
     pub(crate) inner: Consumer,
     pub(crate) segment: Arc<str>,
-    /// The segment's largest message: a buffer this large takes any.
-    pub(crate) max_message: usize,
-    /// Where a message is copied out before it is copied to the caller's
-    /// buffer, when that buffer takes any message (see
-    /// [`receive`](crate::recv::receive)).
-    pub(crate) staging: Vec<u8>,
 }
 
 impl shmring_producer {
@@ -38,10 +32,7 @@ impl shmring_producer {
 impl shmring_consumer {
     fn new(inner: Consumer) -> Self {
         let segment = Arc::from(inner.name());
-        let max_message = inner.max_message();
-        // The staging buffer grows to the largest message met, not to the
-        // segment's maximum (which can be gigabytes).
-        shmring_consumer { inner, segment, max_message, staging: Vec::new() }
+        shmring_consumer { inner, segment }
     }
 }
 

@@ -2,83 +2,31 @@
 //! (copying a message out) and their `_with` variants (reading it in place).
 
 use crate::args::{handle, try_arg, CallbackScope};
-use crate::error::{fail, fail_hot, guard, Hot, HotCode, SHMRING_E_INVALID, SHMRING_E_TOO_LARGE, SHMRING_OK};
+use crate::error::{fail, fail_hot, guard, Hot, HotCode, Needed, SHMRING_E_INVALID, SHMRING_OK};
 use crate::handles::shmring_consumer;
 use shmring::Consumer;
 use std::ffi::{c_int, c_void};
-use std::ptr;
 use std::time::Duration;
 
 /// Reads a message in place (`shmring_recv_with`): `len` bytes at `data`,
 /// valid only during the call; `ctx` as given.
 pub type shmring_read_fn = Option<unsafe extern "C" fn(data: *const c_void, len: usize, ctx: *mut c_void)>;
 
-/// Copies the message `guard` lends into `buf` and consumes it, or, if it
-/// is larger than `cap`, leaves it in the ring and reports its size.
-///
-/// # Safety
-///
-/// `buf` is NULL (then `cap` is 0) or valid for `cap` bytes of writes.
-#[inline(always)]
-unsafe fn deliver(
-    guard: shmring::ReadGuard<'_>,
-    buf: *mut c_void,
-    cap: usize,
-    len: &mut usize,
-    segment: &str,
-) -> c_int {
-    let n = guard.len();
-    *len = n;
-    if n > cap {
-        // Consumes nothing: the next receive finds this message again.
-        guard.put_back();
-        return too_small(segment, n, cap);
-    }
-    if n > 0 {
-        // SAFETY: `buf` is valid for `cap >= n` bytes of writes (the
-        // caller's contract; a NULL `buf` has `cap` 0 < `n`, handled above),
-        // and it cannot overlap the guard's bytes, which are the ring's
-        // memory or a buffer of the handle, neither of them given out.
-        unsafe { ptr::copy_nonoverlapping(guard.as_ptr(), buf.cast::<u8>(), n) };
-    }
-    drop(guard);
-    SHMRING_OK
-}
-
-#[cold]
-fn too_small(segment: &str, n: usize, cap: usize) -> c_int {
-    fail(
-        SHMRING_E_TOO_LARGE,
-        format_args!(
-            "segment {segment}: the next message is {n} bytes, larger than the buffer of {cap} bytes; \
-             it was left in the ring"
-        ),
-    )
-}
-
-/// Receives the next message into `buf`.
-///
-/// A buffer that takes the segment's largest message cannot be too small:
-/// then `copy` copies the message out to the handle's staging buffer
-/// (consuming it), and from there to `buf`. The Rust API copies only into a
-/// `Vec`; even so, this measured a few nanoseconds a message faster than
-/// borrowing the message in place and copying from the ring (64-byte
-/// messages, one process, 700,000 at a time). A smaller buffer needs
-/// the size before the message is consumed: `read` borrows it, and it is
-/// copied and consumed only if it fits (see [`deliver`]).
+/// Receives the next message into `buf` with `recv` (the library's
+/// `recv_into` forms: one copy from the ring, and a message longer than
+/// `cap` is left in the ring and its length reported).
 ///
 /// # Safety
 ///
 /// `consumer` NULL or live and unaliased; `buf` NULL or `cap` writable
 /// bytes; `len` NULL or writable.
 #[inline(always)]
-pub(crate) unsafe fn receive<E: Into<Hot> + HotCode, F: Into<Hot> + HotCode>(
+pub(crate) unsafe fn receive<E: Into<Hot> + HotCode + Needed>(
     consumer: *mut shmring_consumer,
     buf: *mut c_void,
     cap: usize,
     len: *mut usize,
-    copy: impl FnOnce(&mut Consumer, &mut Vec<u8>) -> Result<usize, F>,
-    read: impl FnOnce(&mut Consumer) -> Result<shmring::ReadGuard<'_>, E>,
+    recv: impl FnOnce(&mut Consumer, &mut [u8]) -> Result<usize, E>,
 ) -> c_int {
     guard(|| {
         // SAFETY: forwarded contract.
@@ -88,35 +36,29 @@ pub(crate) unsafe fn receive<E: Into<Hot> + HotCode, F: Into<Hot> + HotCode>(
             return fail(SHMRING_E_INVALID, format_args!("segment {}: len is NULL", consumer.segment));
         };
         *len = 0;
-        if buf.is_null() && cap != 0 {
+        let buf: &mut [u8] = if cap == 0 {
+            &mut []
+        } else if buf.is_null() {
             return fail(
                 SHMRING_E_INVALID,
                 format_args!("segment {}: buf is NULL with a cap of {cap}", consumer.segment),
             );
-        }
-        let segment = &consumer.segment;
-        if cap >= consumer.max_message {
-            return match copy(&mut consumer.inner, &mut consumer.staging) {
-                Ok(n) => {
-                    let staged = &consumer.staging[..n];
-                    if n > 0 {
-                        // SAFETY: `buf` is valid for `cap >= max_message >=
-                        // n` bytes of writes (the caller's contract; `n > 0`
-                        // so `cap > 0` and `buf` is not NULL), and it does
-                        // not overlap the handle's own staging buffer.
-                        unsafe { ptr::copy_nonoverlapping(staged.as_ptr(), buf.cast::<u8>(), n) };
-                    }
-                    *len = n;
-                    SHMRING_OK
-                }
-                Err(e) => fail_hot(segment, e),
-            };
-        }
-        match read(&mut consumer.inner) {
-            // SAFETY: `buf` is NULL with `cap` 0 (checked) or valid for
-            // `cap` bytes (forwarded contract).
-            Ok(guard) => unsafe { deliver(guard, buf, cap, len, segment) },
-            Err(e) => fail_hot(segment, e),
+        } else {
+            // SAFETY: `buf` is not NULL and valid for `cap` bytes of writes
+            // (the caller's contract), not used elsewhere during the call;
+            // `recv_into` only writes the slice (never reads it), so bytes
+            // the caller left uninitialised are never read.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), cap) }
+        };
+        match recv(&mut consumer.inner, buf) {
+            Ok(n) => {
+                *len = n;
+                SHMRING_OK
+            }
+            Err(e) => {
+                *len = e.needed().unwrap_or(0);
+                fail_hot(&consumer.segment, e)
+            }
         }
     })
 }
@@ -140,7 +82,7 @@ pub unsafe extern "C" fn shmring_recv(
     len: *mut usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { receive(consumer, buf, cap, len, |c, v| c.recv(v), |c| c.read()) }
+    unsafe { receive(consumer, buf, cap, len, |c, b| c.recv_into(b)) }
 }
 
 /// Copies the next message if one is waiting: `SHMRING_E_EMPTY` if not.
@@ -156,7 +98,7 @@ pub unsafe extern "C" fn shmring_try_recv(
     len: *mut usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { receive(consumer, buf, cap, len, |c, v| c.try_recv(v), |c| c.try_read()) }
+    unsafe { receive(consumer, buf, cap, len, |c, b| c.try_recv_into(b)) }
 }
 
 /// Copies the next message, blocking at most `timeout_ns` nanoseconds while
@@ -176,7 +118,7 @@ pub unsafe extern "C" fn shmring_recv_timeout(
     // SAFETY: forwarded contract.
     unsafe {
         let timeout = Duration::from_nanos(timeout_ns);
-        receive(consumer, buf, cap, len, |c, v| c.recv_timeout(v, timeout), |c| c.read_timeout(timeout))
+        receive(consumer, buf, cap, len, |c, b| c.recv_into_timeout(b, timeout))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The receiving handle and its borrowed read guard.
 
 use super::*;
-use crate::error::{Error, RecvError, RecvTimeoutError, TryRecvError};
+use crate::error::{BufferTooSmall, Error, RecvError, RecvTimeoutError, TryRecvError};
 use crate::fork::ProcessLocal;
 use crate::layout::{Kind, Slot};
 use crate::ring::{self, RingBacking};
@@ -99,6 +99,50 @@ impl Consumer {
         self.this_process()?;
         let wait = self.wait;
         self.poison.guard(|| self.ring.recv(buf, wait, Some(timeout)))
+    }
+
+    /// Copies the next message into the start of `buf`, blocking while the
+    /// ring is empty; returns its length. A fixed buffer, no allocation: one
+    /// copy from the ring. A message longer than `buf` is not consumed:
+    /// [`RecvError::BufferTooSmall`] gives its length, and the next receive
+    /// finds it again. Otherwise as [`recv`](Self::recv).
+    ///
+    /// ```
+    /// # let name = format!("/doc-recv-into-{}", std::process::id());
+    /// # let options = shmring::RingOptions::new().unlink_on_drop(true);
+    /// use shmring::{BufferTooSmall, RecvError};
+    /// let mut consumer = shmring::Consumer::create(&name, &options)?;
+    /// let mut producer = shmring::Producer::open(&name, &options)?;
+    /// producer.send(b"a long message")?;
+    /// let mut small = [0u8; 4];
+    /// let too_small = consumer.recv_into(&mut small).unwrap_err();
+    /// assert_eq!(too_small, RecvError::BufferTooSmall(BufferTooSmall { len: 14, capacity: 4 }));
+    /// let mut buf = [0u8; 64];
+    /// let len = consumer.recv_into(&mut buf)?;
+    /// assert_eq!(&buf[..len], b"a long message");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.this_process()?;
+        let (wait, capacity) = (self.wait, buf.len());
+        let received = self.poison.guard::<_, RecvError>(|| self.ring.recv_into(buf, wait, None))?;
+        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+    }
+
+    /// [`recv_into`](Self::recv_into) if a message is waiting.
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
+        self.this_process()?;
+        let capacity = buf.len();
+        let received = self.poison.guard::<_, TryRecvError>(|| self.ring.try_recv_into(buf))?;
+        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+    }
+
+    /// [`recv_into`](Self::recv_into), blocking at most `timeout`.
+    pub fn recv_into_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvTimeoutError> {
+        self.this_process()?;
+        let (wait, capacity) = (self.wait, buf.len());
+        let received = self.poison.guard::<_, RecvTimeoutError>(|| self.ring.recv_into(buf, wait, Some(timeout)))?;
+        received.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
     /// Borrows the next message in place, blocking while the ring is empty.

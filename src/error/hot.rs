@@ -25,6 +25,30 @@ impl fmt::Display for TooLarge {
 
 impl std::error::Error for TooLarge {}
 
+/// The next message is longer than the buffer given to
+/// [`Consumer::recv_into`](crate::Consumer::recv_into) (or its `try_` and
+/// `_timeout` forms). Nothing is consumed: the next receive finds the same
+/// message, so a caller can retry with a buffer of `len` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferTooSmall {
+    /// The message's length.
+    pub len: usize,
+    /// The buffer's length.
+    pub capacity: usize,
+}
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the next message is {} bytes, longer than the buffer of {} bytes; it was left in the ring",
+            self.len, self.capacity
+        )
+    }
+}
+
+impl std::error::Error for BufferTooSmall {}
+
 /// Why [`Producer::try_send`](crate::Producer::try_send) or
 /// [`Producer::try_reserve`](crate::Producer::try_reserve) did not send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,6 +201,8 @@ pub enum TryRecvError {
     Empty,
     /// The ring is drained and no producer is attached any more.
     Disconnected,
+    /// See [`BufferTooSmall`] (only from the `recv_into` forms).
+    BufferTooSmall(BufferTooSmall),
     /// See [`Corrupted`].
     Corrupted(Corrupted),
     /// See [`ForkedHandle`].
@@ -188,6 +214,7 @@ impl fmt::Display for TryRecvError {
         match self {
             TryRecvError::Empty => f.write_str("the ring is empty"),
             TryRecvError::Disconnected => f.write_str("the ring is empty and no producer is attached any more"),
+            TryRecvError::BufferTooSmall(e) => e.fmt(f),
             TryRecvError::Corrupted(e) => e.fmt(f),
             TryRecvError::ForkedHandle(e) => e.fmt(f),
         }
@@ -209,11 +236,19 @@ impl From<ForkedHandle> for TryRecvError {
     }
 }
 
+impl From<BufferTooSmall> for TryRecvError {
+    fn from(e: BufferTooSmall) -> Self {
+        TryRecvError::BufferTooSmall(e)
+    }
+}
+
 /// Why [`Consumer::recv`](crate::Consumer::recv) failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvError {
     /// The ring is drained and no producer is attached any more.
     Disconnected,
+    /// See [`BufferTooSmall`] (only from the `recv_into` forms).
+    BufferTooSmall(BufferTooSmall),
     /// See [`Corrupted`].
     Corrupted(Corrupted),
     /// See [`ForkedHandle`].
@@ -224,6 +259,7 @@ impl fmt::Display for RecvError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RecvError::Disconnected => f.write_str("the ring is empty and no producer is attached any more"),
+            RecvError::BufferTooSmall(e) => e.fmt(f),
             RecvError::Corrupted(e) => e.fmt(f),
             RecvError::ForkedHandle(e) => e.fmt(f),
         }
@@ -245,6 +281,12 @@ impl From<ForkedHandle> for RecvError {
     }
 }
 
+impl From<BufferTooSmall> for RecvError {
+    fn from(e: BufferTooSmall) -> Self {
+        RecvError::BufferTooSmall(e)
+    }
+}
+
 /// Why [`Consumer::recv_timeout`](crate::Consumer::recv_timeout) failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvTimeoutError {
@@ -252,6 +294,8 @@ pub enum RecvTimeoutError {
     Timeout,
     /// The ring is drained and no producer is attached any more.
     Disconnected,
+    /// See [`BufferTooSmall`] (only from the `recv_into` forms).
+    BufferTooSmall(BufferTooSmall),
     /// See [`Corrupted`].
     Corrupted(Corrupted),
     /// See [`ForkedHandle`].
@@ -263,6 +307,7 @@ impl fmt::Display for RecvTimeoutError {
         match self {
             RecvTimeoutError::Timeout => f.write_str("timed out waiting for a message"),
             RecvTimeoutError::Disconnected => f.write_str("the ring is empty and no producer is attached any more"),
+            RecvTimeoutError::BufferTooSmall(e) => e.fmt(f),
             RecvTimeoutError::Corrupted(e) => e.fmt(f),
             RecvTimeoutError::ForkedHandle(e) => e.fmt(f),
         }
@@ -281,6 +326,12 @@ impl From<Corrupted> for RecvTimeoutError {
 impl From<ForkedHandle> for RecvTimeoutError {
     fn from(e: ForkedHandle) -> Self {
         RecvTimeoutError::ForkedHandle(e)
+    }
+}
+
+impl From<BufferTooSmall> for RecvTimeoutError {
+    fn from(e: BufferTooSmall) -> Self {
+        RecvTimeoutError::BufferTooSmall(e)
     }
 }
 

@@ -304,6 +304,42 @@ impl<B: RingBacking> Consumer<B> {
         len
     }
 
+    /// Copies the message `found` into the start of `buf` and consumes it;
+    /// if it is longer than `buf`, leaves it (the next call finds it again)
+    /// and returns its length as the error.
+    #[inline]
+    fn copy_into(&mut self, found: Found, buf: &mut [u8]) -> Result<usize, usize> {
+        let len = found.len as usize;
+        let Some(dst) = buf.get_mut(..len) else { return Err(len) };
+        let offset = ((found.position & (self.capacity - 1)) + HEADER_LEN) as usize;
+        let copied = self.backing.region().read(offset, dst);
+        debug_assert!(copied, "a decoded record always lies inside the region");
+        self.release(found);
+        Ok(len)
+    }
+
+    /// Copies the next message into the start of `buf` if one is waiting and
+    /// fits; returns its length (`Ok(Err(len))`: it is `len` bytes, longer
+    /// than `buf`, and was left in the ring).
+    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Result<usize, usize>, Stop> {
+        match self.try_find(Pace::Call)? {
+            Some(found) => Ok(self.copy_into(found, buf)),
+            None => Err(Stop::Timeout),
+        }
+    }
+
+    /// [`try_recv_into`](Self::try_recv_into), waiting with `strategy` for at
+    /// most `timeout`.
+    pub fn recv_into(
+        &mut self,
+        buf: &mut [u8],
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<Result<usize, usize>, Stop> {
+        let found = block(&mut Message { consumer: self }, strategy, timeout)?;
+        Ok(self.copy_into(found, buf))
+    }
+
     /// Copies the next message into `buf` (replacing its contents) if one is
     /// waiting; returns its length.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, Stop> {
