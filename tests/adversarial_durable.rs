@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 const TAIL_AT: u64 = 128;
 const HEAD_AT: u64 = 256;
 const CLAIMS_AT: u64 = 128 + 1664;
+const LINE: u64 = 128;
 const DURABLE_TAIL_AT: u64 = 128 + 9856;
 const BOOT_ID_AT: u64 = 128 + 9856 + 8;
 const DURABLE_HEAD_AT: u64 = 128 + 9856 + 40;
@@ -311,6 +312,176 @@ fn layout_offsets_match() {
 }
 
 // ---------------------------------------------------------------------------
+// MPSC: a flush walk that is "late" (waiting >= 1 ms on an unmarked claim)
+// re-walks from the head it read at its start. If the consumer meanwhile
+// consumed and is zeroing that space in `release` (zeroed, durable_head not
+// raised yet), the walk reads a zero with durable_head still before it and
+// calls `mark_for_owner`, which finds the stale intent of the producer that
+// last claimed there and CASes a claim marker into freed space. The next lap
+// then finds a claim marker of the previous lap at the claim position: the
+// consumer reports the ring corrupted (and producers then see "consumer
+// gone").
+// ---------------------------------------------------------------------------
+/// An MPSC file ring with slot 0's stale intent at position 0, more than
+/// half a lap of records after it, and an open claim of unknown owner at
+/// `q`: slot 0 flushes (waiting on that claim, re-walking) while the
+/// consumer consumes up to `q`, crossing half a lap, so it releases (header
+/// write-back, zeroes from 0, raises `durable_head`) under the walk. Returns
+/// the ring's directory and path, the consumer, slot 1's producer and `q`.
+fn flush_walks_while_the_consumer_releases(tag: &str) -> (TempDir, PathBuf, Consumer, Producer, u64) {
+    let dir = TempDir::new(tag);
+    let path = dir.path("ring");
+    let capacity: u64 = 8 << 20;
+    let options = RingOptions::new()
+        .capacity(capacity)
+        .max_message(8192)
+        .kind(Kind::Mpsc)
+        .max_producers(4)
+        .liveness_interval(Duration::from_millis(5));
+    let mut consumer = Consumer::create_file(&path, &options).expect("create");
+    let mut p0 = Producer::open_file(&path, &options).expect("p0"); // slot 0
+    let mut p1 = Producer::open_file(&path, &options).expect("p1"); // slot 1
+                                                                    // Slot 0's last claim is at position 0: its intent stays (start 0).
+    p0.try_send(&[1u8; 8]).expect("a");
+    let filler = vec![2u8; 4088]; // 4096-byte records
+    let mut tail = 16u64;
+    while tail < capacity / 2 + 64 * 4096 {
+        p1.try_send(&filler).expect("filler");
+        tail += 4096;
+    }
+    assert_eq!(read_u64(&path, TAIL_AT), tail);
+    // An open claim at `tail` whose owner is unknown (two intents, slots 2
+    // and 3, which no live producer holds): a flush waits for it (up to
+    // 100 ms), re-walking from its start every 100 us.
+    let q = tail;
+    for slot in [2u64, 3] {
+        write_u64(&path, CLAIMS_AT + slot * LINE + 8, q + 4096);
+        write_u64(&path, CLAIMS_AT + slot * LINE, q);
+    }
+    write_u64(&path, TAIL_AT, q + 4096);
+    let flusher = std::thread::spawn(move || {
+        p0.flush().expect("flush");
+        p0
+    });
+    std::thread::sleep(Duration::from_millis(10));
+    let mut buf = Vec::new();
+    let mut got = 0;
+    while got < 1 + (q - 16) / 4096 {
+        consumer.try_recv(&mut buf).expect("recv");
+        got += 1;
+    }
+    drop(flusher.join().expect("flusher"));
+    (dir, path, consumer, p1, q)
+}
+
+#[test]
+fn mpsc_late_flush_walk_never_marks_space_the_consumer_released() {
+    let (_dir, path, _consumer, _p1, _) = flush_walks_while_the_consumer_releases("stale-marker");
+    let durable_head = read_u64(&path, DURABLE_HEAD_AT);
+    let word0 = read_u64(&path, DATA_AT);
+    assert!(durable_head > 0, "the consumer released");
+    assert_eq!(word0, 0, "released space below the durable head holds a claim marker written by the flush walk");
+}
+
+/// The consequence the first review saw: the next lap reaches the position
+/// of the stale marker, and the consumer reported a healthy ring corrupted
+/// (and the producers then "the consumer is gone").
+#[test]
+fn mpsc_flush_walk_leaves_no_stale_marker_for_the_next_lap() {
+    let (_dir, path, mut consumer, mut p1, q) = flush_walks_while_the_consumer_releases("stale-marker-2");
+    let capacity: u64 = 8 << 20;
+    let mut buf = Vec::new();
+    // The dead claim at q is skipped once its owners are found dead; then
+    // fill exactly up to `capacity`, draining as we go.
+    let mut tail = q + 4096;
+    let mut result = Ok(());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if tail < capacity {
+            let len = if capacity - tail >= 2 * 4096 { 4088 } else { (capacity - tail - 8) as usize };
+            match p1.try_send(&vec![3u8; len]) {
+                Ok(()) => tail += 8 + (len as u64).div_ceil(8) * 8,
+                Err(TrySendError::Full) => {}
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        match consumer.try_recv(&mut buf) {
+            Ok(_) | Err(TryRecvError::Empty) => {}
+            Err(e) => {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        if tail >= capacity && consumer.position() >= capacity {
+            // Give the consumer a few polls at position `capacity`.
+            for _ in 0..100 {
+                if let Err(e) = consumer.try_recv(&mut buf) {
+                    if !matches!(e, TryRecvError::Empty) {
+                        result = Err(e.to_string());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            break;
+        }
+    }
+    eprintln!("tail {tail}, word at offset 0: {:#018x}", read_u64(&path, DATA_AT));
+    assert_eq!(result, Ok(()), "a healthy ring reported as corrupted");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile `kept_from` in a crashed image: a clear error or a sane ring, never
+// a panic.
+// ---------------------------------------------------------------------------
+const KEPT_FROM_AT: u64 = 128 + 9856 + 32;
+
+#[test]
+fn hostile_kept_from_in_a_crashed_image() {
+    let dir = TempDir::new("hostile");
+    let path = dir.path("ring");
+    let options = RingOptions::new().capacity(4096).max_message(512);
+    {
+        let _consumer = Consumer::create_file(&path, &options).expect("create");
+        let mut producer = Producer::open_file(&path, &options).expect("producer");
+        for _ in 0..5 {
+            producer.try_send(&[9u8; 100]).expect("send");
+        }
+        producer.flush().expect("flush");
+    }
+    let mut report = Vec::new();
+    for value in [13u64, u64::MAX - 7, 1 << 63, (1 << 63) - 8, 5 * 4096, 64] {
+        let crashed = dir.path("crashed");
+        let mut image = std::fs::read(&path).unwrap();
+        image[BOOT_ID_AT as usize..BOOT_ID_AT as usize + 16].copy_from_slice(&[0x5A; 16]);
+        image[KEPT_FROM_AT as usize..KEPT_FROM_AT as usize + 8].copy_from_slice(&value.to_le_bytes());
+        let _ = std::fs::remove_file(&crashed);
+        std::fs::write(&crashed, image).unwrap();
+        let outcome = std::panic::catch_unwind(|| {
+            let mut c = match Consumer::open_file(&crashed, &options) {
+                Ok(c) => c,
+                Err(e) => return format!("open: {e}"),
+            };
+            let mut n = 0;
+            let mut buf = Vec::new();
+            while c.try_recv(&mut buf).is_ok() {
+                n += 1;
+            }
+            let mut p = match Producer::open_file(&crashed, &options) {
+                Ok(p) => p,
+                Err(e) => return format!("{n} delivered; producer: {e}"),
+            };
+            let sent = p.try_send(b"x").map_err(|e| e.to_string());
+            format!("{n} delivered, head now {}, send {sent:?}", c.position())
+        });
+        report.push(format!("kept_from {value}: {outcome:?}"));
+    }
+    for line in &report {
+        eprintln!("{line}");
+    }
+    assert!(report.iter().all(|l| !l.contains("Err(Any")), "a panic");
+}
+
+// ---------------------------------------------------------------------------
 // The crash simulator of tests/crash.rs with real concurrency between crash
 // points: three MPSC producer threads (or one SPSC) sending and flushing, a consumer
 // thread receiving and flushing, all racing (flushes against commits,
@@ -567,11 +738,16 @@ mod concurrent_crash {
             std::thread::sleep(Duration::from_millis(3 + crash % 7));
             let _closed = gate.write().unwrap();
             let m = model.lock().unwrap();
-            for pick in 0..3u64 {
-                let seed = splitmix(crash * 3 + pick);
+            // Each page last-synced: all, the header's, only the
+            // persistence line's (page 2), only the consumer line's (page
+            // 0), or seeded.
+            for pick in 0..5u64 {
+                let seed = splitmix(crash * 5 + pick);
                 let image = crash_image(&path, |i| match pick {
                     0 => true,
                     1 => i < HEADER_PAGES,
+                    2 => i == 2,
+                    3 => i == 0,
                     _ => splitmix(seed ^ i as u64) & 1 == 0,
                 });
                 if let Err(e) = check_image(&dir, &image, &options, &m) {

@@ -128,8 +128,12 @@ pub struct PersistenceLine {
     /// Records dropped by recoveries after a restart (written after the last
     /// flush, so possibly torn).
     pub lost_records: AtomicU64,
-    /// How many recoveries after a restart the segment has been through.
-    pub recoveries: AtomicU64,
+    /// File-backed rings: the consumer's `head` when the latest `flush`
+    /// started (it writes back nothing before it, consumed by then). Stored
+    /// before `durable_tail`, in the same 64-byte cache line (which a
+    /// write-back copies as a unit): recovery keeps the records from the
+    /// later of this and the `head` on the disk up to the durable tail.
+    pub kept_from: AtomicU64,
     /// File-backed rings: a consumer position that the header on the disk
     /// has reached (`msync` of the header with `head` at or past it
     /// completed before this word was raised): every `head` a recovery can
@@ -151,9 +155,6 @@ pub struct PersistenceLine {
     /// commit, which may come later, is written back by the next flush), or
     /// the durable tail.
     pub unsettled_from: AtomicU64,
-    /// File-backed rings: the consumer's `head` when the latest `flush`
-    /// started (it writes back nothing before it, consumed by then). Stored
-    /// before `durable_tail`: recovery keeps the records from the later of
-    /// this and the `head` on the disk up to the durable tail.
-    pub kept_from: AtomicU64,
+    /// How many recoveries after a restart the segment has been through.
+    pub recoveries: AtomicU64,
 }

@@ -14,8 +14,8 @@
 //!   1792  8192  producer claim lines (64 x 128 bytes): each MPSC producer's
 //!               claim intent and message count, one line per producer
 //!   9984   128  persistence line: durable tail, boot id, records lost to a
-//!               machine restart, durable head, flush in progress, release
-//!               wanted, unsettled claims, kept from (file-backed rings)
+//!               machine restart, kept from, durable head, flush in progress,
+//!               release wanted, unsettled claims, recoveries (file-backed rings)
 //!  10112        end of header; the data region starts at 12288 (or the next page)
 //! ```
 //!
@@ -26,7 +26,7 @@
 //! `durable_head`, `flush_pending`, `release_wanted` and `unsettled_from`:
 //! file-backed rings
 //! reuse space only behind a consumer position that is on the disk (see
-//! `ring::durable`). Version 5 adds `kept_from`: a flush writes back only
+//! `ring::durable`). Version 5 adds `kept_from` (moving `recoveries`): a flush writes back only
 //! what was not consumed when it started, and producers reuse space freely
 //! outside what a flush may have kept. Segments of other versions are
 //! refused by name.

@@ -36,7 +36,8 @@ const_assert_eq!(offset_of!(PersistenceLine, durable_head), 40);
 const_assert_eq!(offset_of!(PersistenceLine, flush_pending), 48);
 const_assert_eq!(offset_of!(PersistenceLine, release_wanted), 56);
 const_assert_eq!(offset_of!(PersistenceLine, unsettled_from), 64);
-const_assert_eq!(offset_of!(PersistenceLine, kept_from), 72);
+const_assert_eq!(offset_of!(PersistenceLine, kept_from), 32);
+const_assert_eq!(offset_of!(PersistenceLine, recoveries), 72);
 const_assert_eq!(size_of::<SegmentHeader>(), 10112);
 const_assert!(size_of::<SegmentHeader>() as u64 <= HEADER_BYTES);
 // Every lock byte lies inside the header, before the data region.

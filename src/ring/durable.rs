@@ -138,6 +138,10 @@ pub fn release<B: RingBacking>(backing: &B, head: u64, zero: bool) -> bool {
         return false;
     }
     if zero && !crate::sync::mutant("no_release_zeroing") {
+        // A flush walk that reads these zeros must also read the `head`
+        // stored before them (it then never marks them: see
+        // `persist::flushable_end`).
+        crate::sync::fence(Ordering::Release);
         backing.region().zero_positions(durable, head);
     }
     persistence.durable_head.fetch_max(head, publish());

@@ -129,8 +129,8 @@ impl RingBacking for HeapRing {
     }
     fn sync_header(&self) -> bool {
         if let Some(synced) = &self.synced {
-            // A page is copied from its start: the persistence line's
-            // durable tail (offset 0) before its `kept_from` (offset 72).
+            // The durable tail and `kept_from` share a cache line, copied
+            // as a unit: read in the order opposite to the flush's stores.
             let persistence = &self.header.persistence;
             // The modelled disk is then written in the opposite order, so
             // that `synced_header` reads a pair the write-back copied.

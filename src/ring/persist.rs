@@ -71,7 +71,7 @@ pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64, mark:
             continue;
         }
         if word == 0 {
-            if mark && at < covered && mark_for_owner(backing, at, covered) {
+            if mark && at < covered && !consumed(backing, at) && mark_for_owner(backing, at, covered) {
                 continue;
             }
             break;
@@ -161,8 +161,25 @@ fn mark_for_owner<B: RingBacking>(backing: &B, at: u64, covered: u64) -> bool {
     }
     let marker = super::record::encode(super::record::TAG_CLAIM | slot as u8, len, at, capacity);
     let word = backing.region().word(at);
-    let _ = word.compare_exchange(0, marker, Ordering::Release, Ordering::Relaxed);
+    if word.compare_exchange(0, marker, Ordering::Release, Ordering::Relaxed).is_ok() && consumed(backing, at) {
+        // The consumer passed `at` meanwhile (this walk was stopped between
+        // its check and its mark): the zero it marked may be space the
+        // consumer released. Take the marker back: released space reads
+        // zero.
+        let _ = word.compare_exchange(marker, 0, Ordering::Relaxed, Ordering::Relaxed);
+        return false;
+    }
     word.load(observe()) != 0
+}
+
+/// Whether the consumer is past `at`: a zero word there is then released
+/// space (an MPSC file ring's consumer zeroes what it releases), never a
+/// claim to mark. The consumer stores `head` before it zeroes (and a fence
+/// in `durable::release` orders the two), so a walk that read such a zero
+/// reads that `head` or a later one.
+fn consumed<B: RingBacking>(backing: &B, at: u64) -> bool {
+    crate::sync::fence(Ordering::Acquire);
+    backing.header().consumer.head.load(Ordering::Acquire) > at
 }
 
 /// Makes durable what is committed (see `Producer::flush`): every record
@@ -206,9 +223,9 @@ pub fn flush<B: RingBacking, E>(
     write_back(from, end)?;
     // Only once the records are on the disk may the header say so; the
     // start first, so a header holding this durable tail holds this start
-    // or a later one (a page is written back by copying it from its start,
-    // and the durable tail is the line's first word; a later start only
-    // drops records consumed by then).
+    // or a later one (the two share a 64-byte cache line, which a
+    // write-back copies as a unit; a later start only drops records
+    // consumed by then).
     // Either of two racing flushes leaves a valid `unsettled_from`: each
     // walk saw every record before its first open claim committed.
     persistence.kept_from.fetch_max(kept_from, Ordering::Release);
