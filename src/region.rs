@@ -10,6 +10,7 @@
 //! memory can make the ring touch memory outside the region.
 
 use crate::sync::AtomicU64;
+use std::mem::MaybeUninit;
 
 pub use imp::Region;
 pub(crate) use imp::{View, ViewMut};
@@ -37,7 +38,7 @@ impl Region {
 
 #[cfg(not(shmring_loom))]
 mod imp {
-    use super::AtomicU64;
+    use super::{AtomicU64, MaybeUninit};
     use crate::sync::{AtomicU32, Ordering};
     use std::ptr::NonNull;
 
@@ -127,20 +128,21 @@ mod imp {
             true
         }
 
-        /// Copy the `dst.len()` bytes at `offset` into `dst`. False if out of
-        /// bounds. As [`append_to`](Self::append_to), no reference to the
-        /// shared bytes is formed.
+        /// Copy the `dst.len()` bytes at `offset` into `dst`, which need not
+        /// be initialised. False if out of bounds. As
+        /// [`append_to`](Self::append_to), no reference to the shared bytes
+        /// is formed.
         #[inline]
-        pub(crate) fn read(&self, offset: usize, dst: &mut [u8]) -> bool {
+        pub(crate) fn read_uninit(&self, offset: usize, dst: &mut [MaybeUninit<u8>]) -> bool {
             if !self.in_bounds(offset, dst.len()) {
                 return false;
             }
             // SAFETY: the source is in bounds (checked above) of memory mapped
             // for our lifetime, the destination is `dst`, valid for
-            // `dst.len()` bytes of writes. `dst` could be a grant's view of
-            // this very mapping, so `copy` (memmove) rather than
-            // `copy_nonoverlapping`.
-            unsafe { std::ptr::copy(self.base.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) };
+            // `dst.len()` bytes of writes (any bytes are valid `MaybeUninit`).
+            // `dst` could be a grant's view of this very mapping, so `copy`
+            // (memmove) rather than `copy_nonoverlapping`.
+            unsafe { std::ptr::copy(self.base.as_ptr().add(offset), dst.as_mut_ptr().cast::<u8>(), dst.len()) };
             true
         }
 
@@ -263,7 +265,7 @@ mod imp {
 
 #[cfg(shmring_loom)]
 mod imp {
-    use super::AtomicU64;
+    use super::{AtomicU64, MaybeUninit};
     use crate::sync::Ordering;
     use loom::cell::UnsafeCell;
 
@@ -340,6 +342,17 @@ mod imp {
                 // SAFETY: as in `write`; loom checks this read for races.
                 let bytes = word.payload.with(|cell| unsafe { *cell });
                 chunk.copy_from_slice(&bytes[..chunk.len()]);
+            }
+            true
+        }
+
+        pub(crate) fn read_uninit(&self, offset: usize, dst: &mut [MaybeUninit<u8>]) -> bool {
+            let mut copy = vec![0; dst.len()];
+            if !self.read(offset, &mut copy) {
+                return false;
+            }
+            for (to, from) in dst.iter_mut().zip(copy) {
+                to.write(from);
             }
             true
         }

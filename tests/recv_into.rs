@@ -80,3 +80,54 @@ fn empty_timeout_and_disconnected_are_reported_as_by_recv() {
     assert_eq!(consumer.recv_into_timeout(&mut buf, Duration::from_secs(5)), Ok(1));
     assert_eq!(buf[0], b'x');
 }
+#[test]
+fn mpsc_discarded_claim_then_too_small_keeps_the_message() {
+    let segment = SegmentGuard::new("rv-mpsc");
+    let options = RingOptions::new().kind(Kind::Mpsc).capacity(1 << 16).max_message(4096);
+    let mut consumer = Consumer::create(segment.name(), &options).expect("create");
+    {
+        let mut a = Producer::open(segment.name(), &options).expect("open a");
+        std::mem::forget(a.reserve(24).expect("reserve")); // leaked claim, discarded on drop
+    }
+    let mut b = Producer::open(segment.name(), &options).expect("open b");
+    b.send(&[7u8; 100]).expect("send");
+    let before = consumer.stats();
+    let mut small = [0u8; 10];
+    for _ in 0..3 {
+        match consumer.try_recv_into(&mut small) {
+            Err(TryRecvError::BufferTooSmall(e)) => assert_eq!(e.len, 100),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(consumer.stats().messages, before.messages);
+    let msg = consumer.read().expect("read in place");
+    assert_eq!(&*msg, &[7u8; 100][..]);
+    drop(msg);
+    assert_eq!(consumer.try_recv_into(&mut small), Err(TryRecvError::Empty));
+}
+
+#[test]
+fn file_ring_too_small_then_consumer_gone_keeps_the_message() {
+    let dir = std::env::temp_dir().join(format!("rv-file-{}", std::process::id()));
+    let _ = std::fs::remove_file(&dir);
+    let options = RingOptions::new().capacity(1 << 16).max_message(4096);
+    for kind in [Kind::Spsc, Kind::Mpsc] {
+        let options = options.clone().kind(kind);
+        let _ = std::fs::remove_file(&dir);
+        let mut consumer = Consumer::create_file(&dir, &options).expect("create_file");
+        let mut producer = Producer::open_file(&dir, &options).expect("open_file");
+        producer.send(b"0123456789abcdef").expect("send");
+        producer.send(b"x").expect("send");
+        let mut small = [0u8; 4];
+        assert!(matches!(consumer.try_recv_into(&mut small), Err(TryRecvError::BufferTooSmall(_))));
+        drop(consumer);
+        let mut consumer = Consumer::open_file(&dir, &options).expect("reopen");
+        let mut buf = [0u8; 64];
+        assert_eq!(consumer.try_recv_into(&mut buf), Ok(16), "{kind:?}");
+        assert_eq!(&buf[..16], b"0123456789abcdef");
+        assert_eq!(consumer.try_recv_into(&mut buf), Ok(1));
+        drop(producer);
+        drop(consumer);
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -180,7 +180,8 @@ int shmring_send_with_timeout(shmring_producer *producer, size_t len, shmring_fi
 /* ---- Receiving ----
  * Copies the next message into buf (cap bytes) and sets *len to its length.
  * A message larger than cap: SHMRING_E_TOO_LARGE, nothing consumed, *len is
- * the size needed (shmring_consumer_max_message() bytes always suffice). */
+ * the size needed (shmring_consumer_max_message() bytes always suffice).
+ * On any other error *len is 0. A cap over PTRDIFF_MAX: SHMRING_E_INVALID. */
 
 /* Blocks while the ring is empty. */
 int shmring_recv(shmring_consumer *consumer, void *buf, size_t cap, size_t *len);

@@ -6,6 +6,7 @@ use crate::error::{fail, fail_hot, guard, Hot, HotCode, Needed, SHMRING_E_INVALI
 use crate::handles::shmring_consumer;
 use shmring::Consumer;
 use std::ffi::{c_int, c_void};
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 /// Reads a message in place (`shmring_recv_with`): `len` bytes at `data`,
@@ -26,29 +27,39 @@ pub(crate) unsafe fn receive<E: Into<Hot> + HotCode + Needed>(
     buf: *mut c_void,
     cap: usize,
     len: *mut usize,
-    recv: impl FnOnce(&mut Consumer, &mut [u8]) -> Result<usize, E>,
+    recv: impl FnOnce(&mut Consumer, &mut [MaybeUninit<u8>]) -> Result<usize, E>,
 ) -> c_int {
     guard(|| {
+        // SAFETY: `len` is NULL or valid for writes (forwarded contract).
+        // Set first: every error, a refused handle's too, leaves it 0.
+        let mut len = unsafe { len.as_mut() };
+        if let Some(len) = len.as_deref_mut() {
+            *len = 0;
+        }
         // SAFETY: forwarded contract.
         let consumer = try_arg!(unsafe { handle(consumer, "consumer") });
-        // SAFETY: `len` is NULL or valid for writes (forwarded contract).
-        let Some(len) = (unsafe { len.as_mut() }) else {
+        let Some(len) = len else {
             return fail(SHMRING_E_INVALID, format_args!("segment {}: len is NULL", consumer.segment));
         };
-        *len = 0;
-        let buf: &mut [u8] = if cap == 0 {
+        let buf: &mut [MaybeUninit<u8>] = if cap == 0 {
             &mut []
         } else if buf.is_null() {
             return fail(
                 SHMRING_E_INVALID,
                 format_args!("segment {}: buf is NULL with a cap of {cap}", consumer.segment),
             );
+        } else if cap > isize::MAX as usize {
+            return fail(
+                SHMRING_E_INVALID,
+                format_args!("segment {}: a cap of {cap} bytes is larger than any buffer can be", consumer.segment),
+            );
         } else {
             // SAFETY: `buf` is not NULL and valid for `cap` bytes of writes
-            // (the caller's contract), not used elsewhere during the call;
-            // `recv_into` only writes the slice (never reads it), so bytes
-            // the caller left uninitialised are never read.
-            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), cap) }
+            // (the caller's contract), not used elsewhere during the call,
+            // and `cap` is at most `isize::MAX` (checked). Any bytes, the
+            // uninitialised ones of a fresh C buffer too, are valid
+            // `MaybeUninit<u8>`.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<MaybeUninit<u8>>(), cap) }
         };
         match recv(&mut consumer.inner, buf) {
             Ok(n) => {
@@ -82,7 +93,7 @@ pub unsafe extern "C" fn shmring_recv(
     len: *mut usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { receive(consumer, buf, cap, len, |c, b| c.recv_into(b)) }
+    unsafe { receive(consumer, buf, cap, len, |c, b| c.recv_into_uninit(b)) }
 }
 
 /// Copies the next message if one is waiting: `SHMRING_E_EMPTY` if not.
@@ -98,7 +109,7 @@ pub unsafe extern "C" fn shmring_try_recv(
     len: *mut usize,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { receive(consumer, buf, cap, len, |c, b| c.try_recv_into(b)) }
+    unsafe { receive(consumer, buf, cap, len, |c, b| c.try_recv_into_uninit(b)) }
 }
 
 /// Copies the next message, blocking at most `timeout_ns` nanoseconds while
@@ -118,7 +129,7 @@ pub unsafe extern "C" fn shmring_recv_timeout(
     // SAFETY: forwarded contract.
     unsafe {
         let timeout = Duration::from_nanos(timeout_ns);
-        receive(consumer, buf, cap, len, |c, b| c.recv_into_timeout(b, timeout))
+        receive(consumer, buf, cap, len, |c, b| c.recv_into_uninit_timeout(b, timeout))
     }
 }
 

@@ -84,6 +84,36 @@ static void huge_send_len(void) {
     shmring_options_free(o);
 }
 
+/* A receive cap no buffer can have (over PTRDIFF_MAX, e.g. SIZE_MAX used as
+ * "unbounded"): refused like a send's huge len, or at worst delivered; never
+ * an abort (nor a Rust slice longer than isize::MAX made from it). */
+static void huge_recv_cap(void) {
+    shmring_options *o = small();
+    shmring_consumer *c;
+    shmring_producer *p;
+    char buf[16];
+    size_t len = 99;
+    int rc;
+    pair(0, o, &c, &p);
+    RC(shmring_send(p, "hi", 2), SHMRING_OK);
+    fflush(stdout);
+    rc = shmring_try_recv(c, buf, (size_t)-1, &len);
+    printf("try_recv with cap SIZE_MAX: %s len=%zu\n", shmring_strerror(rc), len);
+    CHECK(rc == SHMRING_E_INVALID || rc == SHMRING_E_TOO_LARGE || (rc == SHMRING_OK && len == 2),
+          "rc %s", shmring_strerror(rc));
+    if (rc == SHMRING_OK) {
+        CHECK(memcmp(buf, "hi", 2) == 0, "payload");
+    } else {
+        RC(shmring_try_recv(c, buf, sizeof buf, &len), SHMRING_OK);
+    }
+    RC(shmring_send(p, "yo", 2), SHMRING_OK);
+    rc = shmring_recv_timeout(c, buf, (size_t)-1 / 2 + 1, &len, 1000000);
+    printf("recv_timeout with cap PTRDIFF_MAX+1: %s len=%zu\n", shmring_strerror(rc), len);
+    shmring_producer_free(p);
+    shmring_consumer_free(c);
+    shmring_options_free(o);
+}
+
 static void huge_send_with_len(void) {
     shmring_options *o = small();
     shmring_consumer *c;
@@ -405,6 +435,47 @@ static void reentrant_recv(void) {
     shmring_options_free(o);
 }
 
+/* *len on every error path of the copying receives: the size needed on
+ * TOO_LARGE, 0 on every other error (ffi/src/recv.rs's doc of shmring_recv). */
+static void read_and_recv_len(const void *data, size_t len, void *ctx) {
+    struct nested *n = ctx;
+    char buf[300];
+    size_t got = 77;
+    (void)data;
+    (void)len;
+    n->rc = shmring_try_recv(n->c, buf, sizeof buf, &got);
+    printf("nested try_recv=%s *len=%zu\n", shmring_strerror(n->rc), got);
+    fflush(stdout);
+    CHECK(got == 0, "nested (refused) receive left *len at %zu", got);
+}
+
+static void len_on_every_error(void) {
+    shmring_options *o = small();
+    shmring_consumer *c;
+    shmring_producer *p;
+    struct nested n;
+    char buf[300];
+    size_t len;
+    pair(7, o, &c, &p);
+    len = 77; RC(shmring_try_recv(c, NULL, 5, &len), SHMRING_E_INVALID); CHECK(len == 0, "NULL buf: %zu", len);
+    len = 77; RC(shmring_try_recv(c, buf, sizeof buf, &len), SHMRING_E_EMPTY); CHECK(len == 0, "empty: %zu", len);
+    len = 77; RC(shmring_recv_timeout(c, buf, sizeof buf, &len, 1000), SHMRING_E_TIMEOUT); CHECK(len == 0, "timeout: %zu", len);
+    RC(shmring_send(p, "twelve bytes", 12), SHMRING_OK);
+    len = 77; RC(shmring_try_recv(c, buf, 3, &len), SHMRING_E_TOO_LARGE); CHECK(len == 12, "too large: %zu", len);
+    len = 77; RC(shmring_recv(c, NULL, 0, &len), SHMRING_E_TOO_LARGE); CHECK(len == 12, "size query: %zu", len);
+    n.p = p;
+    n.c = c;
+    n.rc = 12345;
+    RC(shmring_recv_with(c, read_and_recv_len, &n), SHMRING_OK);
+    CHECK(n.rc == SHMRING_E_INVALID, "nested");
+    len = 77; RC(shmring_try_recv(NULL, buf, sizeof buf, &len), SHMRING_E_INVALID);
+    printf("NULL consumer: *len=%zu\n", len);
+    CHECK(len == 0, "NULL consumer left *len at %zu", len);
+    shmring_producer_free(p);
+    shmring_consumer_free(c);
+    shmring_options_free(o);
+}
+
 /* The path of the libshmring_ffi.so this process loaded. */
 static void which_library(void) {
     Dl_info info;
@@ -421,6 +492,7 @@ int main(int argc, char **argv) {
     cleanup();
     if (strcmp(check, "huge_send_len") == 0) huge_send_len();
     else if (strcmp(check, "huge_send_with_len") == 0) huge_send_with_len();
+    else if (strcmp(check, "huge_recv_cap") == 0) huge_recv_cap();
     else if (strcmp(check, "huge_timeouts") == 0) huge_timeouts();
     else if (strcmp(check, "options_validated") == 0) options_validated();
     else if (strcmp(check, "too_large_spsc") == 0) too_large_keeps(0, 0);
@@ -433,6 +505,7 @@ int main(int argc, char **argv) {
     else if (strcmp(check, "reentrant_send") == 0) reentrant_send();
     else if (strcmp(check, "reentrant_recv") == 0) reentrant_recv();
     else if (strcmp(check, "which_library") == 0) which_library();
+    else if (strcmp(check, "len_on_every_error") == 0) len_on_every_error();
     else CHECK(0, "unknown check %s", check);
     cleanup();
     printf("pass %s\n", check);

@@ -7,6 +7,7 @@ use crate::layout::{Kind, Slot};
 use crate::ring::{self, RingBacking};
 use crate::segment::Segment;
 use crate::wait::WaitStrategy;
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 /// The receiving side of a ring (SPSC or MPSC: there is one consumer).
@@ -125,7 +126,7 @@ impl Consumer {
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.this_process()?;
         let (wait, capacity) = (self.wait, buf.len());
-        let received = self.poison.guard::<_, RecvError>(|| self.ring.recv_into(buf, wait, None))?;
+        let received = self.poison.guard::<_, RecvError>(|| self.ring.recv_into_init(buf, wait, None))?;
         received.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
@@ -133,12 +134,60 @@ impl Consumer {
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         self.this_process()?;
         let capacity = buf.len();
-        let received = self.poison.guard::<_, TryRecvError>(|| self.ring.try_recv_into(buf))?;
+        let received = self.poison.guard::<_, TryRecvError>(|| self.ring.try_recv_into_init(buf))?;
         received.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
     /// [`recv_into`](Self::recv_into), blocking at most `timeout`.
     pub fn recv_into_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, RecvTimeoutError> {
+        self.this_process()?;
+        let (wait, capacity) = (self.wait, buf.len());
+        let received =
+            self.poison.guard::<_, RecvTimeoutError>(|| self.ring.recv_into_init(buf, wait, Some(timeout)))?;
+        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+    }
+
+    /// [`recv_into`](Self::recv_into) into memory that need not be
+    /// initialised, such as a `Vec`'s spare capacity
+    /// ([`Vec::spare_capacity_mut`]): the first `len` bytes are initialised
+    /// when it returns `Ok(len)`.
+    ///
+    /// ```
+    /// # let name = format!("/doc-recv-into-uninit-{}", std::process::id());
+    /// # let options = shmring::RingOptions::new().unlink_on_drop(true);
+    /// let mut consumer = shmring::Consumer::create(&name, &options)?;
+    /// let mut producer = shmring::Producer::open(&name, &options)?;
+    /// producer.send(b"appended")?;
+    /// let mut log = b"log: ".to_vec();
+    /// log.reserve(64);
+    /// let len = consumer.recv_into_uninit(log.spare_capacity_mut())?;
+    /// // SAFETY: `recv_into_uninit` initialised the first `len` spare bytes.
+    /// unsafe { log.set_len(log.len() + len) };
+    /// assert_eq!(log, b"log: appended");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_into_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<usize, RecvError> {
+        self.this_process()?;
+        let (wait, capacity) = (self.wait, buf.len());
+        let received = self.poison.guard::<_, RecvError>(|| self.ring.recv_into(buf, wait, None))?;
+        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+    }
+
+    /// [`recv_into_uninit`](Self::recv_into_uninit) if a message is waiting.
+    pub fn try_recv_into_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<usize, TryRecvError> {
+        self.this_process()?;
+        let capacity = buf.len();
+        let received = self.poison.guard::<_, TryRecvError>(|| self.ring.try_recv_into(buf))?;
+        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+    }
+
+    /// [`recv_into_uninit`](Self::recv_into_uninit), blocking at most
+    /// `timeout`.
+    pub fn recv_into_uninit_timeout(
+        &mut self,
+        buf: &mut [MaybeUninit<u8>],
+        timeout: Duration,
+    ) -> Result<usize, RecvTimeoutError> {
         self.this_process()?;
         let (wait, capacity) = (self.wait, buf.len());
         let received = self.poison.guard::<_, RecvTimeoutError>(|| self.ring.recv_into(buf, wait, Some(timeout)))?;

@@ -5,14 +5,15 @@
 
 use super::durable;
 use super::mpsc_resolve::{ProducersWatch, Step};
+use super::read_guard::ReadGuard;
 use super::record::{decode, Record, HEADER_LEN};
-use super::region::View;
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, Stop};
 use crate::layout::{Kind, Slot, WakeLine, MAX_POSITION};
 use crate::sync::{observe, publish, Ordering};
 use crate::wait::{block, WaitStrategy, Waitable};
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 /// The consumer side of a ring.
@@ -37,9 +38,9 @@ pub struct Consumer<B: RingBacking> {
     park_slice: Duration,
     /// Whether [`read`](Self::read) lends the payload in place (see
     /// [`set_borrow_in_place`](Self::set_borrow_in_place)).
-    in_place: bool,
+    pub(super) in_place: bool,
     /// Where `read` copies a payload to when it may not lend it in place.
-    staging: Vec<u8>,
+    pub(super) staging: Vec<u8>,
     /// A file ring: consumed space is released to producers only once this
     /// position is on the disk (see [`super::durable`]).
     persistent: bool,
@@ -48,9 +49,9 @@ pub struct Consumer<B: RingBacking> {
 /// A committed message found at `head`: `len` payload bytes at
 /// `position + 8`.
 #[derive(Debug, Clone, Copy)]
-struct Found {
-    position: u64,
-    len: u32,
+pub(super) struct Found {
+    pub(super) position: u64,
+    pub(super) len: u32,
 }
 
 impl<B: RingBacking> Consumer<B> {
@@ -285,7 +286,7 @@ impl<B: RingBacking> Consumer<B> {
     }
 
     #[inline]
-    fn release(&mut self, found: Found) {
+    pub(super) fn release(&mut self, found: Found) {
         self.stats.messages += 1;
         let counter = &self.backing.header().consumer.messages;
         counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
@@ -304,24 +305,25 @@ impl<B: RingBacking> Consumer<B> {
         len
     }
 
-    /// Copies the message `found` into the start of `buf` and consumes it;
-    /// if it is longer than `buf`, leaves it (the next call finds it again)
-    /// and returns its length as the error.
+    /// Copies the message `found` into the start of `buf` (which need not be
+    /// initialised) and consumes it; if it is longer than `buf`, leaves it
+    /// (the next call finds it again) and returns its length as the error.
     #[inline]
-    fn copy_into(&mut self, found: Found, buf: &mut [u8]) -> Result<usize, usize> {
+    fn copy_into(&mut self, found: Found, buf: &mut [MaybeUninit<u8>]) -> Result<usize, usize> {
         let len = found.len as usize;
         let Some(dst) = buf.get_mut(..len) else { return Err(len) };
         let offset = ((found.position & (self.capacity - 1)) + HEADER_LEN) as usize;
-        let copied = self.backing.region().read(offset, dst);
+        let copied = self.backing.region().read_uninit(offset, dst);
         debug_assert!(copied, "a decoded record always lies inside the region");
         self.release(found);
         Ok(len)
     }
 
-    /// Copies the next message into the start of `buf` if one is waiting and
-    /// fits; returns its length (`Ok(Err(len))`: it is `len` bytes, longer
-    /// than `buf`, and was left in the ring).
-    pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<Result<usize, usize>, Stop> {
+    /// Copies the next message into the start of `buf` (which need not be
+    /// initialised) if one is waiting and fits; returns its length
+    /// (`Ok(Err(len))`: it is `len` bytes, longer than `buf`, and was left in
+    /// the ring).
+    pub fn try_recv_into(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<Result<usize, usize>, Stop> {
         match self.try_find(Pace::Call)? {
             Some(found) => Ok(self.copy_into(found, buf)),
             None => Err(Stop::Timeout),
@@ -332,12 +334,27 @@ impl<B: RingBacking> Consumer<B> {
     /// most `timeout`.
     pub fn recv_into(
         &mut self,
-        buf: &mut [u8],
+        buf: &mut [MaybeUninit<u8>],
         strategy: WaitStrategy,
         timeout: Option<Duration>,
     ) -> Result<Result<usize, usize>, Stop> {
         let found = block(&mut Message { consumer: self }, strategy, timeout)?;
         Ok(self.copy_into(found, buf))
+    }
+
+    /// [`try_recv_into`](Self::try_recv_into) into initialised bytes.
+    pub fn try_recv_into_init(&mut self, buf: &mut [u8]) -> Result<Result<usize, usize>, Stop> {
+        self.try_recv_into(as_uninit(buf))
+    }
+
+    /// [`recv_into`](Self::recv_into) into initialised bytes.
+    pub fn recv_into_init(
+        &mut self,
+        buf: &mut [u8],
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+    ) -> Result<Result<usize, usize>, Stop> {
+        self.recv_into(as_uninit(buf), strategy, timeout)
     }
 
     /// Copies the next message into `buf` (replacing its contents) if one is
@@ -421,77 +438,11 @@ impl<B: RingBacking> Parkable for Message<'_, B> {
     }
 }
 
-/// A message borrowed in place (or, where the trust rule does not allow
-/// that, copied to the consumer's buffer). Dereferences to its payload;
-/// dropping the guard frees its space in the ring.
-#[derive(Debug)]
-pub struct ReadGuard<'a, B: RingBacking> {
-    consumer: &'a mut Consumer<B>,
-    /// The payload in place; `None`: it is in `consumer.staging`.
-    view: Option<View<'a>>,
-    found: Found,
-}
-
-impl<'a, B: RingBacking> ReadGuard<'a, B> {
-    fn new(consumer: &'a mut Consumer<B>, found: Found) -> Result<Self, Stop> {
-        let offset = ((found.position & (consumer.capacity - 1)) + HEADER_LEN) as usize;
-        let len = found.len as usize;
-        let fits = if consumer.in_place {
-            let region: *const super::Region = consumer.backing.region();
-            // SAFETY: `region` points into `consumer.backing`, which lives
-            // (and keeps its mapping) for all of 'a. The record is committed
-            // and lies before `head` plus its size, which no producer may
-            // reuse until we advance `head` in `Drop`; the guard holds the
-            // consumer mutably, so nothing in this process frees or zeroes
-            // those bytes meanwhile; and `in_place` is set only where every
-            // process that can write the segment is trusted to keep the
-            // protocol (`set_borrow_in_place`). The view points into the
-            // mapping, not into `Consumer`.
-            let view = unsafe { (*region).view(offset, len) };
-            match view {
-                Some(view) => {
-                    consumer.backing.region().lend();
-                    return Ok(ReadGuard { consumer, view: Some(view), found });
-                }
-                None => false,
-            }
-        } else {
-            consumer.staging.clear();
-            consumer.backing.region().append_to(offset, len, &mut consumer.staging)
-        };
-        if !fits {
-            return Err(consumer.corrupted(format!("record at position {} does not fit the region", found.position)));
-        }
-        Ok(ReadGuard { consumer, view: None, found })
-    }
-}
-
-impl<B: RingBacking> ReadGuard<'_, B> {
-    /// Leaves the message in the ring: the next read returns it again.
-    pub fn put_back(mut self) {
-        if self.view.take().is_some() {
-            self.consumer.backing.region().unlend();
-        }
-        // Nothing else to undo: `head` moves only in `Drop`, skipped here.
-        std::mem::forget(self);
-    }
-}
-
-impl<B: RingBacking> std::ops::Deref for ReadGuard<'_, B> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match &self.view {
-            Some(view) => view,
-            None => &self.consumer.staging,
-        }
-    }
-}
-
-impl<B: RingBacking> Drop for ReadGuard<'_, B> {
-    fn drop(&mut self) {
-        if self.view.is_some() {
-            self.consumer.backing.region().unlend();
-        }
-        self.consumer.release(self.found);
-    }
+/// `buf` seen as possibly uninitialised bytes, for the receives that copy a
+/// message into it. Private: they write only bytes copied from the ring, so
+/// `buf` stays initialised.
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the only writes
+    // through the result are `copy_into`'s copies of initialised bytes.
+    unsafe { &mut *(std::ptr::from_mut::<[u8]>(buf) as *mut [MaybeUninit<u8>]) }
 }

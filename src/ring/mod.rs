@@ -45,9 +45,10 @@ mod park;
 mod peer;
 pub mod persist;
 mod producer;
+mod read_guard;
 mod spsc;
 
-pub use consumer::{Consumer, ReadGuard};
+pub use consumer::Consumer;
 #[cfg(shmring_loom)]
 pub use die::DieAt;
 #[cfg(shmring_loom)]
@@ -56,6 +57,7 @@ pub use mpsc_resolve::slot_reusable;
 pub(crate) use park::*;
 pub(crate) use peer::*;
 pub use producer::{Grant, Producer};
+pub use read_guard::ReadGuard;
 pub use region::Region;
 
 use crate::error::Stop;

@@ -1,0 +1,82 @@
+//! A message the consumer lends: in place where the trust rule allows, or
+//! copied to the consumer's buffer; its space is freed when the guard drops.
+
+use super::consumer::{Consumer, Found};
+use super::record::HEADER_LEN;
+use super::region::View;
+use super::{RingBacking, Stop};
+
+/// A message borrowed in place (or, where the trust rule does not allow
+/// that, copied to the consumer's buffer). Dereferences to its payload;
+/// dropping the guard frees its space in the ring.
+#[derive(Debug)]
+pub struct ReadGuard<'a, B: RingBacking> {
+    consumer: &'a mut Consumer<B>,
+    /// The payload in place; `None`: it is in `consumer.staging`.
+    view: Option<View<'a>>,
+    found: Found,
+}
+
+impl<'a, B: RingBacking> ReadGuard<'a, B> {
+    pub(super) fn new(consumer: &'a mut Consumer<B>, found: Found) -> Result<Self, Stop> {
+        let offset = ((found.position & (consumer.capacity - 1)) + HEADER_LEN) as usize;
+        let len = found.len as usize;
+        let fits = if consumer.in_place {
+            let region: *const super::Region = consumer.backing.region();
+            // SAFETY: `region` points into `consumer.backing`, which lives
+            // (and keeps its mapping) for all of 'a. The record is committed
+            // and lies before `head` plus its size, which no producer may
+            // reuse until we advance `head` in `Drop`; the guard holds the
+            // consumer mutably, so nothing in this process frees or zeroes
+            // those bytes meanwhile; and `in_place` is set only where every
+            // process that can write the segment is trusted to keep the
+            // protocol (`set_borrow_in_place`). The view points into the
+            // mapping, not into `Consumer`.
+            let view = unsafe { (*region).view(offset, len) };
+            match view {
+                Some(view) => {
+                    consumer.backing.region().lend();
+                    return Ok(ReadGuard { consumer, view: Some(view), found });
+                }
+                None => false,
+            }
+        } else {
+            consumer.staging.clear();
+            consumer.backing.region().append_to(offset, len, &mut consumer.staging)
+        };
+        if !fits {
+            return Err(consumer.corrupted(format!("record at position {} does not fit the region", found.position)));
+        }
+        Ok(ReadGuard { consumer, view: None, found })
+    }
+}
+
+impl<B: RingBacking> ReadGuard<'_, B> {
+    /// Leaves the message in the ring: the next read returns it again.
+    pub fn put_back(mut self) {
+        if self.view.take().is_some() {
+            self.consumer.backing.region().unlend();
+        }
+        // Nothing else to undo: `head` moves only in `Drop`, skipped here.
+        std::mem::forget(self);
+    }
+}
+
+impl<B: RingBacking> std::ops::Deref for ReadGuard<'_, B> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.view {
+            Some(view) => view,
+            None => &self.consumer.staging,
+        }
+    }
+}
+
+impl<B: RingBacking> Drop for ReadGuard<'_, B> {
+    fn drop(&mut self) {
+        if self.view.is_some() {
+            self.consumer.backing.region().unlend();
+        }
+        self.consumer.release(self.found);
+    }
+}
