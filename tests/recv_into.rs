@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::SegmentGuard;
+use common::{SegmentGuard, StreamSizes};
 use shmring::{BufferTooSmall, Consumer, Kind, Producer, RecvError, RecvTimeoutError, RingOptions, TryRecvError};
 use std::time::Duration;
 
@@ -23,21 +23,15 @@ fn too_small_buffers_lose_nothing_and_fitting_ones_get_every_byte() {
     for kind in [Kind::Spsc, Kind::Mpsc] {
         let segment = SegmentGuard::new("recv-into");
         let (mut producer, mut consumer) = pair(&segment, kind);
-        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let (mut sizes, mut caps) = (StreamSizes::new(1), StreamSizes::new(2));
         let mut buf = vec![0xAAu8; 4096];
         let (mut too_small, mut received) = (0, 0u64);
         for seq in 0..20_000u64 {
-            let size = 12 + next() as usize % 4000;
+            let size = 11 + sizes.next(4000);
             let mut msg = vec![0; size];
             shmring::payload::fill(1, seq, &mut msg);
             producer.send(&msg).expect("send");
-            let cap = next() as usize % 4097;
+            let cap = caps.next(4097) - 1;
             match consumer.try_recv_into(&mut buf[..cap]) {
                 Ok(n) => {
                     assert!(n <= cap, "{n} bytes into {cap}");
