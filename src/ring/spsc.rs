@@ -51,13 +51,6 @@ impl<B: RingBacking> Producer<B> {
         if limit % 8 != 0 || limit > head {
             return Err(corrupted(format!("durable head {limit} is misaligned or past head {head}")));
         }
-        if backing.persistent() {
-            let mut at = 0;
-            while at < capacity {
-                backing.region().word(at).fetch_or(0, Ordering::Relaxed);
-                at += 4096;
-            }
-        }
         // The single producer is the only one that sleeps on this line.
         forget_dead_sleepers(&header.producer_wake);
         mark_attached(header, Slot::Producer(0), pid);
