@@ -339,9 +339,10 @@ fn flush_walks_while_the_consumer_releases(tag: &str) -> (TempDir, PathBuf, Cons
         .max_producers(4)
         .liveness_interval(Duration::from_millis(5));
     let mut consumer = Consumer::create_file(&path, &options).expect("create");
-    let mut p0 = Producer::open_file(&path, &options).expect("p0"); // slot 0
-    let mut p1 = Producer::open_file(&path, &options).expect("p1"); // slot 1
-                                                                    // Slot 0's last claim is at position 0: its intent stays (start 0).
+    // Slots 0 and 1. Slot 0's last claim is at position 0: its intent
+    // stays (start 0).
+    let mut p0 = Producer::open_file(&path, &options).expect("p0");
+    let mut p1 = Producer::open_file(&path, &options).expect("p1");
     p0.try_send(&[1u8; 8]).expect("a");
     let filler = vec![2u8; 4088]; // 4096-byte records
     let mut tail = 16u64;

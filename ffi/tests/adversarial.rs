@@ -54,20 +54,20 @@ fn huge_send_with_len_is_too_large() {
     let _ = check("huge_send_with_len");
 }
 
-/// Review of recv_into: `shmring_try_recv(c, buf, SIZE_MAX, &len)`
-/// now makes `slice::from_raw_parts_mut(buf, SIZE_MAX)` (over `isize::MAX`:
-/// undefined behaviour; with debug assertions a non-unwinding panic, so the
-/// process aborts). The send side refuses such a length (`bytes`).
+/// Found by the review of recv_into: `shmring_try_recv(c, buf, SIZE_MAX,
+/// &len)` made a slice longer than `isize::MAX` (undefined behaviour; with
+/// debug assertions a non-unwinding panic, so the process aborted). Now
+/// `SHMRING_E_INVALID`, `*len` 0 and the message kept, as the send side
+/// refuses such a length.
 #[test]
 fn huge_recv_cap_is_not_an_abort() {
     let out = check("huge_recv_cap");
     println!("{out}");
 }
 
-/// Review of recv_into: `*len` on every error path (0, or the size needed on TOO_LARGE).
-/// Pre-existing: a refused call (NULL or re-entered handle) returns before
-/// `*len = 0`, though the doc of `shmring_recv` says "on other errors `*len`
-/// is 0".
+/// `*len` on every error path: the size needed on TOO_LARGE, 0 otherwise,
+/// a refused call's (NULL or re-entered handle) too (found by the review of
+/// recv_into: it was left unchanged there).
 #[test]
 fn len_is_set_on_every_error() {
     let out = check("len_on_every_error");

@@ -25,12 +25,12 @@ use crate::layout::{MAX_POSITION, NO_CLAIM};
 use crate::sync::{observe, Ordering};
 
 /// How far a flush may go from `from` towards `covered`: the end of the run
-/// of records that are committed (messages, padding, discarded records) or, below `covered`,
-/// claimed and marked (MPSC: open claims, whose producers write their payload
-/// back before committing once `flush_pending` covers them; see
-/// [`super::durable`]). Stops at `covered`, at the first zero word (the end, or a claim
-/// not marked yet), at a claim at or past `covered`, or at an invalid word,
-/// at most a lap on. Returns that end and the first open claim it went past.
+/// of records that are committed (messages, padding, discarded records) or
+/// claimed and marked (MPSC: open claims, whose producers write their
+/// payload back before committing once `flush_pending` covers them; see
+/// [`super::durable`]). Stops at `covered`, at the first zero word (the end,
+/// or a claim not marked yet), or at an invalid word, at most a lap on.
+/// Returns that end and the first open claim it went past.
 ///
 /// Records consumed after the flush started count too (a recovery may start
 /// at any `head` from `kept_from` on, so they must be on the disk whole). The
@@ -249,10 +249,10 @@ pub fn flush<B: RingBacking, E>(
 ///
 /// Keeps the records from `head` (or the last flush's `kept_from`, if later)
 /// to the durable tail that decode as records of their positions (all of
-/// them, unless the file was damaged otherwise), zeroes every other byte of the region (so neither side can
-/// read a torn record, and the free space reads zero as both protocols
-/// require), and resets the positions and claims that only live
-/// participants could have been using. Returns how many records it dropped
+/// them, unless the file was damaged otherwise), zeroes every other byte of
+/// the region (so neither side can read a torn record, and the free space
+/// reads zero as both protocols require), and resets the positions and
+/// claims that only live participants could have been using. Returns how many records it dropped
 /// (also added to the header's `lost_records`).
 pub fn recover_after_restart<B: RingBacking>(backing: &B) -> Result<u64, Corrupted> {
     let header = backing.header();
