@@ -269,6 +269,38 @@ pub enum Error {
 }
 
 impl Error {
+    /// The segment the error is about: its name, or its file's path (for
+    /// [`Error::InvalidName`], the name as given).
+    ///
+    /// ```
+    /// let err = shmring::Consumer::open("/no-such-ring", &shmring::RingOptions::new()).unwrap_err();
+    /// assert_eq!(err.segment(), "/no-such-ring");
+    /// ```
+    pub fn segment(&self) -> &str {
+        match self {
+            Error::InvalidName { name, .. } => name,
+            Error::Corrupted(e) => e.segment(),
+            Error::ForkedHandle(e) => e.segment(),
+            Error::InvalidOptions { segment, .. }
+            | Error::NotFound { segment }
+            | Error::AlreadyExists { segment }
+            | Error::PermissionDenied { segment, .. }
+            | Error::NoSpace { segment, .. }
+            | Error::NotShmring { segment, .. }
+            | Error::VersionMismatch { segment, .. }
+            | Error::KindMismatch { segment, .. }
+            | Error::SizeMismatch { segment, .. }
+            | Error::ChecksumMismatch { segment, .. }
+            | Error::NotReady { segment, .. }
+            | Error::AlreadyAttached { segment, .. }
+            | Error::TooManyProducers { segment, .. }
+            | Error::ProducerSlotBlocked { segment, .. }
+            | Error::NotSealed { segment, .. }
+            | Error::NotMemfd { segment, .. }
+            | Error::Io { segment, .. } => segment,
+        }
+    }
+
     /// Map an errno from a system call on `segment` to the matching variant.
     #[cfg_attr(shmring_loom, allow(dead_code))]
     pub(crate) fn from_os(segment: &str, op: &'static str, errno: rustix::io::Errno) -> Error {
@@ -391,6 +423,17 @@ pub use hot::*;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_says_its_segment() {
+        let name: Arc<str> = Arc::from("/orders");
+        assert_eq!(Error::Corrupted(Corrupted::new(&name, "x")).segment(), "/orders");
+        assert_eq!(Error::ForkedHandle(ForkedHandle::new(&name, "consumer")).segment(), "/orders");
+        assert_eq!(Error::InvalidName { name: "bad/name".into(), reason: "r" }.segment(), "bad/name");
+        for errno in [rustix::io::Errno::NOENT, rustix::io::Errno::NOSPC, rustix::io::Errno::IO] {
+            assert_eq!(Error::from_os("/orders", "open", errno).segment(), "/orders");
+        }
+    }
 
     #[test]
     fn messages_name_the_segment() {
