@@ -102,8 +102,8 @@ pub use channel::{
     unlink, validate_name, AnonymousRing, Consumer, Grant, Producer, ReadGuard, RingOptions, DEFAULT_CAPACITY,
 };
 pub use error::{
-    BufferTooSmall, Corrupted, Error, ForkedHandle, RecvError, RecvTimeoutError, SendError, SendTimeoutError, TooLarge,
-    TryRecvError, TrySendError,
+    BufferTooSmall, Corrupted, Error, ForkedHandle, RecvError, RecvTimeoutError, Role, SendError, SendTimeoutError,
+    TooLarge, TryRecvError, TrySendError,
 };
 pub use layout::Kind;
 pub use ring::Stats;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use shmring::{payload, Consumer, Error, Producer, RecvTimeoutError, RingOptions, TryRecvError};
+use shmring::{payload, Consumer, Error, Producer, RecvTimeoutError, RingOptions, Role, TryRecvError};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -199,13 +199,13 @@ fn a_role_is_exclusive_while_its_holder_lives_and_free_once_it_dies() {
     let options = RingOptions::new().capacity(16 << 10).unlink_on_drop(false);
     let consumer = Consumer::create(segment.name(), &options).expect("create");
     match Consumer::open(segment.name(), &options) {
-        Err(Error::AlreadyAttached { role: "consumer", pid, .. }) => assert_eq!(pid, std::process::id()),
+        Err(Error::AlreadyAttached { role: Role::Consumer, pid, .. }) => assert_eq!(pid, std::process::id()),
         other => panic!("second consumer: {other:?}"),
     }
     let mut holder = spawn_child("hold-producer", &[("SHMRING_NAME", segment.0.clone())]);
     wait_for_line(&mut holder, "attached");
     match Producer::open(segment.name(), &options) {
-        Err(Error::AlreadyAttached { role: "producer", pid, .. }) => assert_eq!(pid, holder.id()),
+        Err(Error::AlreadyAttached { role: Role::Producer, pid, .. }) => assert_eq!(pid, holder.id()),
         other => panic!("while the child holds the producer role: {other:?}"),
     }
     holder.kill_alive("the producer holder");

@@ -12,7 +12,7 @@ mod common;
 
 use common::SegmentGuard;
 use shmring::{
-    Consumer, Error, ForkedHandle, Kind, Producer, RecvError, RecvTimeoutError, RingOptions, SendError,
+    Consumer, Error, ForkedHandle, Kind, Producer, RecvError, RecvTimeoutError, RingOptions, Role, SendError,
     SendTimeoutError, TryRecvError, TrySendError,
 };
 use std::io::{Read, Write};
@@ -423,13 +423,13 @@ fn an_inherited_handle_refuses_to_work_in_the_child() {
                         }
                     };
                 }
-                typed!(producer.try_send(b"x"), Err(TrySendError::ForkedHandle(ref e)) => forked(e, "producer"));
-                typed!(producer.send(b"x"), Err(SendError::ForkedHandle(ref e)) => forked(e, "producer"));
-                typed!(producer.send_timeout(b"x", short), Err(SendTimeoutError::ForkedHandle(ref e)) => forked(e, "producer"));
-                typed!(consumer.try_recv(&mut buf), Err(TryRecvError::ForkedHandle(ref e)) => forked(e, "consumer"));
-                typed!(consumer.recv(&mut buf), Err(RecvError::ForkedHandle(ref e)) => forked(e, "consumer"));
-                typed!(consumer.recv_timeout(&mut buf, short), Err(RecvTimeoutError::ForkedHandle(ref e)) => forked(e, "consumer"));
-                typed!(producer.flush(), Err(Error::ForkedHandle(ref e)) => forked(e, "producer"));
+                typed!(producer.try_send(b"x"), Err(TrySendError::ForkedHandle(ref e)) => forked(e, Role::Producer));
+                typed!(producer.send(b"x"), Err(SendError::ForkedHandle(ref e)) => forked(e, Role::Producer));
+                typed!(producer.send_timeout(b"x", short), Err(SendTimeoutError::ForkedHandle(ref e)) => forked(e, Role::Producer));
+                typed!(consumer.try_recv(&mut buf), Err(TryRecvError::ForkedHandle(ref e)) => forked(e, Role::Consumer));
+                typed!(consumer.recv(&mut buf), Err(RecvError::ForkedHandle(ref e)) => forked(e, Role::Consumer));
+                typed!(consumer.recv_timeout(&mut buf, short), Err(RecvTimeoutError::ForkedHandle(ref e)) => forked(e, Role::Consumer));
+                typed!(producer.flush(), Err(Error::ForkedHandle(ref e)) => forked(e, Role::Producer));
                 // What the handle knows by itself it still says.
                 if producer.name() != name || consumer.capacity() != 64 * 1024 || producer.position() != position {
                     return Err("the inherited handles forgot their segment".into());

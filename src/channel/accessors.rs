@@ -1,7 +1,7 @@
 //! The accessors `Producer` and `Consumer` share.
 
 macro_rules! handle_accessors {
-    ($handle:ident, $role:literal, $role_word:literal) => {
+    ($handle:ident, $role:literal, $role_word:expr) => {
         impl $handle {
             /// `Err` in a process forked from the one that attached this
             /// handle. The check every operation starts with: a relaxed load

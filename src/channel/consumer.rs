@@ -1,7 +1,7 @@
 //! The receiving handle and its borrowed read guard.
 
 use super::*;
-use crate::error::{BufferTooSmall, Error, RecvError, RecvTimeoutError, TryRecvError};
+use crate::error::{BufferTooSmall, Error, RecvError, RecvTimeoutError, Role, TryRecvError};
 use crate::fork::ProcessLocal;
 use crate::layout::{Kind, Slot};
 use crate::ring::{self, RingBacking};
@@ -64,7 +64,7 @@ impl Consumer {
     }
 
     pub(super) fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {
-        claim_role(&segment, Slot::Consumer, "consumer")?;
+        claim_role(&segment, Slot::Consumer, Role::Consumer)?;
         let kind = segment.kind();
         let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
         ring.set_liveness_interval(options.liveness_interval);
@@ -257,7 +257,7 @@ impl Consumer {
     }
 }
 
-handle_accessors!(Consumer, "its consumer", "consumer");
+handle_accessors!(Consumer, "its consumer", Role::Consumer);
 
 /// A message borrowed in place (see [`Consumer::read`]). Dereferences to the
 /// payload; dropping it frees the space.

@@ -1,7 +1,7 @@
 //! The sending handle and its zero-copy grant.
 
 use super::*;
-use crate::error::{Error, SendError, SendTimeoutError, TrySendError};
+use crate::error::{Error, Role, SendError, SendTimeoutError, TrySendError};
 use crate::fork::ProcessLocal;
 use crate::layout::{Kind, Slot};
 use crate::ring;
@@ -80,7 +80,7 @@ impl Producer {
     pub(super) fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
         let mut ring = match segment.kind() {
             Kind::Spsc => {
-                claim_role(&segment, Slot::Producer(0), "producer")?;
+                claim_role(&segment, Slot::Producer(0), Role::Producer)?;
                 ring::Producer::attach(segment, pid())?
             }
             Kind::Mpsc => {
@@ -187,7 +187,7 @@ impl Producer {
     }
 }
 
-handle_accessors!(Producer, "a producer", "producer");
+handle_accessors!(Producer, "a producer", Role::Producer);
 
 /// Space in the ring for one message, written in place (see
 /// [`Producer::reserve`]). Dereferences to the payload bytes, whose initial

@@ -3,7 +3,7 @@
 //! for lending in place; and the sticky record of corruption.
 
 use super::*;
-use crate::error::{Corrupted, Error, Stop};
+use crate::error::{Corrupted, Error, Role, Stop};
 use crate::layout::{Slot, FLAG_HANDED_OUT};
 use crate::ring::{self, RingBacking};
 use crate::segment::Segment;
@@ -36,7 +36,7 @@ pub(super) fn held_in_passing(segment: &Segment, slot: Slot) -> bool {
 /// the slot says detached is tried again for a moment before the role is
 /// reported taken; a live holder's slot says attached, and is reported at
 /// once.
-pub(super) fn claim_role(segment: &Segment, slot: Slot, role: &'static str) -> Result<(), Error> {
+pub(super) fn claim_role(segment: &Segment, slot: Slot, role: Role) -> Result<(), Error> {
     let mut deadline = None;
     loop {
         if segment.try_lock(slot)? {

@@ -60,6 +60,24 @@ impl fmt::Display for Corrupted {
 
 impl std::error::Error for Corrupted {}
 
+/// The side a handle takes in a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A [`Producer`](crate::Producer).
+    Producer,
+    /// The [`Consumer`](crate::Consumer).
+    Consumer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        })
+    }
+}
+
 /// A handle was used in a process forked from the one that attached it.
 ///
 /// A handle acts only for the process that attached it: in a forked child
@@ -70,12 +88,12 @@ impl std::error::Error for Corrupted {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForkedHandle {
     segment: Arc<str>,
-    role: &'static str,
+    role: Role,
 }
 
 impl ForkedHandle {
     #[cfg_attr(shmring_loom, allow(dead_code))]
-    pub(crate) fn new(segment: &Arc<str>, role: &'static str) -> Self {
+    pub(crate) fn new(segment: &Arc<str>, role: Role) -> Self {
         ForkedHandle { segment: Arc::clone(segment), role }
     }
 
@@ -84,8 +102,8 @@ impl ForkedHandle {
         &self.segment
     }
 
-    /// `"producer"` or `"consumer"`.
-    pub fn role(&self) -> &'static str {
+    /// The handle's side.
+    pub fn role(&self) -> Role {
         self.role
     }
 }
@@ -200,8 +218,8 @@ pub enum Error {
     AlreadyAttached {
         /// The segment.
         segment: String,
-        /// "producer" or "consumer".
-        role: &'static str,
+        /// The side that is taken.
+        role: Role,
         /// The holder's pid as it recorded it (a hint: it may be in another
         /// PID namespace).
         pid: u32,
@@ -428,7 +446,7 @@ mod tests {
     fn every_error_says_its_segment() {
         let name: Arc<str> = Arc::from("/orders");
         assert_eq!(Error::Corrupted(Corrupted::new(&name, "x")).segment(), "/orders");
-        assert_eq!(Error::ForkedHandle(ForkedHandle::new(&name, "consumer")).segment(), "/orders");
+        assert_eq!(Error::ForkedHandle(ForkedHandle::new(&name, Role::Consumer)).segment(), "/orders");
         assert_eq!(Error::InvalidName { name: "bad/name".into(), reason: "r" }.segment(), "bad/name");
         for errno in [rustix::io::Errno::NOENT, rustix::io::Errno::NOSPC, rustix::io::Errno::IO] {
             assert_eq!(Error::from_os("/orders", "open", errno).segment(), "/orders");
