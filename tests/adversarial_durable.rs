@@ -694,6 +694,9 @@ mod concurrent_crash {
                             drop(_open);
                             std::thread::yield_now();
                         }
+                        // The run is over: the consumer thread saw `stop`
+                        // first, left, and detached.
+                        Err(TrySendError::Disconnected) if stop.load(Ordering::Relaxed) => break,
                         Err(e) => panic!("send: {e}"),
                     }
                 }
