@@ -243,10 +243,10 @@ mod imp {
     pub(crate) struct ViewMut<'a>(&'a mut [u8]);
 
     impl ViewMut<'_> {
-        /// Make the written bytes part of the region (a no-op: they are
-        /// written in place).
+        /// Make the first `len` written bytes part of the region (a no-op:
+        /// they are written in place).
         #[inline(always)]
-        pub(crate) fn flush_into(&mut self, _region: &Region, _offset: usize) {}
+        pub(crate) fn flush_into(&mut self, _region: &Region, _offset: usize, _len: usize) {}
     }
 
     impl std::ops::Deref for ViewMut<'_> {
@@ -400,8 +400,8 @@ mod imp {
     pub(crate) struct ViewMut<'a>(Vec<u8>, std::marker::PhantomData<&'a ()>);
 
     impl ViewMut<'_> {
-        pub(crate) fn flush_into(&mut self, region: &Region, offset: usize) {
-            region.write(offset, &self.0);
+        pub(crate) fn flush_into(&mut self, region: &Region, offset: usize, len: usize) {
+            region.write(offset, &self.0[..len.min(self.0.len())]);
         }
     }
 

@@ -22,7 +22,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 /// The protocol weakenings a loom build can be run with, each named by
 /// what it breaks.
 #[cfg_attr(not(shmring_loom), allow(dead_code))]
-pub const MUTANTS: [&str; 21] = [
+pub const MUTANTS: [&str; 23] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
@@ -44,6 +44,8 @@ pub const MUTANTS: [&str; 21] = [
     "kept_from_durable_head",   // file ring flush starts at the durable head, not the head it read
     "release_before_sync",      // file ring consumer raises the durable head before the header is on disk
     "no_release_zeroing",       // file MPSC consumer releases space without zeroing it
+    "no_remainder_record",      // MPSC shorter commit leaves the rest of its claim unwritten
+    "remainder_after_publish",  // MPSC shorter commit writes the rest's record after publishing
 ];
 
 /// Whether this (loom) build runs with the named mutant: `SHMRING_MUTANT`

@@ -279,3 +279,29 @@ fn dead_producer_s_slot_is_reused_only_once_its_claim_is_resolved() {
         assert_eq!(consumer.stats().torn_records, 1, "the dead claim, once");
     });
 }
+
+/// A producer reserves room for 24 bytes, commits 4 (`commit_len`), then
+/// sends 12 more, while the consumer receives. The rest of the short claim
+/// must become a record of its own, written before the message's commit
+/// publishes it: otherwise the consumer, reading on past the short message,
+/// finds a word that no record and no producer's claim explains. (One
+/// producer: with a second one the model takes minutes, and the rest's
+/// record is the producer's own business either way.)
+#[test]
+fn short_commit_leaves_a_record_for_the_rest_of_its_claim() {
+    model("short_commit_leaves_a_record_for_the_rest_of_its_claim", || {
+        let ring = Arc::new(HeapRing::with_killable_producers(64, 24));
+        let mut consumer = consumer(&ring);
+        let mut short = producer(&ring, 0);
+        let sender = thread::spawn(move || {
+            let mut grant = short.reserve(24, PARK, None).expect("reserve");
+            grant.copy_from_slice(&message(0, 0, 24));
+            grant.commit_len(4);
+            short.send(&message(0, 1, 12), PARK, None).expect("send");
+        });
+        let got = drain(&mut consumer);
+        sender.join().unwrap();
+        assert_eq!(got, vec![message(0, 0, 4), message(0, 1, 12)]);
+        assert_eq!(consumer.stats().torn_records, 0, "the rest is given back, not torn");
+    });
+}

@@ -197,9 +197,30 @@ handle_accessors!(Producer, "a producer", Role::Producer);
 pub struct Grant<'a>(ring::Grant<'a, Segment>);
 
 impl Grant<'_> {
-    /// Publishes the message.
+    /// Publishes the message: all the bytes of the grant.
     pub fn commit(self) {
         self.0.commit();
+    }
+
+    /// Publishes the first `len` bytes of the grant as the message, for a
+    /// message whose length is known only once it is written (serialised
+    /// into a grant of the largest size it can have). A `len` over the
+    /// grant's length publishes the whole grant. The rest of the space is
+    /// given back: the consumer never sees it, and in an MPSC ring it is
+    /// skipped as a discarded record of its own.
+    ///
+    /// ```no_run
+    /// use std::io::Write;
+    /// let mut producer = shmring::Producer::open("/log", &shmring::RingOptions::new())?;
+    /// let mut grant = producer.reserve(256)?;
+    /// let mut unwritten: &mut [u8] = &mut grant;
+    /// write!(unwritten, "order {} filled at {}", 42, 1.0842)?;
+    /// let len = 256 - unwritten.len();
+    /// grant.commit_len(len);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit_len(self, len: usize) {
+        self.0.commit_len(len);
     }
 }
 

@@ -176,24 +176,61 @@ impl<B: RingBacking> Producer<B> {
         }
     }
 
-    /// Publishes the claimed record (Release), counts it, and wakes the
-    /// consumer if it sleeps.
+    /// Publishes the claimed record as a message of its first `len` bytes
+    /// (`len` ≤ the claim's length) with a Release store of its word,
+    /// counts it, and wakes the consumer if it sleeps.
+    ///
+    /// A shorter message leaves the rest of the claim. SPSC: it stays free
+    /// space, as nothing else claimed after it (but no longer known to be
+    /// zero: the grant may have written it). MPSC: other producers may
+    /// have claimed after it, so the rest becomes a discarded record, whose
+    /// word is stored before the message's Release store publishes both: a
+    /// consumer that reads the message finds the next record's word written.
+    /// Records are multiples of 8 bytes, so the rest is 0 or at least a
+    /// record header.
     #[inline]
-    fn commit(&mut self, claim: Claim) {
-        let size = Record::Message { len: claim.len }.size();
-        let word = encode(TAG_MESSAGE, claim.len, claim.position, self.capacity);
+    fn commit(&mut self, claim: Claim, len: u32) {
+        let size = Record::Message { len }.size();
+        let word = encode(TAG_MESSAGE, len, claim.position, self.capacity);
         match self.mpsc_slot {
-            None => self.spsc_publish(claim.position, size, word),
-            Some(slot) => {
-                if self.persistent {
-                    self.write_back_if_flushed_over(claim.position, size);
+            None => {
+                if len < claim.len {
+                    self.spsc_written_from(claim.position + size);
                 }
-                self.mpsc_publish(slot, claim.position, word)
+                self.spsc_publish(claim.position, size, word)
+            }
+            Some(slot) => {
+                let claimed = Record::Message { len: claim.len }.size();
+                let rest_first = !crate::sync::mutant("remainder_after_publish");
+                if rest_first {
+                    self.give_back_rest(claim, size);
+                }
+                if self.persistent {
+                    self.write_back_if_flushed_over(claim.position, claimed);
+                }
+                self.mpsc_publish(slot, claim.position, word);
+                if !rest_first {
+                    self.give_back_rest(claim, size);
+                }
             }
         }
         self.stats.messages += 1;
-        self.stats.bytes += u64::from(claim.len);
+        self.stats.bytes += u64::from(len);
         self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+    }
+
+    /// MPSC: makes the rest of `claim` after its first `size` bytes a
+    /// discarded record, if there is a rest. Relaxed: the commit of the
+    /// record before it publishes it.
+    #[inline]
+    fn give_back_rest(&self, claim: Claim, size: u64) {
+        let claimed = Record::Message { len: claim.len }.size();
+        if claimed > size && !crate::sync::mutant("no_remainder_record") {
+            let rest = claim.position + size;
+            let rest_len = (claimed - size - HEADER_LEN) as u32;
+            let word = encode(TAG_DISCARDED, rest_len, rest, self.capacity);
+            self.backing.region().word(rest).store(word, crate::sync::Ordering::Relaxed);
+        }
     }
 
     /// A file ring's MPSC producer, before committing the record at
@@ -224,21 +261,25 @@ impl<B: RingBacking> Producer<B> {
     }
 
     /// Gives up a claim without publishing a message. SPSC: the space is
-    /// simply not committed and the next claim takes it again. MPSC: other
+    /// simply not committed and the next claim takes it again (its grant may
+    /// have written it, so it is no longer known to be zero). MPSC: other
     /// producers may have claimed after it, so it is committed as a
     /// discarded record, which the consumer skips.
     fn discard(&mut self, claim: Claim) {
-        if self.mpsc_slot.is_some() {
-            let word = encode(TAG_DISCARDED, claim.len, claim.position, self.capacity);
-            self.backing.region().word(claim.position).store(word, publish());
-            self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+        match self.mpsc_slot {
+            None => self.spsc_written_from(claim.position),
+            Some(_) => {
+                let word = encode(TAG_DISCARDED, claim.len, claim.position, self.capacity);
+                self.backing.region().word(claim.position).store(word, publish());
+                self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+            }
         }
     }
 
     fn write_claim(&mut self, claim: Claim, msg: &[u8]) {
         let written = self.backing.region().write(payload_offset(claim.position, self.capacity), msg);
         debug_assert!(written, "a claim always lies inside the region");
-        self.commit(claim);
+        self.commit(claim, claim.len);
     }
 
     /// Sends `msg` if there is room now.
@@ -405,19 +446,28 @@ impl<'a, B: RingBacking> Grant<'a, B> {
     }
 
     /// Publishes the message.
-    pub fn commit(mut self) {
+    pub fn commit(self) {
+        self.commit_len(usize::MAX);
+    }
+
+    /// Publishes the first `len` bytes as the message (all of them if `len`
+    /// is larger); the rest of the claim is given back.
+    pub fn commit_len(mut self, len: usize) {
         // Taken here, so that `Drop` finds nothing to discard.
         if let Some(claim) = self.producer.open_claim.take() {
+            // At most the claim's length, which is a `u32`.
+            let len = len.min(claim.len as usize);
             let offset = payload_offset(claim.position, self.producer.capacity);
             let region = self.producer.backing.region();
             match &mut self.view {
-                Some(view) => view.flush_into(region, offset),
+                Some(view) => view.flush_into(region, offset, len),
                 None => {
-                    let written = region.write(offset, &self.producer.staging);
+                    let staging = &self.producer.staging;
+                    let written = region.write(offset, &staging[..len.min(staging.len())]);
                     debug_assert!(written, "checked to fit when the grant was made");
                 }
             }
-            self.producer.commit(claim);
+            self.producer.commit(claim, len as u32);
         }
     }
 }

@@ -143,6 +143,16 @@ impl<B: RingBacking> Producer<B> {
         }
     }
 
+    /// A grant may have written anything from `position` on, in free space
+    /// that `zero_ahead` had zeroed: the next terminators there must be
+    /// written again, not assumed. (Without this, a grant written and then
+    /// dropped, or committed shorter, left its bytes where the consumer
+    /// reads the next record's word.)
+    #[cold]
+    pub(super) fn spsc_written_from(&mut self, position: u64) {
+        self.zeroed_to = self.zeroed_to.min(position);
+    }
+
     /// After a commit whose terminator is at `end`: zero the free space up to
     /// the end of the cache line after `end`'s. The next commits then find
     /// their terminators written, and their own stores do not queue behind
