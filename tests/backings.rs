@@ -5,12 +5,14 @@
 
 mod common;
 
-use common::{deadline, field, receive_stream, send_stream, spawn_child, until, wait_for_line, within, ChildGuard};
+use common::{
+    deadline, field, receive_stream, send_stream, spawn_child, until, wait_for_line, within, ChildGuard, TempDir,
+};
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use shmring::{AnonymousRing, Consumer, Error, Producer, RecvTimeoutError, RingOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 #[test]
@@ -171,23 +173,6 @@ fn received_descriptors_are_validated() {
 
     // An inherited descriptor number that is not a ring.
     assert!(matches!(AnonymousRing::open_inherited(file.as_raw_fd(), &options()), Err(Error::NotSealed { .. })));
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path = std::env::temp_dir().join(common::unique_name(tag).trim_start_matches('/'));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn file_producer(path: &Path, count: u64, flush: bool) -> ChildGuard {

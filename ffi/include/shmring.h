@@ -132,7 +132,11 @@ int shmring_options_wait(shmring_options *options, int strategy);
 void shmring_options_mode(shmring_options *options, uint32_t mode);
 /* Non-zero (default): the creating handle removes the name when freed. */
 void shmring_options_unlink_on_free(shmring_options *options, int unlink);
-/* How long opening waits for a creator to finish the header (default 1 s). */
+/* How long opening waits for a segment that does not exist yet (default 0:
+ * SHMRING_E_NOT_FOUND at once). */
+void shmring_options_open_timeout_ns(shmring_options *options, uint64_t timeout_ns);
+/* How long opening waits, once the segment exists, for its creator to finish
+ * the header (default 1 s). */
 void shmring_options_ready_timeout_ns(shmring_options *options, uint64_t timeout_ns);
 /* How often a blocked side checks its peers are alive (default 50 ms). */
 void shmring_options_liveness_interval_ns(shmring_options *options, uint64_t interval_ns);

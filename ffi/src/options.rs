@@ -189,7 +189,20 @@ pub unsafe extern "C" fn shmring_options_unlink_on_free(options: *mut shmring_op
     unsafe { set(options, |o| o.unlink_on_drop(unlink != 0)) };
 }
 
-/// How long opening waits for a creator to finish the header (default 1 s).
+/// How long opening waits for a segment that does not exist yet (default 0:
+/// `SHMRING_E_NOT_FOUND` at once; `UINT64_MAX`: about 584 years).
+///
+/// # Safety
+///
+/// `options` is NULL or a live `shmring_options`, not in use elsewhere.
+#[no_mangle]
+pub unsafe extern "C" fn shmring_options_open_timeout_ns(options: *mut shmring_options, timeout_ns: u64) {
+    // SAFETY: forwarded contract.
+    unsafe { set(options, |o| o.open_timeout(Duration::from_nanos(timeout_ns))) };
+}
+
+/// How long opening waits, once the segment exists, for its creator to
+/// finish the header (default 1 s).
 ///
 /// # Safety
 ///

@@ -159,6 +159,13 @@ int main(int argc, char **argv) {
 
     /* NOT_FOUND, EXISTS, BUSY. */
     EXPECT(shmring_consumer_open(seg(1), o, &c), SHMRING_E_NOT_FOUND, seg(1));
+    {
+        /* Waiting for a creator that never comes ends with NOT_FOUND. */
+        shmring_options *waits = shmring_options_new();
+        shmring_options_open_timeout_ns(waits, 20 * 1000 * 1000);
+        EXPECT(shmring_consumer_open(seg(1), waits, &c), SHMRING_E_NOT_FOUND, seg(1));
+        shmring_options_free(waits);
+    }
     EXPECT(shmring_unlink(seg(1)), SHMRING_E_NOT_FOUND, seg(1));
     EXPECT(shmring_consumer_create(seg(1), o, &c), SHMRING_OK, NULL);
     EXPECT(shmring_producer_create(seg(1), o, &p), SHMRING_E_EXISTS, seg(1));

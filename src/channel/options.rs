@@ -33,6 +33,7 @@ pub struct RingOptions {
     pub(super) mode: u32,
     pub(super) unlink_on_drop: bool,
     pub(super) wait: WaitStrategy,
+    pub(super) open_timeout: Duration,
     pub(super) ready_timeout: Duration,
     pub(super) allow_foreign_owner: bool,
     pub(super) liveness_interval: Duration,
@@ -49,6 +50,7 @@ impl Default for RingOptions {
             mode: 0o600,
             unlink_on_drop: true,
             wait: WaitStrategy::default(),
+            open_timeout: Duration::ZERO,
             ready_timeout: Duration::from_secs(1),
             allow_foreign_owner: false,
             liveness_interval: crate::wait::PARK_SLICE,
@@ -162,9 +164,28 @@ impl RingOptions {
         self
     }
 
-    /// How long opening waits for a creator that has not finished writing the
-    /// header. Default 1 s. A timeout too long for the clock to count
-    /// (`Duration::MAX`) waits without limit.
+    /// How long opening waits for a segment that does not exist yet, for a
+    /// process that may start before the one that creates the ring. Default
+    /// zero: [`Error::NotFound`] at once. `Duration::MAX` waits without
+    /// limit. Once the segment exists, [`ready_timeout`](Self::ready_timeout)
+    /// bounds the wait for its creator to finish it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let options = shmring::RingOptions::new().open_timeout(Duration::from_secs(10));
+    /// let consumer = shmring::Consumer::open("/prices", &options)?; // the producer may start later
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// How long opening waits, once the segment exists, for a creator that
+    /// has not finished writing its header. Default 1 s. A timeout too long
+    /// for the clock to count (`Duration::MAX`) waits without limit. It does
+    /// not wait for the segment to be created: see
+    /// [`open_timeout`](Self::open_timeout).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self
@@ -257,6 +278,7 @@ impl RingOptions {
         Expect {
             kind: Some(self.kind),
             allow_foreign_owner: self.allow_foreign_owner,
+            open_timeout: self.open_timeout,
             ready_timeout: self.ready_timeout,
         }
     }

@@ -106,3 +106,22 @@ pub(super) fn starts_with_magic(fd: &SegmentFd) -> bool {
     let mut magic = [0u8; 8];
     matches!(rustix::io::pread(fd, &mut magic, 0), Ok(8)) && u64::from_le_bytes(magic) == MAGIC
 }
+
+/// Runs `open` until it finds the segment, for at most `timeout` (which
+/// `Duration::MAX` makes unlimited): a segment that does not exist yet may
+/// be about to be created. Polls every millisecond at first, backing off to
+/// every 10 ms; any other error is returned at once.
+pub(super) fn until_created<T>(timeout: Duration, mut open: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let deadline = Instant::now().checked_add(timeout);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match open() {
+            Err(Error::NotFound { .. }) if deadline.is_none_or(|d| Instant::now() < d) => {
+                let left = deadline.map_or(pause, |d| d.saturating_duration_since(Instant::now()));
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            done => return done,
+        }
+    }
+}

@@ -204,8 +204,9 @@ impl Segment {
     /// finish.
     pub(crate) fn open(name: &str, expect: &Expect) -> Result<Segment, Error> {
         validate_name(name)?;
-        let fd =
-            SegmentFd::open(name, "shm_open", Scope::Process, || shm::open(name, shm::OFlags::RDWR, Mode::empty()))?;
+        let fd = until_created(expect.open_timeout, || {
+            SegmentFd::open(name, "shm_open", Scope::Process, || shm::open(name, shm::OFlags::RDWR, Mode::empty()))
+        })?;
         Self::attach(name, fd, expect, true)
     }
 
@@ -213,8 +214,10 @@ impl Segment {
     /// the machine the caller recovers it (see [`restarted`](Self::restarted)).
     pub(crate) fn open_file(path: &Path, expect: &Expect) -> Result<Segment, Error> {
         let name = path.to_string_lossy();
-        let fd = SegmentFd::open(&name, "open", Scope::Process, || {
-            rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+        let fd = until_created(expect.open_timeout, || {
+            SegmentFd::open(&name, "open", Scope::Process, || {
+                rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
+            })
         })?;
         let mut segment = Self::attach(&name, fd, expect, true)?;
         segment.persistent = true;
@@ -283,7 +286,7 @@ impl Segment {
         let fd = SegmentFd::open(name, "shm_open", Scope::Inherited, || {
             shm::open(name, shm::OFlags::RDONLY, Mode::empty())
         })?;
-        let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
+        let expect = Expect { kind: None, allow_foreign_owner: true, open_timeout: Duration::ZERO, ready_timeout };
         Self::attach(name, fd, &expect, false)
     }
 
@@ -293,7 +296,7 @@ impl Segment {
         let fd = SegmentFd::open(&name, "open", Scope::Inherited, || {
             rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         })?;
-        let expect = Expect { kind: None, allow_foreign_owner: true, ready_timeout };
+        let expect = Expect { kind: None, allow_foreign_owner: true, open_timeout: Duration::ZERO, ready_timeout };
         Self::attach(&name, fd, &expect, false)
     }
 

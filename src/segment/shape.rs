@@ -65,6 +65,9 @@ pub(crate) struct Expect {
     /// The kind the caller needs (`None`: any, for tools).
     pub kind: Option<Kind>,
     pub allow_foreign_owner: bool,
+    /// How long to wait for a segment that does not exist yet.
+    pub open_timeout: Duration,
+    /// How long to wait for the creator to finish the header.
     pub ready_timeout: Duration,
 }
 

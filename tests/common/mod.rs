@@ -117,6 +117,24 @@ impl Drop for SegmentGuard {
     }
 }
 
+/// A directory of its own under the temporary directory, removed on drop
+/// (whatever the test's outcome).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique_name(tag).trim_start_matches('/'));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A child process, killed and reaped when dropped. Its stdout is read line
 /// by line on a thread, so that waiting for a line has a deadline.
 pub struct ChildGuard {
@@ -448,9 +466,14 @@ pub fn child_main() {
                 drop(msg);
             }
         }
-        // Send SHMRING_COUNT integrity-stream messages, then detach.
-        "produce" => {
-            let mut producer = Producer::open(&name, &options).expect("open producer");
+        // Send SHMRING_COUNT integrity-stream messages, then detach; with
+        // "create-produce", into a segment this process creates.
+        "produce" | "create-produce" => {
+            let mut producer = if role == "produce" {
+                Producer::open(&name, &options).expect("open producer")
+            } else {
+                Producer::create(&name, &options).expect("create producer")
+            };
             let count = env_u64("SHMRING_COUNT");
             send_stream(&mut producer, count);
             println!("sent={count}");
