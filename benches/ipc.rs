@@ -523,7 +523,7 @@ mod sipc {
 
 fn shm_options(size: usize, wait: WaitStrategy) -> RingOptions {
     let capacity = ring_capacity(size);
-    RingOptions::new().capacity(capacity).max_message(size.max(64) as u32).wait(wait).unlink_on_drop(false)
+    RingOptions::new().capacity(capacity as usize).max_message(size.max(64)).wait(wait).unlink_on_drop(false)
 }
 
 /// A mapped `/dev/shm` file for the reference transports.
@@ -1072,7 +1072,7 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             let _ = std::fs::remove_file(&path);
         }
         Transport::ShmringMpsc { wait, producers } => {
-            let options = shm_options(size, wait).kind(Kind::Mpsc).max_producers(producers);
+            let options = shm_options(size, wait).kind(Kind::Mpsc).max_producers(producers as usize);
             options.create(&name).expect("create");
             let mut consumer = Consumer::open(&name, &options).expect("open");
             let each = count / u64::from(producers);

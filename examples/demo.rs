@@ -138,8 +138,8 @@ fn strategy_name(w: WaitStrategy) -> &'static str {
 fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
     let name = format!("/shmring-demo-{}", std::process::id());
     let mpsc = cli.mpsc || cli.producers > 1;
-    let options = RingOptions::new().capacity(cli.capacity);
-    let options = if mpsc { options.kind(Kind::Mpsc).max_producers(cli.producers.max(1)) } else { options };
+    let options = RingOptions::new().capacity(cli.capacity as usize);
+    let options = if mpsc { options.kind(Kind::Mpsc).max_producers(cli.producers.max(1) as usize) } else { options };
     // The children find the ring by name, or inherit it: a duplicate of the
     // memfd, which (unlike the original) is not closed on exec.
     let (_keep, location): (Box<dyn std::any::Any>, [String; 2]) = if cli.fork {

@@ -333,7 +333,7 @@ fn flush_walks_while_the_consumer_releases(tag: &str) -> (TempDir, PathBuf, Cons
     let path = dir.path("ring");
     let capacity: u64 = 8 << 20;
     let options = RingOptions::new()
-        .capacity(capacity)
+        .capacity(capacity as usize)
         .max_message(8192)
         .kind(Kind::Mpsc)
         .max_producers(4)

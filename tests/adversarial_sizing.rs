@@ -11,14 +11,14 @@ use shmring::{Consumer, Kind, Producer, RingOptions};
 #[test]
 fn a_sliding_window_of_n_minus_one_messages_never_blocks_a_send() {
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move |max: u32| {
+    let mut next = move |max: usize| {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         match rng % 4 {
-            0 => max as usize,
+            0 => max,
             1 => 0,
-            _ => (rng >> 8) as usize % (max as usize + 1),
+            _ => (rng >> 8) as usize % (max + 1),
         }
     };
     for kind in [Kind::Spsc, Kind::Mpsc] {
@@ -28,7 +28,7 @@ fn a_sliding_window_of_n_minus_one_messages_never_blocks_a_send() {
             let mut consumer = Consumer::create(segment.name(), &options).expect("create");
             let mut producer = Producer::open(segment.name(), &options).expect("open");
             let mut buf = Vec::new();
-            let mut in_ring = 0u64;
+            let mut in_ring = 0usize;
             for step in 0..20_000u32 {
                 if in_ring < count {
                     let msg = vec![step as u8; next(max)];

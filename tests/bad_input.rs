@@ -382,7 +382,7 @@ fn opening_a_sparse_segment_does_not_allocate_it() {
     let blocks = |s: &SegmentGuard| std::os::unix::fs::MetadataExt::blocks(&std::fs::metadata(s.path()).expect("stat"));
     let before = blocks(&segment);
     let mut consumer = Consumer::open(segment.name(), &options()).expect("a valid, if sparse, segment opens");
-    assert_eq!(consumer.capacity(), capacity);
+    assert_eq!(consumer.capacity() as u64, capacity);
     assert_eq!(consumer.try_recv(&mut Vec::new()), Err(TryRecvError::Empty));
     assert!(blocks(&segment) < before + 1024, "opening allocated {} blocks", blocks(&segment) - before);
 }

@@ -122,7 +122,8 @@ fn apply(segment: &SegmentGuard, records: &[u64], scribble: &Scribble) {
 }
 
 fn options(kind: Kind) -> RingOptions {
-    let options = RingOptions::new().capacity(CAPACITY).max_message(MAX as u32).ready_timeout(Duration::from_millis(1));
+    let options =
+        RingOptions::new().capacity(CAPACITY as usize).max_message(MAX).ready_timeout(Duration::from_millis(1));
     match kind {
         Kind::Spsc => options,
         Kind::Mpsc => options.kind(Kind::Mpsc).max_producers(4),

@@ -195,10 +195,10 @@ fn run(kind: Kind, capacity: u64, producers: usize, ops: &[Op], picks: &[Pick]) 
 }
 
 fn options(kind: Kind, capacity: u64, producers: usize) -> RingOptions {
-    let options = RingOptions::new().capacity(capacity).max_message(capacity as u32 / 4);
+    let options = RingOptions::new().capacity(capacity as usize).max_message(capacity as usize / 4);
     match kind {
         Kind::Spsc => options,
-        Kind::Mpsc => options.kind(Kind::Mpsc).max_producers(producers as u32),
+        Kind::Mpsc => options.kind(Kind::Mpsc).max_producers(producers),
     }
 }
 

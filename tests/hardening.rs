@@ -82,7 +82,7 @@ fn a_capacity_beyond_dev_shm_fails_at_creation_not_with_sigbus_later() {
     let capacity = (free + 1).next_power_of_two();
     let segment = SegmentGuard::new("nospace");
     let start = Instant::now();
-    match Producer::create(segment.name(), &RingOptions::new().capacity(capacity)) {
+    match Producer::create(segment.name(), &RingOptions::new().capacity(capacity as usize)) {
         Err(e @ Error::NoSpace { .. }) => {
             assert!(e.to_string().contains(segment.name()) && e.to_string().contains("/dev/shm"), "{e}");
         }

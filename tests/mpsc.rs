@@ -63,7 +63,7 @@ fn four_producers_two_million_each_arrive_exactly_once() {
     const PRODUCERS: u32 = 4;
     const EACH: u64 = 2_000_000;
     let segment = SegmentGuard::new("mpsc-4x2m");
-    let options = mpsc_options().capacity(1 << 20).max_producers(PRODUCERS);
+    let options = mpsc_options().capacity(1 << 20).max_producers(PRODUCERS as usize);
     let mut consumer = Consumer::create(segment.name(), &options).expect("create");
     let children: Vec<ChildGuard> = (0..PRODUCERS).map(|p| producer_child(&segment, p, Some(EACH), 200)).collect();
     let mut streams = Streams::default();

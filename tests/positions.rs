@@ -17,7 +17,7 @@ const HEAD: u64 = 256;
 const MAX_POSITION: u64 = 1 << 63;
 
 fn options(kind: Kind, capacity: u64) -> RingOptions {
-    RingOptions::new().kind(kind).capacity(capacity).unlink_on_drop(false)
+    RingOptions::new().kind(kind).capacity(capacity as usize).unlink_on_drop(false)
 }
 
 /// A ring made with nobody attached, its head and tail then set to `at`.

@@ -9,14 +9,14 @@ use common::SegmentGuard;
 use shmring::{Consumer, Kind, Producer, RingOptions, TryRecvError};
 
 /// Sizes from a small reproducible generator, up to `max`, biased to `max`.
-fn size(rng: &mut u64, max: u32) -> usize {
+fn size(rng: &mut u64, max: usize) -> usize {
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
     *rng ^= *rng << 17;
     if *rng % 3 == 0 {
-        max as usize
+        max
     } else {
-        (*rng % (u64::from(max) + 1)) as usize
+        (*rng % (max as u64 + 1)) as usize
     }
 }
 
@@ -41,14 +41,14 @@ fn a_ring_for_n_messages_takes_n_messages_at_every_position() {
             let options = RingOptions::new().kind(kind).for_messages(count, max);
             let mut consumer = Consumer::create(segment.name(), &options).expect("create");
             let mut producer = Producer::open(segment.name(), &options).expect("open");
-            assert_eq!(producer.max_message(), max.max(1) as usize);
+            assert_eq!(producer.max_message(), max.max(1));
             let mut buf = Vec::new();
             // Start the n messages at many positions of the lap, the wrap
             // included: shift by one message of a random size each round.
             for round in 0..64 {
                 for i in 0..count {
                     // Every other round only messages of the largest size.
-                    let len = if round % 2 == 0 { max as usize } else { size(&mut rng, max) };
+                    let len = if round % 2 == 0 { max } else { size(&mut rng, max) };
                     let msg = vec![(i % 251) as u8; len];
                     let sent = producer.try_send(&msg);
                     assert!(sent.is_ok(), "{kind}, for_messages({count}, {max}), round {round}: message {i}: {sent:?}");
@@ -70,7 +70,7 @@ fn a_ring_for_n_messages_takes_n_messages_at_every_position() {
 #[test]
 fn sizes_no_ring_can_take_are_refused_at_create() {
     let segment = SegmentGuard::new("for-messages-too-big");
-    for (count, max) in [(u64::MAX, 8), (1 << 40, 4096), (0, u32::MAX)] {
+    for (count, max) in [(usize::MAX, 8), (1 << 40, 4096), (0, u32::MAX as usize), (1, usize::MAX)] {
         let options = RingOptions::new().for_messages(count, max);
         let err = Consumer::create(segment.name(), &options).expect_err("too big for any ring");
         assert!(matches!(err, shmring::Error::InvalidOptions { .. }), "{err:?}");

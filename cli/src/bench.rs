@@ -70,7 +70,7 @@ pub fn bench(size: u64, seconds: Duration, wait: WaitStrategy) -> Result<ExitCod
     let len = usize::try_from(size)?;
     // At most 2^32 * 64: no overflow.
     let capacity = (size * 64).next_power_of_two().max(1 << 20);
-    let options = RingOptions::new().capacity(capacity).max_message(max_message).wait(wait);
+    let options = RingOptions::new().capacity(capacity as usize).max_message(max_message as usize).wait(wait);
     let id = std::process::id();
     let (data, ping, pong) =
         (format!("/shmring-bench-{id}"), format!("/shmring-bench-{id}-ping"), format!("/shmring-bench-{id}-pong"));

@@ -16,15 +16,15 @@ pub fn create(
     max_producers: Option<u32>,
     mode: u32,
 ) -> Result<ExitCode> {
-    let mut options = RingOptions::new().capacity(capacity).mode(mode);
+    let mut options = RingOptions::new().capacity(usize::try_from(capacity)?).mode(mode);
     if mpsc {
         options = options.kind(Kind::Mpsc);
     }
     if let Some(max) = max_producers {
-        options = options.max_producers(max);
+        options = options.max_producers(max as usize);
     }
     if let Some(max) = max_message {
-        options = options.max_message(u32::try_from(max).map_err(|_| format!("--max-message {max} is too large"))?);
+        options = options.max_message(usize::try_from(max)?);
     }
     options.create(name)?;
     Ok(ExitCode::SUCCESS)

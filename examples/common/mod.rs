@@ -290,7 +290,7 @@ impl Sizes {
 }
 
 fn options(capacity: u64, wait: WaitStrategy, mpsc: bool) -> RingOptions {
-    let options = RingOptions::new().capacity(capacity).wait(wait);
+    let options = RingOptions::new().capacity(capacity as usize).wait(wait);
     if mpsc {
         options.kind(Kind::Mpsc)
     } else {

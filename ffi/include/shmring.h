@@ -117,15 +117,15 @@ shmring_options *shmring_options_new(void);
 void shmring_options_free(shmring_options *options);
 /* Data region of a new ring: a power of two, multiple of the page size,
  * 4 KiB to 1 TiB (checked at create: SHMRING_E_INVALID). */
-void shmring_options_capacity(shmring_options *options, uint64_t bytes);
+void shmring_options_capacity(shmring_options *options, size_t bytes);
 /* Largest message of a new ring (default capacity/4, at most capacity/2-8). */
-void shmring_options_max_message(shmring_options *options, uint32_t bytes);
+void shmring_options_max_message(shmring_options *options, size_t bytes);
 /* Sizes a new ring to always hold count messages of up to max_size bytes. */
-void shmring_options_for_messages(shmring_options *options, uint64_t count, uint32_t max_size);
+void shmring_options_for_messages(shmring_options *options, size_t count, size_t max_size);
 /* SHMRING_KIND_SPSC or SHMRING_KIND_MPSC; checked when opening. */
 int shmring_options_kind(shmring_options *options, int kind);
 /* Producer slots of a new MPSC ring, 1 to 64 (default 64). */
-void shmring_options_max_producers(shmring_options *options, uint32_t producers);
+void shmring_options_max_producers(shmring_options *options, size_t producers);
 /* SHMRING_WAIT_BUSY, SHMRING_WAIT_SPIN or SHMRING_WAIT_PARK. */
 int shmring_options_wait(shmring_options *options, int strategy);
 /* Permission bits of a new segment (default 0600). */
@@ -210,8 +210,8 @@ int shmring_consumer_stats(const shmring_consumer *consumer, shmring_stats *out)
 size_t shmring_producer_max_message(const shmring_producer *producer);
 size_t shmring_consumer_max_message(const shmring_consumer *consumer);
 /* Bytes in the data region (0 for NULL). */
-uint64_t shmring_producer_capacity(const shmring_producer *producer);
-uint64_t shmring_consumer_capacity(const shmring_consumer *consumer);
+size_t shmring_producer_capacity(const shmring_producer *producer);
+size_t shmring_consumer_capacity(const shmring_consumer *consumer);
 /* File-backed rings: msync(MS_SYNC) what is committed (producer) or the
  * consumer's position; in effect a no-op for shared memory. */
 int shmring_producer_flush(shmring_producer *producer);

@@ -121,7 +121,7 @@ pub unsafe extern "C" fn shmring_consumer_max_message(consumer: *const shmring_c
 ///
 /// `producer` is NULL or a live producer not in use elsewhere.
 #[no_mangle]
-pub unsafe extern "C" fn shmring_producer_capacity(producer: *const shmring_producer) -> u64 {
+pub unsafe extern "C" fn shmring_producer_capacity(producer: *const shmring_producer) -> usize {
     // SAFETY: forwarded contract.
     unsafe { value_or_zero(producer, |p| p.inner.capacity()) }
 }
@@ -132,7 +132,7 @@ pub unsafe extern "C" fn shmring_producer_capacity(producer: *const shmring_prod
 ///
 /// `consumer` is NULL or a live consumer not in use elsewhere.
 #[no_mangle]
-pub unsafe extern "C" fn shmring_consumer_capacity(consumer: *const shmring_consumer) -> u64 {
+pub unsafe extern "C" fn shmring_consumer_capacity(consumer: *const shmring_consumer) -> usize {
     // SAFETY: forwarded contract.
     unsafe { value_or_zero(consumer, |c| c.inner.capacity()) }
 }

@@ -88,7 +88,7 @@ unsafe fn set(options: *mut shmring_options, change: impl FnOnce(RingOptions) ->
 ///
 /// `options` is NULL or a live `shmring_options`, not in use elsewhere.
 #[no_mangle]
-pub unsafe extern "C" fn shmring_options_capacity(options: *mut shmring_options, bytes: u64) {
+pub unsafe extern "C" fn shmring_options_capacity(options: *mut shmring_options, bytes: usize) {
     // SAFETY: forwarded contract.
     unsafe { set(options, |o| o.capacity(bytes)) };
 }
@@ -100,7 +100,7 @@ pub unsafe extern "C" fn shmring_options_capacity(options: *mut shmring_options,
 ///
 /// `options` is NULL or a live `shmring_options`, not in use elsewhere.
 #[no_mangle]
-pub unsafe extern "C" fn shmring_options_max_message(options: *mut shmring_options, bytes: u32) {
+pub unsafe extern "C" fn shmring_options_max_message(options: *mut shmring_options, bytes: usize) {
     // SAFETY: forwarded contract.
     unsafe { set(options, |o| o.max_message(bytes)) };
 }
@@ -112,7 +112,7 @@ pub unsafe extern "C" fn shmring_options_max_message(options: *mut shmring_optio
 ///
 /// `options` is NULL or a live `shmring_options`, not in use elsewhere.
 #[no_mangle]
-pub unsafe extern "C" fn shmring_options_for_messages(options: *mut shmring_options, count: u64, max_size: u32) {
+pub unsafe extern "C" fn shmring_options_for_messages(options: *mut shmring_options, count: usize, max_size: usize) {
     // SAFETY: forwarded contract.
     unsafe { set(options, |o| o.for_messages(count, max_size)) };
 }
@@ -141,7 +141,7 @@ pub unsafe extern "C" fn shmring_options_kind(options: *mut shmring_options, kin
 ///
 /// `options` is NULL or a live `shmring_options`, not in use elsewhere.
 #[no_mangle]
-pub unsafe extern "C" fn shmring_options_max_producers(options: *mut shmring_options, producers: u32) {
+pub unsafe extern "C" fn shmring_options_max_producers(options: *mut shmring_options, producers: usize) {
     // SAFETY: forwarded contract.
     unsafe { set(options, |o| o.max_producers(producers)) };
 }

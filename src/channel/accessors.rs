@@ -103,8 +103,9 @@ macro_rules! handle_accessors {
             }
 
             /// Bytes in the data region.
-            pub fn capacity(&self) -> u64 {
-                self.ring.backing().identity().capacity
+            pub fn capacity(&self) -> usize {
+                // The segment is mapped: its capacity fits the address space.
+                self.ring.backing().identity().capacity as usize
             }
 
             /// The largest message the segment takes.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// Default data region size: 1 MiB.
-pub const DEFAULT_CAPACITY: u64 = 1 << 20;
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
 /// How to create or open a ring.
 ///
@@ -27,9 +27,9 @@ pub const DEFAULT_CAPACITY: u64 = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct RingOptions {
     pub(super) kind: Kind,
-    pub(super) max_producers: Option<u32>,
-    pub(super) capacity: u64,
-    pub(super) max_message: Option<u32>,
+    pub(super) max_producers: Option<usize>,
+    pub(super) capacity: usize,
+    pub(super) max_message: Option<usize>,
     pub(super) mode: u32,
     pub(super) unlink_on_drop: bool,
     pub(super) wait: WaitStrategy,
@@ -87,21 +87,21 @@ impl RingOptions {
     /// Producer slots of a new MPSC segment (creation only): how many
     /// producers can be attached at once, 1 to 64. Default 64. An SPSC
     /// segment has exactly 1.
-    pub fn max_producers(mut self, producers: u32) -> Self {
+    pub fn max_producers(mut self, producers: usize) -> Self {
         self.max_producers = Some(producers);
         self
     }
 
     /// Bytes in the data region (creation only): a power of two, a multiple of
     /// the page size, from 4 KiB to 1 TiB.
-    pub fn capacity(mut self, bytes: u64) -> Self {
+    pub fn capacity(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
         self
     }
 
     /// Largest message (creation only). Default: capacity / 4. At most
     /// capacity / 2 - 8.
-    pub fn max_message(mut self, bytes: u32) -> Self {
+    pub fn max_message(mut self, bytes: usize) -> Self {
         self.max_message = Some(bytes);
         self
     }
@@ -131,15 +131,16 @@ impl RingOptions {
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn for_messages(mut self, count: u64, max_size: u32) -> Self {
+    pub fn for_messages(mut self, count: usize, max_size: usize) -> Self {
         // A ring's largest message is at least 1 byte (0-byte messages fit
         // any ring).
         let max_size = max_size.max(1);
-        let record = crate::record::record_size(u64::from(max_size));
-        let needed = count.checked_add(1).and_then(|records| records.checked_mul(record));
+        let record = max_size.checked_add(15).map(|bytes| bytes & !7);
+        let needed = count.checked_add(1).zip(record).and_then(|(records, record)| records.checked_mul(record));
+        let page = crate::segment::page_size() as usize;
         self.capacity = needed
-            .and_then(u64::checked_next_power_of_two)
-            .map_or(u64::MAX, |capacity| capacity.max(crate::segment::page_size()).max(4096));
+            .and_then(usize::checked_next_power_of_two)
+            .map_or(usize::MAX, |capacity| capacity.max(page).max(4096));
         self.max_message = Some(max_size);
         self
     }
@@ -260,16 +261,18 @@ impl RingOptions {
     pub(super) fn shape(&self) -> Shape {
         // A quarter of the ring, within what a record can carry (a 32 GiB
         // ring's quarter would not fit the 32-bit length).
-        let default_max = (self.capacity / 4).min(segment::max_message_for(self.capacity)) as u32;
+        // (`usize` is at most 64 bits wide: the casts to u64 are lossless.)
+        let capacity = self.capacity as u64;
+        let default_max = (capacity / 4).min(segment::max_message_for(capacity));
         let default_producers = match self.kind {
             Kind::Spsc => 1,
-            Kind::Mpsc => MAX_PRODUCERS as u32,
+            Kind::Mpsc => MAX_PRODUCERS as u64,
         };
         Shape {
             kind: self.kind,
-            capacity: self.capacity,
-            max_message: self.max_message.unwrap_or(default_max),
-            max_producers: self.max_producers.unwrap_or(default_producers),
+            capacity,
+            max_message: self.max_message.map_or(default_max, |bytes| bytes as u64),
+            max_producers: self.max_producers.map_or(default_producers, |producers| producers as u64),
             mode: self.mode,
         }
     }

@@ -184,8 +184,9 @@ impl Segment {
             capacity: shape.capacity,
             data_offset: data_offset(),
             total_size: total,
-            max_message: shape.max_message,
-            max_producers: shape.max_producers,
+            // Both checked by `check_shape` (at most u32::MAX - 8 and 64).
+            max_message: shape.max_message as u32,
+            max_producers: shape.max_producers as u32,
             creator_pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
             creator_uid: rustix::process::geteuid().as_raw(),
         };

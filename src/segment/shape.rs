@@ -54,8 +54,8 @@ pub fn unlink(name: &str) -> Result<(), Error> {
 pub(crate) struct Shape {
     pub kind: Kind,
     pub capacity: u64,
-    pub max_message: u32,
-    pub max_producers: u32,
+    pub max_message: u64,
+    pub max_producers: u64,
     pub mode: u32,
 }
 
@@ -83,7 +83,7 @@ pub(crate) fn check_shape(name: &str, shape: &Shape) -> Result<(), Error> {
         ));
     }
     let max_allowed = max_message_for(cap);
-    if shape.max_message == 0 || u64::from(shape.max_message) > max_allowed {
+    if shape.max_message == 0 || shape.max_message > max_allowed {
         return invalid(format!(
             "max message size {} is not allowed: with a capacity of {cap} it must be from 1 to {max_allowed} bytes \
              (a record plus the padding before it must fit in the ring)",
@@ -92,7 +92,7 @@ pub(crate) fn check_shape(name: &str, shape: &Shape) -> Result<(), Error> {
     }
     let producers_ok = match shape.kind {
         Kind::Spsc => shape.max_producers == 1,
-        Kind::Mpsc => (1..=MAX_PRODUCERS as u32).contains(&shape.max_producers),
+        Kind::Mpsc => (1..=MAX_PRODUCERS as u64).contains(&shape.max_producers),
     };
     if !producers_ok {
         return invalid(format!(

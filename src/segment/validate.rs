@@ -76,8 +76,8 @@ pub(super) fn validate_identity(
     let shape = Shape {
         kind: kind.unwrap_or(Kind::Spsc),
         capacity: id.capacity,
-        max_message: id.max_message,
-        max_producers: id.max_producers,
+        max_message: u64::from(id.max_message),
+        max_producers: u64::from(id.max_producers),
         mode: 0o600,
     };
     check_shape(name, &shape).map_err(|e| match e {

@@ -572,7 +572,7 @@ pub fn send_stream(producer: &mut Producer, count: u64) {
     let mut buf = vec![0u8; max];
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     for seq in 0..count {
-        let len = stream_size(seq, &mut rng, producer.position(), capacity, max);
+        let len = stream_size(seq, &mut rng, producer.position(), capacity as u64, max);
         fill_stream(seq, &mut buf[..len]);
         producer.send_timeout(&buf[..len], Duration::from_secs(30)).unwrap_or_else(|e| panic!("send {seq}: {e}"));
     }
