@@ -390,7 +390,9 @@ mod tests {
         let _old = stale(&name);
         let mut attempt = None;
         let removed = remove_if_stale(&name, &mut |name| {
-            attempt = Some(crate::Producer::open(name, &crate::RingOptions::new().capacity(1 << 12)).map(drop));
+            attempt = Some(
+                crate::channel::Producer::open(name, &crate::channel::RingOptions::new().capacity(1 << 12)).map(drop),
+            );
         })
         .expect("remove_if_stale");
         assert!(removed);

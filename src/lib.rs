@@ -52,6 +52,13 @@
 //! * [`inspect`]: reading segments without taking part (what the `shmring`
 //!   tool shows), and removing stale ones.
 //! * [`error`]: what can go wrong, by name.
+//! * `channel`: the public handles ([`Producer`], [`Consumer`],
+//!   [`AnonymousRing`], [`RingOptions`]): where a segment comes from, taking
+//!   a role in it, and mapping the ring's reasons to the public errors.
+//!
+//! Imports run one way: `channel` uses `segment` and `ring`; `ring` uses
+//! `layout`, `record`, `region`, `wait` and `sync`; `segment` uses `layout`,
+//! `region` and `fork`; nothing below imports what is above it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

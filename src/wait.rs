@@ -7,7 +7,6 @@
 //! parks on the futex; a side that parks wakes at least every [`PARK_SLICE`]
 //! to check that its peer is still alive.
 
-use crate::error::Stop;
 use std::time::{Duration, Instant};
 
 /// How long [`WaitStrategy::default`] spins before parking.
@@ -105,31 +104,54 @@ pub(crate) enum Pace {
 /// Something a handle waits for.
 pub(crate) trait Waitable {
     type Ready;
+    /// Why waiting is over without it (a side's stop reason).
+    type Stop;
     /// Try once without sleeping: `Some` when ready.
-    fn poll(&mut self, pace: Pace) -> Result<Option<Self::Ready>, Stop>;
+    fn poll(&mut self, pace: Pace) -> Result<Option<Self::Ready>, Self::Stop>;
     /// Announce, re-check, and sleep at most `timeout` if still not ready.
-    fn park(&mut self, timeout: Duration) -> Result<Option<Self::Ready>, Stop>;
+    fn park(&mut self, timeout: Duration) -> Result<Option<Self::Ready>, Self::Stop>;
     /// The longest one park may sleep before the side re-checks its peers.
     fn park_slice(&self) -> Duration {
         PARK_SLICE
     }
 }
 
+/// Waits for `waitable` with `strategy` until it is ready or it stops.
+pub(crate) fn block<W: Waitable>(waitable: &mut W, strategy: WaitStrategy) -> Result<W::Ready, W::Stop> {
+    loop {
+        // Without a deadline `wait` never gives up; were it to, wait again.
+        if let Some(ready) = wait(waitable, strategy, None)? {
+            return Ok(ready);
+        }
+    }
+}
+
 /// Waits for `waitable` with `strategy` until it is ready, it stops, or
-/// `timeout` passes (then `Stop::Timeout`).
+/// `timeout` passes (then `Ok(None)`). A timeout too long for the clock to
+/// count (`Duration::MAX`) waits without limit.
+pub(crate) fn block_for<W: Waitable>(
+    waitable: &mut W,
+    strategy: WaitStrategy,
+    timeout: Duration,
+) -> Result<Option<W::Ready>, W::Stop> {
+    wait(waitable, strategy, Some(timeout))
+}
+
+/// [`block`] and [`block_for`]: `Ok(None)` only once `timeout` has passed.
 ///
 /// The clock is first read only after a poll has failed: a call that finds
 /// its message (or room) at once costs no clock read at all.
-pub(crate) fn block<W: Waitable>(
+#[inline]
+fn wait<W: Waitable>(
     waitable: &mut W,
     strategy: WaitStrategy,
     timeout: Option<Duration>,
-) -> Result<W::Ready, Stop> {
+) -> Result<Option<W::Ready>, W::Stop> {
     // Paced as a spin poll: a blocking call goes on polling, and its spin
     // loop and parks make the time-paced checks, so its first look need not
     // read the clock (a ping-pong would pay that on every message).
     if let Some(ready) = waitable.poll(Pace::Spin)? {
-        return Ok(ready);
+        return Ok(Some(ready));
     }
     // `None` also when the deadline is beyond what `Instant` can hold.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -144,14 +166,14 @@ pub(crate) fn block<W: Waitable>(
         loop {
             std::hint::spin_loop();
             if let Some(ready) = waitable.poll(Pace::Spin)? {
-                return Ok(ready);
+                return Ok(Some(ready));
             }
             spins = spins.wrapping_add(1);
             // Reading the clock costs more than a poll: look every 64 spins.
             if spins % 64 == 0 {
                 let now = Instant::now();
                 if deadline.is_some_and(|d| now >= d) {
-                    return Err(Stop::Timeout);
+                    return Ok(None);
                 }
                 if spin_for.is_some_and(|s| now.duration_since(start) >= s) {
                     break;
@@ -166,13 +188,13 @@ pub(crate) fn block<W: Waitable>(
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Stop::Timeout);
+                    return Ok(None);
                 }
                 left.min(park_slice)
             }
         };
         if let Some(ready) = waitable.park(slice)? {
-            return Ok(ready);
+            return Ok(Some(ready));
         }
     }
 }
@@ -188,14 +210,15 @@ mod tests {
 
     impl Waitable for ReadyAfter {
         type Ready = u32;
-        fn poll(&mut self, _pace: Pace) -> Result<Option<u32>, Stop> {
+        type Stop = ();
+        fn poll(&mut self, _pace: Pace) -> Result<Option<u32>, ()> {
             if self.polls_left == 0 {
                 return Ok(Some(7));
             }
             self.polls_left -= 1;
             Ok(None)
         }
-        fn park(&mut self, timeout: Duration) -> Result<Option<u32>, Stop> {
+        fn park(&mut self, timeout: Duration) -> Result<Option<u32>, ()> {
             assert!(timeout <= PARK_SLICE);
             self.parks += 1;
             self.poll(Pace::Park)
@@ -205,14 +228,14 @@ mod tests {
     #[test]
     fn park_strategy_parks_at_once() {
         let mut w = ReadyAfter { polls_left: 3, parks: 0 };
-        assert_eq!(block(&mut w, WaitStrategy::Park, None), Ok(7));
+        assert_eq!(block(&mut w, WaitStrategy::Park), Ok(7));
         assert_eq!(w.parks, 3);
     }
 
     #[test]
     fn busy_spin_never_parks() {
         let mut w = ReadyAfter { polls_left: 10_000, parks: 0 };
-        assert_eq!(block(&mut w, WaitStrategy::BusySpin, None), Ok(7));
+        assert_eq!(block(&mut w, WaitStrategy::BusySpin), Ok(7));
         assert_eq!(w.parks, 0);
     }
 
@@ -223,7 +246,7 @@ mod tests {
             let start = Instant::now();
             // `park` here returns at once, so the park loop must check the
             // deadline itself.
-            assert_eq!(block(&mut w, strategy, Some(Duration::from_millis(20))), Err(Stop::Timeout));
+            assert_eq!(block_for(&mut w, strategy, Duration::from_millis(20)), Ok(None));
             assert!(start.elapsed() >= Duration::from_millis(20));
         }
     }

@@ -121,6 +121,24 @@ fn invalid_options_say_what_is_allowed() {
     }
 }
 
+/// Every way a handle gets its segment checks the options before anything
+/// is created: a file ring's file is not made, and an anonymous ring's
+/// handles are refused.
+#[test]
+fn invalid_options_create_no_file_and_attach_no_handle() {
+    let bad = options().liveness_interval(Duration::ZERO);
+    let dir = common::TempDir::new("bad-options-file");
+    let path = dir.0.join("ring");
+    for err in [Producer::create_file(&path, &bad).unwrap_err(), Consumer::create_file(&path, &bad).unwrap_err()] {
+        assert!(matches!(err, Error::InvalidOptions { .. }), "{err:?}");
+        assert!(!path.exists(), "nothing is left behind");
+    }
+    let ring = shmring::AnonymousRing::create("bad-options", &options()).expect("anonymous ring");
+    assert!(matches!(ring.producer(&bad), Err(Error::InvalidOptions { .. })));
+    assert!(matches!(ring.consumer(&bad), Err(Error::InvalidOptions { .. })));
+    ring.producer(&options()).expect("valid options attach");
+}
+
 #[test]
 fn creating_over_an_existing_segment_fails_and_leaves_it_intact() {
     let segment = SegmentGuard::new("exists");

@@ -10,7 +10,7 @@
 #![cfg(shmring_loom)]
 
 use loom::thread;
-use shmring::error::Stop;
+use shmring::error::RecvStop;
 use shmring::ring::{Consumer, HeapRing, Producer};
 use shmring::Kind;
 use shmring_loom_tests::model;
@@ -41,7 +41,7 @@ fn a_rolling_restart_of_producers_is_never_disconnected() {
         let new = supervisor.join().unwrap();
         assert_ne!(
             outcome,
-            Err(Stop::Disconnected),
+            Err(RecvStop::Disconnected),
             "Disconnected although a producer was attached at every instant (the new one stays attached)"
         );
         drop(new);
@@ -72,7 +72,11 @@ fn a_restart_that_reacts_to_the_slot_state_is_never_disconnected() {
         let outcome = consumer.try_recv(&mut Vec::new());
         supervisor.join().unwrap();
         let new = attacher.join().unwrap();
-        assert_ne!(outcome, Err(Stop::Disconnected), "Disconnected although a producer was attached at every instant");
+        assert_ne!(
+            outcome,
+            Err(RecvStop::Disconnected),
+            "Disconnected although a producer was attached at every instant"
+        );
         drop(new);
     });
 }

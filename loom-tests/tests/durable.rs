@@ -70,7 +70,7 @@ fn lap_with_a_flush(flush_after: usize) {
     let producer = thread::spawn(move || {
         let mut producer = Producer::attach(Arc::clone(&producer_ring), 1).expect("attach producer");
         for i in 0..3 {
-            producer.send(&message(i, LEN), PARK, None).expect("send");
+            producer.send(&message(i, LEN), PARK).expect("send");
             assert_kept_records_intact(&producer_ring, LEN as u32, &format!("after send {i}"));
         }
     });
@@ -87,7 +87,7 @@ fn lap_with_a_flush(flush_after: usize) {
                 "the flush stopped short: durable tail {durable_tail}, committed before it {committed}"
             );
         }
-        consumer.recv(&mut buf, PARK, None).expect("recv");
+        consumer.recv(&mut buf, PARK).expect("recv");
         assert_eq!(buf, message(i as u8, LEN), "message {i}");
     }
     producer.join().unwrap();
@@ -123,13 +123,13 @@ fn file_mpsc_claims_land_on_zeroed_space() {
         let producer = thread::spawn(move || {
             let mut producer = Producer::attach_mpsc(producer_ring, 10, 0).expect("attach producer");
             for i in 0..3 {
-                producer.send(&message(i, 24), PARK, None).expect("send");
+                producer.send(&message(i, 24), PARK).expect("send");
             }
         });
         let mut consumer = Consumer::attach(Arc::clone(&ring), 2, Kind::Mpsc).expect("attach consumer");
         let mut buf = Vec::new();
         for i in 0..3 {
-            match consumer.recv(&mut buf, PARK, None) {
+            match consumer.recv(&mut buf, PARK) {
                 Ok(_) => assert_eq!(buf, message(i, 24), "message {i}"),
                 Err(e) => panic!("recv {i}: {e:?}"),
             }

@@ -12,7 +12,7 @@
 #![cfg(shmring_loom)]
 
 use loom::thread;
-use shmring::error::Stop;
+use shmring::error::RecvStop;
 use shmring::ring::{Consumer, DieAt, HeapRing, Producer, RingBacking};
 use shmring::{Kind, WaitStrategy};
 use shmring_loom_tests::model;
@@ -39,9 +39,9 @@ fn drain(consumer: &mut Consumer<Arc<HeapRing>>) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let mut buf = Vec::new();
     loop {
-        match consumer.recv(&mut buf, PARK, None) {
+        match consumer.recv(&mut buf, PARK) {
             Ok(_) => got.push(buf.clone()),
-            Err(Stop::Disconnected) => return got,
+            Err(RecvStop::Disconnected) => return got,
             Err(other) => panic!("recv: {other:?}"),
         }
     }
@@ -53,9 +53,9 @@ fn receive_n(consumer: &mut Consumer<Arc<HeapRing>>, n: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
     let mut buf = Vec::new();
     while got.len() < n {
-        match consumer.recv(&mut buf, PARK, None) {
+        match consumer.recv(&mut buf, PARK) {
             Ok(_) => got.push(buf.clone()),
-            Err(Stop::Disconnected) => thread::yield_now(),
+            Err(RecvStop::Disconnected) => thread::yield_now(),
             Err(other) => panic!("recv: {other:?}"),
         }
     }
@@ -73,11 +73,11 @@ fn two_producers_claim_wrap_and_commit() {
         let mut consumer = consumer(&ring);
         let mut first = producer(&ring, 0);
         let mut second = producer(&ring, 1);
-        first.send(&message(0, 9, 20), PARK, None).expect("prefill");
+        first.send(&message(0, 9, 20), PARK).expect("prefill");
         let mut buf = Vec::new();
-        consumer.recv(&mut buf, PARK, None).expect("prefill recv");
-        let a = thread::spawn(move || first.send(&message(0, 0, 12), PARK, None).expect("send 0"));
-        let b = thread::spawn(move || second.send(&message(1, 0, 12), PARK, None).expect("send 1"));
+        consumer.recv(&mut buf, PARK).expect("prefill recv");
+        let a = thread::spawn(move || first.send(&message(0, 0, 12), PARK).expect("send 0"));
+        let b = thread::spawn(move || second.send(&message(1, 0, 12), PARK).expect("send 1"));
         let mut got = drain(&mut consumer);
         a.join().unwrap();
         b.join().unwrap();
@@ -97,20 +97,20 @@ fn dies_while_other_sends(stage: DieAt, prefill: usize, len: usize) {
     let mut consumer = consumer(&ring);
     let mut survivor = producer(&ring, 1);
     if prefill > 0 {
-        survivor.send(&message(1, 9, prefill), PARK, None).expect("prefill");
+        survivor.send(&message(1, 9, prefill), PARK).expect("prefill");
         let mut buf = Vec::new();
-        consumer.recv(&mut buf, PARK, None).expect("prefill recv");
+        consumer.recv(&mut buf, PARK).expect("prefill recv");
     }
     let mut dying = producer(&ring, 0);
     let killer_ring = Arc::clone(&ring);
     let killed = thread::spawn(move || {
         dying.die_at(stage);
-        assert_eq!(dying.send(&message(0, 0, len), PARK, None), Err(Stop::Timeout), "the model's death");
+        assert_eq!(dying.try_send(&message(0, 0, len)), Ok(false), "the model's death");
         // A dead process never detaches: keep the handle from doing so.
         std::mem::forget(dying);
         killer_ring.kill(0);
     });
-    let sender = thread::spawn(move || survivor.send(&message(1, 0, 8), PARK, None).expect("survivor's send"));
+    let sender = thread::spawn(move || survivor.send(&message(1, 0, 8), PARK).expect("survivor's send"));
     // Drain before joining: the survivor may be waiting for room.
     let got = drain(&mut consumer);
     sender.join().unwrap();
@@ -159,7 +159,7 @@ fn two_dead_at_head_and_a_live_producer(capacity: usize) {
     let mut consumer = consumer(&ring);
     let mut winner = producer(&ring, 0);
     winner.die_at(DieAt::Claimed);
-    assert_eq!(winner.send(&message(0, 0, 8), PARK, None), Err(Stop::Timeout), "the winner's death");
+    assert_eq!(winner.try_send(&message(0, 0, 8)), Ok(false), "the winner's death");
     std::mem::forget(winner);
     ring.kill(0);
     let loser = producer(&ring, 1);
@@ -170,8 +170,8 @@ fn two_dead_at_head_and_a_live_producer(capacity: usize) {
     ring.kill(1);
     let mut live = producer(&ring, 2);
     let sender = thread::spawn(move || {
-        live.send(&message(2, 0, 16), PARK, None).expect("first send");
-        live.send(&message(2, 1, 24), PARK, None).expect("second send");
+        live.send(&message(2, 0, 16), PARK).expect("first send");
+        live.send(&message(2, 1, 24), PARK).expect("second send");
     });
     let got = drain(&mut consumer);
     sender.join().unwrap();
@@ -203,8 +203,8 @@ fn restarted_consumer_finishes_an_interrupted_release() {
         let ring = Arc::new(HeapRing::with_killable_producers(64, 24));
         let mut first = consumer(&ring);
         let mut producer = producer(&ring, 0);
-        producer.send(&message(0, 0, 16), PARK, None).expect("first send");
-        let guard = first.read(PARK, None).expect("read the first message");
+        producer.send(&message(0, 0, 16), PARK).expect("first send");
+        let guard = first.read(PARK).expect("read the first message");
         assert_eq!(&*guard, &message(0, 0, 16)[..]);
         // Killed mid-release: `freeing_to` noted, the record's first word
         // zeroed, `head` not moved (the guard never drops).
@@ -214,8 +214,8 @@ fn restarted_consumer_finishes_an_interrupted_release() {
         ring.zero_word(0);
         std::mem::forget(first);
         let sender = thread::spawn(move || {
-            producer.send(&message(0, 1, 8), PARK, None).expect("second send");
-            producer.send(&message(0, 2, 16), PARK, None).expect("third send");
+            producer.send(&message(0, 1, 8), PARK).expect("second send");
+            producer.send(&message(0, 2, 16), PARK).expect("third send");
         });
         let mut second = consumer(&ring);
         let got = drain(&mut second);
@@ -234,10 +234,10 @@ fn leaked_grant_of_a_detached_producer_never_blocks_the_slot_s_next_holder() {
         let ring = Arc::new(HeapRing::with_killable_producers(64, 24));
         let mut consumer = consumer(&ring);
         let mut leaker = producer(&ring, 0);
-        std::mem::forget(leaker.reserve(8, PARK, None).expect("reserve"));
+        std::mem::forget(leaker.reserve(8, PARK).expect("reserve"));
         drop(leaker);
         let mut next = producer(&ring, 0);
-        let sender = thread::spawn(move || next.send(&message(0, 1, 12), PARK, None).expect("send"));
+        let sender = thread::spawn(move || next.send(&message(0, 1, 12), PARK).expect("send"));
         let got = drain(&mut consumer);
         sender.join().unwrap();
         assert_eq!(got, vec![message(0, 1, 12)]);
@@ -258,7 +258,7 @@ fn dead_producer_s_slot_is_reused_only_once_its_claim_is_resolved() {
         let mut consumer = consumer(&ring);
         let mut dying = producer(&ring, 0);
         dying.die_at(DieAt::Marked);
-        assert_eq!(dying.send(&message(0, 0, 8), PARK, None), Err(Stop::Timeout), "the death");
+        assert_eq!(dying.try_send(&message(0, 0, 8)), Ok(false), "the death");
         std::mem::forget(dying);
         ring.kill(0);
         let restart_ring = Arc::clone(&ring);
@@ -268,13 +268,13 @@ fn dead_producer_s_slot_is_reused_only_once_its_claim_is_resolved() {
             }
             restart_ring.revive(0);
             let mut next = producer(&restart_ring, 0);
-            next.send(&message(0, 1, 12), PARK, None).expect("send");
+            next.send(&message(0, 1, 12), PARK).expect("send");
         });
         // Until the new holder attaches the stream may look ended: wait
         // through that.
         let got = receive_n(&mut consumer, 1);
         restarter.join().unwrap();
-        assert_eq!(consumer.try_recv(&mut Vec::new()), Err(Stop::Disconnected), "nothing more");
+        assert_eq!(consumer.try_recv(&mut Vec::new()), Err(RecvStop::Disconnected), "nothing more");
         assert_eq!(got, vec![message(0, 1, 12)]);
         assert_eq!(consumer.stats().torn_records, 1, "the dead claim, once");
     });
@@ -294,10 +294,10 @@ fn short_commit_leaves_a_record_for_the_rest_of_its_claim() {
         let mut consumer = consumer(&ring);
         let mut short = producer(&ring, 0);
         let sender = thread::spawn(move || {
-            let mut grant = short.reserve(24, PARK, None).expect("reserve");
+            let mut grant = short.reserve(24, PARK).expect("reserve");
             grant.copy_from_slice(&message(0, 0, 24));
             grant.commit_len(4);
-            short.send(&message(0, 1, 12), PARK, None).expect("send");
+            short.send(&message(0, 1, 12), PARK).expect("send");
         });
         let got = drain(&mut consumer);
         sender.join().unwrap();

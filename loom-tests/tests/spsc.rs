@@ -8,7 +8,7 @@
 #![cfg(shmring_loom)]
 
 use loom::thread;
-use shmring::error::Stop;
+use shmring::error::{RecvStop, SendStop};
 use shmring::ring::{Consumer, HeapRing, Producer};
 use shmring::Kind;
 use shmring::WaitStrategy;
@@ -43,13 +43,13 @@ fn stream_wraps_pads_fills_and_drains() {
         let producer = thread::spawn(move || {
             let mut producer = attach_producer(&producer_ring);
             for i in 0..4 {
-                producer.send(&message(i, 12), PARK, None).expect("send");
+                producer.send(&message(i, 12), PARK).expect("send");
             }
         });
         let mut consumer = attach_consumer(&ring);
         let mut buf = Vec::new();
         for i in 0..4 {
-            consumer.recv(&mut buf, PARK, None).expect("recv");
+            consumer.recv(&mut buf, PARK).expect("recv");
             assert_eq!(buf, message(i, 12), "message {i}");
         }
         producer.join().unwrap();
@@ -67,7 +67,7 @@ fn reserve_commit_and_borrowed_read() {
         let producer = thread::spawn(move || {
             let mut producer = attach_producer(&producer_ring);
             for i in 0..3 {
-                let mut grant = producer.reserve(12, PARK, None).expect("reserve");
+                let mut grant = producer.reserve(12, PARK).expect("reserve");
                 grant.copy_from_slice(&message(i, 12));
                 grant.commit();
             }
@@ -76,11 +76,11 @@ fn reserve_commit_and_borrowed_read() {
         });
         let mut consumer = attach_consumer(&ring);
         for i in 0..3 {
-            let guard = consumer.read(PARK, None).expect("read");
+            let guard = consumer.read(PARK).expect("read");
             assert_eq!(&*guard, &message(i, 12)[..], "message {i}");
         }
         producer.join().unwrap();
-        assert_eq!(consumer.try_read().err(), Some(Stop::Disconnected));
+        assert_eq!(consumer.try_read().err(), Some(RecvStop::Disconnected));
     });
 }
 
@@ -92,12 +92,12 @@ fn consumer_parked_on_empty_is_woken() {
         let mut consumer = attach_consumer(&ring);
         let mut producer = attach_producer(&ring);
         let sender = thread::spawn(move || {
-            producer.send(&message(7, 5), PARK, None).expect("send");
+            producer.send(&message(7, 5), PARK).expect("send");
             // Keep the producer attached: only the wake-up may end the wait.
             producer
         });
         let mut buf = Vec::new();
-        consumer.recv(&mut buf, PARK, None).expect("recv");
+        consumer.recv(&mut buf, PARK).expect("recv");
         assert_eq!(buf, message(7, 5));
         drop(sender.join().unwrap());
     });
@@ -111,16 +111,16 @@ fn producer_parked_on_full_is_woken() {
         let ring = Arc::new(HeapRing::new(64, 24));
         let mut consumer = attach_consumer(&ring);
         let mut producer = attach_producer(&ring);
-        producer.send(&message(1, 24), PARK, None).expect("first send fits");
+        producer.send(&message(1, 24), PARK).expect("first send fits");
         let sender = thread::spawn(move || {
-            producer.send(&message(2, 24), PARK, None).expect("second send");
+            producer.send(&message(2, 24), PARK).expect("second send");
             producer
         });
         let mut buf = Vec::new();
-        consumer.recv(&mut buf, PARK, None).expect("recv 1");
+        consumer.recv(&mut buf, PARK).expect("recv 1");
         assert_eq!(buf, message(1, 24));
         let producer = sender.join().unwrap();
-        consumer.recv(&mut buf, PARK, None).expect("recv 2");
+        consumer.recv(&mut buf, PARK).expect("recv 2");
         assert_eq!(buf, message(2, 24));
         drop(producer);
     });
@@ -138,19 +138,19 @@ fn producer_parked_again_is_woken_again() {
         let mut consumer = attach_consumer(&ring);
         let mut producer = attach_producer(&ring);
         for i in 0..3 {
-            producer.send(&message(i, 8), PARK, None).expect("small sends fit");
+            producer.send(&message(i, 8), PARK).expect("small sends fit");
         }
         let sender = thread::spawn(move || {
-            producer.send(&message(3, 24), PARK, None).expect("large send");
+            producer.send(&message(3, 24), PARK).expect("large send");
             producer
         });
         let mut buf = Vec::new();
         for i in 0..3 {
-            consumer.recv(&mut buf, PARK, None).expect("recv small");
+            consumer.recv(&mut buf, PARK).expect("recv small");
             assert_eq!(buf, message(i, 8));
         }
         let producer = sender.join().unwrap();
-        consumer.recv(&mut buf, PARK, None).expect("recv large");
+        consumer.recv(&mut buf, PARK).expect("recv large");
         assert_eq!(buf, message(3, 24));
         drop(producer);
     });
@@ -165,13 +165,13 @@ fn producer_detach_wakes_parked_consumer() {
         let mut consumer = attach_consumer(&ring);
         let mut producer = attach_producer(&ring);
         let sender = thread::spawn(move || {
-            producer.send(&message(3, 9), PARK, None).expect("send");
+            producer.send(&message(3, 9), PARK).expect("send");
             drop(producer);
         });
         let mut buf = Vec::new();
-        consumer.recv(&mut buf, PARK, None).expect("the message sent before the detach");
+        consumer.recv(&mut buf, PARK).expect("the message sent before the detach");
         assert_eq!(buf, message(3, 9));
-        assert_eq!(consumer.recv(&mut buf, PARK, None), Err(Stop::Disconnected));
+        assert_eq!(consumer.recv(&mut buf, PARK), Err(RecvStop::Disconnected));
         sender.join().unwrap();
     });
 }
@@ -184,9 +184,9 @@ fn consumer_detach_wakes_parked_producer() {
         let ring = Arc::new(HeapRing::new(64, 24));
         let consumer = attach_consumer(&ring);
         let mut producer = attach_producer(&ring);
-        producer.send(&message(1, 24), PARK, None).expect("first send fits");
+        producer.send(&message(1, 24), PARK).expect("first send fits");
         let dropper = thread::spawn(move || drop(consumer));
-        assert_eq!(producer.send(&message(2, 24), PARK, None), Err(Stop::Disconnected));
+        assert_eq!(producer.send(&message(2, 24), PARK), Err(SendStop::Disconnected));
         dropper.join().unwrap();
     });
 }

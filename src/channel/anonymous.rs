@@ -53,7 +53,6 @@ impl AnonymousRing {
     /// it in messages (and in `/proc/PID/fd`).
     #[doc(alias = "memfd_create")]
     pub fn create(label: &str, options: &RingOptions) -> Result<AnonymousRing, Error> {
-        options.check_liveness_interval(label)?;
         Ok(AnonymousRing::new(Segment::create_memfd(label, &options.shape())?, label.to_owned()))
     }
 
@@ -64,7 +63,6 @@ impl AnonymousRing {
     /// found before it is reopened) with a valid header of the options' kind.
     pub fn open_inherited(fd: RawFd, options: &RingOptions) -> Result<AnonymousRing, Error> {
         let label = format!("fd{fd}");
-        options.check_liveness_interval(&label)?;
         Ok(AnonymousRing::new(Segment::open_memfd(fd, &label, &options.expect(), Scope::Inherited)?, label))
     }
 
@@ -134,7 +132,6 @@ impl AnonymousRing {
         let Some(fd) = received.filter(|_| got.bytes == 1) else {
             return Err(os_error("recvmsg", rustix::io::Errno::BADMSG));
         };
-        options.check_liveness_interval(&label)?;
         // Reopened: the received descriptor shares the sender's open file
         // description, and so would its locks.
         let segment = Segment::open_memfd(fd.as_raw_fd(), &label, &options.expect(), Scope::Inherited)?;
@@ -145,25 +142,23 @@ impl AnonymousRing {
 
     /// Attaches as a producer (reopening the memfd: see the type's docs).
     pub fn producer(&self, options: &RingOptions) -> Result<Producer, Error> {
-        Producer::attach(self.reopen(options)?, options)
+        Producer::attach(segment_for(Target::Anonymous(self), options)?, options)
     }
 
     /// Attaches as the consumer (reopening the memfd: see the type's docs).
     pub fn consumer(&self, options: &RingOptions) -> Result<Consumer, Error> {
-        Consumer::attach(self.reopen(options)?, options)
+        Consumer::attach(segment_for(Target::Anonymous(self), options)?, options)
     }
 
-    fn reopen(&self, options: &RingOptions) -> Result<Segment, Error> {
-        options.check_liveness_interval(&self.label)?;
-        Segment::open_memfd(self.segment.fd().as_raw_fd(), &self.label, &options.expect(), Scope::Process)
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub(super) fn segment(&self) -> &Segment {
+        &self.segment
     }
 }
 
-/// Whether the handle just attached in `slot` may lend the segment's memory
-/// in place (the trust rule, see [`RingOptions::borrow_in_place`]), recorded
-/// in its slot's `lends` for [`AnonymousRing::send_over`]: lending is
-/// recorded first, then the handed-out mark read (both SeqCst, as
-/// `send_over` marks then reads), and withdrawn if the mark is there.
 impl AsFd for AnonymousRing {
     /// The memfd, for passing to a child (clear `FD_CLOEXEC` on a duplicate)
     /// or another process. The trust rule assumes it goes to this user's

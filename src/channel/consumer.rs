@@ -1,13 +1,15 @@
 //! The receiving handle and its borrowed read guard.
 
 use super::*;
-use crate::error::{BufferTooSmall, Error, RecvError, RecvTimeoutError, Role, TryRecvError};
+use crate::error::{BufferTooSmall, Error, ForkedHandle, RecvError, RecvStop, RecvTimeoutError, Role, TryRecvError};
 use crate::fork::ProcessLocal;
 use crate::layout::{Kind, Slot};
+use crate::ring::Stats;
 use crate::ring::{self, RingBacking};
 use crate::segment::Segment;
 use crate::wait::WaitStrategy;
 use std::mem::MaybeUninit;
+use std::path::Path;
 use std::time::Duration;
 
 /// The receiving side of a ring (SPSC or MPSC: there is one consumer).
@@ -35,24 +37,51 @@ impl Consumer {
     /// Creates the segment `name` (`O_EXCL`) of the options' kind and attaches
     /// as its consumer.
     pub fn create(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
-        options.check_liveness_interval(name)?;
-        let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
-        Self::attach(segment, options)
+        Self::attach(segment_for(Target::Create(name), options)?, options)
     }
 
     /// Opens the existing segment `name` as its consumer, continuing from
     /// where the previous consumer stopped. Fails with
     /// [`Error::AlreadyAttached`] while another live consumer holds it.
     pub fn open(name: &str, options: &RingOptions) -> Result<Consumer, Error> {
-        options.check_liveness_interval(name)?;
-        Self::attach(Segment::open(name, &options.expect())?, options)
+        Self::attach(segment_for(Target::Open(name), options)?, options)
     }
 
-    /// A consumer's flush also makes its position durable (the header was
-    /// just written back with it) and, in a file ring, releases the space
-    /// before it to the producers (see [`ring::durable`]).
-    fn release_after_flush(&self) -> Result<(), Error> {
+    /// Creates a file-backed segment at `path` (`O_EXCL`: never an existing
+    /// file) of the options' kind and attaches as its consumer. The file
+    /// stays when the handle is dropped: it is the ring's storage.
+    pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Consumer, Error> {
+        Self::attach(segment_for(Target::CreateFile(path.as_ref()), options)?, options)
+    }
+
+    /// Opens the file-backed segment at `path` as its consumer. After a
+    /// restart of the machine the ring is first recovered: what was flushed
+    /// is kept, what was written after the last flush is dropped and counted
+    /// (see [`lost_records`](Self::lost_records)), and the consumer resumes
+    /// from its last flushed position.
+    ///
+    /// ```no_run
+    /// let mut consumer = shmring::Consumer::open_file("/var/lib/app/journal.ring", &shmring::RingOptions::new())?;
+    /// let mut buf = Vec::new();
+    /// while consumer.try_recv(&mut buf).is_ok() { /* apply the entry */ }
+    /// consumer.flush()?; // the position survives a restart from here
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Consumer, Error> {
+        Self::attach(segment_for(Target::OpenFile(path.as_ref()), options)?, options)
+    }
+
+    /// Writes every message committed so far and this consumer's position
+    /// back to the file with `msync(MS_SYNC)`: once this returns, the
+    /// position survives the processes and the machine going down, and in a
+    /// file ring the space before it is released to the producers (see
+    /// [`ring::durable`]). In effect a no-op for shared memory and memfd
+    /// rings, which do not outlive the machine.
+    #[doc(alias = "msync")]
+    pub fn flush(&self) -> Result<(), Error> {
+        self.this_process()?;
         let segment = self.ring.backing();
+        backing::flush(segment)?;
         if !segment.persistent() {
             return Ok(());
         }
@@ -61,6 +90,16 @@ impl Consumer {
             return Ok(());
         }
         Err(Error::from_os(segment.name(), "msync", rustix::io::Errno::IO))
+    }
+
+    /// Starts writing back what is committed and the header
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) without waiting for the
+    /// disk, so that a later [`flush`](Self::flush) has less to wait for. It
+    /// promises nothing after a crash of the machine: recovery keeps only
+    /// what `flush` made durable. A no-op for shared memory and memfd rings.
+    pub fn flush_async(&self) -> Result<(), Error> {
+        self.this_process()?;
+        flush_async(self.ring.backing())
     }
 
     pub(super) fn attach(segment: Segment, options: &RingOptions) -> Result<Consumer, Error> {
@@ -86,20 +125,22 @@ impl Consumer {
     pub fn recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         self.this_process()?;
         let wait = self.wait;
-        self.poison.guard(|| self.ring.recv(buf, wait, None))
+        self.poison.guard(|| self.ring.recv(buf, wait))
     }
 
     /// Copies the next message into `buf` if one is waiting.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
         self.this_process()?;
-        self.poison.guard(|| self.ring.try_recv(buf))
+        let received = self.poison.guard::<_, _, TryRecvError>(|| self.ring.try_recv(buf))?;
+        received.ok_or(TryRecvError::Empty)
     }
 
     /// Copies the next message into `buf`, blocking at most `timeout`.
     pub fn recv_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize, RecvTimeoutError> {
         self.this_process()?;
         let wait = self.wait;
-        self.poison.guard(|| self.ring.recv(buf, wait, Some(timeout)))
+        let received = self.poison.guard::<_, _, RecvTimeoutError>(|| self.ring.recv_for(buf, wait, timeout))?;
+        received.ok_or(RecvTimeoutError::Timeout)
     }
 
     /// Copies the next message into the start of `buf`, blocking while the
@@ -126,7 +167,7 @@ impl Consumer {
     pub fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize, RecvError> {
         self.this_process()?;
         let (wait, capacity) = (self.wait, buf.len());
-        let received = self.poison.guard::<_, RecvError>(|| self.ring.recv_into_init(buf, wait, None))?;
+        let received = self.poison.guard::<_, _, RecvError>(|| self.ring.recv_into_init(buf, wait))?;
         received.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
@@ -134,8 +175,8 @@ impl Consumer {
     pub fn try_recv_into(&mut self, buf: &mut [u8]) -> Result<usize, TryRecvError> {
         self.this_process()?;
         let capacity = buf.len();
-        let received = self.poison.guard::<_, TryRecvError>(|| self.ring.try_recv_into_init(buf))?;
-        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+        let received = self.poison.guard::<_, _, TryRecvError>(|| self.ring.try_recv_into_init(buf))?;
+        received.ok_or(TryRecvError::Empty)?.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
     /// [`recv_into`](Self::recv_into), blocking at most `timeout`.
@@ -143,8 +184,8 @@ impl Consumer {
         self.this_process()?;
         let (wait, capacity) = (self.wait, buf.len());
         let received =
-            self.poison.guard::<_, RecvTimeoutError>(|| self.ring.recv_into_init(buf, wait, Some(timeout)))?;
-        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+            self.poison.guard::<_, _, RecvTimeoutError>(|| self.ring.recv_into_init_for(buf, wait, timeout))?;
+        received.ok_or(RecvTimeoutError::Timeout)?.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
     /// [`recv_into`](Self::recv_into) into memory that need not be
@@ -166,7 +207,7 @@ impl Consumer {
     pub fn recv_into_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<usize, RecvError> {
         self.this_process()?;
         let (wait, capacity) = (self.wait, buf.len());
-        let received = self.poison.guard::<_, RecvError>(|| self.ring.recv_into(buf, wait, None))?;
+        let received = self.poison.guard::<_, _, RecvError>(|| self.ring.recv_into(buf, wait))?;
         received.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
@@ -174,8 +215,8 @@ impl Consumer {
     pub fn try_recv_into_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<usize, TryRecvError> {
         self.this_process()?;
         let capacity = buf.len();
-        let received = self.poison.guard::<_, TryRecvError>(|| self.ring.try_recv_into(buf))?;
-        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+        let received = self.poison.guard::<_, _, TryRecvError>(|| self.ring.try_recv_into(buf))?;
+        received.ok_or(TryRecvError::Empty)?.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
     /// [`recv_into_uninit`](Self::recv_into_uninit), blocking at most
@@ -187,8 +228,8 @@ impl Consumer {
     ) -> Result<usize, RecvTimeoutError> {
         self.this_process()?;
         let (wait, capacity) = (self.wait, buf.len());
-        let received = self.poison.guard::<_, RecvTimeoutError>(|| self.ring.recv_into(buf, wait, Some(timeout)))?;
-        received.map_err(|len| BufferTooSmall { len, capacity }.into())
+        let received = self.poison.guard::<_, _, RecvTimeoutError>(|| self.ring.recv_into_for(buf, wait, timeout))?;
+        received.ok_or(RecvTimeoutError::Timeout)?.map_err(|len| BufferTooSmall { len, capacity }.into())
     }
 
     /// Borrows the next message in place, blocking while the ring is empty.
@@ -201,9 +242,9 @@ impl Consumer {
     /// under the caller whatever a peer writes.
     pub fn read(&mut self) -> Result<ReadGuard<'_>, RecvError> {
         self.this_process()?;
-        self.poison.check()?;
+        self.poison.check::<RecvStop>()?;
         let wait = self.wait;
-        match self.ring.read(wait, None) {
+        match self.ring.read(wait) {
             Ok(guard) => Ok(ReadGuard(guard)),
             Err(stop) => Err(self.poison.note(stop).into()),
         }
@@ -212,9 +253,10 @@ impl Consumer {
     /// Borrows the next message in place if one is waiting.
     pub fn try_read(&mut self) -> Result<ReadGuard<'_>, TryRecvError> {
         self.this_process()?;
-        self.poison.check()?;
+        self.poison.check::<RecvStop>()?;
         match self.ring.try_read() {
-            Ok(guard) => Ok(ReadGuard(guard)),
+            Ok(Some(guard)) => Ok(ReadGuard(guard)),
+            Ok(None) => Err(TryRecvError::Empty),
             Err(stop) => Err(self.poison.note(stop).into()),
         }
     }
@@ -222,10 +264,11 @@ impl Consumer {
     /// Borrows the next message in place, blocking at most `timeout`.
     pub fn read_timeout(&mut self, timeout: Duration) -> Result<ReadGuard<'_>, RecvTimeoutError> {
         self.this_process()?;
-        self.poison.check()?;
+        self.poison.check::<RecvStop>()?;
         let wait = self.wait;
-        match self.ring.read(wait, Some(timeout)) {
-            Ok(guard) => Ok(ReadGuard(guard)),
+        match self.ring.read_for(wait, timeout) {
+            Ok(Some(guard)) => Ok(ReadGuard(guard)),
+            Ok(None) => Err(RecvTimeoutError::Timeout),
             Err(stop) => Err(self.poison.note(stop).into()),
         }
     }
@@ -254,7 +297,52 @@ impl Consumer {
     }
 }
 
-handle_accessors!(Consumer, "its consumer", Role::Consumer);
+impl Consumer {
+    /// This handle's counters (in a forked child: as they were at the fork).
+    pub fn stats(&self) -> Stats {
+        self.ring.stats()
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.ring.backing().name()
+    }
+
+    /// The ring's kind (SPSC or MPSC), as its header says.
+    pub fn kind(&self) -> Kind {
+        self.ring.backing().kind()
+    }
+
+    /// Bytes in the data region.
+    pub fn capacity(&self) -> usize {
+        self.ring.backing().capacity()
+    }
+
+    /// The largest message the segment takes.
+    pub fn max_message(&self) -> usize {
+        self.ring.backing().max_message()
+    }
+
+    /// The strategy blocking calls use.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes the strategy blocking calls use.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    /// `Err` in a process forked from the one that attached this handle
+    /// (see `Producer::this_process`).
+    #[inline(always)]
+    fn this_process(&self) -> Result<(), ForkedHandle> {
+        if self.ring.inherited() {
+            return Err(forked(self.ring.backing(), Role::Consumer));
+        }
+        Ok(())
+    }
+}
 
 /// A message borrowed in place (see [`Consumer::read`]). Dereferences to the
 /// payload; dropping it frees the space.

@@ -5,20 +5,20 @@
 //! regular file (`create_file`/`open_file`), or an [`AnonymousRing`] (a
 //! memfd, for `fork` and for passing over a Unix socket).
 
-mod backing;
-#[macro_use]
-mod accessors;
 mod anonymous;
+mod backing;
 mod consumer;
 mod options;
 mod producer;
 mod roles;
+mod target;
 
 pub use anonymous::AnonymousRing;
 pub use consumer::{Consumer, ReadGuard};
 pub use options::{RingOptions, DEFAULT_CAPACITY};
 pub use producer::{Grant, Producer};
 use roles::*;
+use target::*;
 
 use crate::segment;
 
@@ -44,7 +44,7 @@ mod tests {
 
     #[test]
     fn handles_say_their_ring_s_kind() {
-        use crate::Kind;
+        use crate::layout::Kind;
         for kind in [Kind::Spsc, Kind::Mpsc] {
             let name = format!("/shmring-unit-kind-{}-{kind:?}", std::process::id());
             let options = RingOptions::new().kind(kind).unlink_on_drop(true);

@@ -209,7 +209,10 @@ impl RingOptions {
         self
     }
 
-    pub(super) fn check_liveness_interval(&self, segment: &str) -> Result<(), Error> {
+    /// Checks what only attaching uses (the rest is checked by the segment
+    /// it creates or opens): called once per handle, by `segment_for`,
+    /// before anything is created.
+    pub(super) fn check_attach_options(&self, segment: &str) -> Result<(), Error> {
         let allowed = Duration::from_millis(1)..=Duration::from_secs(60);
         if allowed.contains(&self.liveness_interval) {
             return Ok(());
@@ -288,7 +291,7 @@ impl RingOptions {
 
     /// Creates a segment of the options' kind and leaves it, attached by
     /// nobody: for a supervisor that starts the producers and consumer as
-    /// other processes. Remove it with [`unlink`](crate::unlink).
+    /// other processes. Remove it with [`unlink`](super::unlink).
     ///
     /// ```no_run
     /// let options = shmring::RingOptions::new().capacity(1 << 16);

@@ -1,12 +1,14 @@
 //! The sending handle and its zero-copy grant.
 
 use super::*;
-use crate::error::{Error, Role, SendError, SendTimeoutError, TrySendError};
+use crate::error::{Error, ForkedHandle, Role, SendError, SendStop, SendTimeoutError, TrySendError};
 use crate::fork::ProcessLocal;
 use crate::layout::{Kind, Slot};
 use crate::ring;
+use crate::ring::Stats;
 use crate::segment::Segment;
 use crate::wait::WaitStrategy;
+use std::path::Path;
 use std::time::Duration;
 
 /// The sending side of a ring: the producer of an SPSC ring, or one of the
@@ -54,9 +56,7 @@ impl Producer {
     /// Creates the segment `name` (`O_EXCL`: never an existing one) of the
     /// options' kind and attaches as a producer.
     pub fn create(name: &str, options: &RingOptions) -> Result<Producer, Error> {
-        options.check_liveness_interval(name)?;
-        let segment = Segment::create(name, &options.shape(), options.unlink_on_drop)?;
-        Self::attach(segment, options)
+        Self::attach(segment_for(Target::Create(name), options)?, options)
     }
 
     /// Opens the existing segment `name` as a producer.
@@ -68,13 +68,50 @@ impl Producer {
     /// producers are blocked by dead producers' unfinished claims and no
     /// consumer is attached to skip them.
     pub fn open(name: &str, options: &RingOptions) -> Result<Producer, Error> {
-        options.check_liveness_interval(name)?;
-        Self::attach(Segment::open(name, &options.expect())?, options)
+        Self::attach(segment_for(Target::Open(name), options)?, options)
     }
 
-    /// A producer's flush moves only the durable tail.
-    fn release_after_flush(&self) -> Result<(), Error> {
-        Ok(())
+    /// Creates a file-backed segment at `path` (`O_EXCL`: never an existing
+    /// file) of the options' kind and attaches as a producer. The file stays
+    /// when the handle is dropped: it is the ring's storage.
+    ///
+    /// ```no_run
+    /// let mut producer = shmring::Producer::create_file("/var/lib/app/journal.ring", &shmring::RingOptions::new())?;
+    /// producer.send(b"entry")?;
+    /// producer.flush()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn create_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Producer, Error> {
+        Self::attach(segment_for(Target::CreateFile(path.as_ref()), options)?, options)
+    }
+
+    /// Opens the file-backed segment at `path` as a producer. After a
+    /// restart of the machine the ring is first recovered: what was flushed
+    /// is kept, what was written after the last flush is dropped and counted
+    /// (see [`Consumer::lost_records`]).
+    pub fn open_file(path: impl AsRef<Path>, options: &RingOptions) -> Result<Producer, Error> {
+        Self::attach(segment_for(Target::OpenFile(path.as_ref()), options)?, options)
+    }
+
+    /// Writes every message committed so far back to the file with
+    /// `msync(MS_SYNC)`, and only then records in the header how far that
+    /// goes: once this returns, those messages survive the processes and
+    /// the machine going down. In effect a no-op for shared memory and memfd
+    /// rings, which do not outlive the machine.
+    #[doc(alias = "msync")]
+    pub fn flush(&self) -> Result<(), Error> {
+        self.this_process()?;
+        backing::flush(self.ring.backing())
+    }
+
+    /// Starts writing back what is committed and the header
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`) without waiting for the
+    /// disk, so that a later [`flush`](Self::flush) has less to wait for. It
+    /// promises nothing after a crash of the machine: recovery keeps only
+    /// what `flush` made durable. A no-op for shared memory and memfd rings.
+    pub fn flush_async(&self) -> Result<(), Error> {
+        self.this_process()?;
+        flush_async(self.ring.backing())
     }
 
     pub(super) fn attach(segment: Segment, options: &RingOptions) -> Result<Producer, Error> {
@@ -125,21 +162,23 @@ impl Producer {
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         self.this_process()?;
         let wait = self.wait;
-        self.poison.guard(|| self.ring.send(msg, wait, None))
+        self.poison.guard(|| self.ring.send(msg, wait))
     }
 
     /// Sends `msg` if there is room now: [`TrySendError::Full`] if not, or
     /// [`TrySendError::Disconnected`] if not and no consumer is attached.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         self.this_process()?;
-        self.poison.guard(|| self.ring.try_send(msg))
+        let sent = self.poison.guard::<_, _, TrySendError>(|| self.ring.try_send(msg))?;
+        sent.then_some(()).ok_or(TrySendError::Full)
     }
 
     /// Sends `msg`, blocking at most `timeout` while the ring is full.
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendTimeoutError> {
         self.this_process()?;
         let wait = self.wait;
-        self.poison.guard(|| self.ring.send(msg, wait, Some(timeout)))
+        let sent = self.poison.guard::<_, _, SendTimeoutError>(|| self.ring.send_for(msg, wait, timeout))?;
+        sent.then_some(()).ok_or(SendTimeoutError::Timeout)
     }
 
     /// Claims `len` bytes in the ring to write in place, blocking while full.
@@ -150,9 +189,9 @@ impl Producer {
     /// handle, copied into the ring by [`Grant::commit`].
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>, SendError> {
         self.this_process()?;
-        self.poison.check()?;
+        self.poison.check::<SendStop>()?;
         let wait = self.wait;
-        match self.ring.reserve(len, wait, None) {
+        match self.ring.reserve(len, wait) {
             Ok(grant) => Ok(Grant(grant)),
             Err(stop) => Err(self.poison.note(stop).into()),
         }
@@ -161,9 +200,10 @@ impl Producer {
     /// Claims `len` bytes if there is room now.
     pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_>, TrySendError> {
         self.this_process()?;
-        self.poison.check()?;
+        self.poison.check::<SendStop>()?;
         match self.ring.try_reserve(len) {
-            Ok(grant) => Ok(Grant(grant)),
+            Ok(Some(grant)) => Ok(Grant(grant)),
+            Ok(None) => Err(TrySendError::Full),
             Err(stop) => Err(self.poison.note(stop).into()),
         }
     }
@@ -171,10 +211,11 @@ impl Producer {
     /// Claims `len` bytes, blocking at most `timeout` while full.
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>, SendTimeoutError> {
         self.this_process()?;
-        self.poison.check()?;
+        self.poison.check::<SendStop>()?;
         let wait = self.wait;
-        match self.ring.reserve(len, wait, Some(timeout)) {
-            Ok(grant) => Ok(Grant(grant)),
+        match self.ring.reserve_for(len, wait, timeout) {
+            Ok(Some(grant)) => Ok(Grant(grant)),
+            Ok(None) => Err(SendTimeoutError::Timeout),
             Err(stop) => Err(self.poison.note(stop).into()),
         }
     }
@@ -187,7 +228,53 @@ impl Producer {
     }
 }
 
-handle_accessors!(Producer, "a producer", Role::Producer);
+impl Producer {
+    /// This handle's counters (in a forked child: as they were at the fork).
+    pub fn stats(&self) -> Stats {
+        self.ring.stats()
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.ring.backing().name()
+    }
+
+    /// The ring's kind (SPSC or MPSC), as its header says.
+    pub fn kind(&self) -> Kind {
+        self.ring.backing().kind()
+    }
+
+    /// Bytes in the data region.
+    pub fn capacity(&self) -> usize {
+        self.ring.backing().capacity()
+    }
+
+    /// The largest message the segment takes.
+    pub fn max_message(&self) -> usize {
+        self.ring.backing().max_message()
+    }
+
+    /// The strategy blocking calls use.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        self.wait
+    }
+
+    /// Changes the strategy blocking calls use.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.wait = strategy;
+    }
+
+    /// `Err` in a process forked from the one that attached this handle.
+    /// The check every operation starts with: a relaxed load of a
+    /// process-local word and a comparison, no system call.
+    #[inline(always)]
+    fn this_process(&self) -> Result<(), ForkedHandle> {
+        if self.ring.inherited() {
+            return Err(forked(self.ring.backing(), Role::Producer));
+        }
+        Ok(())
+    }
+}
 
 /// Space in the ring for one message, written in place (see
 /// [`Producer::reserve`]). Dereferences to the payload bytes, whose initial

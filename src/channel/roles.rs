@@ -3,7 +3,7 @@
 //! for lending in place; and the sticky record of corruption.
 
 use super::*;
-use crate::error::{Corrupted, Error, Role, Stop};
+use crate::error::{Corrupted, Error, RingStop, Role};
 use crate::layout::{Slot, FLAG_HANDED_OUT};
 use crate::ring::{self, RingBacking};
 use crate::segment::Segment;
@@ -112,7 +112,7 @@ pub(super) struct Poison(Option<Corrupted>);
 impl Poison {
     /// `Err` with the recorded corruption, if there is one.
     #[inline(always)]
-    pub(super) fn check(&self) -> Result<(), Stop> {
+    pub(super) fn check<S: RingStop>(&self) -> Result<(), S> {
         match &self.0 {
             None => Ok(()),
             Some(c) => Err(Self::again(c)),
@@ -120,28 +120,32 @@ impl Poison {
     }
 
     #[cold]
-    pub(super) fn again(c: &Corrupted) -> Stop {
-        Stop::Corrupted(c.clone())
+    fn again<S: RingStop>(c: &Corrupted) -> S {
+        S::from(c.clone())
     }
 
     /// Records `stop` if it is the first corruption met; passes it on.
     #[inline]
-    pub(super) fn note(&mut self, stop: Stop) -> Stop {
-        if let (None, Stop::Corrupted(c)) = (&self.0, &stop) {
+    pub(super) fn note<S: RingStop>(&mut self, stop: S) -> S {
+        if let (None, Some(c)) = (&self.0, stop.corruption()) {
             self.0 = Some(c.clone());
         }
         stop
     }
 
-    /// [`check`](Self::check), then `result` with its corruption recorded.
+    /// [`check`](Self::check), then `run` with its corruption recorded.
     #[inline(always)]
-    pub(super) fn guard<T, E: From<Stop>>(&mut self, run: impl FnOnce() -> Result<T, Stop>) -> Result<T, E> {
-        self.check()?;
+    pub(super) fn guard<T, S: RingStop, E: From<S>>(&mut self, run: impl FnOnce() -> Result<T, S>) -> Result<T, E> {
+        self.check::<S>()?;
         run().map_err(|stop| self.note(stop).into())
     }
 }
 
-/// The accessors `Producer` and `Consumer` share.
+/// Whether the handle just attached in `slot` may lend the segment's memory
+/// in place (the trust rule, see [`RingOptions::borrow_in_place`]), recorded
+/// in its slot's `lends` for [`AnonymousRing::send_over`]: lending is
+/// recorded first, then the handed-out mark read (both SeqCst, as
+/// `send_over` marks then reads), and withdrawn if the mark is there.
 pub(super) fn may_lend(segment: &Segment, slot: Slot, options: &RingOptions) -> bool {
     let header = segment.header();
     let Some(participant) = header.ring.participant(slot) else { return false };

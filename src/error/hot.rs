@@ -1,6 +1,6 @@
 //! The errors of the calls on the hot path (send, receive and their try /
 //! timeout forms): one small enum per call, so that each says exactly what
-//! that call can report; and `Stop`, the ring's own reason, mapped to them.
+//! that call can report.
 //! A payload variant (`TooLarge`, `Corrupted`, `ForkedHandle`) prints its
 //! payload's message.
 
@@ -332,97 +332,5 @@ impl From<ForkedHandle> for RecvTimeoutError {
 impl From<BufferTooSmall> for RecvTimeoutError {
     fn from(e: BufferTooSmall) -> Self {
         RecvTimeoutError::BufferTooSmall(e)
-    }
-}
-
-#[cfg(not(shmring_loom))]
-pub(crate) use stop::Stop;
-#[cfg(shmring_loom)]
-pub use stop::Stop;
-
-mod stop {
-    use super::{Corrupted, TooLarge};
-
-    /// Why a ring operation stopped, before it is mapped to the public error
-    /// type of the call that made it. Public only to the loom models.
-    #[derive(Debug, Clone, PartialEq, Eq)]
-    pub enum Stop {
-        /// Full (producer) or empty (consumer), and no deadline left.
-        Timeout,
-        /// The peer detached or died.
-        Disconnected,
-        /// The message is over the maximum.
-        TooLarge(TooLarge),
-        /// Shared memory broke an invariant.
-        Corrupted(Corrupted),
-    }
-}
-
-impl From<Corrupted> for Stop {
-    fn from(c: Corrupted) -> Self {
-        Stop::Corrupted(c)
-    }
-}
-
-impl From<Stop> for TrySendError {
-    fn from(s: Stop) -> Self {
-        match s {
-            Stop::Timeout => TrySendError::Full,
-            Stop::Disconnected => TrySendError::Disconnected,
-            Stop::TooLarge(e) => TrySendError::TooLarge(e),
-            Stop::Corrupted(c) => TrySendError::Corrupted(c),
-        }
-    }
-}
-
-impl From<Stop> for SendTimeoutError {
-    fn from(s: Stop) -> Self {
-        match s {
-            Stop::Timeout => SendTimeoutError::Timeout,
-            Stop::Disconnected => SendTimeoutError::Disconnected,
-            Stop::TooLarge(e) => SendTimeoutError::TooLarge(e),
-            Stop::Corrupted(c) => SendTimeoutError::Corrupted(c),
-        }
-    }
-}
-
-impl From<Stop> for SendError {
-    /// `Timeout` cannot come from a call without a deadline; it is reported
-    /// as `Disconnected` rather than panicking.
-    fn from(s: Stop) -> Self {
-        match s {
-            Stop::Timeout | Stop::Disconnected => SendError::Disconnected,
-            Stop::TooLarge(e) => SendError::TooLarge(e),
-            Stop::Corrupted(c) => SendError::Corrupted(c),
-        }
-    }
-}
-
-impl From<Stop> for TryRecvError {
-    fn from(s: Stop) -> Self {
-        match s {
-            Stop::Timeout => TryRecvError::Empty,
-            Stop::Disconnected | Stop::TooLarge(_) => TryRecvError::Disconnected,
-            Stop::Corrupted(c) => TryRecvError::Corrupted(c),
-        }
-    }
-}
-
-impl From<Stop> for RecvTimeoutError {
-    fn from(s: Stop) -> Self {
-        match s {
-            Stop::Timeout => RecvTimeoutError::Timeout,
-            Stop::Disconnected | Stop::TooLarge(_) => RecvTimeoutError::Disconnected,
-            Stop::Corrupted(c) => RecvTimeoutError::Corrupted(c),
-        }
-    }
-}
-
-impl From<Stop> for RecvError {
-    fn from(s: Stop) -> Self {
-        match s {
-            Stop::Timeout | Stop::Disconnected | Stop::TooLarge(_) => RecvError::Disconnected,
-            Stop::Corrupted(c) => RecvError::Corrupted(c),
-        }
     }
 }

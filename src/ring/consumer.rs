@@ -5,14 +5,13 @@
 
 use super::durable;
 use super::mpsc_resolve::{ProducersWatch, Step};
-use super::read_guard::ReadGuard;
 use super::record::{decode, Record, HEADER_LEN};
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
-use crate::error::{Corrupted, Stop};
+use crate::error::{Corrupted, RecvStop};
 use crate::layout::{Kind, Slot, WakeLine, MAX_POSITION};
 use crate::sync::{observe, publish, Ordering};
-use crate::wait::{block, WaitStrategy, Waitable};
+use crate::wait::{block, block_for, WaitStrategy, Waitable};
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
@@ -170,13 +169,13 @@ impl<B: RingBacking> Consumer<B> {
         self.head
     }
 
-    pub(super) fn corrupted(&self, what: String) -> Stop {
-        Stop::Corrupted(Corrupted::new(self.backing.name(), what))
+    pub(super) fn corrupted(&self, what: String) -> RecvStop {
+        RecvStop::Corrupted(Corrupted::new(self.backing.name(), what))
     }
 
     /// The message at `head`, skipping padding (and, MPSC, discarded and torn
     /// records); `None` when there is none yet.
-    fn try_find(&mut self, pace: Pace) -> Result<Option<Found>, Stop> {
+    fn try_find(&mut self, pace: Pace) -> Result<Option<Found>, RecvStop> {
         loop {
             let word = self.backing.region().word(self.head).load(observe());
             let step = if word == 0 {
@@ -221,7 +220,7 @@ impl<B: RingBacking> Consumer<B> {
     }
 
     /// The word at `head` is zero.
-    fn nothing_at_head(&mut self, pace: Pace) -> Result<Step, Stop> {
+    fn nothing_at_head(&mut self, pace: Pace) -> Result<Step, RecvStop> {
         if self.mpsc.is_some() {
             return self.mpsc_nothing_at_head(pace);
         }
@@ -231,7 +230,7 @@ impl<B: RingBacking> Consumer<B> {
         // The producer's last commit happens-before its detach, which we
         // just observed: one more look tells drained from not yet seen.
         if self.backing.region().word(self.head).load(observe()) == 0 {
-            return Err(Stop::Disconnected);
+            return Err(RecvStop::Disconnected);
         }
         Ok(Step::Again)
     }
@@ -319,78 +318,98 @@ impl<B: RingBacking> Consumer<B> {
         Ok(len)
     }
 
-    /// Copies the next message into the start of `buf` (which need not be
-    /// initialised) if one is waiting and fits; returns its length
-    /// (`Ok(Err(len))`: it is `len` bytes, longer than `buf`, and was left in
-    /// the ring).
-    pub fn try_recv_into(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<Result<usize, usize>, Stop> {
-        match self.try_find(Pace::Call)? {
-            Some(found) => Ok(self.copy_into(found, buf)),
-            None => Err(Stop::Timeout),
-        }
+    /// The next message if there is one now.
+    #[inline]
+    pub(super) fn next_now(&mut self) -> Result<Option<Found>, RecvStop> {
+        self.try_find(Pace::Call)
     }
 
-    /// [`try_recv_into`](Self::try_recv_into), waiting with `strategy` for at
-    /// most `timeout`.
+    /// Waits for the next message with `strategy`.
+    #[inline]
+    pub(super) fn next(&mut self, strategy: WaitStrategy) -> Result<Found, RecvStop> {
+        block(&mut Message { consumer: self }, strategy)
+    }
+
+    /// Waits for the next message with `strategy` for at most `timeout`.
+    #[inline]
+    pub(super) fn next_for(&mut self, strategy: WaitStrategy, timeout: Duration) -> Result<Option<Found>, RecvStop> {
+        block_for(&mut Message { consumer: self }, strategy, timeout)
+    }
+
+    /// Copies the next message into the start of `buf` (which need not be
+    /// initialised) if one is waiting (`None`: empty); returns its length
+    /// (`Err(len)`: it is `len` bytes, longer than `buf`, and was left in
+    /// the ring).
+    pub fn try_recv_into(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<Option<Result<usize, usize>>, RecvStop> {
+        let found = self.next_now()?;
+        Ok(found.map(|found| self.copy_into(found, buf)))
+    }
+
+    /// [`try_recv_into`](Self::try_recv_into), waiting with `strategy`.
     pub fn recv_into(
         &mut self,
         buf: &mut [MaybeUninit<u8>],
         strategy: WaitStrategy,
-        timeout: Option<Duration>,
-    ) -> Result<Result<usize, usize>, Stop> {
-        let found = block(&mut Message { consumer: self }, strategy, timeout)?;
+    ) -> Result<Result<usize, usize>, RecvStop> {
+        let found = self.next(strategy)?;
         Ok(self.copy_into(found, buf))
     }
 
+    /// [`try_recv_into`](Self::try_recv_into), waiting with `strategy` for
+    /// at most `timeout` (`None`: still empty).
+    pub fn recv_into_for(
+        &mut self,
+        buf: &mut [MaybeUninit<u8>],
+        strategy: WaitStrategy,
+        timeout: Duration,
+    ) -> Result<Option<Result<usize, usize>>, RecvStop> {
+        let found = self.next_for(strategy, timeout)?;
+        Ok(found.map(|found| self.copy_into(found, buf)))
+    }
+
     /// [`try_recv_into`](Self::try_recv_into) into initialised bytes.
-    pub fn try_recv_into_init(&mut self, buf: &mut [u8]) -> Result<Result<usize, usize>, Stop> {
+    pub fn try_recv_into_init(&mut self, buf: &mut [u8]) -> Result<Option<Result<usize, usize>>, RecvStop> {
         self.try_recv_into(as_uninit(buf))
     }
 
     /// [`recv_into`](Self::recv_into) into initialised bytes.
-    pub fn recv_into_init(
+    pub fn recv_into_init(&mut self, buf: &mut [u8], strategy: WaitStrategy) -> Result<Result<usize, usize>, RecvStop> {
+        self.recv_into(as_uninit(buf), strategy)
+    }
+
+    /// [`recv_into_for`](Self::recv_into_for) into initialised bytes.
+    pub fn recv_into_init_for(
         &mut self,
         buf: &mut [u8],
         strategy: WaitStrategy,
-        timeout: Option<Duration>,
-    ) -> Result<Result<usize, usize>, Stop> {
-        self.recv_into(as_uninit(buf), strategy, timeout)
+        timeout: Duration,
+    ) -> Result<Option<Result<usize, usize>>, RecvStop> {
+        self.recv_into_for(as_uninit(buf), strategy, timeout)
     }
 
     /// Copies the next message into `buf` (replacing its contents) if one is
-    /// waiting; returns its length.
-    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, Stop> {
-        match self.try_find(Pace::Call)? {
-            Some(found) => Ok(self.copy_out(found, buf)),
-            None => Err(Stop::Timeout),
-        }
+    /// waiting (`None`: empty); returns its length.
+    pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, RecvStop> {
+        let found = self.next_now()?;
+        Ok(found.map(|found| self.copy_out(found, buf)))
     }
 
-    /// Copies the next message into `buf`, waiting with `strategy` for at most
-    /// `timeout`.
-    pub fn recv(
-        &mut self,
-        buf: &mut Vec<u8>,
-        strategy: WaitStrategy,
-        timeout: Option<Duration>,
-    ) -> Result<usize, Stop> {
-        let found = block(&mut Message { consumer: self }, strategy, timeout)?;
+    /// Copies the next message into `buf`, waiting with `strategy`.
+    pub fn recv(&mut self, buf: &mut Vec<u8>, strategy: WaitStrategy) -> Result<usize, RecvStop> {
+        let found = self.next(strategy)?;
         Ok(self.copy_out(found, buf))
     }
 
-    /// Borrows the next message in place if one is waiting.
-    pub fn try_read(&mut self) -> Result<ReadGuard<'_, B>, Stop> {
-        match self.try_find(Pace::Call)? {
-            Some(found) => ReadGuard::new(self, found),
-            None => Err(Stop::Timeout),
-        }
-    }
-
-    /// Borrows the next message in place, waiting with `strategy` for at most
-    /// `timeout`.
-    pub fn read(&mut self, strategy: WaitStrategy, timeout: Option<Duration>) -> Result<ReadGuard<'_, B>, Stop> {
-        let found = block(&mut Message { consumer: self }, strategy, timeout)?;
-        ReadGuard::new(self, found)
+    /// Copies the next message into `buf`, waiting with `strategy` for at
+    /// most `timeout` (`None`: still empty).
+    pub fn recv_for(
+        &mut self,
+        buf: &mut Vec<u8>,
+        strategy: WaitStrategy,
+        timeout: Duration,
+    ) -> Result<Option<usize>, RecvStop> {
+        let found = self.next_for(strategy, timeout)?;
+        Ok(found.map(|found| self.copy_out(found, buf)))
     }
 }
 
@@ -408,12 +427,13 @@ struct Message<'a, B: RingBacking> {
 
 impl<B: RingBacking> Waitable for Message<'_, B> {
     type Ready = Found;
+    type Stop = RecvStop;
 
-    fn poll(&mut self, pace: Pace) -> Result<Option<Found>, Stop> {
+    fn poll(&mut self, pace: Pace) -> Result<Option<Found>, RecvStop> {
         self.consumer.try_find(pace)
     }
 
-    fn park(&mut self, timeout: Duration) -> Result<Option<Found>, Stop> {
+    fn park(&mut self, timeout: Duration) -> Result<Option<Found>, RecvStop> {
         park_once(self, timeout)
     }
 
@@ -423,13 +443,11 @@ impl<B: RingBacking> Waitable for Message<'_, B> {
 }
 
 impl<B: RingBacking> Parkable for Message<'_, B> {
-    type Ready = Found;
-
     fn line(&self) -> &WakeLine {
         &self.consumer.backing.header().consumer_wake
     }
 
-    fn recheck(&mut self) -> Result<Option<Found>, Stop> {
+    fn recheck(&mut self) -> Result<Option<Found>, RecvStop> {
         self.consumer.try_find(Pace::Park)
     }
 

@@ -37,6 +37,7 @@ pub(crate) use crate::{record, region};
 mod consumer;
 mod die;
 pub mod durable;
+mod grant;
 #[cfg(shmring_loom)]
 mod heap;
 mod mpsc;
@@ -51,21 +52,22 @@ mod spsc;
 pub use consumer::Consumer;
 #[cfg(shmring_loom)]
 pub use die::DieAt;
+pub use grant::Grant;
 #[cfg(shmring_loom)]
 pub use heap::HeapRing;
 pub use mpsc_resolve::slot_reusable;
 pub(crate) use park::*;
 pub(crate) use peer::*;
-pub use producer::{Grant, Producer};
+pub use producer::Producer;
 pub use read_guard::ReadGuard;
 pub use region::Region;
 
-use crate::error::Stop;
 use crate::layout::{
     RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
 };
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
 pub(crate) use crate::wait::Pace;
+use crate::wait::Waitable;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -54,7 +54,7 @@ use super::die::DieAt;
 use super::producer::{Claim, Producer};
 use super::record::{encode, record_size, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
 use super::{mark_attached, withdraw_dead_sleeper, Pace, RingBacking};
-use crate::error::{Corrupted, Stop};
+use crate::error::{Corrupted, SendStop};
 use crate::layout::{Slot, MAX_POSITION, NO_CLAIM};
 use crate::sync::{observe, publish, Ordering};
 use crossbeam_utils::Backoff;
@@ -103,7 +103,7 @@ impl<B: RingBacking> Producer<B> {
     }
 
     /// Makes a loom model's producer stop for good at `stage` of its next
-    /// claim, as if killed (the claim then returns `Stop::Timeout`).
+    /// claim, as if killed (the claim then reports the ring full).
     #[cfg(shmring_loom)]
     pub fn die_at(&mut self, stage: DieAt) {
         self.die_at = Some(stage);
@@ -120,7 +120,7 @@ impl<B: RingBacking> Producer<B> {
     /// Claims room for a `len`-byte record in slot `slot`'s name, or `None`
     /// when full.
     #[inline]
-    pub(super) fn mpsc_claim(&mut self, slot: usize, len: u32, pace: Pace) -> Result<Option<Claim>, Stop> {
+    pub(super) fn mpsc_claim(&mut self, slot: usize, len: u32, pace: Pace) -> Result<Option<Claim>, SendStop> {
         let capacity = self.capacity;
         let size = record_size(u64::from(len));
         // A file ring keeps the word at the claim position free (see
@@ -177,7 +177,7 @@ impl<B: RingBacking> Producer<B> {
                     // explicit so it does not rest on the wake protocol.)
                     header.claims[slot].start.store(NO_CLAIM, Ordering::Release);
                     if self.watch.peer_gone(&self.backing, pace) {
-                        return Err(Stop::Disconnected);
+                        return Err(SendStop::Disconnected);
                     }
                     if self.persistent {
                         self.want_release(head);
@@ -192,7 +192,7 @@ impl<B: RingBacking> Producer<B> {
                 line.start.store(tail, Ordering::Release);
             }
             if self.dies_at(DieAt::Intent) {
-                return Err(Stop::Timeout);
+                return Ok(None);
             }
             if header.producer.tail.compare_exchange_weak(tail, end, claim(), Ordering::Relaxed).is_err() {
                 backoff.spin();
@@ -203,7 +203,7 @@ impl<B: RingBacking> Producer<B> {
                 line.start.store(tail, Ordering::Release);
             }
             if self.dies_at(DieAt::Claimed) {
-                return Err(Stop::Timeout);
+                return Ok(None);
             }
             let position = tail + padding;
             let region = self.backing.region();
@@ -217,7 +217,7 @@ impl<B: RingBacking> Producer<B> {
                 region.word(tail).store(encode(TAG_PADDING, (padding - HEADER_LEN) as u32, tail, capacity), publish());
             }
             if self.dies_at(DieAt::Marked) {
-                return Err(Stop::Timeout);
+                return Ok(None);
             }
             self.tail = end;
             return Ok(Some(Claim { position, len }));

@@ -5,7 +5,7 @@
 
 use super::record::{decode, record_size, Record};
 use super::{Consumer, Limiter, Pace, PeerStatus, PeerWatch, RingBacking};
-use crate::error::Stop;
+use crate::error::RecvStop;
 use crate::layout::{ClaimLine, Slot, MAX_PRODUCERS, NO_CLAIM, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY};
 use crate::sync::{observe, Ordering};
 use std::time::Duration;
@@ -130,7 +130,7 @@ impl<B: RingBacking> Consumer<B> {
     /// of the last producer is reported at once by every kind of receive
     /// call; what needs the kernel (is an attached producer, or the owner of
     /// a claim at `head`, dead?) is asked at most every probe interval.
-    pub(super) fn mpsc_nothing_at_head(&mut self, pace: Pace) -> Result<Step, Stop> {
+    pub(super) fn mpsc_nothing_at_head(&mut self, pace: Pace) -> Result<Step, RecvStop> {
         let Some(producers) = self.mpsc.as_mut() else { return Ok(Step::Wait) };
         let mut due = Due::new(pace);
         let all_gone = producers.all_gone(&self.backing, &mut due);
@@ -157,7 +157,7 @@ impl<B: RingBacking> Consumer<B> {
             // claim of a producer that then died).
             let header = self.backing.header();
             if header.producer.tail.load(observe()) == head && self.backing.region().word(head).load(observe()) == 0 {
-                return Err(Stop::Disconnected);
+                return Err(RecvStop::Disconnected);
             }
             return Ok(Step::Again);
         }
@@ -172,7 +172,7 @@ impl<B: RingBacking> Consumer<B> {
 
     /// The claim at `head` (a zero word, `tail > head`): its end if every
     /// producer that may own it is dead, `None` while one may be alive.
-    fn unmarked_claim_end(&mut self, head: u64, tail: u64) -> Result<Option<u64>, Stop> {
+    fn unmarked_claim_end(&mut self, head: u64, tail: u64) -> Result<Option<u64>, RecvStop> {
         let header = self.backing.header();
         let slots = (self.backing.max_producers() as usize).min(MAX_PRODUCERS);
         let mut ends = [0u64; MAX_PRODUCERS];
@@ -233,7 +233,13 @@ impl<B: RingBacking> Consumer<B> {
 
     /// The record at `head` carries the claim marker `word` of producer slot
     /// `owner`: skip it if that producer is dead.
-    pub(super) fn mpsc_claimed_at_head(&mut self, owner: u8, len: u32, word: u64, pace: Pace) -> Result<Step, Stop> {
+    pub(super) fn mpsc_claimed_at_head(
+        &mut self,
+        owner: u8,
+        len: u32,
+        word: u64,
+        pace: Pace,
+    ) -> Result<Step, RecvStop> {
         let Some(producers) = self.mpsc.as_mut() else { return Ok(Step::Wait) };
         if !producers.limiter.due(pace) {
             return Ok(Step::Wait);

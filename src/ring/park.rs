@@ -3,13 +3,13 @@
 
 use super::*;
 
-/// A side that can wait on one direction of the wake-up protocol.
-pub(crate) trait Parkable {
-    type Ready;
+/// What a [`Waitable`] side of a ring adds so that its `park` can be
+/// [`park_once`]: the wake line it sleeps on, and the re-check.
+pub(crate) trait Parkable: Waitable {
     /// The line this side sleeps on.
     fn line(&self) -> &WakeLine;
     /// The re-check after announcing (the slow path: may probe liveness).
-    fn recheck(&mut self) -> Result<Option<Self::Ready>, Stop>;
+    fn recheck(&mut self) -> Result<Option<Self::Ready>, Self::Stop>;
     /// Where the futex calls are counted.
     fn stats(&mut self) -> &mut Stats;
     /// Records, where others can see it, that this side is announced on its
@@ -25,7 +25,7 @@ pub(crate) trait Parkable {
 /// bumps the word after this read (its read of `sleepers` happens-before the
 /// bump, which this Acquire load would otherwise have synchronised with): the
 /// wait then returns at once, and the caller re-checks.
-pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, Stop> {
+pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, P::Stop> {
     let line = side.line();
     let seq = if crate::sync::mutant("announce_before_seq_read") {
         line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);

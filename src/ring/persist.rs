@@ -102,8 +102,13 @@ pub fn flushable_end<B: RingBacking>(backing: &B, from: u64, covered: u64, mark:
 /// producer stays stopped between its claim and its marker that long while
 /// another's failed claim at the same place leaves the owner unknown; then
 /// it covers the records before that claim.
-pub fn flush_end<B: RingBacking>(backing: &B, from: u64, covered: u64, kind: crate::Kind) -> (u64, Option<u64>) {
-    if kind == crate::Kind::Spsc {
+pub fn flush_end<B: RingBacking>(
+    backing: &B,
+    from: u64,
+    covered: u64,
+    kind: crate::layout::Kind,
+) -> (u64, Option<u64>) {
+    if kind == crate::layout::Kind::Spsc {
         // Every SPSC record before the claim position read is committed:
         // there is nothing to wait for.
         return flushable_end(backing, from, covered, false);
@@ -194,7 +199,7 @@ fn consumed<B: RingBacking>(backing: &B, at: u64) -> bool {
 /// header.
 pub fn flush<B: RingBacking, E>(
     backing: &B,
-    kind: crate::Kind,
+    kind: crate::layout::Kind,
     write_back: impl FnOnce(u64, u64) -> Result<(), E>,
     write_back_header: impl FnOnce() -> Result<(), E>,
 ) -> Result<(), E> {
@@ -237,7 +242,9 @@ pub fn flush<B: RingBacking, E>(
     write_back_header()?;
     // The header on the disk now has `head` at or past `kept_from`. (MPSC:
     // only the consumer raises it, after zeroing.)
-    if kind == crate::Kind::Spsc && persistence.durable_head.fetch_max(kept_from, crate::sync::publish()) < kept_from {
+    if kind == crate::layout::Kind::Spsc
+        && persistence.durable_head.fetch_max(kept_from, crate::sync::publish()) < kept_from
+    {
         let mut stats = super::Stats::default();
         super::Waker::default().wake_if_sleeping(&header.producer_wake, &mut stats);
     }

@@ -6,13 +6,12 @@
 //! recoverable).
 
 use super::record::{encode, Record, HEADER_LEN, TAG_DISCARDED, TAG_MESSAGE};
-use super::region::ViewMut;
 use super::{mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
-use crate::error::{Corrupted, Stop, TooLarge};
+use crate::error::{Corrupted, SendStop, TooLarge};
 use crate::layout::{Slot, WakeLine};
 use crate::sync::publish;
-use crate::wait::{block, WaitStrategy, Waitable};
+use crate::wait::{block, block_for, WaitStrategy, Waitable};
 use std::time::Duration;
 
 /// The producer side of a ring (SPSC, or one of the producers of an MPSC
@@ -44,12 +43,12 @@ pub struct Producer<B: RingBacking> {
     /// discarded. A grant leaked with `mem::forget` leaves it here, and the
     /// next claim (or `Drop`) discards it: in an MPSC ring an open claim
     /// holds up the consumer, so only a producer's death may leave one.
-    open_claim: Option<Claim>,
+    pub(super) open_claim: Option<Claim>,
     /// Whether grants are views of the ring itself (see
     /// [`set_borrow_in_place`](Self::set_borrow_in_place)).
-    in_place: bool,
+    pub(super) in_place: bool,
     /// Where a grant is written when it may not be a view of the ring.
-    staging: Vec<u8>,
+    pub(super) staging: Vec<u8>,
     /// A file ring (see [`super::durable`]).
     pub(super) persistent: bool,
     /// Loom models only: where this producer stops as if killed.
@@ -156,16 +155,16 @@ impl<B: RingBacking> Producer<B> {
         self.backing.header().consumer.head.load(crate::sync::observe())
     }
 
-    pub(super) fn corrupted(&self, what: String) -> Stop {
-        Stop::Corrupted(Corrupted::new(self.backing.name(), what))
+    pub(super) fn corrupted(&self, what: String) -> SendStop {
+        SendStop::Corrupted(Corrupted::new(self.backing.name(), what))
     }
 
     /// Room for `len` bytes, or `None` when full.
     #[inline]
-    fn try_claim(&mut self, len: usize, pace: Pace) -> Result<Option<Claim>, Stop> {
+    fn try_claim(&mut self, len: usize, pace: Pace) -> Result<Option<Claim>, SendStop> {
         let max = self.max_message as usize;
         if len > max {
-            return Err(Stop::TooLarge(TooLarge { len, max }));
+            return Err(SendStop::TooLarge(TooLarge { len, max }));
         }
         if let Some(leaked) = self.open_claim.take() {
             self.discard(leaked);
@@ -189,7 +188,7 @@ impl<B: RingBacking> Producer<B> {
     /// Records are multiples of 8 bytes, so the rest is 0 or at least a
     /// record header.
     #[inline]
-    fn commit(&mut self, claim: Claim, len: u32) {
+    pub(super) fn commit(&mut self, claim: Claim, len: u32) {
         let size = Record::Message { len }.size();
         let word = encode(TAG_MESSAGE, len, claim.position, self.capacity);
         match self.mpsc_slot {
@@ -265,7 +264,7 @@ impl<B: RingBacking> Producer<B> {
     /// have written it, so it is no longer known to be zero). MPSC: other
     /// producers may have claimed after it, so it is committed as a
     /// discarded record, which the consumer skips.
-    fn discard(&mut self, claim: Claim) {
+    pub(super) fn discard(&mut self, claim: Claim) {
         match self.mpsc_slot {
             None => self.spsc_written_from(claim.position),
             Some(_) => {
@@ -282,41 +281,44 @@ impl<B: RingBacking> Producer<B> {
         self.commit(claim, claim.len);
     }
 
-    /// Sends `msg` if there is room now.
-    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), Stop> {
-        match self.try_claim(msg.len(), Pace::Call)? {
-            Some(claim) => {
-                self.write_claim(claim, msg);
-                Ok(())
-            }
-            None => Err(Stop::Timeout),
-        }
+    /// Room for `len` bytes now (`None`: full).
+    pub(super) fn claim_now(&mut self, len: usize) -> Result<Option<Claim>, SendStop> {
+        self.try_claim(len, Pace::Call)
     }
 
-    /// Sends `msg`, waiting for room with `strategy` for at most `timeout`.
-    pub fn send(&mut self, msg: &[u8], strategy: WaitStrategy, timeout: Option<Duration>) -> Result<(), Stop> {
-        let claim = block(&mut Room { producer: self, len: msg.len() }, strategy, timeout)?;
+    /// Room for `len` bytes, waiting with `strategy`.
+    pub(super) fn claim(&mut self, len: usize, strategy: WaitStrategy) -> Result<Claim, SendStop> {
+        block(&mut Room { producer: self, len }, strategy)
+    }
+
+    /// Room for `len` bytes, waiting with `strategy` for at most `timeout`.
+    pub(super) fn claim_for(
+        &mut self,
+        len: usize,
+        strategy: WaitStrategy,
+        timeout: Duration,
+    ) -> Result<Option<Claim>, SendStop> {
+        block_for(&mut Room { producer: self, len }, strategy, timeout)
+    }
+
+    /// Sends `msg` if there is room now (`false`: full).
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<bool, SendStop> {
+        let claim = self.claim_now(msg.len())?;
+        Ok(claim.map(|claim| self.write_claim(claim, msg)).is_some())
+    }
+
+    /// Sends `msg`, waiting for room with `strategy`.
+    pub fn send(&mut self, msg: &[u8], strategy: WaitStrategy) -> Result<(), SendStop> {
+        let claim = self.claim(msg.len(), strategy)?;
         self.write_claim(claim, msg);
         Ok(())
     }
 
-    /// Claims `len` bytes in the ring if there is room now.
-    pub fn try_reserve(&mut self, len: usize) -> Result<Grant<'_, B>, Stop> {
-        match self.try_claim(len, Pace::Call)? {
-            Some(claim) => Grant::new(self, claim),
-            None => Err(Stop::Timeout),
-        }
-    }
-
-    /// Claims `len` bytes, waiting for room with `strategy` for at most `timeout`.
-    pub fn reserve(
-        &mut self,
-        len: usize,
-        strategy: WaitStrategy,
-        timeout: Option<Duration>,
-    ) -> Result<Grant<'_, B>, Stop> {
-        let claim = block(&mut Room { producer: self, len }, strategy, timeout)?;
-        Grant::new(self, claim)
+    /// Sends `msg`, waiting for room with `strategy` for at most `timeout`
+    /// (`false`: still full).
+    pub fn send_for(&mut self, msg: &[u8], strategy: WaitStrategy, timeout: Duration) -> Result<bool, SendStop> {
+        let claim = self.claim_for(msg.len(), strategy, timeout)?;
+        Ok(claim.map(|claim| self.write_claim(claim, msg)).is_some())
     }
 }
 
@@ -347,12 +349,13 @@ struct Room<'a, B: RingBacking> {
 
 impl<B: RingBacking> Waitable for Room<'_, B> {
     type Ready = Claim;
+    type Stop = SendStop;
 
-    fn poll(&mut self, pace: Pace) -> Result<Option<Claim>, Stop> {
+    fn poll(&mut self, pace: Pace) -> Result<Option<Claim>, SendStop> {
         self.producer.try_claim(self.len, pace)
     }
 
-    fn park(&mut self, timeout: Duration) -> Result<Option<Claim>, Stop> {
+    fn park(&mut self, timeout: Duration) -> Result<Option<Claim>, SendStop> {
         park_once(self, timeout)
     }
 
@@ -362,13 +365,11 @@ impl<B: RingBacking> Waitable for Room<'_, B> {
 }
 
 impl<B: RingBacking> Parkable for Room<'_, B> {
-    type Ready = Claim;
-
     fn line(&self) -> &WakeLine {
         &self.producer.backing.header().producer_wake
     }
 
-    fn recheck(&mut self) -> Result<Option<Claim>, Stop> {
+    fn recheck(&mut self) -> Result<Option<Claim>, SendStop> {
         self.producer.try_claim(self.len, Pace::Park)
     }
 
@@ -386,118 +387,5 @@ impl<B: RingBacking> Parkable for Room<'_, B> {
         }
         #[cfg(shmring_loom)]
         let _ = parked;
-    }
-}
-
-/// Space claimed in the ring for one message, written in place (or, where
-/// the trust rule does not allow a view of the ring, in the producer's
-/// buffer, copied into the ring on commit).
-///
-/// Dereferences to the `len` bytes of the payload. [`commit`](Grant::commit)
-/// publishes them; dropping the grant without committing discards them (the
-/// consumer never sees them). The claim itself is kept by the producer
-/// (`open_claim`), so that a grant that is never dropped is discarded by the
-/// producer's next claim or its `Drop`.
-#[derive(Debug)]
-pub struct Grant<'a, B: RingBacking> {
-    producer: &'a mut Producer<B>,
-    /// The payload in the ring; `None`: in `producer.staging`.
-    view: Option<ViewMut<'a>>,
-}
-
-impl<'a, B: RingBacking> Grant<'a, B> {
-    fn new(producer: &'a mut Producer<B>, claim: Claim) -> Result<Self, Stop> {
-        let offset = payload_offset(claim.position, producer.capacity);
-        let len = claim.len as usize;
-        let view = if !producer.backing.region().fits(offset, len) {
-            None
-        } else if producer.in_place {
-            let region: *const super::Region = producer.backing.region();
-            // SAFETY: `region` points into `producer.backing`, which lives
-            // (and keeps its mapping) for all of 'a. The claimed bytes lie
-            // between our claim's start and the consumer's head plus
-            // capacity, which the protocol gives to this producer alone until
-            // it commits; the grant holds the producer mutably for its whole
-            // life, so no other view of them exists in this process; and
-            // `in_place` is set only where every process that can write the
-            // segment is trusted to keep the protocol. The view points into
-            // the mapping, not into `Producer`, so it does not alias the
-            // `&mut Producer` beside it.
-            let view = unsafe { (*region).view_mut(offset, len) };
-            if view.is_some() {
-                producer.backing.region().lend();
-            }
-            view.map(Some)
-        } else {
-            producer.staging.clear();
-            producer.staging.resize(len, 0);
-            Some(None)
-        };
-        match view {
-            Some(view) => {
-                producer.open_claim = Some(claim);
-                Ok(Grant { producer, view })
-            }
-            None => {
-                producer.discard(claim);
-                Err(producer.corrupted(format!("claim at position {} does not fit the region", claim.position)))
-            }
-        }
-    }
-
-    /// Publishes the message.
-    pub fn commit(self) {
-        self.commit_len(usize::MAX);
-    }
-
-    /// Publishes the first `len` bytes as the message (all of them if `len`
-    /// is larger); the rest of the claim is given back.
-    pub fn commit_len(mut self, len: usize) {
-        // Taken here, so that `Drop` finds nothing to discard.
-        if let Some(claim) = self.producer.open_claim.take() {
-            // At most the claim's length, which is a `u32`.
-            let len = len.min(claim.len as usize);
-            let offset = payload_offset(claim.position, self.producer.capacity);
-            let region = self.producer.backing.region();
-            match &mut self.view {
-                Some(view) => view.flush_into(region, offset, len),
-                None => {
-                    let staging = &self.producer.staging;
-                    let written = region.write(offset, &staging[..len.min(staging.len())]);
-                    debug_assert!(written, "checked to fit when the grant was made");
-                }
-            }
-            self.producer.commit(claim, len as u32);
-        }
-    }
-}
-
-impl<B: RingBacking> Drop for Grant<'_, B> {
-    fn drop(&mut self) {
-        if self.view.is_some() {
-            self.producer.backing.region().unlend();
-        }
-        if let Some(claim) = self.producer.open_claim.take() {
-            self.producer.discard(claim);
-        }
-    }
-}
-
-impl<B: RingBacking> std::ops::Deref for Grant<'_, B> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match &self.view {
-            Some(view) => view,
-            None => &self.producer.staging,
-        }
-    }
-}
-
-impl<B: RingBacking> std::ops::DerefMut for Grant<'_, B> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        match &mut self.view {
-            Some(view) => view,
-            None => &mut self.producer.staging,
-        }
     }
 }

@@ -4,7 +4,40 @@
 use super::consumer::{Consumer, Found};
 use super::record::HEADER_LEN;
 use super::region::View;
-use super::{RingBacking, Stop};
+use super::RingBacking;
+use crate::error::RecvStop;
+use crate::wait::WaitStrategy;
+use std::time::Duration;
+
+/// Lending messages: the zero-copy side of receiving.
+impl<B: RingBacking> Consumer<B> {
+    /// Borrows the next message in place if one is waiting (`None`: empty).
+    pub fn try_read(&mut self) -> Result<Option<ReadGuard<'_, B>>, RecvStop> {
+        match self.next_now()? {
+            Some(found) => ReadGuard::new(self, found).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Borrows the next message in place, waiting with `strategy`.
+    pub fn read(&mut self, strategy: WaitStrategy) -> Result<ReadGuard<'_, B>, RecvStop> {
+        let found = self.next(strategy)?;
+        ReadGuard::new(self, found)
+    }
+
+    /// Borrows the next message in place, waiting with `strategy` for at
+    /// most `timeout` (`None`: still empty).
+    pub fn read_for(
+        &mut self,
+        strategy: WaitStrategy,
+        timeout: Duration,
+    ) -> Result<Option<ReadGuard<'_, B>>, RecvStop> {
+        match self.next_for(strategy, timeout)? {
+            Some(found) => ReadGuard::new(self, found).map(Some),
+            None => Ok(None),
+        }
+    }
+}
 
 /// A message borrowed in place (or, where the trust rule does not allow
 /// that, copied to the consumer's buffer). Dereferences to its payload;
@@ -18,7 +51,7 @@ pub struct ReadGuard<'a, B: RingBacking> {
 }
 
 impl<'a, B: RingBacking> ReadGuard<'a, B> {
-    pub(super) fn new(consumer: &'a mut Consumer<B>, found: Found) -> Result<Self, Stop> {
+    pub(super) fn new(consumer: &'a mut Consumer<B>, found: Found) -> Result<Self, RecvStop> {
         let offset = ((found.position & (consumer.capacity - 1)) + HEADER_LEN) as usize;
         let len = found.len as usize;
         let fits = if consumer.in_place {

@@ -5,7 +5,7 @@
 use super::producer::{Claim, Producer};
 use super::record::{decode, encode, record_size, HEADER_LEN, TAG_PADDING};
 use super::{forget_dead_sleepers, mark_attached, Pace, RingBacking};
-use crate::error::{Corrupted, Stop};
+use crate::error::{Corrupted, SendStop};
 use crate::layout::{Slot, MAX_POSITION};
 use crate::sync::{observe, publish, Ordering};
 
@@ -60,7 +60,7 @@ impl<B: RingBacking> Producer<B> {
     /// Room for a `len`-byte record, or `None` when full. Publishes the
     /// padding at the wrap as part of the claim.
     #[inline]
-    pub(super) fn spsc_claim(&mut self, len: u32, pace: Pace) -> Result<Option<Claim>, Stop> {
+    pub(super) fn spsc_claim(&mut self, len: u32, pace: Pace) -> Result<Option<Claim>, SendStop> {
         let capacity = self.capacity;
         let tail = self.tail;
         let size = record_size(u64::from(len));
@@ -80,7 +80,7 @@ impl<B: RingBacking> Producer<B> {
                 // Full. Only now does the consumer's absence matter: while
                 // there is room, messages wait in the ring for the next one.
                 if self.watch.peer_gone(&self.backing, pace) {
-                    return Err(Stop::Disconnected);
+                    return Err(SendStop::Disconnected);
                 }
                 return Ok(None);
             }

@@ -433,6 +433,16 @@ impl Segment {
         &self.identity
     }
 
+    /// Bytes in the data region (mapped, so within the address space).
+    pub(crate) fn capacity(&self) -> usize {
+        self.identity.capacity as usize
+    }
+
+    /// The largest message, as validated at attach.
+    pub(crate) fn max_message(&self) -> usize {
+        self.identity.max_message as usize
+    }
+
     /// The kind validated at attach.
     #[inline]
     pub(crate) fn kind(&self) -> Kind {
