@@ -87,9 +87,9 @@ pub enum Error {
         /// The segment.
         segment: String,
         /// The kind found (`None` if the code is unknown).
-        found: Option<crate::Kind>,
+        found: Option<crate::layout::Kind>,
         /// The kind asked for.
-        expected: crate::Kind,
+        expected: crate::layout::Kind,
     },
     /// The file's size does not match the header (truncated, or too small to
     /// hold a header at all).
@@ -371,7 +371,7 @@ mod tests {
         let e = Error::from_os("/orders", "shm_open", rustix::io::Errno::NOENT);
         assert_eq!(e.to_string(), "segment /orders does not exist");
         let e =
-            Error::KindMismatch { segment: "/q".into(), found: Some(crate::Kind::Mpsc), expected: crate::Kind::Spsc };
+            Error::KindMismatch { segment: "/q".into(), found: Some(crate::layout::Kind::Mpsc), expected: crate::layout::Kind::Spsc };
         assert_eq!(e.to_string(), "segment /q is an MPSC ring, not SPSC");
         assert_eq!(SendTimeoutError::Timeout.to_string(), "timed out waiting for room in the ring");
     }
