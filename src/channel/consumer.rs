@@ -73,10 +73,10 @@ impl Consumer {
 
     /// Writes every message committed so far and this consumer's position
     /// back to the file with `msync(MS_SYNC)`: once this returns, the
-    /// position survives the processes and the machine going down, and in a
-    /// file ring the space before it is released to the producers (see
-    /// [`ring::durable`]). In effect a no-op for shared memory and memfd
-    /// rings, which do not outlive the machine.
+    /// position survives the processes and the machine going down, and the
+    /// space before it is released to the producers (a file ring's producers
+    /// never overwrite what a recovery may keep). In effect a no-op for
+    /// shared memory and memfd rings, which do not outlive the machine.
     #[doc(alias = "msync")]
     pub fn flush(&self) -> Result<(), Error> {
         self.this_process()?;

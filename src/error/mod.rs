@@ -370,8 +370,11 @@ mod tests {
         assert_eq!(TryRecvError::Corrupted(c.clone()).to_string(), c.to_string());
         let e = Error::from_os("/orders", "shm_open", rustix::io::Errno::NOENT);
         assert_eq!(e.to_string(), "segment /orders does not exist");
-        let e =
-            Error::KindMismatch { segment: "/q".into(), found: Some(crate::layout::Kind::Mpsc), expected: crate::layout::Kind::Spsc };
+        let e = Error::KindMismatch {
+            segment: "/q".into(),
+            found: Some(crate::layout::Kind::Mpsc),
+            expected: crate::layout::Kind::Spsc,
+        };
         assert_eq!(e.to_string(), "segment /q is an MPSC ring, not SPSC");
         assert_eq!(SendTimeoutError::Timeout.to_string(), "timed out waiting for room in the ring");
     }
