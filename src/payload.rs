@@ -87,10 +87,17 @@ fn seed(stream: u32, seq: u64) -> u64 {
 }
 
 fn next(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
+    xorshift(&mut x)
+}
+
+/// Advances the xorshift64 generator `state` (never zero) and returns its
+/// new value: the one small, reproducible generator of the payloads, the
+/// tests and the examples.
+pub fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
 
 #[cfg(test)]

@@ -52,6 +52,26 @@ pub const fn record_size(len: u64) -> u64 {
     HEADER_LEN + ((len + ALIGN - 1) & !(ALIGN - 1))
 }
 
+/// Offset in a region of `capacity` bytes (a power of two) of the payload of
+/// the record at `position`.
+#[inline(always)]
+pub fn payload_offset(position: u64, capacity: u64) -> usize {
+    ((position & (capacity - 1)) + HEADER_LEN) as usize
+}
+
+/// The padding a record of `size` bytes claimed at `position` needs first:
+/// the rest of the lap if the record would cross the end of the region
+/// (records never do), else none.
+#[inline(always)]
+pub fn padding_before(position: u64, size: u64, capacity: u64) -> u64 {
+    let offset = position & (capacity - 1);
+    if offset + size > capacity {
+        capacity - offset
+    } else {
+        0
+    }
+}
+
 /// The stamp of a record at `position` in a region of `capacity` bytes (a
 /// power of two).
 #[inline(always)]
@@ -170,6 +190,14 @@ mod tests {
     use super::*;
 
     const CAP: u64 = 4096;
+
+    #[test]
+    fn padding_and_payload_offsets() {
+        assert_eq!(padding_before(4072, 24, CAP), 0, "ends exactly at the end of the region");
+        assert_eq!(padding_before(4072, 32, CAP), 24, "would cross the end: pad to it");
+        assert_eq!(padding_before(CAP + 8, 4088, CAP), 0, "a later lap, same offsets");
+        assert_eq!(payload_offset(CAP + 16, CAP), 24);
+    }
 
     #[test]
     fn sizes_are_aligned() {

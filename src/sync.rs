@@ -105,6 +105,14 @@ pub(crate) fn waker_fence() {
     }
 }
 
+/// Adds one to a counter that only the caller's handle writes (a message
+/// count in the header, read by tools): a load and a store, no
+/// read-modify-write on the hot path.
+#[inline(always)]
+pub(crate) fn count_one(counter: &AtomicU64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+}
+
 /// The sleeper's StoreLoad barrier: between announcing itself and re-checking
 /// the condition it waits for. Pairs with [`waker_fence`].
 #[inline(always)]

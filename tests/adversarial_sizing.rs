@@ -12,9 +12,7 @@ use shmring::{Consumer, Kind, Producer, RingOptions};
 fn a_sliding_window_of_n_minus_one_messages_never_blocks_a_send() {
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move |max: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        shmring::payload::xorshift(&mut rng);
         match rng % 4 {
             0 => max,
             1 => 0,

@@ -284,9 +284,7 @@ fn random_scribbles_never_panic_or_hang() {
     // errors it may give (a Corrupted naming the segment among them).
     let mut rng = 0x1234_5678_9ABC_DEF1u64;
     let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        shmring::payload::xorshift(&mut rng);
         rng
     };
     for case in 0..300 {

@@ -144,9 +144,7 @@ fn killed_consumer_is_noticed_and_a_restarted_one_loses_nothing() {
         // consumed a random number of messages: events, not delays.
         wait_for_line(&mut first, "attached");
         let mut producer = Producer::open(segment.name(), &options).expect("producer");
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        shmring::payload::xorshift(&mut rng);
         let kill_at = 1 + rng % 20_000;
         let watched = progress.clone();
         let killer = std::thread::spawn(move || {

@@ -96,9 +96,7 @@ fn child() {
     let progress = Progress::open(&env("SHMRING_PROGRESS"));
     let mut rng = std::process::id() as u64 | 1;
     let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        shmring::payload::xorshift(&mut rng);
         rng
     };
     match role.as_str() {
@@ -208,9 +206,7 @@ fn temp(tag: &str) -> String {
 fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut x = seed | 1;
     move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        shmring::payload::xorshift(&mut x);
         x
     }
 }

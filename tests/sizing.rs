@@ -10,9 +10,7 @@ use shmring::{Consumer, Kind, Producer, RingOptions, TryRecvError};
 
 /// Sizes from a small reproducible generator, up to `max`, biased to `max`.
 fn size(rng: &mut u64, max: usize) -> usize {
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
+    shmring::payload::xorshift(rng);
     if *rng % 3 == 0 {
         max
     } else {

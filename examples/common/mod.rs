@@ -282,9 +282,7 @@ impl Sizes {
         if self.min == self.max {
             return self.min;
         }
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
+        shmring::payload::xorshift(&mut self.state);
         self.min + (self.state % (self.max - self.min + 1) as u64) as usize
     }
 }

@@ -5,7 +5,7 @@
 
 use super::durable;
 use super::mpsc_resolve::{ProducersWatch, Step};
-use super::record::{decode, Record, HEADER_LEN};
+use super::record::{decode, payload_offset, Record};
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, RecvStop};
@@ -287,8 +287,7 @@ impl<B: RingBacking> Consumer<B> {
     #[inline]
     pub(super) fn release(&mut self, found: Found) {
         self.stats.messages += 1;
-        let counter = &self.backing.header().consumer.messages;
-        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        crate::sync::count_one(&self.backing.header().consumer.messages);
         self.stats.bytes += u64::from(found.len);
         self.free_to(found.position + Record::Message { len: found.len }.size());
     }
@@ -297,7 +296,7 @@ impl<B: RingBacking> Consumer<B> {
     fn copy_out(&mut self, found: Found, buf: &mut Vec<u8>) -> usize {
         let len = found.len as usize;
         buf.clear();
-        let offset = ((found.position & (self.capacity - 1)) + HEADER_LEN) as usize;
+        let offset = payload_offset(found.position, self.capacity);
         let copied = self.backing.region().append_to(offset, len, buf);
         debug_assert!(copied, "a decoded record always lies inside the region");
         self.release(found);
@@ -311,7 +310,7 @@ impl<B: RingBacking> Consumer<B> {
     fn copy_into(&mut self, found: Found, buf: &mut [MaybeUninit<u8>]) -> Result<usize, usize> {
         let len = found.len as usize;
         let Some(dst) = buf.get_mut(..len) else { return Err(len) };
-        let offset = ((found.position & (self.capacity - 1)) + HEADER_LEN) as usize;
+        let offset = payload_offset(found.position, self.capacity);
         let copied = self.backing.region().read_uninit(offset, dst);
         debug_assert!(copied, "a decoded record always lies inside the region");
         self.release(found);

@@ -1,7 +1,8 @@
 //! Space the producer claimed for one message, written in place where the
 //! trust rule allows (or in the producer's buffer, copied in on commit).
 
-use super::producer::{payload_offset, Claim, Producer};
+use super::producer::{Claim, Producer};
+use super::record::payload_offset;
 use super::region::ViewMut;
 use super::RingBacking;
 use crate::error::SendStop;

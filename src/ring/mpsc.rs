@@ -52,7 +52,7 @@
 
 use super::die::DieAt;
 use super::producer::{Claim, Producer};
-use super::record::{encode, record_size, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
+use super::record::{encode, padding_before, record_size, HEADER_LEN, TAG_CLAIM, TAG_PADDING};
 use super::{mark_attached, withdraw_dead_sleeper, Pace, RingBacking};
 use crate::error::{Corrupted, SendStop};
 use crate::layout::{Slot, MAX_POSITION, NO_CLAIM};
@@ -135,8 +135,7 @@ impl<B: RingBacking> Producer<B> {
             if tail % 8 != 0 {
                 return Err(self.corrupted(format!("claim position {tail} is not 8-byte aligned")));
             }
-            let offset = tail & (capacity - 1);
-            let padding = if offset + size > capacity { capacity - offset } else { 0 };
+            let padding = padding_before(tail, size, capacity);
             let Some(end) = tail.checked_add(padding + size) else {
                 return Err(self.corrupted(format!("claim position {tail} is at the end of the position space")));
             };
@@ -229,8 +228,7 @@ impl<B: RingBacking> Producer<B> {
     #[inline]
     pub(super) fn mpsc_publish(&mut self, slot: usize, position: u64, word: u64) {
         self.backing.region().word(position).store(word, publish());
-        // Only this slot's holder writes its counter: a load and a store.
-        let line = &self.backing.header().claims[slot];
-        line.messages.store(line.messages.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        // Only this slot's holder writes its counter.
+        crate::sync::count_one(&self.backing.header().claims[slot].messages);
     }
 }

@@ -273,8 +273,7 @@ impl<B: RingBacking> Consumer<B> {
     /// Frees a dead producer's record up to `end` and counts it.
     fn skip_torn(&mut self, end: u64) {
         self.stats.torn_records += 1;
-        let counter = &self.backing.header().consumer.torn_records;
-        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        crate::sync::count_one(&self.backing.header().consumer.torn_records);
         self.free_to(end);
     }
 }

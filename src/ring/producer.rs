@@ -5,7 +5,7 @@
 //! with a published intent and a claim marker so that a producer's death is
 //! recoverable).
 
-use super::record::{encode, Record, HEADER_LEN, TAG_DISCARDED, TAG_MESSAGE};
+use super::record::{encode, payload_offset, Record, HEADER_LEN, TAG_DISCARDED, TAG_MESSAGE};
 use super::{mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, SendStop, TooLarge};
@@ -333,12 +333,6 @@ impl<B: RingBacking> Drop for Producer<B> {
         let header = self.backing.header();
         mark_detached(header, slot, &header.consumer_wake, &mut self.stats);
     }
-}
-
-/// Offset in the region of the payload of the record at `position`.
-#[inline(always)]
-pub(super) fn payload_offset(position: u64, capacity: u64) -> usize {
-    ((position & (capacity - 1)) + HEADER_LEN) as usize
 }
 
 /// A producer waiting for room for a `len`-byte message.

@@ -2,7 +2,7 @@
 //! copied to the consumer's buffer; its space is freed when the guard drops.
 
 use super::consumer::{Consumer, Found};
-use super::record::HEADER_LEN;
+use super::record::payload_offset;
 use super::region::View;
 use super::RingBacking;
 use crate::error::RecvStop;
@@ -52,7 +52,7 @@ pub struct ReadGuard<'a, B: RingBacking> {
 
 impl<'a, B: RingBacking> ReadGuard<'a, B> {
     pub(super) fn new(consumer: &'a mut Consumer<B>, found: Found) -> Result<Self, RecvStop> {
-        let offset = ((found.position & (consumer.capacity - 1)) + HEADER_LEN) as usize;
+        let offset = payload_offset(found.position, consumer.capacity);
         let len = found.len as usize;
         let fits = if consumer.in_place {
             let region: *const super::Region = consumer.backing.region();

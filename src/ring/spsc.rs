@@ -3,7 +3,7 @@
 //! word after it (the terminator), so the consumer never polls stale bytes.
 
 use super::producer::{Claim, Producer};
-use super::record::{decode, encode, record_size, HEADER_LEN, TAG_PADDING};
+use super::record::{decode, encode, padding_before, record_size, HEADER_LEN, TAG_PADDING};
 use super::{forget_dead_sleepers, mark_attached, Pace, RingBacking};
 use crate::error::{Corrupted, SendStop};
 use crate::layout::{Slot, MAX_POSITION};
@@ -64,8 +64,7 @@ impl<B: RingBacking> Producer<B> {
         let capacity = self.capacity;
         let tail = self.tail;
         let size = record_size(u64::from(len));
-        let offset = tail & (capacity - 1);
-        let padding = if offset + size > capacity { capacity - offset } else { 0 };
+        let padding = padding_before(tail, size, capacity);
         let needed = padding + size + HEADER_LEN;
         if tail + needed - self.cached_head > capacity {
             let head = self.limit();
@@ -122,8 +121,7 @@ impl<B: RingBacking> Producer<B> {
         self.tail = position + size;
         let line = &self.backing.header().producer;
         line.tail.store(position + size, Ordering::Relaxed);
-        // Only this handle writes the counter: a load and a store, no RMW.
-        line.messages.store(line.messages.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        crate::sync::count_one(&line.messages);
     }
 
     /// Makes the word at `position` (free space) read zero, so that the

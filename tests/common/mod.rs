@@ -298,9 +298,7 @@ fn env_u64(key: &str) -> u64 {
 /// regularly the maximum, 1 byte, and sizes that end exactly at the end of
 /// the region or just past it (forcing a padding record).
 pub fn stream_size(seq: u64, rng: &mut u64, position: u64, capacity: u64, max: usize) -> usize {
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
+    shmring::payload::xorshift(rng);
     let to_end = (capacity - position % capacity).saturating_sub(8) as usize;
     match seq % 17 {
         0 if to_end <= max => to_end,    // the record ends exactly at the end
@@ -336,9 +334,7 @@ impl StreamSizes {
     }
 
     pub fn next(&mut self, max: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
+        shmring::payload::xorshift(&mut self.0);
         1 + (self.0 % max as u64) as usize
     }
 }
