@@ -72,6 +72,24 @@ pub fn padding_before(position: u64, size: u64, capacity: u64) -> u64 {
     }
 }
 
+/// The pieces `(offset, len)` of a region of `capacity` bytes (a power of
+/// two) that positions `from..to` cover: one, or two where they wrap. A
+/// range longer than a lap yields nothing (damage or a caller's bug, never
+/// a write past the range).
+#[inline(always)]
+pub fn region_pieces(from: u64, to: u64, capacity: u64) -> impl Iterator<Item = (u64, u64)> {
+    let mut at = from;
+    std::iter::from_fn(move || {
+        if at >= to || to - at > capacity {
+            return None;
+        }
+        let offset = at & (capacity - 1);
+        let len = (to - at).min(capacity - offset);
+        at += len;
+        Some((offset, len))
+    })
+}
+
 /// The stamp of a record at `position` in a region of `capacity` bytes (a
 /// power of two).
 #[inline(always)]
@@ -197,6 +215,11 @@ mod tests {
         assert_eq!(padding_before(4072, 32, CAP), 24, "would cross the end: pad to it");
         assert_eq!(padding_before(CAP + 8, 4088, CAP), 0, "a later lap, same offsets");
         assert_eq!(payload_offset(CAP + 16, CAP), 24);
+        let pieces = |from, to| region_pieces(from, to, CAP).collect::<Vec<_>>();
+        assert_eq!(pieces(8, 40), [(8, 32)]);
+        assert_eq!(pieces(4080, CAP + 24), [(4080, 16), (0, 24)], "wraps: two pieces");
+        assert_eq!(pieces(40, 40), []);
+        assert_eq!(pieces(0, CAP + 8), [], "more than a lap: nothing");
     }
 
     #[test]

@@ -24,14 +24,9 @@ impl Region {
     /// Zeroes the bytes of positions `from..to` (at most a lap), in two
     /// pieces if they wrap.
     pub(crate) fn zero_positions(&self, from: u64, to: u64) {
-        let capacity = self.len() as u64;
-        let mut at = from;
-        while at < to && to - at <= capacity {
-            let offset = at & (capacity - 1);
-            let len = (to - at).min(capacity - offset);
+        for (offset, len) in crate::record::region_pieces(from, to, self.len() as u64) {
             let zeroed = self.zero(offset as usize, len as usize);
             debug_assert!(zeroed, "a range inside one lap lies inside the region");
-            at += len;
         }
     }
 }

@@ -169,7 +169,8 @@ impl RingOptions {
     /// process that may start before the one that creates the ring. Default
     /// zero: [`Error::NotFound`] at once. `Duration::MAX` waits without
     /// limit. Once the segment exists, [`ready_timeout`](Self::ready_timeout)
-    /// bounds the wait for its creator to finish it.
+    /// bounds the wait for its creator to finish it; one whose creator gave
+    /// up and removed it meanwhile is waited for anew.
     ///
     /// ```no_run
     /// use std::time::Duration;

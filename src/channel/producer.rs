@@ -39,8 +39,8 @@ use std::time::Duration;
 /// message the forking thread held is left over in the child: it keeps
 /// showing the same bytes (a mapping with a view lent in place is copied
 /// for the child, not blanked; a guard leaked with `mem::forget` counts as
-/// lent for good, so every later fork copies that ring), and what is
-/// written or committed through it goes nowhere. A child
+/// lent until the handle's next claim, or for a read guard its next copying
+/// receive), and what is written or committed through it goes nowhere. A child
 /// that needs the ring attaches afresh ([`Producer::open`],
 /// [`AnonymousRing::producer`], ...).
 ///

@@ -38,6 +38,9 @@ pub struct Consumer<B: RingBacking> {
     /// Whether [`read`](Self::read) lends the payload in place (see
     /// [`set_borrow_in_place`](Self::set_borrow_in_place)).
     pub(super) in_place: bool,
+    /// Whether a read guard's view of the ring is counted as lent (see
+    /// [`lend_view`](Self::lend_view)).
+    view_lent: bool,
     /// Where `read` copies a payload to when it may not lend it in place.
     pub(super) staging: Vec<u8>,
     /// A file ring: consumed space is released to producers only once this
@@ -116,6 +119,7 @@ impl<B: RingBacking> Consumer<B> {
             stats: Stats::default(),
             park_slice: crate::wait::PARK_SLICE,
             in_place: false,
+            view_lent: false,
             staging: Vec::new(),
             persistent,
             backing,
@@ -284,6 +288,26 @@ impl<B: RingBacking> Consumer<B> {
         released
     }
 
+    /// Counts the view of the ring a read guard lends, so that a fork
+    /// meanwhile copies the region for the child (see `Region::lend`). A
+    /// guard leaked with `mem::forget` left its count: the next guard reuses
+    /// it, and the next copying receive ends it (holding the consumer
+    /// mutably, it proves the leaked guard and its views are gone).
+    pub(super) fn lend_view(&mut self) {
+        if !self.view_lent {
+            self.backing.region().lend();
+            self.view_lent = true;
+        }
+    }
+
+    /// Ends the count of [`lend_view`](Self::lend_view).
+    pub(super) fn return_view(&mut self) {
+        if self.view_lent {
+            self.backing.region().unlend();
+            self.view_lent = false;
+        }
+    }
+
     #[inline]
     pub(super) fn release(&mut self, found: Found) {
         self.stats.messages += 1;
@@ -294,6 +318,9 @@ impl<B: RingBacking> Consumer<B> {
 
     #[inline]
     fn copy_out(&mut self, found: Found, buf: &mut Vec<u8>) -> usize {
+        if self.view_lent {
+            self.return_view();
+        }
         let len = found.len as usize;
         buf.clear();
         let offset = payload_offset(found.position, self.capacity);
@@ -308,6 +335,9 @@ impl<B: RingBacking> Consumer<B> {
     /// (the next call finds it again) and returns its length as the error.
     #[inline]
     fn copy_into(&mut self, found: Found, buf: &mut [MaybeUninit<u8>]) -> Result<usize, usize> {
+        if self.view_lent {
+            self.return_view();
+        }
         let len = found.len as usize;
         let Some(dst) = buf.get_mut(..len) else { return Err(len) };
         let offset = payload_offset(found.position, self.capacity);
@@ -414,6 +444,7 @@ impl<B: RingBacking> Consumer<B> {
 
 impl<B: RingBacking> Drop for Consumer<B> {
     fn drop(&mut self) {
+        self.return_view();
         let header = self.backing.header();
         mark_detached(header, Slot::Consumer, &header.producer_wake, &mut self.stats);
     }

@@ -76,7 +76,7 @@ impl<'a, B: RingBacking> Grant<'a, B> {
             // `&mut Producer` beside it.
             let view = unsafe { (*region).view_mut(offset, len) };
             if view.is_some() {
-                producer.backing.region().lend();
+                producer.lend_view();
             }
             view.map(Some)
         } else {
@@ -110,8 +110,14 @@ impl<'a, B: RingBacking> Grant<'a, B> {
             let len = len.min(claim.len as usize);
             let offset = payload_offset(claim.position, self.producer.capacity);
             let region = self.producer.backing.region();
-            match &mut self.view {
-                Some(view) => view.flush_into(region, offset, len),
+            match self.view.take() {
+                Some(mut view) => {
+                    view.flush_into(region, offset, len);
+                    // The view ends before the commit hands its bytes to the
+                    // consumer, which may then read or (MPSC) zero them.
+                    drop(view);
+                    self.producer.return_view();
+                }
                 None => {
                     let staging = &self.producer.staging;
                     let written = region.write(offset, &staging[..len.min(staging.len())]);
@@ -125,8 +131,8 @@ impl<'a, B: RingBacking> Grant<'a, B> {
 
 impl<B: RingBacking> Drop for Grant<'_, B> {
     fn drop(&mut self) {
-        if self.view.is_some() {
-            self.producer.backing.region().unlend();
+        if self.view.take().is_some() {
+            self.producer.return_view();
         }
         if let Some(claim) = self.producer.open_claim.take() {
             self.producer.discard(claim);

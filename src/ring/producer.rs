@@ -47,6 +47,9 @@ pub struct Producer<B: RingBacking> {
     /// Whether grants are views of the ring itself (see
     /// [`set_borrow_in_place`](Self::set_borrow_in_place)).
     pub(super) in_place: bool,
+    /// Whether a grant's view of the ring is counted as lent (see
+    /// [`lend_view`](Self::lend_view)).
+    view_lent: bool,
     /// Where a grant is written when it may not be a view of the ring.
     pub(super) staging: Vec<u8>,
     /// A file ring (see [`super::durable`]).
@@ -78,6 +81,7 @@ impl<B: RingBacking> Producer<B> {
             park_slice: crate::wait::PARK_SLICE,
             open_claim: None,
             in_place: false,
+            view_lent: false,
             staging: Vec::new(),
             persistent: backing.persistent(),
             #[cfg(shmring_loom)]
@@ -167,7 +171,7 @@ impl<B: RingBacking> Producer<B> {
             return Err(SendStop::TooLarge(TooLarge { len, max }));
         }
         if let Some(leaked) = self.open_claim.take() {
-            self.discard(leaked);
+            self.forget_leaked(leaked);
         }
         match self.mpsc_slot {
             None => self.spsc_claim(len as u32, pace),
@@ -259,6 +263,33 @@ impl<B: RingBacking> Producer<B> {
         }
     }
 
+    /// Counts the view of the ring a grant lends, so that a fork meanwhile
+    /// copies the region for the child (see `Region::lend`).
+    pub(super) fn lend_view(&mut self) {
+        if !self.view_lent {
+            self.backing.region().lend();
+            self.view_lent = true;
+        }
+    }
+
+    /// Ends the count of [`lend_view`](Self::lend_view).
+    pub(super) fn return_view(&mut self) {
+        if self.view_lent {
+            self.backing.region().unlend();
+            self.view_lent = false;
+        }
+    }
+
+    /// The claim of a grant that was leaked (`mem::forget`): discarded, and
+    /// its view no longer counted. Sound because the caller holds the
+    /// producer mutably, which the leaked grant's borrow (and any view made
+    /// from it) excluded for as long as it lived.
+    #[cold]
+    fn forget_leaked(&mut self, leaked: Claim) {
+        self.return_view();
+        self.discard(leaked);
+    }
+
     /// Gives up a claim without publishing a message. SPSC: the space is
     /// simply not committed and the next claim takes it again (its grant may
     /// have written it, so it is no longer known to be zero). MPSC: other
@@ -326,7 +357,7 @@ impl<B: RingBacking> Drop for Producer<B> {
     fn drop(&mut self) {
         if let Some(leaked) = self.open_claim.take() {
             if !crate::sync::mutant("no_discard_on_drop") {
-                self.discard(leaked);
+                self.forget_leaked(leaked);
             }
         }
         let slot = self.slot();

@@ -68,7 +68,7 @@ impl<'a, B: RingBacking> ReadGuard<'a, B> {
             let view = unsafe { (*region).view(offset, len) };
             match view {
                 Some(view) => {
-                    consumer.backing.region().lend();
+                    consumer.lend_view();
                     return Ok(ReadGuard { consumer, view: Some(view), found });
                 }
                 None => false,
@@ -88,7 +88,7 @@ impl<B: RingBacking> ReadGuard<'_, B> {
     /// Leaves the message in the ring: the next read returns it again.
     pub fn put_back(mut self) {
         if self.view.take().is_some() {
-            self.consumer.backing.region().unlend();
+            self.consumer.return_view();
         }
         // Nothing else to undo: `head` moves only in `Drop`, skipped here.
         std::mem::forget(self);
@@ -107,8 +107,9 @@ impl<B: RingBacking> std::ops::Deref for ReadGuard<'_, B> {
 
 impl<B: RingBacking> Drop for ReadGuard<'_, B> {
     fn drop(&mut self) {
-        if self.view.is_some() {
-            self.consumer.backing.region().unlend();
+        // The view ends before its space is released to the producers.
+        if self.view.take().is_some() {
+            self.consumer.return_view();
         }
         self.consumer.release(self.found);
     }

@@ -3,7 +3,7 @@
 //! word after it (the terminator), so the consumer never polls stale bytes.
 
 use super::producer::{Claim, Producer};
-use super::record::{decode, encode, padding_before, record_size, HEADER_LEN, TAG_PADDING};
+use super::record::{decode, encode, padding_before, record_size, region_pieces, HEADER_LEN, TAG_PADDING};
 use super::{forget_dead_sleepers, mark_attached, Pace, RingBacking};
 use crate::error::{Corrupted, SendStop};
 use crate::layout::{Slot, MAX_POSITION};
@@ -163,15 +163,13 @@ impl<B: RingBacking> Producer<B> {
         }
         let capacity = self.capacity;
         let limit = ((end | 63) + 65).min(self.cached_head + capacity);
-        let mut from = self.zeroed_to.max(end);
+        let mut zeroed_to = self.zeroed_to.max(end);
         let region = self.backing.region();
-        while from < limit {
-            let offset = from & (capacity - 1);
-            let len = (limit - from).min(capacity - offset);
+        for (offset, len) in region_pieces(zeroed_to, limit, capacity) {
             let zeroed = region.zero(offset as usize, len as usize);
             debug_assert!(zeroed, "free space always lies inside the region");
-            from += len;
+            zeroed_to += len;
         }
-        self.zeroed_to = self.zeroed_to.max(from);
+        self.zeroed_to = zeroed_to;
     }
 }

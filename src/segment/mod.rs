@@ -205,22 +205,24 @@ impl Segment {
     /// finish.
     pub(crate) fn open(name: &str, expect: &Expect) -> Result<Segment, Error> {
         validate_name(name)?;
-        let fd = until_created(expect.open_timeout, || {
-            SegmentFd::open(name, "shm_open", Scope::Process, || shm::open(name, shm::OFlags::RDWR, Mode::empty()))
-        })?;
-        Self::attach(name, fd, expect, true)
+        until_created(expect.open_timeout, || {
+            let fd = SegmentFd::open(name, "shm_open", Scope::Process, || {
+                shm::open(name, shm::OFlags::RDWR, Mode::empty())
+            })?;
+            Self::attach(name, fd, expect, true)
+        })
     }
 
     /// Opens the file segment `path` and validates it. After a restart of
     /// the machine the caller recovers it (see [`restarted`](Self::restarted)).
     pub(crate) fn open_file(path: &Path, expect: &Expect) -> Result<Segment, Error> {
         let name = path.to_string_lossy();
-        let fd = until_created(expect.open_timeout, || {
-            SegmentFd::open(&name, "open", Scope::Process, || {
+        let mut segment = until_created(expect.open_timeout, || {
+            let fd = SegmentFd::open(&name, "open", Scope::Process, || {
                 rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
-            })
+            })?;
+            Self::attach(&name, fd, expect, true)
         })?;
-        let mut segment = Self::attach(&name, fd, expect, true)?;
         segment.persistent = true;
         Ok(segment)
     }
@@ -319,12 +321,21 @@ impl Segment {
                 ),
             });
         }
+        // A creator that fails removes the name it made: an object that had
+        // a name (a memfd never has one) and lost it while we wait for its
+        // header is gone, and the name may be made again. `NotFound`, so
+        // that an open with `open_timeout` goes back to waiting for it.
+        let named = stat.st_nlink > 0;
+        let removed = |fd: &SegmentFd| named && rustix::fs::fstat(fd).is_ok_and(|now| now.st_nlink == 0);
         // The creator sizes the object right after creating it: wait for a
         // header to be there at all.
         let mut size = stat.st_size as u64;
         while size < HEADER_BYTES {
             if size >= 8 && !starts_with_magic(&fd) {
                 return Err(Error::NotShmring { segment });
+            }
+            if removed(&fd) {
+                return Err(Error::NotFound { segment });
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(if size == 0 {
@@ -338,7 +349,8 @@ impl Segment {
         }
         // Map only the header until it is validated: its sizes are untrusted.
         let probe = Mapping::new(name, &fd, HEADER_BYTES as usize, false, writable, false)?;
-        let (identity, stored_checksum) = probe.header().identity.wait_ready(name, deadline, expect.ready_timeout)?;
+        let (identity, stored_checksum) =
+            probe.header().identity.wait_ready(name, deadline, expect.ready_timeout, || removed(&fd))?;
         validate_identity(name, &identity, stored_checksum, size, expect)?;
         drop(probe);
         // Pre-fault the pages only if they all exist (a segment made here is

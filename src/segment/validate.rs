@@ -17,6 +17,7 @@ impl crate::layout::Identity {
         name: &str,
         deadline: Option<Instant>,
         waited: Duration,
+        removed: impl Fn() -> bool,
     ) -> Result<(IdentityFields, u64), Error> {
         loop {
             let state = self.state.load(Ordering::Relaxed);
@@ -31,6 +32,9 @@ impl crate::layout::Identity {
             }
             if state != STATE_INITIALIZING || (magic != 0 && magic != MAGIC) {
                 return Err(Error::NotShmring { segment: name.to_owned() });
+            }
+            if removed() {
+                return Err(Error::NotFound { segment: name.to_owned() });
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::NotReady { segment: name.to_owned(), waited });

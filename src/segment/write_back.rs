@@ -2,6 +2,7 @@
 //! and the directory's `fsync`.
 
 use super::*;
+use crate::record::region_pieces;
 
 impl Segment {
     /// Writes the data of positions `from..to` back to the file and waits
@@ -11,12 +12,8 @@ impl Segment {
     pub(crate) fn write_back_positions(&self, from: u64, to: u64) -> Result<(), Error> {
         let capacity = self.identity.capacity;
         let data = self.identity.data_offset;
-        let mut at = from.max(to.saturating_sub(capacity));
-        while at < to && to - at <= capacity {
-            let offset = at & (capacity - 1);
-            let len = (to - at).min(capacity - offset);
+        for (offset, len) in region_pieces(from.max(to.saturating_sub(capacity)), to, capacity) {
             self.msync(data + offset, len, true)?;
-            at += len;
         }
         Ok(())
     }
@@ -77,13 +74,7 @@ impl Segment {
         let capacity = self.identity.capacity;
         let data = self.identity.data_offset;
         let mut ranges = vec![(0, data)];
-        let mut at = from;
-        while at < to && to - at <= capacity {
-            let offset = at & (capacity - 1);
-            let len = (to - at).min(capacity - offset);
-            ranges.push((data + offset, len));
-            at += len;
-        }
+        ranges.extend(region_pieces(from, to, capacity).map(|(offset, len)| (data + offset, len)));
         for (offset, len) in ranges {
             // SAFETY: `sync_file_range` takes integers only; the descriptor is
             // open (owned by self).
