@@ -110,19 +110,23 @@ impl<'a, B: RingBacking> Grant<'a, B> {
             let len = len.min(claim.len as usize);
             let offset = payload_offset(claim.position, self.producer.capacity);
             let region = self.producer.backing.region();
-            match self.view.take() {
+            // Taken out, so that the view ends here, before the commit hands
+            // its bytes to the consumer, which may then read or (MPSC) zero
+            // them.
+            let lent = match self.view.take() {
                 Some(mut view) => {
                     view.flush_into(region, offset, len);
-                    // The view ends before the commit hands its bytes to the
-                    // consumer, which may then read or (MPSC) zero them.
-                    drop(view);
-                    self.producer.return_view();
+                    true
                 }
                 None => {
                     let staging = &self.producer.staging;
                     let written = region.write(offset, &staging[..len.min(staging.len())]);
                     debug_assert!(written, "checked to fit when the grant was made");
+                    false
                 }
+            };
+            if lent {
+                self.producer.return_view();
             }
             self.producer.commit(claim, len as u32);
         }
