@@ -404,13 +404,19 @@ fn fork_child_commits_a_held_grant_short() {
             let pid = unsafe { libc::fork() };
             if pid == 0 {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    // SAFETY: the child's copy of the grant is moved out once
+                    // and the original is never used or dropped in the child
+                    // (it leaves with `_exit`).
                     let mut g = unsafe { std::ptr::read(&g) };
                     g[..4].copy_from_slice(b"CHLD");
                     g.commit_len(10);
                 }));
+                // SAFETY: leaves the forked child without running anything
+                // of the parent's.
                 unsafe { libc::_exit(if r.is_ok() { 0 } else { 1 }) }
             }
             let mut status = 0;
+            // SAFETY: waits for our own child, into a local.
             unsafe { libc::waitpid(pid, &mut status, 0) };
             assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child: {status:#x}");
             let mut buf = Vec::new();
@@ -435,6 +441,7 @@ fn byte_in_forked_child(addr: usize) -> i32 {
         // SAFETY: `addr` lies in a mapping the child handler replaced (a
         // blank or a copy of the same size): readable.
         let b = unsafe { std::ptr::read_volatile(addr as *const u8) };
+        // SAFETY: leaves the forked child at once.
         unsafe { libc::_exit(i32::from(b)) }
     }
     let mut status = 0;
