@@ -39,7 +39,8 @@ pub const ALIGN: u64 = 8;
 pub const TAG_MESSAGE: u8 = 0x4D;
 /// Tag of a padding record (skipped by the consumer).
 pub const TAG_PADDING: u8 = 0x50;
-/// Tag of a record its producer gave up (an MPSC grant dropped uncommitted).
+/// Tag of a record its producer gave up: an MPSC grant dropped uncommitted,
+/// or the rest of one committed shorter than its claim (`commit_len`).
 pub const TAG_DISCARDED: u8 = 0x44;
 /// Tag of a claim marker: this bit, or'ed with the owner's producer slot.
 pub const TAG_CLAIM: u8 = 0x80;
@@ -125,7 +126,8 @@ pub enum Record {
         /// Payload length.
         len: u32,
     },
-    /// A record of `len` payload bytes its producer discarded.
+    /// A record of `len` payload bytes its producer discarded (a dropped
+    /// grant, or the rest of a grant committed shorter).
     Discarded {
         /// Payload length.
         len: u32,

@@ -106,6 +106,7 @@ fn dies_while_other_sends(stage: DieAt, prefill: usize, len: usize) {
     let killed = thread::spawn(move || {
         dying.die_at(stage);
         assert_eq!(dying.try_send(&message(0, 0, len)), Ok(false), "the model's death");
+        assert!(dying.died(), "the claim reached its death, not a full ring");
         // A dead process never detaches: keep the handle from doing so.
         std::mem::forget(dying);
         killer_ring.kill(0);
@@ -160,6 +161,7 @@ fn two_dead_at_head_and_a_live_producer(capacity: usize) {
     let mut winner = producer(&ring, 0);
     winner.die_at(DieAt::Claimed);
     assert_eq!(winner.try_send(&message(0, 0, 8)), Ok(false), "the winner's death");
+    assert!(winner.died(), "the claim reached its death, not a full ring");
     std::mem::forget(winner);
     ring.kill(0);
     let loser = producer(&ring, 1);
@@ -259,6 +261,7 @@ fn dead_producer_s_slot_is_reused_only_once_its_claim_is_resolved() {
         let mut dying = producer(&ring, 0);
         dying.die_at(DieAt::Marked);
         assert_eq!(dying.try_send(&message(0, 0, 8)), Ok(false), "the death");
+        assert!(dying.died(), "the claim reached its death, not a full ring");
         std::mem::forget(dying);
         ring.kill(0);
         let restart_ring = Arc::clone(&ring);

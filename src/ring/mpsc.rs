@@ -109,10 +109,19 @@ impl<B: RingBacking> Producer<B> {
         self.die_at = Some(stage);
     }
 
+    /// Whether this loom model's producer reached the stage it dies at.
+    #[cfg(shmring_loom)]
+    pub fn died(&self) -> bool {
+        self.died.get()
+    }
+
     #[inline(always)]
     fn dies_at(&self, _stage: DieAt) -> bool {
         #[cfg(shmring_loom)]
-        return self.die_at == Some(_stage);
+        {
+            self.died.set(self.die_at == Some(_stage));
+            self.died.get()
+        }
         #[cfg(not(shmring_loom))]
         false
     }

@@ -31,8 +31,10 @@ pub fn slot_reusable<B: RingBacking>(backing: &B, slot: usize) -> bool {
 /// stopping on this slot's marker. The consumer frees whole records, so a
 /// `head` strictly inside a won claim can only be the record after the
 /// claim's padding, which carries this slot's marker (or its commit, which
-/// needs no owner to be consumed); anywhere else past the start, the
-/// intent lost its CAS.
+/// needs no owner to be consumed), or the discarded rest of a claim
+/// committed shorter (`commit_len`), which the commit published first and
+/// so also needs no owner; anywhere else past the start, the intent lost
+/// its CAS.
 fn claim_resolved<B: RingBacking>(backing: &B, slot: usize, line: &ClaimLine) -> bool {
     let header = backing.header();
     let start = line.start.load(Ordering::Acquire);

@@ -57,6 +57,10 @@ pub struct Producer<B: RingBacking> {
     /// Loom models only: where this producer stops as if killed.
     #[cfg(shmring_loom)]
     pub(super) die_at: Option<super::die::DieAt>,
+    /// Loom models only: whether it reached `die_at` (a claim that "died"
+    /// reports the ring full, as a full ring does: the models check this).
+    #[cfg(shmring_loom)]
+    pub(super) died: std::cell::Cell<bool>,
 }
 
 /// Space claimed for one message: `len` payload bytes at `position + 8`.
@@ -86,6 +90,8 @@ impl<B: RingBacking> Producer<B> {
             persistent: backing.persistent(),
             #[cfg(shmring_loom)]
             die_at: None,
+            #[cfg(shmring_loom)]
+            died: std::cell::Cell::new(false),
             backing,
         }
     }
