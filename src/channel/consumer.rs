@@ -131,8 +131,12 @@ impl Consumer {
     /// Copies the next message into `buf` if one is waiting.
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<usize, TryRecvError> {
         self.this_process()?;
-        let received = self.poison.guard::<_, _, TryRecvError>(|| self.ring.try_recv(buf))?;
-        received.ok_or(TryRecvError::Empty)
+        self.poison.check::<RecvStop>()?;
+        match self.ring.try_recv(buf) {
+            Ok(Some(len)) => Ok(len),
+            Ok(None) => Err(TryRecvError::Empty),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Copies the next message into `buf`, blocking at most `timeout`.

@@ -169,8 +169,12 @@ impl Producer {
     /// [`TrySendError::Disconnected`] if not and no consumer is attached.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), TrySendError> {
         self.this_process()?;
-        let sent = self.poison.guard::<_, _, TrySendError>(|| self.ring.try_send(msg))?;
-        sent.then_some(()).ok_or(TrySendError::Full)
+        self.poison.check::<SendStop>()?;
+        match self.ring.try_send(msg) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(TrySendError::Full),
+            Err(stop) => Err(self.poison.note(stop).into()),
+        }
     }
 
     /// Sends `msg`, blocking at most `timeout` while the ring is full.
