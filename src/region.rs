@@ -31,6 +31,36 @@ impl Region {
     }
 }
 
+/// Whether a handle has a view of the region counted as lent (see
+/// `Region::lend`): at most one count per handle, however many of its
+/// guards were leaked.
+#[derive(Debug, Default)]
+pub(crate) struct LentView(bool);
+
+impl LentView {
+    /// Counts a view lent from `region`, unless one is counted already.
+    pub(crate) fn lend(&mut self, region: &Region) {
+        if !self.0 {
+            region.lend();
+            self.0 = true;
+        }
+    }
+
+    /// Ends the count, if there is one.
+    pub(crate) fn give_back(&mut self, region: &Region) {
+        if self.0 {
+            region.unlend();
+            self.0 = false;
+        }
+    }
+
+    /// Whether a view is counted.
+    #[inline(always)]
+    pub(crate) fn is_lent(&self) -> bool {
+        self.0
+    }
+}
+
 #[cfg(not(shmring_loom))]
 mod imp {
     use super::{AtomicU64, MaybeUninit};

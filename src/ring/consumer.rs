@@ -6,6 +6,7 @@
 use super::durable;
 use super::mpsc_resolve::{ProducersWatch, Step};
 use super::record::{decode, payload_offset, Record};
+use super::region::LentView;
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, RecvStop};
@@ -40,7 +41,7 @@ pub struct Consumer<B: RingBacking> {
     pub(super) in_place: bool,
     /// Whether a read guard's view of the ring is counted as lent (see
     /// [`lend_view`](Self::lend_view)).
-    view_lent: bool,
+    view_lent: LentView,
     /// Where `read` copies a payload to when it may not lend it in place.
     pub(super) staging: Vec<u8>,
     /// A file ring: consumed space is released to producers only once this
@@ -119,7 +120,7 @@ impl<B: RingBacking> Consumer<B> {
             stats: Stats::default(),
             park_slice: crate::wait::PARK_SLICE,
             in_place: false,
-            view_lent: false,
+            view_lent: LentView::default(),
             staging: Vec::new(),
             persistent,
             backing,
@@ -294,18 +295,12 @@ impl<B: RingBacking> Consumer<B> {
     /// it, and the next copying receive ends it (holding the consumer
     /// mutably, it proves the leaked guard and its views are gone).
     pub(super) fn lend_view(&mut self) {
-        if !self.view_lent {
-            self.backing.region().lend();
-            self.view_lent = true;
-        }
+        self.view_lent.lend(self.backing.region());
     }
 
     /// Ends the count of [`lend_view`](Self::lend_view).
     pub(super) fn return_view(&mut self) {
-        if self.view_lent {
-            self.backing.region().unlend();
-            self.view_lent = false;
-        }
+        self.view_lent.give_back(self.backing.region());
     }
 
     #[inline]
@@ -318,7 +313,7 @@ impl<B: RingBacking> Consumer<B> {
 
     #[inline]
     fn copy_out(&mut self, found: Found, buf: &mut Vec<u8>) -> usize {
-        if self.view_lent {
+        if self.view_lent.is_lent() {
             self.return_view();
         }
         let len = found.len as usize;
@@ -335,7 +330,7 @@ impl<B: RingBacking> Consumer<B> {
     /// (the next call finds it again) and returns its length as the error.
     #[inline]
     fn copy_into(&mut self, found: Found, buf: &mut [MaybeUninit<u8>]) -> Result<usize, usize> {
-        if self.view_lent {
+        if self.view_lent.is_lent() {
             self.return_view();
         }
         let len = found.len as usize;

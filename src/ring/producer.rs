@@ -6,6 +6,7 @@
 //! recoverable).
 
 use super::record::{encode, payload_offset, Record, HEADER_LEN, TAG_DISCARDED, TAG_MESSAGE};
+use super::region::LentView;
 use super::{mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, SendStop, TooLarge};
@@ -49,7 +50,7 @@ pub struct Producer<B: RingBacking> {
     pub(super) in_place: bool,
     /// Whether a grant's view of the ring is counted as lent (see
     /// [`lend_view`](Self::lend_view)).
-    view_lent: bool,
+    view_lent: LentView,
     /// Where a grant is written when it may not be a view of the ring.
     pub(super) staging: Vec<u8>,
     /// A file ring (see [`super::durable`]).
@@ -85,7 +86,7 @@ impl<B: RingBacking> Producer<B> {
             park_slice: crate::wait::PARK_SLICE,
             open_claim: None,
             in_place: false,
-            view_lent: false,
+            view_lent: LentView::default(),
             staging: Vec::new(),
             persistent: backing.persistent(),
             #[cfg(shmring_loom)]
@@ -272,18 +273,12 @@ impl<B: RingBacking> Producer<B> {
     /// Counts the view of the ring a grant lends, so that a fork meanwhile
     /// copies the region for the child (see `Region::lend`).
     pub(super) fn lend_view(&mut self) {
-        if !self.view_lent {
-            self.backing.region().lend();
-            self.view_lent = true;
-        }
+        self.view_lent.lend(self.backing.region());
     }
 
     /// Ends the count of [`lend_view`](Self::lend_view).
     pub(super) fn return_view(&mut self) {
-        if self.view_lent {
-            self.backing.region().unlend();
-            self.view_lent = false;
-        }
+        self.view_lent.give_back(self.backing.region());
     }
 
     /// The claim of a grant that was leaked (`mem::forget`): discarded, and
