@@ -76,3 +76,62 @@ fn open_file_waits_for_the_file() {
     assert_eq!(buf, b"late");
     drop(creator.join().expect("creator"));
 }
+
+/// A creator that fails removes the name it made. If that happens between
+/// the opener's `shm_open` and its first look at the object, the object
+/// must still count as removed: the open goes back to waiting for the name
+/// (`NotFound` when `open_timeout` runs out), never `NotReady`, and never a
+/// wait for ever with `ready_timeout(Duration::MAX)`.
+#[test]
+fn a_creator_that_gives_up_at_once_never_strands_an_opener() {
+    use rustix::shm;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+
+    let segment = SegmentGuard::new("open-wait-gives-up");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Creators that get as far as `shm_open` and give up at once, over and over.
+    let churn = std::thread::spawn({
+        let (name, stop) = (segment.name().to_owned(), stop.clone());
+        move || {
+            let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
+            let mut created = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                if shm::open(name.as_str(), flags, rustix::fs::Mode::from_raw_mode(0o600)).is_ok() {
+                    let _ = shm::unlink(name.as_str());
+                    created += 1;
+                }
+            }
+            created
+        }
+    });
+    let (results, outcomes) = mpsc::channel();
+    // Left running if an open never returns: the test fails and its process ends.
+    std::thread::spawn({
+        let (name, stop) = (segment.name().to_owned(), stop.clone());
+        move || {
+            for ready_timeout in [Duration::from_millis(100), Duration::MAX].into_iter().cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let options = RingOptions::new().open_timeout(Duration::from_millis(50)).ready_timeout(ready_timeout);
+                let outcome = Consumer::open(&name, &options).map(drop);
+                if results.send(outcome).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut opens = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        match outcomes.recv_timeout(Duration::from_secs(5)) {
+            Ok(Err(Error::NotFound { .. })) => opens += 1,
+            Ok(other) => panic!("open {opens}: expected NotFound from a name that keeps disappearing, got {other:?}"),
+            Err(_) => panic!("open {opens} (open_timeout 50 ms) has not returned for 5 s"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let created = churn.join().expect("churn");
+    assert!(opens > 10 && created > 100, "the race was hardly tried: {opens} opens, {created} creations");
+}

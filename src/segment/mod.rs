@@ -100,6 +100,14 @@ pub(crate) struct Segment {
     persistent: bool,
 }
 
+/// How a segment being attached was reached: by a name (shared memory or a
+/// file path, which its creator removes if it fails) or not (a memfd).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Named {
+    Yes,
+    No,
+}
+
 // SAFETY: the segment owns its descriptor and mapping; nothing in it is tied
 // to the thread that made it, and all access to the mapping is through atomics
 // or through the ring's single-owner protocol.
@@ -209,7 +217,7 @@ impl Segment {
             let fd = SegmentFd::open(name, "shm_open", Scope::Process, || {
                 shm::open(name, shm::OFlags::RDWR, Mode::empty())
             })?;
-            Self::attach(name, fd, expect, true)
+            Self::attach(name, fd, expect, Named::Yes, true)
         })
     }
 
@@ -221,7 +229,7 @@ impl Segment {
             let fd = SegmentFd::open(&name, "open", Scope::Process, || {
                 rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
             })?;
-            Self::attach(&name, fd, expect, true)
+            Self::attach(&name, fd, expect, Named::Yes, true)
         })?;
         segment.persistent = true;
         Ok(segment)
@@ -271,7 +279,7 @@ impl Segment {
                 source: std::io::Error::other(format!("descriptor {fd} changed while it was being reopened")),
             });
         }
-        let mut segment = Self::attach(&name, own, expect, true)?;
+        let mut segment = Self::attach(&name, own, expect, Named::No, true)?;
         // Only holders of a descriptor can write a memfd, whatever its mode:
         // its creator (the owner) and whoever it was handed to, which the
         // caller judges (`AnonymousRing`).
@@ -290,7 +298,7 @@ impl Segment {
             shm::open(name, shm::OFlags::RDONLY, Mode::empty())
         })?;
         let expect = Expect { kind: None, allow_foreign_owner: true, open_timeout: Duration::ZERO, ready_timeout };
-        Self::attach(name, fd, &expect, false)
+        Self::attach(name, fd, &expect, Named::Yes, false)
     }
 
     /// Opens and validates a file segment read-only, taking no role (tools).
@@ -300,10 +308,10 @@ impl Segment {
             rustix::fs::open(path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
         })?;
         let expect = Expect { kind: None, allow_foreign_owner: true, open_timeout: Duration::ZERO, ready_timeout };
-        Self::attach(&name, fd, &expect, false)
+        Self::attach(&name, fd, &expect, Named::Yes, false)
     }
 
-    fn attach(name: &str, fd: SegmentFd, expect: &Expect, writable: bool) -> Result<Segment, Error> {
+    fn attach(name: &str, fd: SegmentFd, expect: &Expect, named: Named, writable: bool) -> Result<Segment, Error> {
         // A timeout longer than `Instant` can count to (`Duration::MAX`) means
         // no deadline at all, not an overflow.
         let deadline = Instant::now().checked_add(expect.ready_timeout);
@@ -321,11 +329,12 @@ impl Segment {
                 ),
             });
         }
-        // A creator that fails removes the name it made: an object that had
-        // a name (a memfd never has one) and lost it while we wait for its
-        // header is gone, and the name may be made again. `NotFound`, so
-        // that an open with `open_timeout` goes back to waiting for it.
-        let named = stat.st_nlink > 0;
+        // A creator that fails removes the name it made: an object opened
+        // by name (a memfd never has one) that has lost it while we wait for
+        // its header is gone, and the name may be made again. `NotFound`, so
+        // that an open with `open_timeout` goes back to waiting for it. Not
+        // judged from the first `fstat`: the name may already be gone then.
+        let named = named == Named::Yes;
         let removed = |fd: &SegmentFd| named && rustix::fs::fstat(fd).is_ok_and(|now| now.st_nlink == 0);
         // The creator sizes the object right after creating it: wait for a
         // header to be there at all.
