@@ -55,6 +55,9 @@ fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::Relaxed)
 }
 
+/// Messages per `send_batch` in the batch rows.
+const BATCH: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Transport {
     Shmring {
@@ -65,6 +68,12 @@ enum Transport {
     /// the producer flushes every `flush_every` messages.
     ShmringFile {
         flush_every: Option<u32>,
+    },
+    /// An SPSC ring with the batch APIs (throughput only): the producer
+    /// sends `send_batch` of [`BATCH`] messages, the consumer `drain`s,
+    /// copying every message out.
+    ShmringBatch {
+        wait: WaitStrategy,
     },
     /// An MPSC ring fed by `producers` processes (throughput only).
     ShmringMpsc {
@@ -85,7 +94,7 @@ enum Transport {
 impl Transport {
     fn name(self) -> &'static str {
         match self {
-            Transport::Shmring { .. } => "shmring-spsc",
+            Transport::Shmring { .. } | Transport::ShmringBatch { .. } => "shmring-spsc",
             Transport::ShmringMpsc { .. } => "shmring-mpsc",
             Transport::ShmringFile { flush_every: None } => "shmring-file",
             Transport::ShmringFile { flush_every: Some(_) } => "shmring-file-flushed",
@@ -107,6 +116,7 @@ impl Transport {
                 Some(if zero_copy { format!("{wait}+zero-copy") } else { wait.to_string() })
             }
             Transport::ShmringMpsc { wait, .. } => Some(wait.to_string()),
+            Transport::ShmringBatch { wait } => Some(format!("{wait}+batch")),
             Transport::ShmringFile { flush_every: None } => Some("spin".into()),
             Transport::ShmringFile { flush_every: Some(n) } => Some(format!("spin+flush/{n}")),
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
@@ -122,6 +132,7 @@ impl Transport {
         match self {
             Transport::Shmring { wait, zero_copy } => format!("shmring:{wait}:{zero_copy}"),
             Transport::ShmringMpsc { wait, producers } => format!("mpsc:{wait}:{producers}"),
+            Transport::ShmringBatch { wait } => format!("batch:{wait}"),
             Transport::ShmringFile { flush_every } => format!("shmring-file:{}", flush_every.unwrap_or(0)),
             other => other.name().to_string(),
         }
@@ -139,6 +150,7 @@ impl Transport {
         let parts: Vec<&str> = s.split(':').collect();
         match parts[0] {
             "shmring" => Transport::Shmring { wait: parts[1].parse().expect("wait"), zero_copy: parts[2] == "true" },
+            "batch" => Transport::ShmringBatch { wait: parts[1].parse().expect("wait") },
             "shmring-file" => Transport::ShmringFile { flush_every: parts[1].parse().ok().filter(|n| *n > 0) },
             "mpsc" => Transport::ShmringMpsc {
                 wait: parts[1].parse().expect("wait"),
@@ -702,6 +714,18 @@ fn child_main(args: &[String]) {
             let s = producer.stats();
             syscalls = s.futex_waits + s.futex_wakes - at_first;
         }
+        (Transport::ShmringBatch { wait }, "tput") => {
+            let mut producer = Producer::open(name, &shm_options(size, wait)).expect("open");
+            let batch = vec![&msg[..]; BATCH];
+            allocs_before = allocations();
+            let mut sent = 0;
+            while sent < count {
+                let n = BATCH.min((count - sent) as usize);
+                sent += producer.send_batch(&batch[..n]).expect("send_batch") as u64;
+            }
+            let s = producer.stats();
+            syscalls = s.futex_waits + s.futex_wakes;
+        }
         (Transport::ShmringFile { flush_every }, "tput") => {
             let mut producer = Producer::open_file(name, &shm_options(size, WaitStrategy::default())).expect("open");
             let mut flushes = Vec::new();
@@ -872,8 +896,8 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
         }
     };
     match transport {
-        Transport::ShmringMpsc { .. } | Transport::ShmringFile { .. } => {
-            unreachable!("MPSC and file rows measure throughput only")
+        Transport::ShmringMpsc { .. } | Transport::ShmringFile { .. } | Transport::ShmringBatch { .. } => {
+            unreachable!("MPSC, file and batch rows measure throughput only")
         }
         Transport::Shmring { wait, .. } => {
             let options = shm_options(size, wait);
@@ -1071,6 +1095,30 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             (secs, syscalls, allocs) = receive_counted(&mut consumer, &mut buf, count, vec![child]);
             let _ = std::fs::remove_file(&path);
         }
+        Transport::ShmringBatch { wait } => {
+            let options = shm_options(size, wait);
+            options.create(&name).expect("create");
+            let mut consumer = Consumer::open(&name, &options).expect("open");
+            let child = spawn_child(transport, "tput", size, count, &name);
+            let before = allocations();
+            let mut received =
+                consumer.drain(usize::MAX, |msg| buf[..msg.len()].copy_from_slice(msg)).expect("drain") as u64;
+            let first = Instant::now();
+            let at_first = received;
+            while received < count {
+                received +=
+                    consumer.drain(usize::MAX, |msg| buf[..msg.len()].copy_from_slice(msg)).expect("drain") as u64;
+            }
+            // Timed from the end of the first batch: `delivered - 1` messages.
+            delivered = received - at_first + 1;
+            secs = first.elapsed().as_secs_f64();
+            allocs += allocations() - before;
+            let s = consumer.stats();
+            let (child_sys, child_allocs) = child_report(child);
+            syscalls += s.futex_waits + s.futex_wakes + child_sys;
+            allocs += child_allocs;
+            let _ = shmring::unlink(&name);
+        }
         Transport::ShmringMpsc { wait, producers } => {
             let options = shm_options(size, wait).kind(Kind::Mpsc).max_producers(producers as usize);
             options.create(&name).expect("create");
@@ -1254,6 +1302,8 @@ fn main() {
         // A file-backed ring (never flushed) against the shm `spin` rows.
         Transport::ShmringFile { flush_every: None },
         Transport::ShmringFile { flush_every: Some(1000) },
+        Transport::ShmringBatch { wait: WaitStrategy::BusySpin },
+        Transport::ShmringBatch { wait: spin },
         Transport::ShmringMpsc { wait: WaitStrategy::BusySpin, producers: 1 },
         Transport::ShmringMpsc { wait: spin, producers: 1 },
         Transport::ShmringMpsc { wait: spin, producers: 2 },
@@ -1278,7 +1328,7 @@ fn main() {
 
     let mut rows: Vec<Row> = Vec::new();
     for &transport in &transports {
-        if let Transport::ShmringFile { .. } = transport {
+        if let Transport::ShmringFile { .. } | Transport::ShmringBatch { .. } = transport {
             for (size, _) in sizes {
                 rows.push(Row { transport: transport.name(), wait: transport.wait(), size, ..Row::default() });
             }

@@ -6,6 +6,7 @@
 //! cargo run --release --example demo -- --size 1024 --seconds 5 --wait busy
 //! cargo run --release --example demo -- --producers 4   # an MPSC ring
 //! cargo run --release --example demo -- --fork           # an anonymous ring the children inherit
+//! cargo run --release --example demo -- --batch 64       # send_batch and drain
 //! ```
 //!
 //! The demo creates a segment, starts a consumer and a producer as two
@@ -45,8 +46,12 @@ struct Cli {
     #[arg(long, default_value = "spin")]
     wait: WaitStrategy,
     /// Zero-copy on both sides (reserve/commit, borrowed reads).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "batch")]
     zero_copy: bool,
+    /// Batches: the producers send this many messages per `send_batch`,
+    /// the consumer takes them with `drain`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
     /// Producer processes. More than one makes the segment an MPSC ring
     /// (`--mpsc` makes it one even with a single producer).
     #[arg(long, default_value_t = 1)]
@@ -172,6 +177,10 @@ fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
         if mpsc {
             args.push("--mpsc".into());
         }
+    }
+    if let Some(batch) = cli.batch {
+        consumer_args.push("--batch".into());
+        producer_args.extend(["--batch".into(), batch.to_string()]);
     }
     let consumer = spawn(&consumer_args, Stdio::null())?;
     let producers = (0..cli.producers.max(1))

@@ -22,7 +22,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 /// The protocol weakenings a loom build can be run with, each named by
 /// what it breaks.
 #[cfg_attr(not(shmring_loom), allow(dead_code))]
-pub const MUTANTS: [&str; 23] = [
+pub const MUTANTS: [&str; 27] = [
     "relaxed_publish",          // commit / head stores Relaxed instead of Release
     "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
@@ -46,6 +46,10 @@ pub const MUTANTS: [&str; 23] = [
     "no_release_zeroing",       // file MPSC consumer releases space without zeroing it
     "no_remainder_record",      // MPSC shorter commit leaves the rest of its claim unwritten
     "remainder_after_publish",  // MPSC shorter commit writes the rest's record after publishing
+    "batch_waits_unwoken",      // a batch send waits for room without waking the consumer first
+    "zero_last_word_only",      // MPSC consumer zeroes only the last word of what it frees (a batch: several records)
+    "held_word_relaxed",        // a batch publishes its held first record (and all after it) Relaxed
+    "drain_keeps_space",        // a drain publishes none of the space it consumed (not at a quarter, not at its end)
 ];
 
 /// Whether this (loom) build runs with the named mutant: `SHMRING_MUTANT`
@@ -110,7 +114,13 @@ pub(crate) fn waker_fence() {
 /// read-modify-write on the hot path.
 #[inline(always)]
 pub(crate) fn count_one(counter: &AtomicU64) {
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    count(counter, 1);
+}
+
+/// Adds `n` to a counter of one writer, as [`count_one`] does 1.
+#[inline(always)]
+pub(crate) fn count(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
 }
 
 /// The sleeper's StoreLoad barrier: between announcing itself and re-checking

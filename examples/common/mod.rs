@@ -150,8 +150,11 @@ pub struct ProducerArgs {
     #[arg(long, default_value = "spin")]
     pub wait: WaitStrategy,
     /// Write payloads in place with reserve/commit instead of send.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "batch")]
     pub zero_copy: bool,
+    /// Send in batches of this many messages (`send_batch`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: Option<u32>,
     /// This producer's id, written into every payload (so the consumer can
     /// check each producer's order).
     #[arg(long, visible_alias = "stream", default_value_t = 0)]
@@ -194,6 +197,10 @@ pub struct ConsumerArgs {
     /// Read in place (borrowed guards) instead of copying out.
     #[arg(long)]
     pub zero_copy: bool,
+    /// Take messages in batches (`drain`): in place where allowed, with one
+    /// release of their space per batch.
+    #[arg(long, conflicts_with = "zero_copy")]
+    pub batch: bool,
     /// Give up after this many seconds without a message.
     #[arg(long, default_value_t = 30.0)]
     pub idle_timeout: f64,
@@ -490,7 +497,23 @@ pub fn run_producer(args: &ProducerArgs) -> Result<Summary, Box<dyn Error>> {
     let mut summary = Summary { role: format!("producer {}", args.id), ..Summary::default() };
     let start = Instant::now();
     let mut seq = 0;
-    while seq < count {
+    if let Some(batch) = args.batch {
+        let mut batch = vec![Vec::with_capacity(producer.max_message()); batch as usize];
+        while seq < count && until.is_none_or(|u| Instant::now() < u) {
+            let n = batch.len().min((count - seq) as usize);
+            for (msg, seq) in batch[..n].iter_mut().zip(seq..) {
+                msg.resize(sizes.next().min(producer.max_message()), 0);
+                fill(args.mpsc, args.id, seq, msg);
+                summary.bytes += msg.len() as u64;
+            }
+            let sent = producer.send_batch(&batch[..n])?;
+            seq += sent as u64;
+            if sent < n {
+                return Err(format!("the ring became unusable after {seq} messages").into());
+            }
+        }
+    }
+    while args.batch.is_none() && seq < count {
         // Check the clock every 1024 messages: it costs more than a send.
         if seq % 1024 == 0 && until.is_some_and(|u| Instant::now() >= u) {
             break;
@@ -526,7 +549,10 @@ pub fn run_consumer(args: &ConsumerArgs) -> Result<Summary, Box<dyn Error>> {
     let mut start = None;
     let mut last_message = Instant::now();
     while summary.messages < count {
-        let outcome = if args.zero_copy {
+        let outcome = if args.batch {
+            let max = (count - summary.messages) as usize;
+            consumer.drain_timeout(max, idle, |msg| verifier.observe(msg, args.verify, &mut summary)).map(drop)
+        } else if args.zero_copy {
             consumer.read_timeout(idle).map(|msg| verifier.observe(&msg, args.verify, &mut summary))
         } else {
             consumer.recv_timeout(&mut buf, idle).map(|_| verifier.observe(&buf, args.verify, &mut summary))

@@ -277,6 +277,82 @@ impl Consumer {
         }
     }
 
+    /// Hands the messages waiting, up to `max`, to `each`, oldest first,
+    /// blocking while the ring is empty; returns how many it handed out.
+    /// The batch releases their space and checks for a waiting producer
+    /// once, not per message: the cheapest way to take a stream. Space is
+    /// also released whenever the batch has held back a quarter of the
+    /// capacity, so producers refill the ring while `each` works.
+    ///
+    /// `each` sees each message in place where the trust rule allows (as
+    /// [`read`](Self::read)), otherwise a copy in a buffer of this handle;
+    /// it cannot keep the slice. A message is consumed once it is handed
+    /// out, even if `each` panics. An error met after some messages ends
+    /// the batch with their count; the next call reports it.
+    ///
+    /// ```
+    /// # let name = format!("/doc-drain-{}", std::process::id());
+    /// # let options = shmring::RingOptions::new().unlink_on_drop(true);
+    /// let mut consumer = shmring::Consumer::create(&name, &options)?;
+    /// let mut producer = shmring::Producer::open(&name, &options)?;
+    /// producer.send_batch(&[&b"one"[..], b"two", b"three"])?;
+    /// let mut total = 0;
+    /// let count = consumer.drain(64, |msg| total += msg.len())?;
+    /// assert_eq!((count, total), (3, 11));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drain(&mut self, max: usize, each: impl FnMut(&[u8])) -> Result<usize, RecvError> {
+        self.this_process()?;
+        self.poison.check::<RecvStop>()?;
+        let wait = self.wait;
+        let batch = self.ring.drain(wait, max, each);
+        self.batch_counted(batch)
+    }
+
+    /// [`drain`](Self::drain) of what is waiting now:
+    /// [`TryRecvError::Empty`] if nothing is (and `max` is not 0).
+    pub fn try_drain(&mut self, max: usize, each: impl FnMut(&[u8])) -> Result<usize, TryRecvError> {
+        self.this_process()?;
+        self.poison.check::<RecvStop>()?;
+        let batch = self.ring.try_drain(max, each);
+        match self.batch_counted::<TryRecvError>(batch)? {
+            0 if max > 0 => Err(TryRecvError::Empty),
+            count => Ok(count),
+        }
+    }
+
+    /// [`drain`](Self::drain), blocking at most `timeout` for the first
+    /// message.
+    pub fn drain_timeout(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+        each: impl FnMut(&[u8]),
+    ) -> Result<usize, RecvTimeoutError> {
+        self.this_process()?;
+        self.poison.check::<RecvStop>()?;
+        let wait = self.wait;
+        let batch = self.ring.drain_for(wait, timeout, max, each);
+        match self.batch_counted::<RecvTimeoutError>(batch)? {
+            0 if max > 0 => Err(RecvTimeoutError::Timeout),
+            count => Ok(count),
+        }
+    }
+
+    /// A batch's count, or its stop if it handed nothing out (a stop after
+    /// some messages is met again by the next call; a corruption is
+    /// recorded now).
+    fn batch_counted<E: From<RecvStop>>(&mut self, batch: ring::Batch<RecvStop>) -> Result<usize, E> {
+        match batch.stop {
+            Some(stop) if batch.count == 0 => Err(self.poison.note(stop).into()),
+            Some(stop) => {
+                self.poison.note(stop);
+                Ok(batch.count)
+            }
+            None => Ok(batch.count),
+        }
+    }
+
     /// Whether [`read`](Self::read) lends the message in place (`true`) or
     /// copies it to a buffer of this handle first, as the trust rule decided
     /// at attach (see [`RingOptions::borrow_in_place`]).

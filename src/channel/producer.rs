@@ -185,6 +185,68 @@ impl Producer {
         sent.then_some(()).ok_or(SendTimeoutError::Timeout)
     }
 
+    /// Sends `msgs` in order, blocking while the ring is full, with one
+    /// check for a sleeping consumer for the whole batch (and one before
+    /// each wait for room) instead of one per message; returns how many
+    /// were sent. Each message is committed as [`send`](Self::send) commits
+    /// it, so the consumer may take the first while the rest are written.
+    ///
+    /// A message longer than [`max_message`](Self::max_message) is refused
+    /// with [`SendError::TooLarge`] before any is sent. If the ring becomes
+    /// unusable after some were sent (no consumer left to make room, or
+    /// corruption), the count says how many went and the next call reports
+    /// why: nothing is lost unseen.
+    ///
+    /// ```
+    /// # let name = format!("/doc-send-batch-{}", std::process::id());
+    /// # let options = shmring::RingOptions::new().unlink_on_drop(true);
+    /// let mut consumer = shmring::Consumer::create(&name, &options)?;
+    /// let mut producer = shmring::Producer::open(&name, &options)?;
+    /// let prices: Vec<[u8; 16]> = (0..100u128).map(|p| p.to_le_bytes()).collect();
+    /// assert_eq!(producer.send_batch(&prices)?, 100);
+    /// let mut received = 0;
+    /// while received < 100 {
+    ///     received += consumer.drain(usize::MAX, |msg| assert_eq!(msg.len(), 16))?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_batch<M: AsRef<[u8]>>(&mut self, msgs: &[M]) -> Result<usize, SendError> {
+        self.this_process()?;
+        self.poison.check::<SendStop>()?;
+        let wait = self.wait;
+        let batch = self.ring.send_batch(msgs, Some(wait)).map_err(SendStop::TooLarge)?;
+        self.batch_counted(batch)
+    }
+
+    /// Sends as many of `msgs`, in order, as fit now; returns how many (the
+    /// rest are left to the caller). [`TrySendError::Full`] if not even the
+    /// first fits (and `msgs` is not empty). Otherwise as
+    /// [`send_batch`](Self::send_batch).
+    pub fn try_send_batch<M: AsRef<[u8]>>(&mut self, msgs: &[M]) -> Result<usize, TrySendError> {
+        self.this_process()?;
+        self.poison.check::<SendStop>()?;
+        let batch =
+            self.ring.send_batch(msgs, None).map_err(|too_large| TrySendError::from(SendStop::TooLarge(too_large)))?;
+        match self.batch_counted::<TrySendError>(batch)? {
+            0 if !msgs.is_empty() => Err(TrySendError::Full),
+            count => Ok(count),
+        }
+    }
+
+    /// A batch's count, or its stop if nothing was sent (a stop after some
+    /// messages is met again by the next call; a corruption is recorded
+    /// now).
+    fn batch_counted<E: From<SendStop>>(&mut self, batch: ring::Batch<SendStop>) -> Result<usize, E> {
+        match batch.stop {
+            Some(stop) if batch.count == 0 => Err(self.poison.note(stop).into()),
+            Some(stop) => {
+                self.poison.note(stop);
+                Ok(batch.count)
+            }
+            None => Ok(batch.count),
+        }
+    }
+
     /// Claims `len` bytes in the ring to write in place, blocking while full.
     ///
     /// The grant is the ring's own memory only where the trust rule allows

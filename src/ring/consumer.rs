@@ -23,6 +23,9 @@ pub struct Consumer<B: RingBacking> {
     /// Position of the next record. Authoritative: only this handle frees
     /// space, and it never re-reads `head` from shared memory after attach.
     pub(super) head: u64,
+    /// `head` as last published to the producers: behind `head` only in the
+    /// middle of a batch (see [`super::batch`]), which publishes once.
+    pub(super) released: u64,
     pub(super) capacity: u64,
     max_message: u32,
     /// SPSC: the producer.
@@ -112,6 +115,7 @@ impl<B: RingBacking> Consumer<B> {
         let mpsc = (kind == Kind::Mpsc).then(|| ProducersWatch::new(backing.max_producers()));
         Ok(Consumer {
             head,
+            released: head,
             capacity,
             max_message,
             mpsc,
@@ -214,6 +218,10 @@ impl<B: RingBacking> Consumer<B> {
                 }
             };
             if let Step::Wait = step {
+                // Never wait holding space back (a batch cut short).
+                if self.released != self.head {
+                    self.publish_head();
+                }
                 // Idle: a producer may be waiting for the durable head.
                 if self.persistent && durable::release_due(&self.backing, self.head, self.capacity, self.mpsc.is_some())
                 {
@@ -247,15 +255,25 @@ impl<B: RingBacking> Consumer<B> {
     /// (see [`super::durable`]).
     #[inline]
     pub(super) fn free_to(&mut self, end: u64) {
+        self.head = end;
+        self.publish_head();
+    }
+
+    /// Frees everything from `released` to `head` (see
+    /// [`free_to`](Self::free_to)).
+    #[inline]
+    pub(super) fn publish_head(&mut self) {
+        let end = self.head;
         if self.persistent {
             return self.free_to_in_file(end);
         }
         let header = self.backing.header();
         if self.mpsc.is_some() {
             header.consumer.freeing_to.store(end, Ordering::Relaxed);
-            self.backing.region().zero_positions(self.head, end);
+            let from = if crate::sync::mutant("zero_last_word_only") { end - 8 } else { self.released };
+            self.backing.region().zero_positions(from, end);
         }
-        self.head = end;
+        self.released = end;
         header.consumer.head.store(end, publish());
         self.waker.wake_if_sleeping(&header.producer_wake, &mut self.stats);
     }
@@ -268,6 +286,7 @@ impl<B: RingBacking> Consumer<B> {
     #[inline(never)]
     fn free_to_in_file(&mut self, end: u64) {
         self.head = end;
+        self.released = end;
         self.backing.header().consumer.head.store(end, publish());
         if durable::release_due(&self.backing, end, self.capacity, self.mpsc.is_some()) {
             // Wakes the producers itself.
@@ -440,6 +459,10 @@ impl<B: RingBacking> Consumer<B> {
 impl<B: RingBacking> Drop for Consumer<B> {
     fn drop(&mut self) {
         self.return_view();
+        // A batch cut short by a panic: what it handed out is consumed.
+        if self.released != self.head {
+            self.publish_head();
+        }
         let header = self.backing.header();
         mark_detached(header, Slot::Consumer, &header.producer_wake, &mut self.stats);
     }

@@ -34,6 +34,7 @@ pub use crate::{record, region};
 #[cfg(not(shmring_loom))]
 pub(crate) use crate::{record, region};
 
+mod batch;
 mod consumer;
 mod die;
 pub mod durable;
@@ -49,6 +50,7 @@ mod producer;
 mod read_guard;
 mod spsc;
 
+pub use batch::Batch;
 pub use consumer::Consumer;
 #[cfg(shmring_loom)]
 pub use die::DieAt;

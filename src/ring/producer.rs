@@ -200,6 +200,15 @@ impl<B: RingBacking> Producer<B> {
     /// record header.
     #[inline]
     pub(super) fn commit(&mut self, claim: Claim, len: u32) {
+        self.commit_quietly(claim, len);
+        self.wake_consumer();
+    }
+
+    /// [`commit`](Self::commit) without waking the consumer: a batch wakes
+    /// it once, after its last commit and before it waits for room (see
+    /// [`super::batch`]).
+    #[inline]
+    pub(super) fn commit_quietly(&mut self, claim: Claim, len: u32) {
         let size = Record::Message { len }.size();
         let word = encode(TAG_MESSAGE, len, claim.position, self.capacity);
         match self.mpsc_slot {
@@ -226,6 +235,12 @@ impl<B: RingBacking> Producer<B> {
         }
         self.stats.messages += 1;
         self.stats.bytes += u64::from(len);
+    }
+
+    /// Wakes the consumer if it sleeps (or is about to: the fence in
+    /// `wake_if_sleeping` orders every commit before it).
+    #[inline]
+    pub(super) fn wake_consumer(&mut self) {
         self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
     }
 
@@ -308,9 +323,16 @@ impl<B: RingBacking> Producer<B> {
     }
 
     fn write_claim(&mut self, claim: Claim, msg: &[u8]) {
+        self.write_claim_quietly(claim, msg);
+        self.wake_consumer();
+    }
+
+    /// Writes `msg` into `claim` and commits it without waking the consumer.
+    #[inline]
+    pub(super) fn write_claim_quietly(&mut self, claim: Claim, msg: &[u8]) {
         let written = self.backing.region().write(payload_offset(claim.position, self.capacity), msg);
         debug_assert!(written, "a claim always lies inside the region");
-        self.commit(claim, claim.len);
+        self.commit_quietly(claim, claim.len);
     }
 
     /// Room for `len` bytes now (`None`: full).

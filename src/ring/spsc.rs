@@ -124,6 +124,35 @@ impl<B: RingBacking> Producer<B> {
         crate::sync::count_one(&line.messages);
     }
 
+    /// A batch's commit of the `size`-byte record at `position` (see
+    /// [`super::batch`]): as [`spsc_publish`](Self::spsc_publish), but the
+    /// word is stored Relaxed, and not at all while `held` (the batch's
+    /// first record, whose word the batch stores last, with Release, to
+    /// publish every record after it at once). No `tail` hint either: a
+    /// hint past a record not yet published would let a producer that
+    /// recovers after our death skip it, and the consumer wait at its zero
+    /// word for ever.
+    #[inline]
+    pub(super) fn spsc_commit_held(&mut self, position: u64, size: u64, word: u64, held: bool) {
+        self.terminate(position + size);
+        if !held {
+            self.backing.region().word(position).store(word, Ordering::Relaxed);
+        }
+        self.zero_ahead(position + size);
+        self.tail = position + size;
+        crate::sync::count_one(&self.backing.header().producer.messages);
+    }
+
+    /// Publishes the held first record of a batch (its word `word` at
+    /// `position`), and with it every record the batch wrote after it; then
+    /// the `tail` hint.
+    #[inline]
+    pub(super) fn spsc_publish_held(&mut self, position: u64, word: u64) {
+        let order = if crate::sync::mutant("held_word_relaxed") { Ordering::Relaxed } else { publish() };
+        self.backing.region().word(position).store(word, order);
+        self.backing.header().producer.tail.store(self.tail, Ordering::Relaxed);
+    }
+
     /// Makes the word at `position` (free space) read zero, so that the
     /// consumer, once it gets there, polls a zero until the next commit and
     /// never a stale word of an earlier lap. Usually [`zero_ahead`] did it

@@ -7,7 +7,9 @@
 //! its guard drops, so a failing test leaves neither behind.
 #![allow(dead_code)] // each test binary uses part of this module
 
-use shmring::{payload, AnonymousRing, Consumer, Kind, Producer, RecvTimeoutError, RingOptions, SendTimeoutError};
+use shmring::{
+    payload, AnonymousRing, Consumer, Kind, Producer, RecvTimeoutError, RingOptions, SendError, SendTimeoutError,
+};
 use std::io::BufRead;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
@@ -286,6 +288,15 @@ fn child_options(options: RingOptions) -> RingOptions {
     }
 }
 
+/// SHMRING_KIND: `mpsc`, or SPSC.
+fn kind_from_env() -> Kind {
+    if std::env::var("SHMRING_KIND").as_deref() == Ok("mpsc") {
+        Kind::Mpsc
+    } else {
+        Kind::Spsc
+    }
+}
+
 fn env(key: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| panic!("child needs {key}"))
 }
@@ -556,6 +567,51 @@ pub fn child_main() {
                 count += 1;
             }
             println!("first={} last={} count={count}", first.map_or(-1, |f| f as i64), last.map_or(-1, |l| l as i64));
+        }
+        // Send the integrity stream (48-byte messages) in batches of
+        // SHMRING_BATCH with `send_batch`, into a ring of kind SHMRING_KIND,
+        // saying "sending" after the first batch; until killed or
+        // disconnected.
+        "produce-batches" => {
+            let mut producer = Producer::open(&name, &options.kind(kind_from_env())).expect("open producer");
+            let batch_len = env_u64("SHMRING_BATCH");
+            let mut batch = vec![[0u8; 48]; batch_len as usize];
+            for first in (0u64..).step_by(batch_len as usize) {
+                for (seq, msg) in (first..).zip(batch.iter_mut()) {
+                    fill_stream(seq, msg);
+                }
+                match producer.send_batch(&batch) {
+                    Ok(n) if n == batch.len() => {}
+                    Ok(_) | Err(SendError::Disconnected) => return,
+                    Err(e) => panic!("send_batch from {first}: {e}"),
+                }
+                if first == 0 {
+                    println!("sending");
+                }
+            }
+        }
+        // Drain (in place where allowed) and verify the integrity stream,
+        // recording the seq of each message in the progress file while it
+        // is handed out (before its space is released); until killed.
+        "drain-progress" => {
+            let progress = std::fs::OpenOptions::new().write(true).open(env("SHMRING_PROGRESS")).expect("progress");
+            let mut consumer = Consumer::open(&name, &options.kind(kind_from_env())).expect("open consumer");
+            println!("attached");
+            let mut expected = None;
+            loop {
+                let drained = consumer.drain_timeout(usize::MAX, Duration::from_secs(30), |msg| {
+                    let (_, seq) = payload::identify(msg).expect("message too short");
+                    assert!(expected.is_none_or(|e| e == seq), "expected {expected:?}, got {seq}");
+                    check_stream(seq, msg).expect("payload");
+                    progress.write_all_at(&seq.to_le_bytes(), 0).expect("record progress");
+                    expected = Some(seq + 1);
+                });
+                match drained {
+                    Ok(_) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(e) => panic!("drain: {e}"),
+                }
+            }
         }
         other => panic!("unknown child role {other}"),
     }
