@@ -187,6 +187,8 @@ struct Row {
     flush: Option<[u64; 2]>,
     /// A round-trip row only (no throughput is measured for its size).
     rtt_only: bool,
+    /// Throughput samples taken in the fast phase, of all taken.
+    fast_samples: Option<(usize, usize)>,
 }
 
 /// Pins the calling process to the `side`-th (0 or 1) of the two cores the
@@ -1094,6 +1096,9 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             let child = spawn_child(transport, "tput", size, count, &path_arg);
             (secs, syscalls, allocs) = receive_counted(&mut consumer, &mut buf, count, vec![child]);
             let _ = std::fs::remove_file(&path);
+            // The kernel's write-back of the ring's pages goes on after the
+            // row and slowed the rows measured next by 3-5x: wait for it.
+            rustix::fs::sync();
         }
         Transport::ShmringBatch { wait } => {
             let options = shm_options(size, wait);
@@ -1289,21 +1294,18 @@ fn main() {
         [(64, 5_000_000), (1024, 1_000_000), (65536, 30_000)]
     };
     // Throughput on a shared VM is bimodal (see docs/performance.md): every transport is
-    // measured once per repetition, interleaved, and the median is reported.
-    let repetitions = if quick { 1 } else { 3 };
+    // measured once per repetition, interleaved, and the median of its fast-phase samples is reported.
+    let repetitions = if quick { 1 } else { 5 };
     let spin = WaitStrategy::default();
     let transports: Vec<Transport> = [
         Transport::Shmring { wait: WaitStrategy::BusySpin, zero_copy: false },
         Transport::Shmring { wait: WaitStrategy::BusySpin, zero_copy: true },
         Transport::Shmring { wait: spin, zero_copy: false },
         Transport::Shmring { wait: WaitStrategy::Park, zero_copy: false },
-        // MPSC against the SPSC rows above: 1, 2 and 4 producer processes
-        // (on two cores the producers share one).
-        // A file-backed ring (never flushed) against the shm `spin` rows.
-        Transport::ShmringFile { flush_every: None },
-        Transport::ShmringFile { flush_every: Some(1000) },
         Transport::ShmringBatch { wait: WaitStrategy::BusySpin },
         Transport::ShmringBatch { wait: spin },
+        // MPSC against the SPSC rows above: 1, 2 and 4 producer processes
+        // (on two cores the producers share one).
         Transport::ShmringMpsc { wait: WaitStrategy::BusySpin, producers: 1 },
         Transport::ShmringMpsc { wait: spin, producers: 1 },
         Transport::ShmringMpsc { wait: spin, producers: 2 },
@@ -1317,6 +1319,11 @@ fn main() {
         Transport::Iceoryx2,
         #[cfg(feature = "compare-shmem-ipc")]
         Transport::ShmemIpc,
+        // A file-backed ring (never flushed) against the shm `spin` rows.
+        // Last: the kernel's write-back of a flushed file ring goes on after
+        // its row and slowed the rows measured next by 3-5x.
+        Transport::ShmringFile { flush_every: None },
+        Transport::ShmringFile { flush_every: Some(1000) },
     ]
     .into_iter()
     .filter(|t| {
@@ -1385,7 +1392,11 @@ fn main() {
             rows.push(row);
         }
     }
-    let mut samples: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); rows.len()];
+    // Each throughput sample is taken right after a short ping-pong probe:
+    // the machine switches between fast and slow phases within seconds
+    // (about 4x apart), so rows are compared on the samples taken in the
+    // fast phase (see below).
+    let mut samples: Vec<Vec<(f64, f64, f64, u64)>> = vec![Vec::new(); rows.len()];
     let mut flushes: Vec<Vec<[u64; 2]>> = vec![Vec::new(); rows.len()];
     for repetition in 1..=repetitions {
         eprintln!("throughput, repetition {repetition} of {repetitions}");
@@ -1406,7 +1417,9 @@ fn main() {
             } else {
                 count
             };
-            samples.push(throughput(transport, row.size, count));
+            let probe = rtt(Transport::PingPong, 64, 1_000, 5_000)[0];
+            let (msgs, syscalls, allocs) = throughput(transport, row.size, count);
+            samples.push((msgs, syscalls, allocs, probe));
             if let Some(latency) = FLUSH_LATENCY.lock().unwrap().pop() {
                 flushes[index].push(latency);
             }
@@ -1419,12 +1432,29 @@ fn main() {
             row.note = Some(format!("flush() p50 {} us, p99 {} us", median[0] / 1000, median[1] / 1000));
         }
     }
+    // The fast phase's level: the lower quartile of all the probes (a few
+    // runs are faster still); a sample whose probe is within 2x of it was
+    // taken in the fast phase (the slow phase is about 4x).
+    let mut probes: Vec<u64> = samples.iter().flatten().map(|s| s.3).collect();
+    probes.sort_unstable();
+    let fast_level = probes.get(probes.len() / 4).copied().unwrap_or(0);
+    let fast_phase = |probe: u64| probe <= fast_level * 2;
+    eprintln!(
+        "phase probe: ping-pong p50 {} ns at least, {fast_level} ns lower quartile, {} ns at most; samples at <= 2x the quartile count as the fast phase",
+        probes.first().unwrap_or(&0),
+        probes.last().unwrap_or(&0)
+    );
     for (row, samples) in rows.iter_mut().zip(samples.iter_mut()) {
         if samples.is_empty() {
             continue;
         }
+        let all = samples.len();
+        if samples.iter().any(|s| fast_phase(s.3)) {
+            samples.retain(|s| fast_phase(s.3));
+        }
+        row.fast_samples = Some((samples.iter().filter(|s| fast_phase(s.3)).count(), all));
         samples.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (msgs, syscalls, allocs) = samples[samples.len() / 2];
+        let (msgs, syscalls, allocs, _) = samples[samples.len() / 2];
         row.msgs_per_s = Some(msgs);
         row.gb_per_s = Some(msgs * row.size as f64 / 1e9);
         // iceoryx2 keeps no counters of its own, and strace would perturb it.
@@ -1443,13 +1473,13 @@ fn main() {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "| transport | wait | producers | size | RTT p50 ns | p99 | p99.9 | max | msgs/s | GB/s | syscalls/msg | allocs/msg |"
+        "| transport | wait | producers | size | RTT p50 ns | p99 | p99.9 | max | msgs/s | GB/s | syscalls/msg | allocs/msg | fast |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let rtt = |i: usize| r.rtt.map_or("-".into(), |v| v[i].to_string());
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |{}",
             r.transport,
             r.wait.as_deref().unwrap_or("-"),
             r.producers.max(1),
@@ -1462,6 +1492,7 @@ fn print_table(rows: &[Row]) {
             cell(r.gb_per_s, 3),
             cell(r.syscalls_per_msg, 5),
             cell(r.allocs_per_msg, 5),
+            r.fast_samples.map_or("-".into(), |(fast, all)| format!("{fast}/{all}")),
             r.note.as_ref().map_or(String::new(), |n| format!(" {n}"))
         );
     }
@@ -1486,6 +1517,8 @@ fn to_json(rows: &[Row]) -> Vec<serde_json::Value> {
                 "note": r.note,
                 "flush_p50_ns": r.flush.map(|v| v[0]),
                 "flush_p99_ns": r.flush.map(|v| v[1]),
+                "fast_phase_samples": r.fast_samples.map(|v| v.0),
+                "samples": r.fast_samples.map(|v| v.1),
             })
         })
         .collect()
