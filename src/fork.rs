@@ -240,6 +240,14 @@ impl<T> ProcessLocal<T> {
     pub(crate) fn inherited(&self) -> bool {
         generation() != self.generation
     }
+
+    /// A check that says, whenever called, whether this is still the
+    /// process that made the value (for loops that run the caller's code,
+    /// which may fork).
+    pub(crate) fn still_here(&self) -> impl Fn() -> bool + use<T> {
+        let made_in = self.generation;
+        move || generation() == made_in
+    }
 }
 
 impl<T> std::ops::Deref for ProcessLocal<T> {

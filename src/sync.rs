@@ -46,7 +46,7 @@ pub const MUTANTS: [&str; 27] = [
     "no_release_zeroing",       // file MPSC consumer releases space without zeroing it
     "no_remainder_record",      // MPSC shorter commit leaves the rest of its claim unwritten
     "remainder_after_publish",  // MPSC shorter commit writes the rest's record after publishing
-    "batch_waits_unwoken",      // a batch send waits for room without waking the consumer first
+    "batch_wakes_only_at_end",  // a batch send wakes the consumer neither every quarter nor before it waits for room
     "zero_last_word_only",      // MPSC consumer zeroes only the last word of what it frees (a batch: several records)
     "held_word_relaxed",        // a batch publishes its held first record (and all after it) Relaxed
     "drain_keeps_space",        // a drain publishes none of the space it consumed (not at a quarter, not at its end)

@@ -329,7 +329,10 @@ fn batches_wrap_onto_space_a_drain_zeroed() {
         });
         let mut got = Vec::new();
         while got.len() < 4 {
-            let batch = consumer.drain(PARK, 4, |msg| got.push(msg.to_vec()));
+            let batch = consumer.drain(PARK, 4, |msg| {
+                got.push(msg.to_vec());
+                true
+            });
             assert!(batch.stop.is_none(), "drain stopped: {:?}", batch.stop);
         }
         assert_eq!(got, (0..4).map(|i| message(0, i, 12)).collect::<Vec<_>>());

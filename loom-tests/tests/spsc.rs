@@ -210,7 +210,10 @@ fn batch_send_wakes_the_consumer_before_waiting_for_room() {
         });
         let mut received = Vec::new();
         while received.len() < 3 {
-            let batch = consumer.drain(PARK, 3, |msg| received.push(msg.to_vec()));
+            let batch = consumer.drain(PARK, 3, |msg| {
+                received.push(msg.to_vec());
+                true
+            });
             assert!(batch.stop.is_none(), "drain stopped: {:?}", batch.stop);
         }
         assert_eq!(received, (0..3).map(|i| message(i, 24)).collect::<Vec<_>>());
@@ -233,7 +236,10 @@ fn drain_releases_its_space_when_the_batch_ends() {
             producer
         });
         let mut received = Vec::new();
-        let batch = consumer.try_drain(1, |msg| received.push(msg.to_vec()));
+        let batch = consumer.try_drain(1, |msg| {
+            received.push(msg.to_vec());
+            true
+        });
         assert_eq!((batch.count, received), (1, vec![message(1, 24)]));
         let producer = sender.join().unwrap();
         let mut buf = Vec::new();
@@ -264,7 +270,10 @@ fn batch_publishes_what_it_held_at_once() {
         });
         let mut received = Vec::new();
         while received.len() < 5 {
-            let batch = consumer.drain(PARK, 5, |msg| received.push(msg.to_vec()));
+            let batch = consumer.drain(PARK, 5, |msg| {
+                received.push(msg.to_vec());
+                true
+            });
             assert!(batch.stop.is_none(), "drain stopped: {:?}", batch.stop);
         }
         assert_eq!(received, (0..5).map(|i| message(i, 8)).collect::<Vec<_>>());

@@ -288,7 +288,15 @@ impl Consumer {
     /// [`read`](Self::read)), otherwise a copy in a buffer of this handle;
     /// it cannot keep the slice. A message is consumed once it is handed
     /// out, even if `each` panics. An error met after some messages ends
-    /// the batch with their count; the next call reports it.
+    /// the batch with their count; the next call reports it. A handler
+    /// that forks ends the child's batch at once ([`RecvError::ForkedHandle`]
+    /// there).
+    ///
+    /// The space of what `each` has seen is the batch's until it is
+    /// released: a handler that waits for room in this same ring (or in a
+    /// ring whose consumer waits for this one) may wait for space its own
+    /// batch holds. Forward with `try_send` or `send_timeout` there, or take
+    /// such messages with [`recv`](Self::recv).
     ///
     /// ```
     /// # let name = format!("/doc-drain-{}", std::process::id());
@@ -301,20 +309,28 @@ impl Consumer {
     /// assert_eq!((count, total), (3, 11));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn drain(&mut self, max: usize, each: impl FnMut(&[u8])) -> Result<usize, RecvError> {
+    pub fn drain(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> Result<usize, RecvError> {
         self.this_process()?;
         self.poison.check::<RecvStop>()?;
         let wait = self.wait;
-        let batch = self.ring.drain(wait, max, each);
+        let here = self.ring.still_here();
+        let batch = self.ring.drain(wait, max, |msg| {
+            each(msg);
+            here()
+        });
         self.batch_counted(batch)
     }
 
     /// [`drain`](Self::drain) of what is waiting now:
     /// [`TryRecvError::Empty`] if nothing is (and `max` is not 0).
-    pub fn try_drain(&mut self, max: usize, each: impl FnMut(&[u8])) -> Result<usize, TryRecvError> {
+    pub fn try_drain(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> Result<usize, TryRecvError> {
         self.this_process()?;
         self.poison.check::<RecvStop>()?;
-        let batch = self.ring.try_drain(max, each);
+        let here = self.ring.still_here();
+        let batch = self.ring.try_drain(max, |msg| {
+            each(msg);
+            here()
+        });
         match self.batch_counted::<TryRecvError>(batch)? {
             0 if max > 0 => Err(TryRecvError::Empty),
             count => Ok(count),
@@ -327,12 +343,16 @@ impl Consumer {
         &mut self,
         max: usize,
         timeout: Duration,
-        each: impl FnMut(&[u8]),
+        mut each: impl FnMut(&[u8]),
     ) -> Result<usize, RecvTimeoutError> {
         self.this_process()?;
         self.poison.check::<RecvStop>()?;
         let wait = self.wait;
-        let batch = self.ring.drain_for(wait, timeout, max, each);
+        let here = self.ring.still_here();
+        let batch = self.ring.drain_for(wait, timeout, max, |msg| {
+            each(msg);
+            here()
+        });
         match self.batch_counted::<RecvTimeoutError>(batch)? {
             0 if max > 0 => Err(RecvTimeoutError::Timeout),
             count => Ok(count),
@@ -342,7 +362,12 @@ impl Consumer {
     /// A batch's count, or its stop if it handed nothing out (a stop after
     /// some messages is met again by the next call; a corruption is
     /// recorded now).
-    fn batch_counted<E: From<RecvStop>>(&mut self, batch: ring::Batch<RecvStop>) -> Result<usize, E> {
+    fn batch_counted<E: From<RecvStop> + From<ForkedHandle>>(
+        &mut self,
+        batch: ring::Batch<RecvStop>,
+    ) -> Result<usize, E> {
+        // A handler that forked: the child's batch ended there.
+        self.this_process()?;
         match batch.stop {
             Some(stop) if batch.count == 0 => Err(self.poison.note(stop).into()),
             Some(stop) => {

@@ -186,10 +186,12 @@ impl Producer {
     }
 
     /// Sends `msgs` in order, blocking while the ring is full, with one
-    /// check for a sleeping consumer for the whole batch (and one before
-    /// each wait for room) instead of one per message; returns how many
-    /// were sent. Each message is committed as [`send`](Self::send) commits
-    /// it, so the consumer may take the first while the rest are written.
+    /// check for a sleeping consumer per batch instead of one per message;
+    /// returns how many were sent. The consumer is also woken every
+    /// quarter of the capacity the batch writes and before the producer
+    /// waits for room. In an SPSC ring the messages written between those
+    /// points become visible together, with one store, so the consumer
+    /// takes them in one go; in an MPSC ring each as it is committed.
     ///
     /// A message longer than [`max_message`](Self::max_message) is refused
     /// with [`SendError::TooLarge`] before any is sent. If the ring becomes

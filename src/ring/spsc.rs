@@ -140,17 +140,18 @@ impl<B: RingBacking> Producer<B> {
         }
         self.zero_ahead(position + size);
         self.tail = position + size;
-        crate::sync::count_one(&self.backing.header().producer.messages);
     }
 
     /// Publishes the held first record of a batch (its word `word` at
-    /// `position`), and with it every record the batch wrote after it; then
-    /// the `tail` hint.
+    /// `position`), and with it every record the batch wrote after it
+    /// (`count` in all, then counted); then the `tail` hint.
     #[inline]
-    pub(super) fn spsc_publish_held(&mut self, position: u64, word: u64) {
+    pub(super) fn spsc_publish_held(&mut self, position: u64, word: u64, count: u64) {
         let order = if crate::sync::mutant("held_word_relaxed") { Ordering::Relaxed } else { publish() };
         self.backing.region().word(position).store(word, order);
-        self.backing.header().producer.tail.store(self.tail, Ordering::Relaxed);
+        let line = &self.backing.header().producer;
+        line.tail.store(self.tail, Ordering::Relaxed);
+        crate::sync::count(&line.messages, count);
     }
 
     /// Makes the word at `position` (free space) read zero, so that the
