@@ -244,7 +244,7 @@ impl<B: RingBacking> Consumer<B> {
             // A fork while `each` runs copies the region for the child.
             self.lend_view();
         }
-        let mut batch = Draining { consumer: self, lends, count: 0, uncounted: 0, bytes: 0, inert: false };
+        let mut batch = Draining { consumer: self, lends, count: 0, bytes: 0, inert: false };
         let mut next = first;
         loop {
             if batch.count >= max {
@@ -289,8 +289,6 @@ struct Draining<'a, B: RingBacking> {
     inert: bool,
     lends: bool,
     count: usize,
-    /// Messages handed out and not yet in the header's count.
-    uncounted: u64,
     bytes: u64,
 }
 
@@ -328,7 +326,7 @@ impl<B: RingBacking> Draining<'_, B> {
         // the drain ends (or by the next look at an empty ring).
         consumer.head = found.position + Record::Message { len: found.len }.size();
         self.count += 1;
-        self.uncounted += 1;
+        consumer.unreported += 1;
         self.bytes += u64::from(found.len);
         Ok(match &view {
             Some(view) => each(view),
@@ -336,13 +334,10 @@ impl<B: RingBacking> Draining<'_, B> {
         })
     }
 
-    /// Publishes `head`, counting what was handed out first.
+    /// Publishes `head` (counting what was handed out first).
     #[inline]
     fn publish(&mut self) {
-        let consumer = &mut *self.consumer;
-        crate::sync::count(&consumer.backing.header().consumer.messages, self.uncounted);
-        self.uncounted = 0;
-        consumer.publish_head();
+        self.consumer.publish_head();
     }
 }
 
@@ -357,10 +352,6 @@ impl<B: RingBacking> Drop for Draining<'_, B> {
         }
         consumer.stats.messages += self.count as u64;
         consumer.stats.bytes += self.bytes;
-        if self.uncounted > 0 {
-            crate::sync::count(&consumer.backing.header().consumer.messages, self.uncounted);
-            self.uncounted = 0;
-        }
         if consumer.released != consumer.head && !crate::sync::mutant("drain_keeps_space") {
             consumer.publish_head();
         }

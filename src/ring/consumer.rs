@@ -26,6 +26,11 @@ pub struct Consumer<B: RingBacking> {
     /// `head` as last published to the producers: behind `head` only in the
     /// middle of a batch (see [`super::batch`]), which publishes once.
     pub(super) released: u64,
+    /// Messages a batch consumed and not yet added to the header's count:
+    /// added with every publication of `head`, so that the count never lags
+    /// a `head` that a successor would continue from (a single receive
+    /// counts its message before it publishes).
+    pub(super) unreported: u64,
     pub(super) capacity: u64,
     max_message: u32,
     /// SPSC: the producer.
@@ -116,6 +121,7 @@ impl<B: RingBacking> Consumer<B> {
         Ok(Consumer {
             head,
             released: head,
+            unreported: 0,
             capacity,
             max_message,
             mpsc,
@@ -267,6 +273,7 @@ impl<B: RingBacking> Consumer<B> {
         if self.persistent {
             return self.free_to_in_file(end);
         }
+        self.report_consumed();
         let header = self.backing.header();
         if self.mpsc.is_some() {
             header.consumer.freeing_to.store(end, Ordering::Relaxed);
@@ -287,6 +294,7 @@ impl<B: RingBacking> Consumer<B> {
     fn free_to_in_file(&mut self, end: u64) {
         self.head = end;
         self.released = end;
+        self.report_consumed();
         self.backing.header().consumer.head.store(end, publish());
         if durable::release_due(&self.backing, end, self.capacity, self.mpsc.is_some()) {
             // Wakes the producers itself.
@@ -328,6 +336,16 @@ impl<B: RingBacking> Consumer<B> {
         crate::sync::count_one(&self.backing.header().consumer.messages);
         self.stats.bytes += u64::from(found.len);
         self.free_to(found.position + Record::Message { len: found.len }.size());
+    }
+
+    /// Adds the messages a batch consumed since the last publication to the
+    /// header's count (read by tools), before `head` is published past them.
+    #[inline]
+    fn report_consumed(&mut self) {
+        if self.unreported != 0 {
+            crate::sync::count(&self.backing.header().consumer.messages, self.unreported);
+            self.unreported = 0;
+        }
     }
 
     #[inline]
