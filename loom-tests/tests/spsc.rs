@@ -197,28 +197,34 @@ fn consumer_detach_wakes_parked_producer() {
 /// for room itself. Every message arrives once, in order.
 #[test]
 fn batch_send_wakes_the_consumer_before_waiting_for_room() {
-    model("batch_send_wakes_the_consumer_before_waiting_for_room", || {
-        let ring = Arc::new(HeapRing::new(64, 24));
-        let mut consumer = attach_consumer(&ring);
-        let mut producer = attach_producer(&ring);
-        let sender = thread::spawn(move || {
-            let batch: Vec<Vec<u8>> = (0..3).map(|i| message(i, 24)).collect();
-            let sent = producer.send_batch(&batch, Some(PARK)).expect("no message is too large");
-            assert!(sent.stop.is_none(), "batch stopped: {:?}", sent.stop);
-            assert_eq!(sent.count, 3);
-            producer
-        });
-        let mut received = Vec::new();
-        while received.len() < 3 {
-            let batch = consumer.drain(PARK, 3, |msg| {
-                received.push(msg.to_vec());
-                true
-            });
-            assert!(batch.stop.is_none(), "drain stopped: {:?}", batch.stop);
-        }
-        assert_eq!(received, (0..3).map(|i| message(i, 24)).collect::<Vec<_>>());
-        drop(sender.join().unwrap());
+    model("batch_send_wakes_the_consumer_before_waiting_for_room", || batch_through_a_64_byte_ring(3, 24));
+}
+
+/// `count` messages of `len` bytes sent as one `send_batch` (waiting for
+/// room) while the consumer takes them with `drain` (parking when empty):
+/// each arrives once, in order, intact.
+fn batch_through_a_64_byte_ring(count: u8, len: usize) {
+    let ring = Arc::new(HeapRing::new(64, len as u32));
+    let mut consumer = attach_consumer(&ring);
+    let mut producer = attach_producer(&ring);
+    let messages: Vec<Vec<u8>> = (0..count).map(|i| message(i, len)).collect();
+    let batch = messages.clone();
+    let sender = thread::spawn(move || {
+        let sent = producer.send_batch(&batch, Some(PARK)).expect("no message is too large");
+        assert!(sent.stop.is_none(), "batch stopped: {:?}", sent.stop);
+        assert_eq!(sent.count, batch.len());
+        producer
     });
+    let mut received = Vec::new();
+    while received.len() < messages.len() {
+        let drained = consumer.drain(PARK, messages.len(), |msg| {
+            received.push(msg.to_vec());
+            true
+        });
+        assert!(drained.stop.is_none(), "drain stopped: {:?}", drained.stop);
+    }
+    assert_eq!(received, messages);
+    drop(sender.join().unwrap());
 }
 
 /// A drain that ends because it reached `max` must still release what it
@@ -257,26 +263,5 @@ fn drain_releases_its_space_when_the_batch_ends() {
 /// message arrives once, in order, intact.
 #[test]
 fn batch_publishes_what_it_held_at_once() {
-    model("batch_publishes_what_it_held_at_once", || {
-        let ring = Arc::new(HeapRing::new(64, 16));
-        let mut consumer = attach_consumer(&ring);
-        let mut producer = attach_producer(&ring);
-        let sender = thread::spawn(move || {
-            let batch: Vec<Vec<u8>> = (0..5).map(|i| message(i, 8)).collect();
-            let sent = producer.send_batch(&batch, Some(PARK)).expect("no message is too large");
-            assert!(sent.stop.is_none(), "batch stopped: {:?}", sent.stop);
-            assert_eq!(sent.count, 5);
-            producer
-        });
-        let mut received = Vec::new();
-        while received.len() < 5 {
-            let batch = consumer.drain(PARK, 5, |msg| {
-                received.push(msg.to_vec());
-                true
-            });
-            assert!(batch.stop.is_none(), "drain stopped: {:?}", batch.stop);
-        }
-        assert_eq!(received, (0..5).map(|i| message(i, 8)).collect::<Vec<_>>());
-        drop(sender.join().unwrap());
-    });
+    model("batch_publishes_what_it_held_at_once", || batch_through_a_64_byte_ring(5, 8));
 }

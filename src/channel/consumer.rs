@@ -359,23 +359,15 @@ impl Consumer {
         }
     }
 
-    /// A batch's count, or its stop if it handed nothing out (a stop after
-    /// some messages is met again by the next call; a corruption is
-    /// recorded now).
+    /// A batch's count, or its stop (see `Poison::counted`); in a process
+    /// forked by the batch's handler, `ForkedHandle`: the child's batch
+    /// ended there.
     fn batch_counted<E: From<RecvStop> + From<ForkedHandle>>(
         &mut self,
         batch: ring::Batch<RecvStop>,
     ) -> Result<usize, E> {
-        // A handler that forked: the child's batch ended there.
         self.this_process()?;
-        match batch.stop {
-            Some(stop) if batch.count == 0 => Err(self.poison.note(stop).into()),
-            Some(stop) => {
-                self.poison.note(stop);
-                Ok(batch.count)
-            }
-            None => Ok(batch.count),
-        }
+        self.poison.counted(batch)
     }
 
     /// Whether [`read`](Self::read) lends the message in place (`true`) or

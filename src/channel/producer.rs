@@ -217,7 +217,7 @@ impl Producer {
         self.poison.check::<SendStop>()?;
         let wait = self.wait;
         let batch = self.ring.send_batch(msgs, Some(wait)).map_err(SendStop::TooLarge)?;
-        self.batch_counted(batch)
+        self.poison.counted(batch)
     }
 
     /// Sends as many of `msgs`, in order, as fit now; returns how many (the
@@ -229,23 +229,9 @@ impl Producer {
         self.poison.check::<SendStop>()?;
         let batch =
             self.ring.send_batch(msgs, None).map_err(|too_large| TrySendError::from(SendStop::TooLarge(too_large)))?;
-        match self.batch_counted::<TrySendError>(batch)? {
+        match self.poison.counted::<_, TrySendError>(batch)? {
             0 if !msgs.is_empty() => Err(TrySendError::Full),
             count => Ok(count),
-        }
-    }
-
-    /// A batch's count, or its stop if nothing was sent (a stop after some
-    /// messages is met again by the next call; a corruption is recorded
-    /// now).
-    fn batch_counted<E: From<SendStop>>(&mut self, batch: ring::Batch<SendStop>) -> Result<usize, E> {
-        match batch.stop {
-            Some(stop) if batch.count == 0 => Err(self.poison.note(stop).into()),
-            Some(stop) => {
-                self.poison.note(stop);
-                Ok(batch.count)
-            }
-            None => Ok(batch.count),
         }
     }
 

@@ -133,6 +133,20 @@ impl Poison {
         stop
     }
 
+    /// A batch's count, or its stop if it sent or handed out nothing (a
+    /// stop after some messages is met again by the next call; a
+    /// corruption is recorded now).
+    pub(super) fn counted<S: RingStop, E: From<S>>(&mut self, batch: crate::ring::Batch<S>) -> Result<usize, E> {
+        match batch.stop {
+            Some(stop) if batch.count == 0 => Err(self.note(stop).into()),
+            Some(stop) => {
+                self.note(stop);
+                Ok(batch.count)
+            }
+            None => Ok(batch.count),
+        }
+    }
+
     /// [`check`](Self::check), then `run` with its corruption recorded.
     #[inline(always)]
     pub(super) fn guard<T, S: RingStop, E: From<S>>(&mut self, run: impl FnOnce() -> Result<T, S>) -> Result<T, E> {

@@ -45,9 +45,11 @@ pub struct Batch<S> {
 }
 
 impl<B: RingBacking> Producer<B> {
-    /// Sends `msgs` in order, with one wake-up check for the batch. With a
-    /// `strategy`, waits for room as `send` does; without, stops at the
-    /// first message that does not fit now (`count` says how many went).
+    /// Sends `msgs` in order, checking for a sleeping consumer at the end,
+    /// every quarter of the capacity and before a wait for room, not per
+    /// message. With a `strategy`, waits for room as `send` does; without,
+    /// stops at the first message that does not fit now (`count` says how
+    /// many went).
     /// A message longer than the ring takes is refused before any is sent.
     pub fn send_batch<M: AsRef<[u8]>>(
         &mut self,
