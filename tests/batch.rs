@@ -5,7 +5,7 @@
 mod common;
 
 use common::{check_stream, fill_stream, spawn_child, SegmentGuard, TempDir};
-use shmring::{payload, Consumer, Kind, Producer, RecvError, RingOptions, SendError, TryRecvError, TrySendError};
+use shmring::{payload, Consumer, Producer, RecvError, RingOptions, SendError, TryRecvError, TrySendError};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
@@ -15,9 +15,7 @@ fn child() {
     common::child_main();
 }
 
-fn kinds() -> [(Kind, &'static str); 2] {
-    [(Kind::Spsc, "spsc"), (Kind::Mpsc, "mpsc")]
-}
+use common::both_kinds as kinds;
 
 /// Message `seq` of the integrity stream, 1 to 200 bytes.
 fn stream_message(seq: u64) -> Vec<u8> {

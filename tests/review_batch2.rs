@@ -24,22 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-fn kinds() -> [(Kind, &'static str); 2] {
-    [(Kind::Spsc, "spsc"), (Kind::Mpsc, "mpsc")]
-}
-
-/// A message: `seq` (8 bytes LE) then `len - 8` bytes of `seq as u8`.
-fn msg(seq: u64, len: usize) -> Vec<u8> {
-    let mut m = vec![seq as u8; len.max(8)];
-    m[..8].copy_from_slice(&seq.to_le_bytes());
-    m
-}
-
-fn seq_of(m: &[u8]) -> u64 {
-    let seq = u64::from_le_bytes(m[..8].try_into().expect("8 bytes"));
-    assert!(m[8..].iter().all(|&b| b == seq as u8), "message {seq} torn");
-    seq
-}
+use common::{both_kinds as kinds, number_of as seq_of, numbered as msg};
 
 fn kind_of(label: &str) -> Kind {
     if label == "mpsc" {

@@ -309,28 +309,22 @@ impl Consumer {
     /// assert_eq!((count, total), (3, 11));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn drain(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> Result<usize, RecvError> {
+    pub fn drain(&mut self, max: usize, each: impl FnMut(&[u8])) -> Result<usize, RecvError> {
         self.this_process()?;
         self.poison.check::<RecvStop>()?;
         let wait = self.wait;
-        let here = self.ring.still_here();
-        let batch = self.ring.drain(wait, max, |msg| {
-            each(msg);
-            here()
-        });
+        let each = self.watching_forks(each);
+        let batch = self.ring.drain(wait, max, each);
         self.batch_counted(batch)
     }
 
     /// [`drain`](Self::drain) of what is waiting now:
     /// [`TryRecvError::Empty`] if nothing is (and `max` is not 0).
-    pub fn try_drain(&mut self, max: usize, mut each: impl FnMut(&[u8])) -> Result<usize, TryRecvError> {
+    pub fn try_drain(&mut self, max: usize, each: impl FnMut(&[u8])) -> Result<usize, TryRecvError> {
         self.this_process()?;
         self.poison.check::<RecvStop>()?;
-        let here = self.ring.still_here();
-        let batch = self.ring.try_drain(max, |msg| {
-            each(msg);
-            here()
-        });
+        let each = self.watching_forks(each);
+        let batch = self.ring.try_drain(max, each);
         match self.batch_counted::<TryRecvError>(batch)? {
             0 if max > 0 => Err(TryRecvError::Empty),
             count => Ok(count),
@@ -343,19 +337,26 @@ impl Consumer {
         &mut self,
         max: usize,
         timeout: Duration,
-        mut each: impl FnMut(&[u8]),
+        each: impl FnMut(&[u8]),
     ) -> Result<usize, RecvTimeoutError> {
         self.this_process()?;
         self.poison.check::<RecvStop>()?;
         let wait = self.wait;
-        let here = self.ring.still_here();
-        let batch = self.ring.drain_for(wait, timeout, max, |msg| {
-            each(msg);
-            here()
-        });
+        let each = self.watching_forks(each);
+        let batch = self.ring.drain_for(wait, timeout, max, each);
         match self.batch_counted::<RecvTimeoutError>(batch)? {
             0 if max > 0 => Err(RecvTimeoutError::Timeout),
             count => Ok(count),
+        }
+    }
+
+    /// `each`, then whether this is still the process that attached the
+    /// handle: a handler may fork, and the child's drain must end there.
+    fn watching_forks<F: FnMut(&[u8])>(&self, mut each: F) -> impl FnMut(&[u8]) -> bool + use<F> {
+        let here = self.ring.still_here();
+        move |msg| {
+            each(msg);
+            here()
         }
     }
 

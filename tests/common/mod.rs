@@ -288,6 +288,26 @@ fn child_options(options: RingOptions) -> RingOptions {
     }
 }
 
+/// Both ring kinds, with a label for messages.
+pub fn both_kinds() -> [(Kind, &'static str); 2] {
+    [(Kind::Spsc, "spsc"), (Kind::Mpsc, "mpsc")]
+}
+
+/// A numbered message: `seq` (8 bytes LE), then `len - 8` bytes of
+/// `seq as u8` (at least 8 bytes in all).
+pub fn numbered(seq: u64, len: usize) -> Vec<u8> {
+    let mut m = vec![seq as u8; len.max(8)];
+    m[..8].copy_from_slice(&seq.to_le_bytes());
+    m
+}
+
+/// The number of a [`numbered`] message, checking that it is whole.
+pub fn number_of(m: &[u8]) -> u64 {
+    let seq = u64::from_le_bytes(m[..8].try_into().expect("8 bytes"));
+    assert!(m[8..].iter().all(|&b| b == seq as u8), "message {seq} torn: {m:?}");
+    seq
+}
+
 /// SHMRING_KIND: `mpsc`, or SPSC.
 fn kind_from_env() -> Kind {
     if std::env::var("SHMRING_KIND").as_deref() == Ok("mpsc") {
