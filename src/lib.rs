@@ -106,7 +106,8 @@ pub mod testing;
 
 #[cfg(not(shmring_loom))]
 pub use channel::{
-    unlink, validate_name, AnonymousRing, Consumer, Grant, Producer, ReadGuard, RingOptions, DEFAULT_CAPACITY,
+    unlink, validate_name, AnonymousRing, Consumer, Grant, Producer, ReadGuard, RingOptions, RoomFor, Select,
+    Selectable, DEFAULT_CAPACITY,
 };
 pub use error::{
     BufferTooSmall, Corrupted, Error, ForkedHandle, RecvError, RecvTimeoutError, Role, SendError, SendTimeoutError,

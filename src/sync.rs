@@ -22,34 +22,35 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 /// The protocol weakenings a loom build can be run with, each named by
 /// what it breaks.
 #[cfg_attr(not(shmring_loom), allow(dead_code))]
-pub const MUTANTS: [&str; 27] = [
-    "relaxed_publish",          // commit / head stores Relaxed instead of Release
-    "relaxed_observe",          // commit / head loads Relaxed instead of Acquire
-    "no_sleeper_fence_waker",   // no SeqCst fence between publish and sleeper check
-    "no_sleeper_fence_sleeper", // no SeqCst fence between announce and re-check
-    "wake_without_bump",        // waker wakes without changing the futex word
-    "wake_once_per_count",      // waker skips a wake when only the epoch moved
-    "announce_before_seq_read", // sleeper reads the futex word after announcing
-    "no_terminator",            // producer does not zero the word after a record
-    "relaxed_claim",            // MPSC claim CAS Relaxed instead of Release
-    "no_claim_marker",          // MPSC producer does not mark its claim
-    "intent_after_claim",       // MPSC producer publishes its intent after its CAS
-    "word_before_intents",      // MPSC consumer reads a candidate end's word before the intents
-    "ignore_freeing_to",        // MPSC consumer attaches without finishing an interrupted release
-    "no_discard_on_drop",       // MPSC producer drops without discarding a leaked grant's claim
-    "reuse_unresolved_slot",    // MPSC slot of a dead producer reused before its claim is resolved
-    "relaxed_marker",           // MPSC claim marker stored Relaxed: seen without its CAS or its lock
-    "no_attach_count",          // MPSC consumer trusts one scan of the slots for "all producers gone"
-    "limit_from_head",          // file ring producers reuse space behind head, ignoring the flushed zone
-    "kept_from_durable_head",   // file ring flush starts at the durable head, not the head it read
-    "release_before_sync",      // file ring consumer raises the durable head before the header is on disk
-    "no_release_zeroing",       // file MPSC consumer releases space without zeroing it
-    "no_remainder_record",      // MPSC shorter commit leaves the rest of its claim unwritten
-    "remainder_after_publish",  // MPSC shorter commit writes the rest's record after publishing
-    "batch_wakes_only_at_end",  // a batch send wakes the consumer neither every quarter nor before it waits for room
-    "zero_last_word_only",      // MPSC consumer zeroes only the last word of what it frees (a batch: several records)
-    "held_word_relaxed",        // a batch publishes its held first record (and all after it) Relaxed
-    "drain_keeps_space",        // a drain publishes none of the space it consumed (not at a quarter, not at its end)
+pub const MUTANTS: [&str; 28] = [
+    "relaxed_publish",                // commit / head stores Relaxed instead of Release
+    "relaxed_observe",                // commit / head loads Relaxed instead of Acquire
+    "no_sleeper_fence_waker",         // no SeqCst fence between publish and sleeper check
+    "no_sleeper_fence_sleeper",       // no SeqCst fence between announce and re-check
+    "wake_without_bump",              // waker wakes without changing the futex word
+    "wake_once_per_count",            // waker skips a wake when only the epoch moved
+    "announce_before_seq_read",       // sleeper reads the futex word after announcing
+    "no_terminator",                  // producer does not zero the word after a record
+    "relaxed_claim",                  // MPSC claim CAS Relaxed instead of Release
+    "no_claim_marker",                // MPSC producer does not mark its claim
+    "intent_after_claim",             // MPSC producer publishes its intent after its CAS
+    "word_before_intents",            // MPSC consumer reads a candidate end's word before the intents
+    "ignore_freeing_to",              // MPSC consumer attaches without finishing an interrupted release
+    "no_discard_on_drop",             // MPSC producer drops without discarding a leaked grant's claim
+    "reuse_unresolved_slot",          // MPSC slot of a dead producer reused before its claim is resolved
+    "relaxed_marker",                 // MPSC claim marker stored Relaxed: seen without its CAS or its lock
+    "no_attach_count",                // MPSC consumer trusts one scan of the slots for "all producers gone"
+    "limit_from_head",                // file ring producers reuse space behind head, ignoring the flushed zone
+    "kept_from_durable_head",         // file ring flush starts at the durable head, not the head it read
+    "release_before_sync",            // file ring consumer raises the durable head before the header is on disk
+    "no_release_zeroing",             // file MPSC consumer releases space without zeroing it
+    "no_remainder_record",            // MPSC shorter commit leaves the rest of its claim unwritten
+    "remainder_after_publish",        // MPSC shorter commit writes the rest's record after publishing
+    "batch_wakes_only_at_end", // a batch send wakes the consumer neither every quarter nor before it waits for room
+    "zero_last_word_only",     // MPSC consumer zeroes only the last word of what it frees (a batch: several records)
+    "held_word_relaxed",       // a batch publishes its held first record (and all after it) Relaxed
+    "drain_keeps_space",       // a drain publishes none of the space it consumed (not at a quarter, not at its end)
+    "select_announces_on_first_only", // a multi-ring wait announces itself on its first ring's line only
 ];
 
 /// Whether this (loom) build runs with the named mutant: `SHMRING_MUTANT`
@@ -132,6 +133,7 @@ pub(crate) fn sleeper_fence() {
     }
 }
 
+pub(crate) use futex::wait_any;
 pub use futex::FutexWord;
 
 // One `bump` for both futex words (the kernel's and loom's model), so that the
@@ -196,29 +198,120 @@ mod futex {
             let _ = futex::wake(&self.0, futex::Flags::empty(), i32::MAX as u32);
         }
     }
+
+    /// The most words one `futex_waitv` call takes (the kernel's
+    /// `FUTEX_WAITV_MAX`).
+    const WAITV_MAX: usize = 128;
+
+    /// How long [`wait_any`] sleeps when it cannot sleep on every word at
+    /// once: the words it leaves out are looked at again after at most this.
+    const PARTIAL_SLICE: Duration = Duration::from_millis(1);
+
+    /// Whether `futex_waitv` is to be used: unknown, yes, no.
+    static WAITV: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(WAITV_UNKNOWN);
+    const WAITV_UNKNOWN: u8 = 0;
+    const WAITV_YES: u8 = 1;
+    const WAITV_NO: u8 = 2;
+
+    /// Whether this process may call `futex_waitv`: not if the environment
+    /// says `SHMRING_FUTEX_WAITV=off` (for a seccomp filter that kills on
+    /// unknown system calls rather than failing them), not once a call has
+    /// failed with `ENOSYS` (Linux before 5.16).
+    fn waitv_enabled() -> bool {
+        match WAITV.load(Ordering::Relaxed) {
+            WAITV_YES => true,
+            WAITV_NO => false,
+            _ => {
+                let off = std::env::var_os("SHMRING_FUTEX_WAITV").is_some_and(|v| v == "off");
+                WAITV.store(if off { WAITV_NO } else { WAITV_YES }, Ordering::Relaxed);
+                !off
+            }
+        }
+    }
+
+    /// Sleeps until any of `words` no longer holds the value paired with it,
+    /// or is woken, at most `timeout`. Like [`FutexWord::wait`], however it
+    /// ends the caller re-checks.
+    ///
+    /// One `futex_waitv` sleeps on up to [`WAITV_MAX`] words. For more, or
+    /// where `futex_waitv` is unavailable (then one `FUTEX_WAIT` on one
+    /// word), it sleeps on one group of them for at most [`PARTIAL_SLICE`];
+    /// `round` picks the group, so that callers that count it up take turns.
+    pub(crate) fn wait_any(words: &[(&FutexWord, u32)], timeout: Duration, round: usize) {
+        if words.is_empty() {
+            return std::thread::sleep(timeout);
+        }
+        if waitv_enabled() {
+            let groups = words.len().div_ceil(WAITV_MAX);
+            let (group, timeout) = if groups == 1 {
+                (words, timeout)
+            } else {
+                let start = round % groups * WAITV_MAX;
+                (&words[start..words.len().min(start + WAITV_MAX)], timeout.min(PARTIAL_SLICE))
+            };
+            let mut waits = [futex::Wait::new(); WAITV_MAX];
+            for (wait, (word, expected)) in waits.iter_mut().zip(group) {
+                wait.val = u64::from(*expected);
+                wait.uaddr = futex::WaitPtr::new(word.0.as_ptr().cast());
+                wait.flags = futex::WaitFlags::SIZE_U32;
+            }
+            match waitv(&waits[..group.len()], timeout) {
+                Err(rustix::io::Errno::NOSYS) => WAITV.store(WAITV_NO, Ordering::Relaxed),
+                // Woken, timed out, interrupted, or a word had changed.
+                _ => return,
+            }
+        }
+        let (word, expected) = words[round % words.len()];
+        word.wait(expected, Some(timeout.min(PARTIAL_SLICE)));
+    }
+
+    /// `futex_waitv` with a relative `timeout` (the call takes a deadline on
+    /// the monotonic clock). Not `FUTEX2_PRIVATE`: the words are shared
+    /// between processes (see [`FutexWord`]).
+    fn waitv(waits: &[futex::Wait], timeout: Duration) -> rustix::io::Result<usize> {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let nanos = u64::try_from(now.tv_nsec).unwrap_or(0) + u64::from(timeout.subsec_nanos());
+        let secs = i64::try_from(timeout.as_secs())
+            .ok()
+            .and_then(|s| now.tv_sec.checked_add(s))
+            .and_then(|s| s.checked_add((nanos / 1_000_000_000) as i64))
+            .unwrap_or(i64::MAX);
+        let deadline = futex::Timespec { tv_sec: secs, tv_nsec: (nanos % 1_000_000_000) as i64 };
+        futex::waitv(waits, futex::WaitvFlags::empty(), Some(&deadline), futex::ClockId::Monotonic)
+    }
 }
 
 #[cfg(shmring_loom)]
 mod futex {
     use super::{AtomicU32, Ordering};
-    use loom::sync::{Condvar, Mutex};
+    use loom::sync::{Arc, Condvar, Mutex};
     use std::time::Duration;
 
     /// A loom model of a futex word that keeps the kernel's contract: `wait`
     /// compares the word under the bucket lock and sleeps only if it still
     /// equals `expected`; `wake_all` takes the bucket lock and wakes every
-    /// sleeper. Timeouts are not modelled (a wait blocks until woken), so a
-    /// lost wake-up is reported by loom as a deadlock.
+    /// sleeper, those of [`wait_any`] too. Timeouts are not modelled (a wait
+    /// blocks until woken), so a lost wake-up is reported by loom as a
+    /// deadlock.
     #[derive(Debug)]
     pub struct FutexWord {
         word: AtomicU32,
-        bucket: Mutex<()>,
+        /// The bucket lock, guarding the [`wait_any`] sleepers queued here.
+        bucket: Mutex<Vec<Arc<Doorbell>>>,
         sleepers: Condvar,
+    }
+
+    /// A sleeper of [`wait_any`], queued on each of its words as the kernel
+    /// queues a `futex_waitv` sleeper on each word's bucket.
+    #[derive(Debug)]
+    pub(crate) struct Doorbell {
+        rung: Mutex<bool>,
+        ringing: Condvar,
     }
 
     impl Default for FutexWord {
         fn default() -> Self {
-            FutexWord { word: AtomicU32::new(0), bucket: Mutex::new(()), sleepers: Condvar::new() }
+            FutexWord { word: AtomicU32::new(0), bucket: Mutex::new(Vec::new()), sleepers: Condvar::new() }
         }
     }
 
@@ -242,8 +335,37 @@ mod futex {
         }
 
         pub(crate) fn wake_all(&self) {
-            let _bucket = self.bucket.lock().unwrap();
+            let bucket = self.bucket.lock().unwrap();
             self.sleepers.notify_all();
+            for bell in bucket.iter() {
+                *bell.rung.lock().unwrap() = true;
+                bell.ringing.notify_all();
+            }
+        }
+    }
+
+    /// `futex_waitv`: each word is compared under its bucket lock and the
+    /// sleeper queued there in the same critical section; a changed word
+    /// returns at once; a wake of any queued word rings the doorbell.
+    pub(crate) fn wait_any(words: &[(&FutexWord, u32)], _timeout: Duration, _round: usize) {
+        let bell = Arc::new(Doorbell { rung: Mutex::new(false), ringing: Condvar::new() });
+        let mut queued = 0;
+        for (word, expected) in words {
+            let mut bucket = word.bucket.lock().unwrap();
+            if word.word.load(Ordering::SeqCst) != *expected {
+                break;
+            }
+            bucket.push(Arc::clone(&bell));
+            queued += 1;
+        }
+        if queued == words.len() {
+            let mut rung = bell.rung.lock().unwrap();
+            while !*rung {
+                rung = bell.ringing.wait(rung).unwrap();
+            }
+        }
+        for (word, _) in &words[..queued] {
+            word.bucket.lock().unwrap().retain(|queued| !Arc::ptr_eq(queued, &bell));
         }
     }
 }

@@ -84,21 +84,27 @@ impl std::fmt::Display for WaitStrategy {
     }
 }
 
-/// Why a side looks at the ring, which sets how often it may make the checks
-/// that cost a clock read or a system call (liveness probes) when it finds
-/// nothing to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pace {
-    /// A non-blocking call by the user (`try_*`): calls may come at any
-    /// rate, so an empty or full result reads the clock and probes once the
-    /// probe interval has passed.
-    Call,
-    /// A poll of a spin loop, back to back with the last: only every 1024th
-    /// even reads the clock.
-    Spin,
-    /// The re-check of a side about to sleep: probes once the interval has
-    /// passed.
-    Park,
+pub(crate) use pace::Pace;
+
+/// In a private module: `Pace` appears in the crate-private traits behind
+/// the public `Selectable`, yet is no part of the public API.
+mod pace {
+    /// Why a side looks at the ring, which sets how often it may make the checks
+    /// that cost a clock read or a system call (liveness probes) when it finds
+    /// nothing to do.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Pace {
+        /// A non-blocking call by the user (`try_*`): calls may come at any
+        /// rate, so an empty or full result reads the clock and probes once the
+        /// probe interval has passed.
+        Call,
+        /// A poll of a spin loop, back to back with the last: only every 1024th
+        /// even reads the clock.
+        Spin,
+        /// The re-check of a side about to sleep: probes once the interval has
+        /// passed.
+        Park,
+    }
 }
 
 /// Something a handle waits for.

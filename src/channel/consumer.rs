@@ -431,6 +431,17 @@ impl Consumer {
         self.wait = strategy;
     }
 
+    /// The ring, for a multi-ring wait; `None` if every call would fail
+    /// at once (forked or poisoned), so there is nothing to wait for.
+    pub(super) fn ring_to_watch(&self) -> Option<&ring::Consumer<Segment>> {
+        (!self.ring.inherited() && !self.poison.is_set()).then_some(&*self.ring)
+    }
+
+    /// [`ring_to_watch`](Self::ring_to_watch), mutably.
+    pub(super) fn ring_to_watch_mut(&mut self) -> Option<&mut ring::Consumer<Segment>> {
+        (!self.ring.inherited() && !self.poison.is_set()).then_some(&mut *self.ring)
+    }
+
     /// `Err` in a process forked from the one that attached this handle
     /// (see `Producer::this_process`).
     #[inline(always)]

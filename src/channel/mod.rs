@@ -11,6 +11,7 @@ mod consumer;
 mod options;
 mod producer;
 mod roles;
+mod select;
 mod target;
 
 pub use anonymous::AnonymousRing;
@@ -18,6 +19,7 @@ pub use consumer::{Consumer, ReadGuard};
 pub use options::{RingOptions, DEFAULT_CAPACITY};
 pub use producer::{Grant, Producer};
 use roles::*;
+pub use select::{RoomFor, Select, Selectable};
 use target::*;
 
 use crate::segment;

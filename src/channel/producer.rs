@@ -318,6 +318,36 @@ impl Producer {
         self.wait = strategy;
     }
 
+    /// A handle for [`Select`](crate::Select) that is ready when a send of
+    /// `len` bytes would not wait: there is room for it, or the send would
+    /// fail at once (the consumer is gone, `len` is over
+    /// [`max_message`](Self::max_message), ...).
+    ///
+    /// ```
+    /// # let name = format!("/doc-room-for-{}", std::process::id());
+    /// # let options = shmring::RingOptions::new().unlink_on_drop(true);
+    /// let _consumer = shmring::Consumer::create(&name, &options)?;
+    /// let mut producer = shmring::Producer::open(&name, &options)?;
+    /// let mut select = shmring::Select::new();
+    /// assert_eq!(select.wait(&mut [producer.room_for(100)]), [0]);
+    /// producer.try_send(&[7; 100])?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn room_for(&mut self, len: usize) -> RoomFor<'_> {
+        RoomFor { producer: self, len }
+    }
+
+    /// The ring, for a multi-ring wait; `None` if every call would fail
+    /// at once (forked or poisoned), so there is nothing to wait for.
+    pub(super) fn ring_to_watch(&self) -> Option<&ring::Producer<Segment>> {
+        (!self.ring.inherited() && !self.poison.is_set()).then_some(&*self.ring)
+    }
+
+    /// [`ring_to_watch`](Self::ring_to_watch), mutably.
+    pub(super) fn ring_to_watch_mut(&mut self) -> Option<&mut ring::Producer<Segment>> {
+        (!self.ring.inherited() && !self.poison.is_set()).then_some(&mut *self.ring)
+    }
+
     /// `Err` in a process forked from the one that attached this handle.
     /// The check every operation starts with: a relaxed load of a
     /// process-local word and a comparison, no system call.

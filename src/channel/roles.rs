@@ -124,6 +124,11 @@ impl Poison {
         S::from(c.clone())
     }
 
+    /// Whether a corruption was recorded (every call then fails at once).
+    pub(super) fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Records `stop` if it is the first corruption met; passes it on.
     #[inline]
     pub(super) fn note<S: RingStop>(&mut self, stop: S) -> S {

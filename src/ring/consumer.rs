@@ -43,7 +43,7 @@ pub struct Consumer<B: RingBacking> {
     waker: Waker,
     pub(super) stats: Stats,
     /// The longest a park lasts before the producers' liveness is re-checked.
-    park_slice: Duration,
+    pub(super) park_slice: Duration,
     /// Whether [`read`](Self::read) lends the payload in place (see
     /// [`set_borrow_in_place`](Self::set_borrow_in_place)).
     pub(super) in_place: bool,
@@ -190,7 +190,7 @@ impl<B: RingBacking> Consumer<B> {
 
     /// The message at `head`, skipping padding (and, MPSC, discarded and torn
     /// records); `None` when there is none yet.
-    fn try_find(&mut self, pace: Pace) -> Result<Option<Found>, RecvStop> {
+    pub(super) fn try_find(&mut self, pace: Pace) -> Result<Option<Found>, RecvStop> {
         loop {
             let word = self.backing.region().word(self.head).load(observe());
             let step = if word == 0 {

@@ -48,6 +48,7 @@ mod peer;
 pub mod persist;
 mod producer;
 mod read_guard;
+mod select;
 mod spsc;
 
 pub use batch::Batch;
@@ -63,6 +64,9 @@ pub(crate) use peer::*;
 pub use producer::Producer;
 pub use read_guard::ReadGuard;
 pub use region::Region;
+#[cfg(shmring_loom)]
+pub use select::RoomFor;
+pub use select::{select, Selection, Watched};
 
 use crate::layout::{
     RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,

@@ -232,6 +232,30 @@ impl<B: RingBacking> Producer<B> {
         }
     }
 
+    /// Whether a claim of `len` bytes would find room now, computed as
+    /// [`mpsc_claim`](Self::mpsc_claim) does but without claiming. Anything
+    /// the claim would report as corrupt counts as room (the claim then
+    /// reports it). When full it does what a waiting claim does: asks a
+    /// file ring's consumer to release, and checks that the consumer lives.
+    pub(super) fn mpsc_has_room(&mut self, len: u32, pace: Pace) -> Result<bool, SendStop> {
+        let reserve = if self.persistent { 8 } else { 0 };
+        let size = record_size(u64::from(len));
+        let tail = self.backing.header().producer.tail.load(Ordering::Relaxed);
+        let padding = padding_before(tail, size, self.capacity);
+        let Some(end) = tail.checked_add(padding + size + reserve) else { return Ok(true) };
+        let head = self.limit();
+        if tail % 8 != 0 || head > tail || end - head <= self.capacity {
+            return Ok(true);
+        }
+        if self.persistent {
+            self.want_release(head);
+        }
+        if self.watch.peer_gone(&self.backing, pace) {
+            return Err(SendStop::Disconnected);
+        }
+        Ok(false)
+    }
+
     /// Commits the record at `position` with `word` (Release) and counts it
     /// in the slot's line.
     #[inline]

@@ -39,7 +39,7 @@ pub struct Producer<B: RingBacking> {
     pub(super) waker: Waker,
     pub(super) stats: Stats,
     /// The longest a park lasts before the consumer's liveness is re-checked.
-    park_slice: Duration,
+    pub(super) park_slice: Duration,
     /// The claim of the grant handed out last, until it is committed or
     /// discarded. A grant leaked with `mem::forget` leaves it here, and the
     /// next claim (or `Drop`) discards it: in an MPSC ring an open claim
@@ -168,6 +168,37 @@ impl<B: RingBacking> Producer<B> {
 
     pub(super) fn corrupted(&self, what: String) -> SendStop {
         SendStop::Corrupted(Corrupted::new(self.backing.name(), what))
+    }
+
+    /// MPSC: records in the slot's claim line whether this producer is
+    /// announced as a sleeper (see `ClaimLine::parked`). Not under loom,
+    /// whose models do not kill parked producers: it would only add
+    /// interleavings to explore.
+    pub(crate) fn mark_parked(&self, parked: bool) {
+        #[cfg(not(shmring_loom))]
+        if let Some(slot) = self.mpsc_slot {
+            self.backing.header().claims[slot].parked.store(u64::from(parked), crate::sync::Ordering::Relaxed);
+        }
+        #[cfg(shmring_loom)]
+        let _ = parked;
+    }
+
+    /// Whether a `len`-byte message would find room now, without claiming
+    /// it (an error: the claim would fail). SPSC: a claim's only effect
+    /// before its commit is the padding at a wrap, which is published
+    /// either way, so it claims and forgets. MPSC: a claim is a CAS others
+    /// see, so it only computes (see [`mpsc_has_room`](Self::mpsc_has_room)).
+    pub(super) fn has_room(&mut self, len: usize, pace: Pace) -> Result<bool, SendStop> {
+        match self.mpsc_slot {
+            None => Ok(self.try_claim(len, pace)?.is_some()),
+            Some(_) => {
+                let max = self.max_message as usize;
+                if len > max {
+                    return Err(SendStop::TooLarge(TooLarge { len, max }));
+                }
+                self.mpsc_has_room(len as u32, pace)
+            }
+        }
     }
 
     /// Room for `len` bytes, or `None` when full.
@@ -425,15 +456,7 @@ impl<B: RingBacking> Parkable for Room<'_, B> {
         &mut self.producer.stats
     }
 
-    /// MPSC: in the slot's claim line (see `ClaimLine::parked`). Not under
-    /// loom, whose models do not kill parked producers: it would only add
-    /// interleavings to explore.
     fn mark_parked(&self, parked: bool) {
-        #[cfg(not(shmring_loom))]
-        if let Some(slot) = self.producer.mpsc_slot {
-            self.producer.backing.header().claims[slot].parked.store(u64::from(parked), crate::sync::Ordering::Relaxed);
-        }
-        #[cfg(shmring_loom)]
-        let _ = parked;
+        self.producer.mark_parked(parked);
     }
 }

@@ -62,7 +62,7 @@ pub fn in_futex_wait(tid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<libc::c_long>().ok()))
-        == Some(libc::SYS_futex)
+        .is_some_and(|call| call == libc::SYS_futex || call == libc::SYS_futex_waitv)
 }
 
 /// Waits until thread `tid` is blocked in a futex wait (the ring's park),
@@ -504,6 +504,24 @@ pub fn child_main() {
             let count = env_u64("SHMRING_COUNT");
             send_stream(&mut producer, count);
             println!("sent={count}");
+        }
+        // Open the rings SHMRING_NAME-i for SHMRING_FIRST <= i <
+        // SHMRING_FIRST + SHMRING_RINGS and send SHMRING_COUNT messages of
+        // the integrity stream to each, taking turns, then detach.
+        "produce-rings" => {
+            let first = env_u64("SHMRING_FIRST");
+            let mut producers: Vec<Producer> = (first..first + env_u64("SHMRING_RINGS"))
+                .map(|i| Producer::open(&format!("{name}-{i}"), &options).expect("open producer"))
+                .collect();
+            let mut buf = [0u8; 40];
+            for seq in 0..env_u64("SHMRING_COUNT") {
+                fill_stream(seq, &mut buf[..8 + (seq % 33) as usize]);
+                for producer in &mut producers {
+                    let len = 8 + (seq % 33) as usize;
+                    producer.send_timeout(&buf[..len], Duration::from_secs(30)).expect("send");
+                }
+            }
+            println!("sent");
         }
         // Send until killed or disconnected, printing nothing.
         "produce-forever" => {

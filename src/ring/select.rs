@@ -1,0 +1,209 @@
+//! Waiting on many rings at once: one thread sleeps until a message arrives
+//! on any of several consumers, or room appears in any of several producers.
+//!
+//! It is the park step of [`super::park`] done over every side together:
+//! read each side's futex word, announce on each side's wake line, one
+//! SeqCst fence, re-check every side, and only if none is ready sleep on all
+//! the words at once (`futex_waitv`; see `sync::wait_any` for more than 128
+//! words or an older kernel), then withdraw every announcement. A peer that
+//! publishes fences, sees the announcement on its own line and wakes the
+//! waiter exactly as it would wake a single-ring sleeper, so the other side
+//! of each ring needs no change.
+
+use super::consumer::Consumer;
+use super::producer::Producer;
+use super::{Pace, RingBacking, SLEEPER_ANNOUNCE};
+use crate::layout::WakeLine;
+use crate::sync::{sleeper_fence, wait_any, FutexWord, Ordering};
+use crate::wait::{block_for, WaitStrategy, Waitable};
+use std::time::Duration;
+
+/// One side of a ring that [`select`] can wait on.
+pub trait Watched {
+    /// The line this side sleeps on; `None` when the side can no longer
+    /// wait (a handle that will fail at once), which is then ready.
+    fn wake_line(&self) -> Option<&WakeLine>;
+    /// Whether the call it waits for would go on now: a message or room,
+    /// or an error the call would return.
+    fn ready(&mut self, pace: Pace) -> bool;
+    /// Records, where others can see it, that the side is announced on its
+    /// line (see `Parkable::mark_parked`).
+    fn mark_parked(&self, _parked: bool) {}
+    /// The longest it may sleep before re-checking its peers' liveness.
+    fn park_slice(&self) -> Duration;
+}
+
+impl<W: Watched + ?Sized> Watched for &mut W {
+    fn wake_line(&self) -> Option<&WakeLine> {
+        (**self).wake_line()
+    }
+    fn ready(&mut self, pace: Pace) -> bool {
+        (**self).ready(pace)
+    }
+    fn mark_parked(&self, parked: bool) {
+        (**self).mark_parked(parked)
+    }
+    fn park_slice(&self) -> Duration {
+        (**self).park_slice()
+    }
+}
+
+/// A consumer is ready when a message waits (or a receive would fail).
+impl<B: RingBacking> Watched for Consumer<B> {
+    fn wake_line(&self) -> Option<&WakeLine> {
+        Some(&self.backing.header().consumer_wake)
+    }
+    fn ready(&mut self, pace: Pace) -> bool {
+        !matches!(self.try_find(pace), Ok(None))
+    }
+    fn park_slice(&self) -> Duration {
+        self.park_slice
+    }
+}
+
+/// A producer waiting for room for a `len`-byte message (the public
+/// handles have their own, which checks for fork and poison first).
+#[cfg(shmring_loom)]
+#[derive(Debug)]
+pub struct RoomFor<'a, B: RingBacking> {
+    /// The producer.
+    pub producer: &'a mut Producer<B>,
+    /// The payload length it wants room for.
+    pub len: usize,
+}
+
+/// Ready when a send of `len` bytes would not wait (or would fail).
+#[cfg(shmring_loom)]
+impl<B: RingBacking> Watched for RoomFor<'_, B> {
+    fn wake_line(&self) -> Option<&WakeLine> {
+        Some(self.producer.wake_line())
+    }
+    fn ready(&mut self, pace: Pace) -> bool {
+        self.producer.ready_for(self.len, pace)
+    }
+    fn mark_parked(&self, parked: bool) {
+        self.producer.mark_parked(parked);
+    }
+    fn park_slice(&self) -> Duration {
+        self.producer.park_slice()
+    }
+}
+
+impl<B: RingBacking> Producer<B> {
+    /// The line this producer sleeps on while it waits for room.
+    pub(crate) fn wake_line(&self) -> &WakeLine {
+        &self.backing.header().producer_wake
+    }
+
+    /// Whether a send of `len` bytes would go on now: room, or an error.
+    pub(crate) fn ready_for(&mut self, len: usize, pace: Pace) -> bool {
+        !matches!(self.has_room(len, pace), Ok(false))
+    }
+
+    /// The longest it sleeps before re-checking the consumer's liveness.
+    pub(crate) fn park_slice(&self) -> Duration {
+        self.park_slice
+    }
+}
+
+/// What one [`select`] found, and what it cost.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Indices of the sides found ready, in order.
+    pub ready: Vec<usize>,
+    /// `futex_waitv` (or fallback `FUTEX_WAIT`) calls made so far.
+    pub futex_waits: u64,
+    /// Parks so far: picks which group of words a partial wait sleeps on.
+    round: usize,
+}
+
+/// Waits with `strategy`, at most `timeout`, until at least one of `sides`
+/// is ready, and lists in `selection.ready` every side found ready at that
+/// moment (empty: the timeout passed). A side's readiness is a hint, as
+/// with `crossbeam_channel::Select::ready`: the caller's non-blocking call
+/// normally succeeds, and if another thread or producer took the message
+/// or room first, it waits again.
+pub fn select<W: Watched>(sides: &mut [W], strategy: WaitStrategy, timeout: Duration, selection: &mut Selection) {
+    selection.ready.clear();
+    let mut waiting = AnyOf { sides, selection };
+    // Never `Err`: a side's stop counts as ready.
+    let _ = block_for(&mut waiting, strategy, timeout);
+}
+
+/// The sides of one [`select`], as one [`Waitable`].
+struct AnyOf<'a, W> {
+    sides: &'a mut [W],
+    selection: &'a mut Selection,
+}
+
+impl<W: Watched> AnyOf<'_, W> {
+    /// Lists the ready sides; whether there are any.
+    fn look(&mut self, pace: Pace) -> bool {
+        let ready = &mut self.selection.ready;
+        ready.clear();
+        for (i, side) in self.sides.iter_mut().enumerate() {
+            if side.ready(pace) {
+                ready.push(i);
+            }
+        }
+        !ready.is_empty()
+    }
+
+    /// The park step over every side (see the module docs).
+    fn park_all(&mut self, timeout: Duration) -> bool {
+        let announce_all = !crate::sync::mutant("select_announces_on_first_only");
+        // Each word as read before announcing (`None`: a stopped side).
+        let mut seqs: Vec<Option<u32>> = Vec::with_capacity(self.sides.len());
+        for (i, side) in self.sides.iter().enumerate() {
+            seqs.push(side.wake_line().map(|line| {
+                let seq = line.seq.load(Ordering::Acquire);
+                if announce_all || i == 0 {
+                    line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
+                }
+                seq
+            }));
+        }
+        sleeper_fence();
+        for side in self.sides.iter() {
+            side.mark_parked(true);
+        }
+        let found = self.look(Pace::Park) || seqs.contains(&None);
+        if !found {
+            let words: Vec<(&FutexWord, u32)> = self
+                .sides
+                .iter()
+                .zip(&seqs)
+                .filter_map(|(side, seq)| Some((&side.wake_line()?.seq, (*seq)?)))
+                .collect();
+            self.selection.futex_waits += 1;
+            wait_any(&words, timeout, self.selection.round);
+            self.selection.round = self.selection.round.wrapping_add(1);
+        }
+        for (i, (side, seq)) in self.sides.iter().zip(&seqs).enumerate() {
+            side.mark_parked(false);
+            if let (Some(line), Some(_)) = (side.wake_line(), seq) {
+                if announce_all || i == 0 {
+                    line.sleepers.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        found
+    }
+}
+
+impl<W: Watched> Waitable for AnyOf<'_, W> {
+    type Ready = ();
+    type Stop = std::convert::Infallible;
+
+    fn poll(&mut self, pace: Pace) -> Result<Option<()>, Self::Stop> {
+        Ok(self.look(pace).then_some(()))
+    }
+
+    fn park(&mut self, timeout: Duration) -> Result<Option<()>, Self::Stop> {
+        Ok(self.park_all(timeout).then_some(()))
+    }
+
+    fn park_slice(&self) -> Duration {
+        self.sides.iter().map(Watched::park_slice).min().unwrap_or(crate::wait::PARK_SLICE)
+    }
+}
