@@ -105,11 +105,16 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         timeout: Option<Duration>,
     },
-    /// Print messages, one per line, until --count or --timeout.
-    #[command(after_help = "Example:\n  shmring recv /orders --count 10 --timeout 5s --hex")]
+    /// Print messages, one per line, until --count or --timeout. With
+    /// several segments, one thread waits on all of them and prefixes each
+    /// line with its segment's name.
+    #[command(
+        after_help = "Examples:\n  shmring recv /orders --count 10 --timeout 5s --hex\n  shmring recv /orders /fills"
+    )]
     Recv {
-        /// Segment name.
-        name: String,
+        /// Segment names.
+        #[arg(required = true)]
+        names: Vec<String>,
         /// Stop after this many messages.
         #[arg(long)]
         count: Option<u64>,
@@ -198,7 +203,7 @@ fn run(command: Command) -> Result<ExitCode> {
             show::watch(name.as_deref(), file.as_deref(), json, iterations)
         }
         Command::Send { name, file, count, size, timeout } => messages::send(&name, file, count.zip(size), timeout),
-        Command::Recv { name, count, timeout, hex } => messages::recv(&name, count, timeout, hex),
+        Command::Recv { names, count, timeout, hex } => messages::recv(&names, count, timeout, hex),
         Command::Rm { names, stale } => segments::rm(names, stale),
         Command::Bench { size, seconds, wait } => bench::bench(size, seconds, wait),
         Command::BenchPeer { role, name, reply, size, seconds, wait } => {

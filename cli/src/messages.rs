@@ -2,7 +2,7 @@
 //! printing what it holds.
 
 use crate::{report, Result};
-use shmring::{inspect, payload, Consumer, Producer, RecvTimeoutError, RingOptions};
+use shmring::{inspect, payload, Consumer, Producer, RingOptions, Select, TryRecvError};
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,33 +48,65 @@ fn options_for(name: &str) -> Result<RingOptions> {
     Ok(RingOptions::new().kind(inspect::inspect(name)?.kind))
 }
 
-pub fn recv(name: &str, count: Option<u64>, timeout: Option<Duration>, hex: bool) -> Result<ExitCode> {
-    let mut consumer = Consumer::open(name, &options_for(name)?)?;
+/// Prints what arrives on `names` (one ring: as it is; several: each line
+/// prefixed with its ring's name), waiting on all of them with one `Select`.
+pub fn recv(names: &[String], count: Option<u64>, timeout: Option<Duration>, hex: bool) -> Result<ExitCode> {
+    let mut consumers = Vec::with_capacity(names.len());
+    for name in names {
+        consumers.push(Consumer::open(name, &options_for(name)?)?);
+    }
+    let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let prefixed = names.len() > 1;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     // No timeout: wait as long as it takes (in slices, so the loop stays simple).
     let slice = timeout.unwrap_or(Duration::from_secs(3600));
+    let mut select = Select::new();
     let mut received = 0;
-    while count.is_none_or(|c| received < c) {
-        let msg = match consumer.read_timeout(slice) {
-            Ok(msg) => msg,
-            Err(RecvTimeoutError::Timeout) if timeout.is_none() => continue,
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            Err(e) => return Err(e.into()),
-        };
-        if hex {
-            let text: Vec<String> = msg.iter().map(|b| format!("{b:02x}")).collect();
-            writeln!(out, "{}", text.join(" "))?;
-        } else {
-            out.write_all(&msg)?;
-            out.write_all(b"\n")?;
+    'rings: while count.is_none_or(|c| received < c) && !consumers.is_empty() {
+        let ready = select.wait_timeout(&mut consumers, slice).to_vec();
+        if ready.is_empty() && timeout.is_some() {
+            break;
         }
-        drop(msg);
-        received += 1;
-        // Flush as messages come when someone is watching.
-        if count.is_none() {
-            out.flush()?;
+        // Highest first, so that removing a finished ring moves only rings
+        // already served.
+        for &i in ready.iter().rev() {
+            let finished = match consumers[i].try_read() {
+                Ok(msg) => {
+                    if prefixed {
+                        write!(out, "{}: ", names[i])?;
+                    }
+                    print_message(&mut out, &msg, hex)?;
+                    received += 1;
+                    false
+                }
+                Err(TryRecvError::Empty) => false,
+                Err(TryRecvError::Disconnected) => true,
+                Err(e) => return Err(e.into()),
+            };
+            if finished {
+                drop(consumers.swap_remove(i));
+                names.swap_remove(i);
+            }
+            // Flush as messages come when someone is watching.
+            if count.is_none() {
+                out.flush()?;
+            }
+            if count.is_some_and(|c| received >= c) {
+                break 'rings;
+            }
         }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One message as a line: as it is, or as hex bytes.
+fn print_message(out: &mut impl Write, msg: &[u8], hex: bool) -> std::io::Result<()> {
+    if hex {
+        let text: Vec<String> = msg.iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(out, "{}", text.join(" "))
+    } else {
+        out.write_all(msg)?;
+        out.write_all(b"\n")
+    }
 }

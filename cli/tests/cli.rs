@@ -285,3 +285,36 @@ fn bench_refuses_durations_and_sizes_out_of_range_without_panicking() {
         assert!(stderr.starts_with("shmring: "), "{args:?}: {stderr}");
     }
 }
+
+/// `recv` with several names: one thread waits on every ring, each line is
+/// prefixed with its ring's name, and a ring with no producer left is
+/// dropped from the wait while the others go on.
+#[test]
+fn recv_waits_on_several_rings() {
+    let orders = SegmentGuard::new("cli-select-a");
+    let fills = SegmentGuard::new("cli-select-b");
+    for segment in [&orders, &fills] {
+        assert!(shmring(&["create", segment.name(), "--capacity", "64K"]).status.success());
+    }
+    assert!(shmring_with_input(&["send", orders.name()], b"buy\nsell\n").status.success());
+    assert!(shmring_with_input(&["send", fills.name()], b"filled\n").status.success());
+    let got = shmring(&["recv", orders.name(), fills.name(), "--timeout", "300ms"]);
+    assert!(got.status.success(), "{got:?}");
+    let mut lines: Vec<String> = stdout(&got).lines().map(str::to_owned).collect();
+    lines.sort();
+    let mut expected = vec![
+        format!("{}: buy", orders.name()),
+        format!("{}: filled", fills.name()),
+        format!("{}: sell", orders.name()),
+    ];
+    expected.sort();
+    assert_eq!(lines, expected);
+    // Per ring, in order.
+    let out = stdout(&got);
+    assert!(out.find(": buy").expect("buy") < out.find(": sell").expect("sell"), "{out}");
+    // --count stops across rings.
+    assert!(shmring_with_input(&["send", fills.name()], b"a\nb\nc\n").status.success());
+    let got = shmring(&["recv", orders.name(), fills.name(), "--count", "2", "--timeout", "5s"]);
+    assert_eq!(stdout(&got).lines().count(), 2, "{got:?}");
+    fails_with(&shmring(&["recv", orders.name(), "/shmring-cli-no-such-ring"]), "does not exist");
+}

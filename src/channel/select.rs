@@ -156,6 +156,9 @@ impl Watched for Consumer {
     fn ready(&mut self, pace: Pace) -> bool {
         self.ring_to_watch_mut().is_none_or(|ring| ring.ready(pace))
     }
+    fn maybe_ready(&self) -> bool {
+        self.ring_to_watch().is_none_or(Watched::maybe_ready)
+    }
     fn park_slice(&self) -> Duration {
         self.ring_to_watch().map_or(PARK_SLICE, Watched::park_slice)
     }

@@ -26,6 +26,13 @@ pub trait Watched {
     /// Whether the call it waits for would go on now: a message or room,
     /// or an error the call would return.
     fn ready(&mut self, pace: Pace) -> bool;
+    /// A cheap first look for a spin loop over many sides: `false` only if
+    /// [`ready`](Self::ready) would say so too, as far as the ring itself
+    /// goes (liveness is left to the full looks every [`FULL_LOOK_EVERY`]
+    /// spins).
+    fn maybe_ready(&self) -> bool {
+        true
+    }
     /// Records, where others can see it, that the side is announced on its
     /// line (see `Parkable::mark_parked`).
     fn mark_parked(&self, _parked: bool) {}
@@ -39,6 +46,9 @@ impl<W: Watched + ?Sized> Watched for &mut W {
     }
     fn ready(&mut self, pace: Pace) -> bool {
         (**self).ready(pace)
+    }
+    fn maybe_ready(&self) -> bool {
+        (**self).maybe_ready()
     }
     fn mark_parked(&self, parked: bool) {
         (**self).mark_parked(parked)
@@ -55,6 +65,10 @@ impl<B: RingBacking> Watched for Consumer<B> {
     }
     fn ready(&mut self, pace: Pace) -> bool {
         !matches!(self.try_find(pace), Ok(None))
+    }
+    /// Something at `head`: a message, padding, or (MPSC) a claim.
+    fn maybe_ready(&self) -> bool {
+        self.backing.region().word(self.head).load(Ordering::Relaxed) != 0
     }
     fn park_slice(&self) -> Duration {
         self.park_slice
@@ -106,6 +120,11 @@ impl<B: RingBacking> Producer<B> {
     }
 }
 
+/// How often a spinning [`select`] looks at every side in full (its peers'
+/// liveness included) rather than with [`Watched::maybe_ready`]: one spin
+/// in this many.
+pub const FULL_LOOK_EVERY: u32 = 128;
+
 /// What one [`select`] found, and what it cost.
 #[derive(Debug, Default)]
 pub struct Selection {
@@ -115,6 +134,8 @@ pub struct Selection {
     pub futex_waits: u64,
     /// Parks so far: picks which group of words a partial wait sleeps on.
     round: usize,
+    /// Spins so far: every [`FULL_LOOK_EVERY`]th looks at each side in full.
+    spins: u32,
 }
 
 /// Waits with `strategy`, at most `timeout`, until at least one of `sides`
@@ -137,16 +158,23 @@ struct AnyOf<'a, W> {
 }
 
 impl<W: Watched> AnyOf<'_, W> {
-    /// Lists the ready sides; whether there are any.
+    /// Lists the ready sides; whether there are any. A spin looks first
+    /// with [`Watched::maybe_ready`] (one load for a consumer), so that a
+    /// sweep over many idle rings stays short, except every
+    /// [`FULL_LOOK_EVERY`]th.
     fn look(&mut self, pace: Pace) -> bool {
-        let ready = &mut self.selection.ready;
-        ready.clear();
+        let selection = &mut *self.selection;
+        selection.ready.clear();
+        let quick = pace == Pace::Spin && selection.spins % FULL_LOOK_EVERY != 0;
+        if pace == Pace::Spin {
+            selection.spins = selection.spins.wrapping_add(1);
+        }
         for (i, side) in self.sides.iter_mut().enumerate() {
-            if side.ready(pace) {
-                ready.push(i);
+            if (!quick || side.maybe_ready()) && side.ready(pace) {
+                selection.ready.push(i);
             }
         }
-        !ready.is_empty()
+        !selection.ready.is_empty()
     }
 
     /// The park step over every side (see the module docs).
