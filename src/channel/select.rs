@@ -106,7 +106,7 @@ impl Select {
 
     /// The indices of the handles ready now, without waiting (maybe empty).
     pub fn try_ready<S: Selectable>(&mut self, handles: &mut [S]) -> &[usize] {
-        ring::select(handles, WaitStrategy::BusySpin, Duration::ZERO, &mut self.selection);
+        ring::select_now(handles, &mut self.selection);
         &self.selection.ready
     }
 

@@ -66,7 +66,7 @@ pub use read_guard::ReadGuard;
 pub use region::Region;
 #[cfg(shmring_loom)]
 pub use select::RoomFor;
-pub use select::{select, Selection, Watched};
+pub use select::{select, select_now, Selection, Watched};
 
 use crate::layout::{
     RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,

@@ -151,6 +151,12 @@ pub fn select<W: Watched>(sides: &mut [W], strategy: WaitStrategy, timeout: Dura
     let _ = block_for(&mut waiting, strategy, timeout);
 }
 
+/// Lists in `selection.ready` the sides ready now: one full look at each,
+/// no waiting.
+pub fn select_now<W: Watched>(sides: &mut [W], selection: &mut Selection) {
+    AnyOf { sides, selection }.look(Pace::Call);
+}
+
 /// The sides of one [`select`], as one [`Waitable`].
 struct AnyOf<'a, W> {
     sides: &'a mut [W],
