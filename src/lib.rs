@@ -97,6 +97,8 @@ pub mod inspect;
 #[cfg(not(shmring_loom))]
 #[doc(hidden)]
 pub mod payload;
+#[cfg(all(feature = "async", not(shmring_loom)))]
+mod reactor;
 #[cfg(not(shmring_loom))]
 #[allow(unsafe_code)]
 mod segment;
@@ -114,6 +116,8 @@ pub use error::{
     TooLarge, TryRecvError, TrySendError,
 };
 pub use layout::Kind;
+#[cfg(all(feature = "async", not(shmring_loom)))]
+pub use reactor::{reactor_sleeps, AsyncConsumer, AsyncProducer, ReadFuture, RecvFuture, SendFuture};
 pub use ring::Stats;
 pub use wait::WaitStrategy;
 

@@ -135,6 +135,8 @@ pub(crate) fn sleeper_fence() {
 
 pub(crate) use futex::wait_any;
 pub use futex::FutexWord;
+#[cfg(all(feature = "async", not(shmring_loom)))]
+pub(crate) use futex::{wait_on_addresses, wait_private, wake_private, Woke};
 
 // One `bump` for both futex words (the kernel's and loom's model), so that the
 // `wake_without_bump` mutant the models catch is applied to the code a normal
@@ -263,6 +265,75 @@ mod futex {
         }
         let (word, expected) = words[round % words.len()];
         word.wait(expected, Some(timeout.min(PARTIAL_SLICE)));
+    }
+
+    #[cfg(feature = "async")]
+    /// How [`wait_on_addresses`] ended.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Woke {
+        /// Woken on the shared word of this index.
+        Shared(usize),
+        /// Woken on the private word, or it had changed.
+        Private,
+        /// Some word no longer held its value (the call does not say which),
+        /// or a word's address was not mapped.
+        Changed,
+        /// Timed out or interrupted.
+        Nothing,
+        /// No `futex_waitv` here (see [`wait_any`]).
+        Unsupported,
+    }
+
+    #[cfg(feature = "async")]
+    /// Sleeps until one of `shared` (the address of a [`FutexWord`] in a
+    /// mapping, and the value to wait while it holds; at most 127) or the
+    /// process-private `private` word changes or is woken, at most
+    /// `timeout`. For a thread that sleeps for others (the async reactor):
+    /// addresses, not references, because the mappings are not its own; the
+    /// kernel reads them, this process never does, and an address no longer
+    /// mapped fails the call (`Changed`) rather than anything worse.
+    pub(crate) fn wait_on_addresses(shared: &[(usize, u32)], private: (&AtomicU32, u32), timeout: Duration) -> Woke {
+        if !waitv_enabled() {
+            return Woke::Unsupported;
+        }
+        let mut waits = [futex::Wait::new(); WAITV_MAX];
+        let count = shared.len().min(WAITV_MAX - 1);
+        for (wait, &(address, expected)) in waits.iter_mut().zip(&shared[..count]) {
+            wait.val = u64::from(expected);
+            wait.uaddr = futex::WaitPtr::new(address as *mut std::ffi::c_void);
+            wait.flags = futex::WaitFlags::SIZE_U32;
+        }
+        let own = &mut waits[count];
+        own.val = u64::from(private.1);
+        own.uaddr = futex::WaitPtr::new(private.0.as_ptr().cast());
+        own.flags = futex::WaitFlags::SIZE_U32 | futex::WaitFlags::PRIVATE;
+        match waitv(&waits[..=count], timeout) {
+            Ok(i) if i < count => Woke::Shared(i),
+            Ok(_) => Woke::Private,
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::FAULT) => Woke::Changed,
+            Err(rustix::io::Errno::NOSYS) => {
+                WAITV.store(WAITV_NO, Ordering::Relaxed);
+                Woke::Unsupported
+            }
+            Err(_) => Woke::Nothing,
+        }
+    }
+
+    #[cfg(feature = "async")]
+    /// `FUTEX_WAIT` on a process-private word, at most `timeout` (however
+    /// it ends, the caller re-checks).
+    pub(crate) fn wait_private(word: &AtomicU32, expected: u32, timeout: Duration) {
+        let timespec = futex::Timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let _ = futex::wait(word, futex::Flags::PRIVATE, expected, Some(&timespec));
+    }
+
+    #[cfg(feature = "async")]
+    /// `FUTEX_WAKE` of every sleeper on a process-private word.
+    pub(crate) fn wake_private(word: &AtomicU32) {
+        let _ = futex::wake(word, futex::Flags::PRIVATE, i32::MAX as u32);
     }
 
     /// `futex_waitv` with a relative `timeout` (the call takes a deadline on

@@ -66,6 +66,8 @@ pub use read_guard::ReadGuard;
 pub use region::Region;
 #[cfg(shmring_loom)]
 pub use select::RoomFor;
+#[cfg(any(feature = "async", shmring_loom))]
+pub use select::{announce, withdraw, Announcement};
 pub use select::{select, select_now, Selection, Watched};
 
 use crate::layout::{

@@ -241,3 +241,49 @@ impl<W: Watched> Waitable for AnyOf<'_, W> {
         self.sides.iter().map(Watched::park_slice).min().unwrap_or(crate::wait::PARK_SLICE)
     }
 }
+
+#[cfg(any(feature = "async", shmring_loom))]
+/// A side announced as asleep on its wake line while another thread (the
+/// async reactor) sleeps on the line's futex word for it: the first half of
+/// a park, made by [`announce`] and ended by [`withdraw`].
+#[derive(Debug)]
+pub struct Announcement {
+    /// The futex word's address.
+    pub word: usize,
+    /// Its value read before announcing: sleep while it holds.
+    pub seq: u32,
+}
+
+#[cfg(any(feature = "async", shmring_loom))]
+/// Announces `side` on its line, as a park does before it sleeps, and
+/// re-checks: `None` if the side is ready (or stopped), with nothing left
+/// announced; otherwise the word to sleep on for it, and the side stays
+/// announced until [`withdraw`]. A peer that publishes after the re-check
+/// sees the announcement, bumps the word and wakes it (see the module docs).
+pub fn announce<W: Watched>(side: &mut W) -> Option<Announcement> {
+    let line = side.wake_line()?;
+    let seq = line.seq.load(Ordering::Acquire);
+    line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
+    let word = std::ptr::from_ref(&line.seq) as usize;
+    sleeper_fence();
+    side.mark_parked(true);
+    let announced = Announcement { word, seq };
+    if side.ready(Pace::Park) {
+        withdraw(side, announced);
+        return None;
+    }
+    Some(announced)
+}
+
+#[cfg(any(feature = "async", shmring_loom))]
+/// Ends an [`announce`]ment of `side`.
+pub fn withdraw<W: Watched>(side: &W, announced: Announcement) {
+    side.mark_parked(false);
+    if crate::sync::mutant("cancel_keeps_announcement") {
+        return;
+    }
+    if let Some(line) = side.wake_line() {
+        debug_assert_eq!(std::ptr::from_ref(&line.seq) as usize, announced.word);
+        line.sleepers.fetch_sub(1, Ordering::Relaxed);
+    }
+}

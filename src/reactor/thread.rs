@@ -1,0 +1,162 @@
+//! The reactor: one thread per process that sleeps on the futex words of
+//! every async handle waiting for its ring, and wakes their tasks.
+//!
+//! A task that finds its ring empty (or full) announces itself on the
+//! ring's wake line exactly as a parked handle does (`ring::announce`), then
+//! registers the futex word, the value it read before announcing, and its
+//! `Waker`. The reactor sleeps on all registered words at once (one
+//! `futex_waitv`, with its own process-private doorbell word so that a new
+//! registration interrupts it), and when a word is woken it wakes that
+//! registration's task and forgets the registration. The peer's side is the
+//! ordinary wake-up protocol: it sees the announcement and bumps and wakes
+//! the word. So no wake-up is lost for the same reason a parked handle's
+//! is not, and the task withdraws its announcement when it next runs (or
+//! when its future or handle is dropped).
+
+use crate::sync::{wait_on_addresses, wait_private, wake_private, Woke};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::task::Waker;
+use std::time::Duration;
+
+/// How long the reactor sleeps at most: every registered task is then woken
+/// to re-check its ring (and its peers' liveness), as a parked handle
+/// re-checks every park slice.
+const REACTOR_SLICE: Duration = crate::wait::PARK_SLICE;
+
+/// Without `futex_waitv` (or with more registrations than one call takes)
+/// the reactor cannot sleep on every word: it wakes every task this often.
+const FALLBACK_SLICE: Duration = Duration::from_millis(1);
+
+/// The most shared words one reactor sleep takes (one `futex_waitv` slot
+/// is its doorbell's).
+const SHARED_MAX: usize = 127;
+
+/// One task waiting for one ring.
+#[derive(Debug)]
+struct Registration {
+    id: u64,
+    word: usize,
+    seq: u32,
+    waker: Waker,
+}
+
+/// The process's reactor, once started.
+static REACTOR: OnceLock<&'static Reactor> = OnceLock::new();
+
+/// The process's reactor.
+#[derive(Debug)]
+pub(crate) struct Reactor {
+    registrations: Mutex<Vec<Registration>>,
+    /// Bumped (and woken) by every registration, so a sleeping reactor
+    /// sleeps again on the new set.
+    doorbell: AtomicU32,
+    next_id: AtomicU64,
+    /// System calls the reactor made to sleep.
+    sleeps: AtomicU64,
+}
+
+/// A registration, to cancel it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
+impl Reactor {
+    /// The process's reactor, its thread started on first use.
+    pub(crate) fn get() -> &'static Reactor {
+        REACTOR.get_or_init(|| {
+            let reactor: &'static Reactor = Box::leak(Box::new(Reactor {
+                registrations: Mutex::new(Vec::new()),
+                doorbell: AtomicU32::new(0),
+                next_id: AtomicU64::new(1),
+                sleeps: AtomicU64::new(0),
+            }));
+            std::thread::Builder::new()
+                .name("shmring-reactor".into())
+                .spawn(move || reactor.run())
+                .expect("the shmring reactor thread could not be started");
+            reactor
+        })
+    }
+
+    /// [`sleeps`](Self::sleeps) of the process's reactor (0 if it was never
+    /// started).
+    pub(crate) fn sleeps_so_far() -> u64 {
+        REACTOR.get().map_or(0, |r| r.sleeps.load(Ordering::Relaxed))
+    }
+
+    /// Wakes `waker` once the futex word at `word` no longer holds `seq` or
+    /// is woken (or after at most the reactor's slice).
+    pub(crate) fn register(&self, word: usize, seq: u32, waker: Waker) -> Ticket {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock().push(Registration { id, word, seq, waker });
+        self.doorbell.fetch_add(1, Ordering::Release);
+        wake_private(&self.doorbell);
+        Ticket(id)
+    }
+
+    /// Forgets a registration (if the reactor has not already woken it).
+    pub(crate) fn cancel(&self, ticket: Ticket) {
+        let mut registrations = self.lock();
+        if let Some(i) = registrations.iter().position(|r| r.id == ticket.0) {
+            registrations.swap_remove(i);
+        }
+    }
+
+    /// The registrations, also after a task panicked while holding the
+    /// lock (a plain `Vec` is never left half-changed by these methods).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Registration>> {
+        self.registrations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn run(&self) {
+        let mut shared: Vec<(usize, u32)> = Vec::new();
+        let mut ids: Vec<u64> = Vec::new();
+        loop {
+            let doorbell = self.doorbell.load(Ordering::Acquire);
+            shared.clear();
+            ids.clear();
+            for r in self.lock().iter() {
+                shared.push((r.word, r.seq));
+                ids.push(r.id);
+            }
+            let complete = shared.len() <= SHARED_MAX;
+            let slice = if complete { REACTOR_SLICE } else { FALLBACK_SLICE };
+            self.sleeps.fetch_add(1, Ordering::Relaxed);
+            let woke = wait_on_addresses(&shared[..shared.len().min(SHARED_MAX)], (&self.doorbell, doorbell), slice);
+            match woke {
+                Woke::Shared(i) => self.wake(|id| id == ids[i]),
+                Woke::Private => {}
+                // A word changed before the call (it does not say which), or
+                // the doorbell did: the latter only means "sleep again".
+                Woke::Changed if self.doorbell.load(Ordering::Acquire) != doorbell => {}
+                Woke::Changed => self.wake(|id| ids.contains(&id)),
+                // The slice passed: every task re-checks (liveness).
+                Woke::Nothing => self.wake(|id| ids.contains(&id)),
+                Woke::Unsupported => {
+                    wait_private(&self.doorbell, doorbell, FALLBACK_SLICE);
+                    self.wake(|id| ids.contains(&id));
+                }
+            }
+            if !complete {
+                // The rest were not slept on: they re-check now.
+                self.wake(|id| ids.contains(&id));
+            }
+        }
+    }
+
+    /// Wakes and forgets the registrations whose id `chosen` picks.
+    fn wake(&self, chosen: impl Fn(u64) -> bool) {
+        let mut woken = Vec::new();
+        self.lock().retain(|r| {
+            if chosen(r.id) {
+                woken.push(r.waker.clone());
+                return false;
+            }
+            true
+        });
+        // Outside the lock: a waker may run code that registers again.
+        for waker in woken {
+            waker.wake();
+        }
+    }
+}
