@@ -5,7 +5,8 @@
 #![cfg(shmring_loom)]
 
 use loom::thread;
-use shmring::ring::{select, Consumer, HeapRing, Producer, RoomFor, Selection};
+use shmring::ring::{announce, select, withdraw, Consumer, HeapRing, Producer, RingBacking, RoomFor, Selection};
+use std::sync::atomic::Ordering;
 use shmring::Kind;
 use shmring::WaitStrategy;
 use shmring_loom_tests::model;
@@ -78,5 +79,63 @@ fn a_producer_waiting_for_room_on_two_rings_is_woken_by_either() {
         assert_eq!(selection.ready, [1]);
         assert!(producers[1].try_send(&[4; 16]).expect("send"), "room as reported");
         drop(reader.join().unwrap());
+    });
+}
+
+/// The async wait (`ring::announce`, a reactor sleeping on the word for the
+/// task, `ring::withdraw`): the task announces on an empty ring and hands
+/// the word to a reactor thread, which sleeps on it with the modelled
+/// `futex_waitv`; a producer sends. The reactor is woken, and the task then
+/// withdraws and receives.
+#[test]
+fn a_task_announced_for_a_reactor_is_woken_through_its_word() {
+    model("a_task_announced_for_a_reactor_is_woken_through_its_word", || {
+        let ring = Arc::new(HeapRing::new(64, 16));
+        let sender_ring = Arc::clone(&ring);
+        let sender = thread::spawn(move || {
+            producer(&sender_ring).send(b"wake", PARK).expect("send");
+        });
+        let mut consumer = consumer(&ring);
+        let mut buf = Vec::new();
+        match announce(&mut consumer) {
+            // The message came before the re-check.
+            None => {}
+            Some(announced) => {
+                let reactor_ring = Arc::clone(&ring);
+                let seq = announced.seq;
+                let reactor = thread::spawn(move || {
+                    let word = &reactor_ring.header().consumer_wake.seq;
+                    shmring::ring::wait_for_reactor(word, seq);
+                });
+                reactor.join().unwrap();
+                withdraw(&consumer, announced);
+            }
+        }
+        assert_eq!(consumer.try_recv(&mut buf).expect("recv"), Some(4));
+        assert_eq!(ring.header().consumer_wake.sleepers.load(Ordering::Relaxed) & 0xff, 0, "an announcement was left");
+        sender.join().unwrap();
+    });
+}
+
+/// A wait cancelled (withdrawn without sleeping) while a producer sends:
+/// the message is received by a plain parked receive afterwards, and no
+/// announcement is left on the line.
+#[test]
+fn a_cancelled_wait_leaves_no_announcement() {
+    model("a_cancelled_wait_leaves_no_announcement", || {
+        let ring = Arc::new(HeapRing::new(64, 16));
+        let sender_ring = Arc::clone(&ring);
+        let sender = thread::spawn(move || {
+            producer(&sender_ring).send(b"late", PARK).expect("send");
+        });
+        let mut consumer = consumer(&ring);
+        if let Some(announced) = announce(&mut consumer) {
+            withdraw(&consumer, announced);
+        }
+        let mut buf = Vec::new();
+        consumer.recv(&mut buf, PARK).expect("recv");
+        assert_eq!(buf, b"late");
+        sender.join().unwrap();
+        assert_eq!(ring.header().consumer_wake.sleepers.load(Ordering::Relaxed) & 0xff, 0, "an announcement was left");
     });
 }

@@ -68,6 +68,8 @@ pub use region::Region;
 pub use select::RoomFor;
 #[cfg(any(feature = "async", shmring_loom))]
 pub use select::{announce, withdraw, Announcement};
+#[cfg(shmring_loom)]
+pub use select::wait_for_reactor;
 pub use select::{select, select_now, Selection, Watched};
 
 use crate::layout::{

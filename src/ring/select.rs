@@ -287,3 +287,10 @@ pub fn withdraw<W: Watched>(side: &W, announced: Announcement) {
         line.sleepers.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Loom models only: the reactor's sleep for one announced side, on the
+/// modelled `futex_waitv` (the real reactor passes addresses to the kernel).
+#[cfg(shmring_loom)]
+pub fn wait_for_reactor(word: &FutexWord, seq: u32) {
+    wait_any(&[(word, seq)], Duration::MAX, 0);
+}
