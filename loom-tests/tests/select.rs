@@ -6,10 +6,10 @@
 
 use loom::thread;
 use shmring::ring::{announce, select, withdraw, Consumer, HeapRing, Producer, RingBacking, RoomFor, Selection};
-use std::sync::atomic::Ordering;
 use shmring::Kind;
 use shmring::WaitStrategy;
 use shmring_loom_tests::model;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 

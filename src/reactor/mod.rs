@@ -7,9 +7,11 @@ mod thread;
 
 pub use handles::{AsyncConsumer, AsyncProducer, ReadFuture, RecvFuture, SendFuture};
 
-/// System calls the process's reactor has made to sleep (one per wake-up,
-/// whatever the number of rings): with [`Stats`](crate::Stats) of the
-/// handles, the system calls async waiting costs.
-pub fn reactor_sleeps() -> u64 {
-    thread::Reactor::sleeps_so_far()
+/// System calls made so far by the process's reactor (one sleep per
+/// wake-up, whatever the number of rings) and by async waits to wake it:
+/// with the handles' [`Stats`](crate::Stats), the system calls async
+/// waiting costs shmring. (The executor's own, to wake a task's thread, are
+/// not counted.)
+pub fn reactor_syscalls() -> u64 {
+    thread::Reactor::syscalls_so_far()
 }

@@ -14,7 +14,7 @@
 //! when its future or handle is dropped).
 
 use crate::sync::{wait_on_addresses, wait_private, wake_private, Woke};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::Waker;
 use std::time::Duration;
@@ -48,12 +48,20 @@ static REACTOR: OnceLock<&'static Reactor> = OnceLock::new();
 #[derive(Debug)]
 pub(crate) struct Reactor {
     registrations: Mutex<Vec<Registration>>,
-    /// Bumped (and woken) by every registration, so a sleeping reactor
-    /// sleeps again on the new set.
+    /// Bumped by every registration, so that a reactor about to sleep on
+    /// the old set does not (its `futex_waitv` finds the word changed), and
+    /// woken if it already sleeps (see [`asleep`](Self::asleep)).
     doorbell: AtomicU32,
+    /// Whether the reactor is in (or about to enter) its sleep: a
+    /// registration wakes the doorbell only then. Set before the sleep and
+    /// read after the doorbell's bump, both SeqCst: either the registration
+    /// sees it set and wakes, or the reactor's sleep, which compares the
+    /// doorbell after setting it, sees the bump and returns at once.
+    asleep: AtomicBool,
     next_id: AtomicU64,
-    /// System calls the reactor made to sleep.
-    sleeps: AtomicU64,
+    /// System calls made by the reactor (to sleep) and by registrations
+    /// (to wake it).
+    syscalls: AtomicU64,
 }
 
 /// A registration, to cancel it.
@@ -67,8 +75,9 @@ impl Reactor {
             let reactor: &'static Reactor = Box::leak(Box::new(Reactor {
                 registrations: Mutex::new(Vec::new()),
                 doorbell: AtomicU32::new(0),
+                asleep: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
-                sleeps: AtomicU64::new(0),
+                syscalls: AtomicU64::new(0),
             }));
             std::thread::Builder::new()
                 .name("shmring-reactor".into())
@@ -78,10 +87,10 @@ impl Reactor {
         })
     }
 
-    /// [`sleeps`](Self::sleeps) of the process's reactor (0 if it was never
-    /// started).
-    pub(crate) fn sleeps_so_far() -> u64 {
-        REACTOR.get().map_or(0, |r| r.sleeps.load(Ordering::Relaxed))
+    /// The system calls of the process's reactor and its registrations so
+    /// far (0 if it was never started).
+    pub(crate) fn syscalls_so_far() -> u64 {
+        REACTOR.get().map_or(0, |r| r.syscalls.load(Ordering::Relaxed))
     }
 
     /// Wakes `waker` once the futex word at `word` no longer holds `seq` or
@@ -89,8 +98,11 @@ impl Reactor {
     pub(crate) fn register(&self, word: usize, seq: u32, waker: Waker) -> Ticket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.lock().push(Registration { id, word, seq, waker });
-        self.doorbell.fetch_add(1, Ordering::Release);
-        wake_private(&self.doorbell);
+        self.doorbell.fetch_add(1, Ordering::SeqCst);
+        if self.asleep.load(Ordering::SeqCst) {
+            self.syscalls.fetch_add(1, Ordering::Relaxed);
+            wake_private(&self.doorbell);
+        }
         Ticket(id)
     }
 
@@ -121,8 +133,10 @@ impl Reactor {
             }
             let complete = shared.len() <= SHARED_MAX;
             let slice = if complete { REACTOR_SLICE } else { FALLBACK_SLICE };
-            self.sleeps.fetch_add(1, Ordering::Relaxed);
+            self.syscalls.fetch_add(1, Ordering::Relaxed);
+            self.asleep.store(true, Ordering::SeqCst);
             let woke = wait_on_addresses(&shared[..shared.len().min(SHARED_MAX)], (&self.doorbell, doorbell), slice);
+            self.asleep.store(false, Ordering::Relaxed);
             match woke {
                 Woke::Shared(i) => self.wake(|id| id == ids[i]),
                 Woke::Private => {}

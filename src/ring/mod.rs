@@ -65,11 +65,11 @@ pub use producer::Producer;
 pub use read_guard::ReadGuard;
 pub use region::Region;
 #[cfg(shmring_loom)]
+pub use select::wait_for_reactor;
+#[cfg(shmring_loom)]
 pub use select::RoomFor;
 #[cfg(any(feature = "async", shmring_loom))]
 pub use select::{announce, withdraw, Announcement};
-#[cfg(shmring_loom)]
-pub use select::wait_for_reactor;
 pub use select::{select, select_now, Selection, Watched};
 
 use crate::layout::{
