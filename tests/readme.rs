@@ -187,12 +187,6 @@ const PLANS: &[Plan] = &[
         why: "the models and mutants take several minutes and .ci/run runs them; here only the script's list check \
               (SHMRING_README_FULL=1 runs it all)",
     },
-    Plan {
-        shown: "shmring stat /live --watch",
-        instead: "shmring stat /live --watch --iterations 2",
-        full: Some("shmring stat /live --watch --iterations 2"),
-        why: "--watch runs until interrupted",
-    },
 ];
 
 fn full() -> bool {
