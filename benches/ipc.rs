@@ -75,6 +75,18 @@ enum Transport {
     ShmringBatch {
         wait: WaitStrategy,
     },
+    /// Round trips (64 bytes only) through an SPSC ring served by a
+    /// `Select` over it and [`IDLE_RINGS`] idle rings (each with a producer
+    /// attached, sending nothing).
+    ShmringSelect {
+        wait: WaitStrategy,
+    },
+    /// Round trips (64 bytes only) with async handles on both sides (tokio,
+    /// current-thread runtimes), spinning `spin` before registering.
+    #[cfg(feature = "async")]
+    ShmringAsync {
+        spin: bool,
+    },
     /// An MPSC ring fed by `producers` processes (throughput only).
     ShmringMpsc {
         wait: WaitStrategy,
@@ -95,6 +107,9 @@ impl Transport {
     fn name(self) -> &'static str {
         match self {
             Transport::Shmring { .. } | Transport::ShmringBatch { .. } => "shmring-spsc",
+            Transport::ShmringSelect { .. } => "shmring-select",
+            #[cfg(feature = "async")]
+            Transport::ShmringAsync { .. } => "shmring-async",
             Transport::ShmringMpsc { .. } => "shmring-mpsc",
             Transport::ShmringFile { flush_every: None } => "shmring-file",
             Transport::ShmringFile { flush_every: Some(_) } => "shmring-file-flushed",
@@ -117,6 +132,9 @@ impl Transport {
             }
             Transport::ShmringMpsc { wait, .. } => Some(wait.to_string()),
             Transport::ShmringBatch { wait } => Some(format!("{wait}+batch")),
+            Transport::ShmringSelect { wait } => Some(format!("{wait}, 1 of {}", IDLE_RINGS + 1)),
+            #[cfg(feature = "async")]
+            Transport::ShmringAsync { spin } => Some(if spin { "async+spin".into() } else { "async".into() }),
             Transport::ShmringFile { flush_every: None } => Some("spin".into()),
             Transport::ShmringFile { flush_every: Some(n) } => Some(format!("spin+flush/{n}")),
             Transport::IdealRing | Transport::PingPong => Some("busy".into()),
@@ -133,6 +151,9 @@ impl Transport {
             Transport::Shmring { wait, zero_copy } => format!("shmring:{wait}:{zero_copy}"),
             Transport::ShmringMpsc { wait, producers } => format!("mpsc:{wait}:{producers}"),
             Transport::ShmringBatch { wait } => format!("batch:{wait}"),
+            Transport::ShmringSelect { wait } => format!("select:{wait}"),
+            #[cfg(feature = "async")]
+            Transport::ShmringAsync { spin } => format!("async:{spin}"),
             Transport::ShmringFile { flush_every } => format!("shmring-file:{}", flush_every.unwrap_or(0)),
             other => other.name().to_string(),
         }
@@ -151,6 +172,9 @@ impl Transport {
         match parts[0] {
             "shmring" => Transport::Shmring { wait: parts[1].parse().expect("wait"), zero_copy: parts[2] == "true" },
             "batch" => Transport::ShmringBatch { wait: parts[1].parse().expect("wait") },
+            "select" => Transport::ShmringSelect { wait: parts[1].parse().expect("wait") },
+            #[cfg(feature = "async")]
+            "async" => Transport::ShmringAsync { spin: parts[1] == "true" },
             "shmring-file" => Transport::ShmringFile { flush_every: parts[1].parse().ok().filter(|n| *n > 0) },
             "mpsc" => Transport::ShmringMpsc {
                 wait: parts[1].parse().expect("wait"),
@@ -357,6 +381,18 @@ mod ice {
 }
 
 /// Ring bytes for `size`-byte messages (shmring's rings and shmem-ipc's).
+/// Idle rings beside the active one in the `shmring-select` rows.
+const IDLE_RINGS: usize = 63;
+
+/// Rows that measure round trips only (of 64-byte messages).
+fn rtt_only(transport: Transport) -> bool {
+    #[cfg(feature = "async")]
+    if let Transport::ShmringAsync { .. } = transport {
+        return true;
+    }
+    matches!(transport, Transport::ShmringSelect { .. })
+}
+
 fn ring_capacity(size: usize) -> u64 {
     ((size as u64 + 8) * 64).next_power_of_two().max(1 << 20)
 }
@@ -769,6 +805,46 @@ fn child_main(args: &[String]) {
                 replies.send(&got).expect("send");
             }
         }
+        (Transport::ShmringSelect { wait }, "rtt") => {
+            let options = shm_options(size, wait);
+            // The active ring last: a sweep reaches it after every idle one.
+            let mut requests: Vec<Consumer> = (0..IDLE_RINGS)
+                .map(|i| format!("{name}-idle-{i}"))
+                .chain([format!("{name}-ping")])
+                .map(|ring| Consumer::open(&ring, &options).expect("open"))
+                .collect();
+            let mut replies = Producer::open(&format!("{name}-pong"), &options).expect("open pong");
+            let mut select = shmring::Select::with_strategy(wait);
+            let mut served = 0;
+            while served < count {
+                for &i in select.wait(&mut requests) {
+                    if let Ok(got) = requests[i].try_read() {
+                        replies.send(&got).expect("send");
+                        served += 1;
+                    }
+                }
+            }
+        }
+        #[cfg(feature = "async")]
+        (Transport::ShmringAsync { spin }, "rtt") => {
+            let options = shm_options(size, WaitStrategy::default());
+            let mut requests =
+                shmring::AsyncConsumer::new(Consumer::open(&format!("{name}-ping"), &options).expect("open ping"));
+            let mut replies =
+                shmring::AsyncProducer::new(Producer::open(&format!("{name}-pong"), &options).expect("open pong"));
+            if spin {
+                requests.set_spin(shmring::wait::DEFAULT_SPIN);
+                replies.set_spin(shmring::wait::DEFAULT_SPIN);
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            runtime.block_on(async {
+                let mut got = Vec::new();
+                for _ in 0..count {
+                    requests.recv(&mut got).await.expect("recv");
+                    replies.send(&got).await.expect("send");
+                }
+            });
+        }
         (Transport::Pipe, "tput") => {
             let mut out = std::fs::File::from(std::io::stdout().lock().as_fd_owned());
             let mut frame = Vec::with_capacity(size + 4);
@@ -919,6 +995,56 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
             let _ = shmring::unlink(&ping);
             let _ = shmring::unlink(&pong);
         }
+        Transport::ShmringSelect { wait } => {
+            let options = shm_options(size, wait);
+            let (ping, pong) = (format!("{name}-ping"), format!("{name}-pong"));
+            let idle: Vec<String> = (0..IDLE_RINGS).map(|i| format!("{name}-idle-{i}")).collect();
+            for ring in idle.iter().chain([&ping, &pong]) {
+                options.create(ring).expect("create");
+            }
+            let _idle_producers: Vec<Producer> =
+                idle.iter().map(|ring| Producer::open(ring, &options).expect("open idle")).collect();
+            let mut requests = Producer::open(&ping, &options).expect("open");
+            let mut replies = Consumer::open(&pong, &options).expect("open");
+            let child = spawn_child(transport, "rtt", size, total, &name);
+            for i in 0..total {
+                let start = Instant::now();
+                requests.send(&msg).expect("send");
+                drop(replies.read().expect("read"));
+                record(i, start);
+            }
+            child_report(child);
+            for ring in idle.iter().chain([&ping, &pong]) {
+                let _ = shmring::unlink(ring);
+            }
+        }
+        #[cfg(feature = "async")]
+        Transport::ShmringAsync { spin } => {
+            let options = shm_options(size, WaitStrategy::default());
+            let (ping, pong) = (format!("{name}-ping"), format!("{name}-pong"));
+            options.create(&ping).expect("create");
+            options.create(&pong).expect("create");
+            let mut requests = shmring::AsyncProducer::new(Producer::open(&ping, &options).expect("open"));
+            let mut replies = shmring::AsyncConsumer::new(Consumer::open(&pong, &options).expect("open"));
+            if spin {
+                requests.set_spin(shmring::wait::DEFAULT_SPIN);
+                replies.set_spin(shmring::wait::DEFAULT_SPIN);
+            }
+            let child = spawn_child(transport, "rtt", size, total, &name);
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            runtime.block_on(async {
+                let mut got = Vec::new();
+                for i in 0..total {
+                    let start = Instant::now();
+                    requests.send(&msg).await.expect("send");
+                    replies.recv(&mut got).await.expect("recv");
+                    record(i, start);
+                }
+            });
+            child_report(child);
+            let _ = shmring::unlink(&ping);
+            let _ = shmring::unlink(&pong);
+        }
         Transport::Pipe | Transport::Uds => {
             // The child's stdin and stdout, or both ends of one socket.
             let (mut child, mut to, mut from): (Child, Box<dyn Write>, Box<dyn Read>) = if transport == Transport::Pipe
@@ -1053,6 +1179,9 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
         }
     };
     match transport {
+        Transport::ShmringSelect { .. } => unreachable!("round trips only"),
+        #[cfg(feature = "async")]
+        Transport::ShmringAsync { .. } => unreachable!("round trips only"),
         Transport::Shmring { wait, zero_copy } => {
             let options = shm_options(size, wait);
             options.create(&name).expect("create");
@@ -1304,6 +1433,14 @@ fn main() {
         Transport::Shmring { wait: WaitStrategy::Park, zero_copy: false },
         Transport::ShmringBatch { wait: WaitStrategy::BusySpin },
         Transport::ShmringBatch { wait: spin },
+        // One ring among idle ones, served by a Select, against the rows
+        // above (same strategies); async against park and spin.
+        Transport::ShmringSelect { wait: spin },
+        Transport::ShmringSelect { wait: WaitStrategy::Park },
+        #[cfg(feature = "async")]
+        Transport::ShmringAsync { spin: false },
+        #[cfg(feature = "async")]
+        Transport::ShmringAsync { spin: true },
         // MPSC against the SPSC rows above: 1, 2 and 4 producer processes
         // (on two cores the producers share one).
         Transport::ShmringMpsc { wait: WaitStrategy::BusySpin, producers: 1 },
@@ -1339,6 +1476,18 @@ fn main() {
             for (size, _) in sizes {
                 rows.push(Row { transport: transport.name(), wait: transport.wait(), size, ..Row::default() });
             }
+            continue;
+        }
+        if rtt_only(transport) {
+            eprintln!("round trips: {} {}", transport.name(), transport.wait().unwrap_or_default());
+            rows.push(Row {
+                transport: transport.name(),
+                wait: transport.wait(),
+                size: 64,
+                rtt: Some(rtt(transport, 64, warmup, rounds)),
+                rtt_only: true,
+                ..Row::default()
+            });
             continue;
         }
         if let Transport::ShmringMpsc { producers, .. } = transport {
