@@ -219,7 +219,8 @@ mod futex {
     /// Whether this process may call `futex_waitv`: not if the environment
     /// says `SHMRING_FUTEX_WAITV=off` (for a seccomp filter that kills on
     /// unknown system calls rather than failing them), not once a call has
-    /// failed with `ENOSYS` (Linux before 5.16).
+    /// been refused (`ENOSYS` before Linux 5.16, `EPERM` from a seccomp
+    /// filter, ...).
     fn waitv_enabled() -> bool {
         match WAITV.load(Ordering::Relaxed) {
             WAITV_YES => true,
@@ -238,8 +239,9 @@ mod futex {
     ///
     /// One `futex_waitv` sleeps on up to [`WAITV_MAX`] words. For more, or
     /// where `futex_waitv` is unavailable (then one `FUTEX_WAIT` on one
-    /// word), it sleeps on one group of them for at most [`PARTIAL_SLICE`];
-    /// `round` picks the group, so that callers that count it up take turns.
+    /// word), it sleeps on one group of them for at most [`PARTIAL_SLICE`]
+    /// (unless that one word is all there is); `round` picks the group, so
+    /// that callers that count it up take turns.
     pub(crate) fn wait_any(words: &[(&FutexWord, u32)], timeout: Duration, round: usize) {
         if words.is_empty() {
             return std::thread::sleep(timeout);
@@ -259,13 +261,18 @@ mod futex {
                 wait.flags = futex::WaitFlags::SIZE_U32;
             }
             match waitv(&waits[..group.len()], timeout) {
-                Err(rustix::io::Errno::NOSYS) => WAITV.store(WAITV_NO, Ordering::Relaxed),
-                // Woken, timed out, interrupted, or a word had changed.
-                _ => return,
+                // Woken, a word had changed, timed out, or interrupted.
+                Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::TIMEDOUT | rustix::io::Errno::INTR) => return,
+                // ENOSYS (before Linux 5.16), EPERM or another refusal (a
+                // seccomp filter): never again in this process. Taking it
+                // for a wake-up would make every wait spin.
+                Err(_) => WAITV.store(WAITV_NO, Ordering::Relaxed),
             }
         }
         let (word, expected) = words[round % words.len()];
-        word.wait(expected, Some(timeout.min(PARTIAL_SLICE)));
+        // One word is all there is to sleep on: no turns needed.
+        let timeout = if words.len() == 1 { timeout } else { timeout.min(PARTIAL_SLICE) };
+        word.wait(expected, Some(timeout));
     }
 
     #[cfg(feature = "async")]
@@ -312,11 +319,12 @@ mod futex {
             Ok(i) if i < count => Woke::Shared(i),
             Ok(_) => Woke::Private,
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::FAULT) => Woke::Changed,
-            Err(rustix::io::Errno::NOSYS) => {
+            Err(rustix::io::Errno::TIMEDOUT | rustix::io::Errno::INTR) => Woke::Nothing,
+            // ENOSYS, EPERM or another refusal (see `wait_any`).
+            Err(_) => {
                 WAITV.store(WAITV_NO, Ordering::Relaxed);
                 Woke::Unsupported
             }
-            Err(_) => Woke::Nothing,
         }
     }
 

@@ -244,7 +244,9 @@ impl<B: RingBacking> Producer<B> {
         let padding = padding_before(tail, size, self.capacity);
         let Some(end) = tail.checked_add(padding + size + reserve) else { return Ok(true) };
         let head = self.limit();
-        if tail % 8 != 0 || head > tail || end - head <= self.capacity {
+        let corrupt =
+            tail % 8 != 0 || head % 8 != 0 || head < self.cached_head || tail - head.min(tail) > self.capacity;
+        if corrupt || head > tail || end - head <= self.capacity {
             return Ok(true);
         }
         if self.persistent {

@@ -196,6 +196,11 @@ impl<B: RingBacking> Producer<B> {
                 if len > max {
                     return Err(SendStop::TooLarge(TooLarge { len, max }));
                 }
+                // As a claim does: a leaked grant's claim holds up the
+                // consumer, so the space it waits for would never come.
+                if let Some(leaked) = self.open_claim.take() {
+                    self.forget_leaked(leaked);
+                }
                 self.mpsc_has_room(len as u32, pace)
             }
         }
