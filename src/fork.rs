@@ -64,7 +64,7 @@ use std::ptr::NonNull;
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
-fn generation() -> u64 {
+pub(crate) fn generation() -> u64 {
     GENERATION.load(Ordering::Relaxed)
 }
 

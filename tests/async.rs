@@ -234,3 +234,57 @@ fn an_async_producer_waits_for_room_and_reads_borrow() {
         });
     }
 }
+
+/// A forked child has a copy of its parent's reactor but not its thread:
+/// a handle the child makes waits through a reactor of its own (it used to
+/// hang, registered with the copy), and a handle it inherited fails at once.
+#[test]
+fn a_forked_child_waits_through_its_own_reactor() {
+    let guard = SegmentGuard::new("async-fork");
+    let options = RingOptions::new();
+    let mut inherited = AsyncConsumer::new(Consumer::create(guard.name(), &options).expect("create"));
+    let mut producer = Producer::open(guard.name(), &options).expect("open");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    // The parent's reactor exists before the fork.
+    let mut buf = Vec::new();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        producer.send(b"parent").expect("send");
+        producer
+    });
+    runtime.block_on(inherited.recv(&mut buf)).expect("recv");
+    drop(sender.join().expect("sender"));
+    let child_ring = common::unique_name("async-fork-child");
+    let _child_guard = SegmentGuard(child_ring.clone());
+    // SAFETY: the child only runs this function's code and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: a watchdog, so a hang fails instead of hanging the test.
+        unsafe { libc::alarm(20) };
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let inherited_fails =
+                matches!(runtime.block_on(inherited.recv(&mut Vec::new())), Err(RecvError::ForkedHandle(_)));
+            let options = RingOptions::new().unlink_on_drop(true);
+            let mut consumer = AsyncConsumer::new(Consumer::create(&child_ring, &options).expect("create"));
+            let mut producer = Producer::open(&child_ring, &options).expect("open");
+            let sender = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                producer.send(b"child").expect("send");
+                producer
+            });
+            let mut buf = Vec::new();
+            runtime.block_on(consumer.recv(&mut buf)).expect("recv");
+            drop(sender.join());
+            inherited_fails && buf == b"child"
+        }));
+        // SAFETY: leave the child at once, running no destructor of the
+        // parent's test state.
+        unsafe { libc::_exit(if ok.unwrap_or(false) { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child failed or hung: {status:#x}");
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 struct Waiting {
     announced: Announcement,
+    reactor: &'static Reactor,
     ticket: Ticket,
 }
 
@@ -32,7 +33,7 @@ impl AsyncState {
     /// with), and when a future or the handle is dropped.
     fn end_wait<W: Watched>(&mut self, side: &W) {
         if let Some(waiting) = self.waiting.take() {
-            Reactor::get().cancel(waiting.ticket);
+            waiting.reactor.cancel(waiting.ticket);
             ring::withdraw(side, waiting.announced);
         }
     }
@@ -51,11 +52,16 @@ impl AsyncState {
                 }
             }
         }
+        let Some(reactor) = Reactor::get() else {
+            // No reactor thread: look again at the executor's next turn.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        };
         match ring::announce(side) {
             None => Poll::Ready(()),
             Some(announced) => {
-                let ticket = Reactor::get().register(announced.word, announced.seq, cx.waker().clone());
-                self.waiting = Some(Waiting { announced, ticket });
+                let ticket = reactor.register(announced.word, announced.seq, cx.waker().clone());
+                self.waiting = Some(Waiting { announced, reactor, ticket });
                 Poll::Pending
             }
         }

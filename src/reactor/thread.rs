@@ -41,8 +41,14 @@ struct Registration {
     waker: Waker,
 }
 
-/// The process's reactor, once started.
-static REACTOR: OnceLock<&'static Reactor> = OnceLock::new();
+/// The process's reactor, once started, by fork generation (see
+/// `crate::fork`): a forked child has a copy of its parent's reactor but not
+/// its thread, so it starts its own. (Slots, not a lock: a lock that another
+/// thread held at the fork would stay held in the child.)
+static REACTORS: [OnceLock<Option<&'static Reactor>>; 64] = [const { OnceLock::new() }; 64];
+
+/// The reactors of processes forked more than 63 times deep.
+static DEEPER: Mutex<Vec<(u64, Option<&'static Reactor>)>> = Mutex::new(Vec::new());
 
 /// The process's reactor.
 #[derive(Debug)]
@@ -69,28 +75,43 @@ pub(crate) struct Reactor {
 pub(crate) struct Ticket(u64);
 
 impl Reactor {
-    /// The process's reactor, its thread started on first use.
-    pub(crate) fn get() -> &'static Reactor {
-        REACTOR.get_or_init(|| {
-            let reactor: &'static Reactor = Box::leak(Box::new(Reactor {
-                registrations: Mutex::new(Vec::new()),
-                doorbell: AtomicU32::new(0),
-                asleep: AtomicBool::new(false),
-                next_id: AtomicU64::new(1),
-                syscalls: AtomicU64::new(0),
-            }));
-            std::thread::Builder::new()
-                .name("shmring-reactor".into())
-                .spawn(move || reactor.run())
-                .expect("the shmring reactor thread could not be started");
-            reactor
-        })
+    /// This process's reactor, its thread started on first use; `None` if
+    /// the thread could not be started (no memory, or the thread limit):
+    /// async waits then poll.
+    pub(crate) fn get() -> Option<&'static Reactor> {
+        let generation = crate::fork::generation();
+        match REACTORS.get(generation as usize) {
+            Some(slot) => *slot.get_or_init(Reactor::start),
+            None => {
+                let mut deeper = DEEPER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some((_, reactor)) = deeper.iter().find(|(g, _)| *g == generation) {
+                    return *reactor;
+                }
+                let reactor = Reactor::start();
+                deeper.push((generation, reactor));
+                reactor
+            }
+        }
     }
 
-    /// The system calls of the process's reactor and its registrations so
+    /// A new reactor and its thread.
+    fn start() -> Option<&'static Reactor> {
+        let reactor: &'static Reactor = Box::leak(Box::new(Reactor {
+            registrations: Mutex::new(Vec::new()),
+            doorbell: AtomicU32::new(0),
+            asleep: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            syscalls: AtomicU64::new(0),
+        }));
+        std::thread::Builder::new().name("shmring-reactor".into()).spawn(move || reactor.run()).ok()?;
+        Some(reactor)
+    }
+
+    /// The system calls of this process's reactor and its registrations so
     /// far (0 if it was never started).
     pub(crate) fn syscalls_so_far() -> u64 {
-        REACTOR.get().map_or(0, |r| r.syscalls.load(Ordering::Relaxed))
+        let started = REACTORS.get(crate::fork::generation() as usize).and_then(|slot| slot.get().copied().flatten());
+        started.map_or(0, |r| r.syscalls.load(Ordering::Relaxed))
     }
 
     /// Wakes `waker` once the futex word at `word` no longer holds `seq` or
