@@ -331,7 +331,7 @@ fn consumers_stress(count: usize, messages: u64) {
     while total < messages {
         let ready = select.wait(&mut consumers).to_vec();
         for i in ready {
-            while let Ok(_) = consumers[i].try_recv(&mut buf) {
+            while consumers[i].try_recv(&mut buf).is_ok() {
                 assert_eq!(number_of(&buf), got[i], "ring {i}");
                 got[i] += 1;
                 total += 1;
