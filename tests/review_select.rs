@@ -519,6 +519,8 @@ fn refuse_futex_waitv(errno: u32) {
         SockFilter { code: ret, jt: 0, jf: 0, k: 0x7fff_0000 },
     ];
     let prog = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
+    // SAFETY: `prog` points at `filter`, both alive for the call; the
+    // filter only makes `futex_waitv` fail, in this child process.
     unsafe {
         assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
         let rc = libc::syscall(
@@ -532,7 +534,9 @@ fn refuse_futex_waitv(errno: u32) {
 }
 
 fn cpu_time() -> Duration {
+    // SAFETY: `rusage` is plain integers, for which zero is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable `rusage`.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
     let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
     t(usage.ru_utime) + t(usage.ru_stime)
