@@ -593,6 +593,7 @@ fn a_killed_consumer_makes_a_waiting_room_for_ready() {
         let pid = child.id();
         let killer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(100));
+            // SAFETY: a signal to our own child, which its guard reaps.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         });
         let start = Instant::now();
@@ -705,7 +706,7 @@ fn file_rings_both_sides_select(kind: Kind) {
             if select.wait(&mut [&mut consumer]).is_empty() {
                 continue;
             }
-            while let Ok(_) = consumer.try_recv(&mut buf) {
+            while consumer.try_recv(&mut buf).is_ok() {
                 assert_eq!(number_of(&buf), next);
                 next += 1;
             }
