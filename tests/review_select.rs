@@ -718,13 +718,11 @@ fn file_rings_both_sides_select(kind: Kind) {
     for seq in 0..N {
         shmring::payload::xorshift(&mut rng);
         let len = 8 + (rng % 600) as usize;
-        loop {
-            select.wait(&mut [producer.room_for(len)]);
-            match producer.try_send(&numbered(seq, len)) {
-                Ok(()) => break,
-                Err(TrySendError::Full) => panic!("{kind:?}: ready then Full at {seq}"),
-                Err(e) => panic!("{kind:?}: {e}"),
-            }
+        select.wait(&mut [producer.room_for(len)]);
+        match producer.try_send(&numbered(seq, len)) {
+            Ok(()) => {}
+            Err(TrySendError::Full) => panic!("{kind:?}: ready then Full at {seq}"),
+            Err(e) => panic!("{kind:?}: {e}"),
         }
         if seq % 5000 == 4999 {
             producer.flush().expect("flush");
