@@ -117,7 +117,7 @@ pub use error::{
 };
 pub use layout::Kind;
 #[cfg(all(feature = "async", not(shmring_loom)))]
-pub use reactor::{reactor_syscalls, AsyncConsumer, AsyncProducer, ReadFuture, RecvFuture, SendFuture};
+pub use reactor::{reactor_syscalls, AsyncConsumer, AsyncProducer, ReadFuture, ReadyFd, RecvFuture, SendFuture};
 pub use ring::Stats;
 pub use wait::WaitStrategy;
 

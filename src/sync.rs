@@ -137,7 +137,7 @@ pub(crate) fn sleeper_fence() {
 pub(crate) use futex::wait_any;
 pub use futex::FutexWord;
 #[cfg(all(feature = "async", not(shmring_loom)))]
-pub(crate) use futex::{wait_on_addresses, wait_private, wake_private, Woke};
+pub(crate) use futex::{any_changed, wait_on_addresses, wait_private, wake_private, Woke};
 
 // One `bump` for both futex words (the kernel's and loom's model), so that the
 // `wake_without_bump` mutant the models catch is applied to the code a normal
@@ -329,6 +329,27 @@ mod futex {
     }
 
     #[cfg(feature = "async")]
+    /// Whether any of `shared` (as for [`wait_on_addresses`], at most 128)
+    /// no longer holds its value: a `futex_waitv` whose deadline has passed,
+    /// so the kernel compares the words and returns at once. An address no
+    /// longer mapped counts as changed; `None` if `futex_waitv` fails
+    /// otherwise.
+    #[cfg(feature = "async")]
+    pub(crate) fn any_changed(shared: &[(usize, u32)]) -> Option<bool> {
+        let mut waits = [futex::Wait::new(); WAITV_MAX];
+        let count = shared.len().min(WAITV_MAX);
+        for (wait, &(address, expected)) in waits.iter_mut().zip(&shared[..count]) {
+            wait.val = u64::from(expected);
+            wait.uaddr = futex::WaitPtr::new(address as *mut std::ffi::c_void);
+            wait.flags = futex::WaitFlags::SIZE_U32;
+        }
+        match waitv(&waits[..count], Duration::ZERO) {
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::FAULT) => Some(true),
+            Err(rustix::io::Errno::TIMEDOUT) | Ok(_) => Some(false),
+            Err(_) => None,
+        }
+    }
+
     /// `FUTEX_WAIT` on a process-private word, at most `timeout` (however
     /// it ends, the caller re-checks).
     pub(crate) fn wait_private(word: &AtomicU32, expected: u32, timeout: Duration) {

@@ -288,3 +288,80 @@ fn a_forked_child_waits_through_its_own_reactor() {
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child failed or hung: {status:#x}");
 }
+
+/// Whether `fd` is readable within `timeout`.
+fn readable(fd: &impl rustix::fd::AsFd, timeout: Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+    let timeout = rustix::event::Timespec::try_from(timeout).expect("timeout");
+    rustix::event::poll(&mut fds, Some(&timeout)).expect("poll") == 1
+}
+
+/// A consumer's `ReadyFd` in a poll loop, fed by a producer process
+/// streaming 20,000 messages through a 4 KiB ring: readable when messages
+/// wait (at once when armed over one), not while the ring is empty; every
+/// message arrives in order; nothing is left announced.
+#[test]
+fn a_ready_fd_drives_a_consumer_in_a_poll_loop() {
+    let guard = SegmentGuard::new("async-ready-fd");
+    let options = RingOptions::new().capacity(4096);
+    let mut ready = shmring::ReadyFd::consumer(Consumer::create(guard.name(), &options).expect("create")).expect("fd");
+    ready.arm();
+    assert!(!readable(&ready, Duration::ZERO), "readable with nothing to read");
+    let mut producer =
+        spawn_child("produce", &[("SHMRING_NAME", guard.name().to_owned()), ("SHMRING_COUNT", "20000".into())]);
+    let received = within(Duration::from_secs(60), "poll loop", move || {
+        let (mut buf, mut seq, mut wakes) = (Vec::new(), 0u64, 0u64);
+        loop {
+            assert!(readable(&ready, Duration::from_secs(20)), "no readiness after {seq} messages");
+            wakes += 1;
+            loop {
+                match ready.get_mut().try_recv(&mut buf) {
+                    Ok(_) => {
+                        check_stream(seq, &buf).unwrap_or_else(|e| panic!("message {seq}: {e}"));
+                        seq += 1;
+                    }
+                    Err(shmring::TryRecvError::Empty) => break,
+                    Err(shmring::TryRecvError::Disconnected) => return (seq, wakes, ready),
+                    Err(e) => panic!("after {seq}: {e}"),
+                }
+            }
+            ready.arm();
+        }
+    });
+    assert_eq!(received.0, 20_000);
+    println!("{} readiness wake-ups for 20,000 messages", received.1);
+    producer.kill_or_clean("producer");
+    assert_eq!(sleepers(guard.name()).0, 0);
+    drop(received.2);
+}
+
+/// A producer's `ReadyFd`: armed on a full ring it stays unreadable until
+/// the consumer frees room for its length, then the send fits.
+#[test]
+fn a_ready_fd_says_when_a_producer_has_room() {
+    let guard = SegmentGuard::new("async-ready-room");
+    let options = RingOptions::new().capacity(4096);
+    let mut consumer = Consumer::create(guard.name(), &options).expect("create");
+    let mut ready =
+        shmring::ReadyFd::producer(Producer::open(guard.name(), &options).expect("open"), 1000).expect("fd");
+    while ready.get_mut().try_send(&[3; 1000]).is_ok() {}
+    ready.arm();
+    // Readiness may come early (the reactor also wakes every wait at its
+    // slice, and tests in this process share it): while the ring is full,
+    // every wake-up must find the send still full.
+    let full_until = std::time::Instant::now() + Duration::from_millis(30);
+    while readable(&ready, full_until.saturating_duration_since(std::time::Instant::now())) {
+        assert!(matches!(ready.get_mut().try_send(&[3; 1000]), Err(shmring::TrySendError::Full)));
+        ready.arm();
+    }
+    let mut buf = Vec::new();
+    consumer.recv(&mut buf).expect("recv");
+    consumer.recv(&mut buf).expect("recv");
+    assert!(readable(&ready, Duration::from_secs(10)), "no readiness once room was freed");
+    ready.get_mut().try_send(&[4; 1000]).expect("room as reported");
+    assert_eq!(sleepers(guard.name()).1, 0, "the armed wait was withdrawn");
+    ready.arm();
+    assert!(readable(&ready, Duration::ZERO) || ready.get_mut().try_send(&[5; 1000]).is_err());
+    drop(ready);
+    assert_eq!(sleepers(guard.name()).1, 0, "dropping it withdrew the armed wait");
+}

@@ -21,7 +21,7 @@ struct Waiting {
 /// What an async handle adds to its sync handle: the wait in progress and
 /// the spin before one.
 #[derive(Debug, Default)]
-struct AsyncState {
+pub(super) struct AsyncState {
     waiting: Option<Waiting>,
     spin: Duration,
 }
@@ -31,7 +31,7 @@ impl AsyncState {
     /// withdraws the announcement. Called before every look at the ring
     /// (so the handle's state, poison included, is the one it announced
     /// with), and when a future or the handle is dropped.
-    fn end_wait<W: Watched>(&mut self, side: &W) {
+    pub(super) fn end_wait<W: Watched>(&mut self, side: &W) {
         if let Some(waiting) = self.waiting.take() {
             waiting.reactor.cancel(waiting.ticket);
             ring::withdraw(side, waiting.announced);
@@ -42,7 +42,7 @@ impl AsyncState {
     /// looking again (`Ready` once it is), then announces and registers
     /// (`Pending`; the task is woken when the ring changes). Also `Ready`
     /// if the re-check after announcing finds it ready.
-    fn wait<W: Watched>(&mut self, side: &mut W, cx: &Context<'_>) -> Poll<()> {
+    pub(super) fn wait<W: Watched>(&mut self, side: &mut W, cx: &Context<'_>) -> Poll<()> {
         if !self.spin.is_zero() {
             let start = Instant::now();
             while start.elapsed() < self.spin {

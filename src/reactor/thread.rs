@@ -13,7 +13,7 @@
 //! is not, and the task withdraws its announcement when it next runs (or
 //! when its future or handle is dropped).
 
-use crate::sync::{wait_on_addresses, wait_private, wake_private, Woke};
+use crate::sync::{any_changed, wait_on_addresses, wait_private, wake_private, Woke};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::Waker;
@@ -164,7 +164,14 @@ impl Reactor {
                 // A word changed before the call (it does not say which), or
                 // the doorbell did: the latter only means "sleep again".
                 Woke::Changed if self.doorbell.load(Ordering::Acquire) != doorbell => {}
-                Woke::Changed => self.wake(|id| ids.contains(&id)),
+                Woke::Changed => {
+                    let mut changed = Vec::new();
+                    self.syscalls.fetch_add(
+                        changed_among(&shared[..shared.len().min(SHARED_MAX)], 0, &mut changed),
+                        Ordering::Relaxed,
+                    );
+                    self.wake(|id| ids.iter().zip(0..).any(|(&r, i)| r == id && changed.contains(&i)));
+                }
                 // The slice passed: every task re-checks (liveness).
                 Woke::Nothing => self.wake(|id| ids.contains(&id)),
                 Woke::Unsupported => {
@@ -192,6 +199,61 @@ impl Reactor {
         // Outside the lock: a waker may run code that registers again.
         for waker in woken {
             waker.wake();
+        }
+    }
+}
+
+/// Adds to `changed` the indices (offset by `first`) of the words of
+/// `shared` that no longer hold their values, given that some does:
+/// `futex_waitv` says only "some", so the set is halved with one call per
+/// half (a few calls for one changed word among many). If the kernel will
+/// not say, every word of the half counts as changed (its task re-checks).
+/// Returns the system calls made.
+fn changed_among(shared: &[(usize, u32)], first: usize, changed: &mut Vec<usize>) -> u64 {
+    if shared.len() == 1 {
+        changed.push(first);
+        return 0;
+    }
+    let half = shared.len() / 2;
+    let mut calls = 0;
+    for (part, at) in [(&shared[..half], first), (&shared[half..], first + half)] {
+        calls += 1;
+        match any_changed(part) {
+            Some(false) => {}
+            Some(true) => calls += changed_among(part, at, changed),
+            None => changed.extend(at..at + part.len()),
+        }
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The halving finds exactly the words that changed, one or several,
+    /// among sets of every size up to one `futex_waitv`.
+    #[test]
+    fn changed_among_finds_exactly_the_changed_words() {
+        let words: Vec<AtomicU32> = (0..127).map(AtomicU32::new).collect();
+        let shared: Vec<(usize, u32)> =
+            words.iter().map(|w| (w.as_ptr() as usize, w.load(Ordering::Relaxed))).collect();
+        for len in [2, 3, 17, 64, 127] {
+            for moved in [vec![0], vec![len - 1], vec![len / 2, len / 3], (0..len).step_by(5).collect::<Vec<_>>()] {
+                for &i in &moved {
+                    words[i].fetch_add(1000, Ordering::Relaxed);
+                }
+                let mut changed = Vec::new();
+                changed_among(&shared[..len], 0, &mut changed);
+                changed.sort_unstable();
+                let mut expected = moved.clone();
+                expected.sort_unstable();
+                expected.dedup();
+                assert_eq!(changed, expected, "{len} words");
+                for &i in &moved {
+                    words[i].store(i as u32, Ordering::Relaxed);
+                }
+            }
         }
     }
 }
