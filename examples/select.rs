@@ -9,16 +9,20 @@
 //!    them, `--count` messages a ring, sizes 12 to 200 bytes); one thread of
 //!    this process waits on all the rings with one `Select` and verifies
 //!    every byte.
-//! 2. Latency among idle rings: fresh rings, all but one held by an idle
-//!    producer process; a client process sends pings on the last ring, and
-//!    the same serving thread (one `Select` over every ring) answers each on
-//!    a reply ring. The client measures round trips.
+//! 2. Latency among idle rings: all but one held by an idle producer
+//!    process; a client process sends pings on the last ring, and one
+//!    serving thread (one `Select` over every ring) answers each on a reply
+//!    ring. The client measures round trips. Twice: rings that carried a
+//!    few messages first (their heads at different offsets), then fresh
+//!    rings (every head at offset 0: the words a sweep reads then share one
+//!    set of the L1 cache, the worst case).
 //! 3. The same round trips with one ring alone, served by a plain `recv`
 //!    with the same wait strategy.
 //!
 //! It prints one line: `rings= messages= errors= threads=` (the threads of
 //! this process that served the rings, counted while serving) `rtt_p50_ns=`
-//! (phase 2) `single_ring_rtt_p50_ns=` (phase 3) `ratio=`, `futex_waits=`.
+//! (phase 2, used rings) `single_ring_rtt_p50_ns=` (phase 3) `ratio=`
+//! `fresh_rings_rtt_p50_ns=` `fresh_ratio=` `wait=` `futex_waits=`.
 use clap::{Parser, Subcommand};
 use shmring::{payload, Consumer, Producer, RingOptions, Select, TryRecvError, WaitStrategy};
 use std::error::Error;
@@ -240,26 +244,13 @@ fn run(cli: &Cli) -> Result<(), Box<dyn Error>> {
         }
     }
 
-    // 2. One active ring among idle ones, one Select over all of them.
-    let idle_base = format!("{base}-i");
-    let reply = format!("{base}-reply");
-    let mut names: Vec<String> = (0..rings).map(|i| ring_name(&idle_base, i)).collect();
-    names.push(reply.clone());
-    let _unlink_idle = Unlink(names);
-    let consumers =
-        (0..rings).map(|i| Consumer::create(&ring_name(&idle_base, i), &options)).collect::<Result<Vec<_>, _>>()?;
-    options.create(&reply)?;
-    let idle_args = ["idle", "--base", &idle_base, "--first", "0", "--rings", &(rings - 1).to_string()];
-    let mut idlers = spawn(&idle_args.map(String::from))?;
-    if rings > 1 && line_of(&mut idlers)? != "attached" {
-        return Err("the idle producers did not attach".into());
-    }
-    let answers = Producer::open(&reply, &options)?;
-    let active = rings - 1;
-    let server = std::thread::spawn(move || serve_pings_select(consumers, answers, active as usize, strategy));
-    let rtt = measure(&ring_name(&idle_base, active), &reply, cli.pings, &wait)?;
-    let select_waits = server.join().map_err(|_| "the serving thread panicked")??;
-    drop(idlers);
+    // 2. One active ring among idle ones, one Select over all of them:
+    // rings that have carried traffic (their heads at different offsets),
+    // then fresh ones (every head at offset 0, so that the words a sweep
+    // reads share one set of the L1 cache: the worst case).
+    let (rtt, used_waits) = among_idle(&format!("{base}-u"), rings, true, cli, &options)?;
+    let (fresh_rtt, fresh_waits) = among_idle(&format!("{base}-f"), rings, false, cli, &options)?;
+    let select_waits = used_waits + fresh_waits;
 
     // 3. One ring alone, a plain recv.
     let single = format!("{base}-one");
@@ -274,17 +265,62 @@ fn run(cli: &Cli) -> Result<(), Box<dyn Error>> {
 
     println!(
         "rings={rings} messages={} errors={} threads={} rtt_p50_ns={rtt} single_ring_rtt_p50_ns={single_rtt} \
-         ratio={:.2} wait={wait} futex_waits={}",
+         ratio={:.2} fresh_rings_rtt_p50_ns={fresh_rtt} fresh_ratio={:.2} wait={wait} futex_waits={}",
         streamed.messages,
         streamed.errors,
         streamed.threads,
         rtt as f64 / single_rtt.max(1) as f64,
+        fresh_rtt as f64 / single_rtt.max(1) as f64,
         streamed.futex_waits + select_waits,
     );
     if streamed.errors > 0 || streamed.messages != u64::from(rings) * count {
         return Err(format!("expected {} verified messages", u64::from(rings) * count).into());
     }
     Ok(())
+}
+
+/// The round-trip p50 of the last of `rings` rings named `base-i`, served
+/// with the others idle (each with a producer attached) by one `Select`;
+/// with `used`, each idle ring first carries a few messages, so that its
+/// head sits at its own offset. Also the select's futex waits.
+fn among_idle(
+    base: &str,
+    rings: u32,
+    used: bool,
+    cli: &Cli,
+    options: &RingOptions,
+) -> Result<(u64, u64), Box<dyn Error>> {
+    let reply = format!("{base}-reply");
+    let mut names: Vec<String> = (0..rings).map(|i| ring_name(base, i)).collect();
+    names.push(reply.clone());
+    let _unlink = Unlink(names);
+    let mut consumers =
+        (0..rings).map(|i| Consumer::create(&ring_name(base, i), options)).collect::<Result<Vec<_>, _>>()?;
+    if used {
+        let mut buf = Vec::new();
+        // The idle rings only: the active one would end its server when
+        // this producer leaves, before the client attaches.
+        for (i, consumer) in (0..rings - 1).zip(&mut consumers) {
+            let mut producer = Producer::open(&ring_name(base, i), options)?;
+            for _ in 0..i % 61 + 1 {
+                producer.send(&[0; 56])?;
+                consumer.recv(&mut buf)?;
+            }
+        }
+    }
+    options.create(&reply)?;
+    let idle_args = ["idle", "--base", base, "--first", "0", "--rings", &(rings - 1).to_string()];
+    let mut idlers = spawn(&idle_args.map(String::from))?;
+    if rings > 1 && line_of(&mut idlers)? != "attached" {
+        return Err("the idle producers did not attach".into());
+    }
+    let answers = Producer::open(&reply, options)?;
+    let active = rings - 1;
+    let strategy = cli.wait;
+    let server = std::thread::spawn(move || serve_pings_select(consumers, answers, active as usize, strategy));
+    let rtt = measure(&ring_name(base, active), &reply, cli.pings, &cli.wait.to_string())?;
+    let waits = server.join().map_err(|_| "the serving thread panicked")??;
+    Ok((rtt, waits))
 }
 
 /// Receives and verifies every ring's stream until every producer is gone.

@@ -328,7 +328,6 @@ mod futex {
         }
     }
 
-    #[cfg(feature = "async")]
     /// Whether any of `shared` (as for [`wait_on_addresses`], at most 128)
     /// no longer holds its value: a `futex_waitv` whose deadline has passed,
     /// so the kernel compares the words and returns at once. An address no
@@ -350,6 +349,7 @@ mod futex {
         }
     }
 
+    #[cfg(feature = "async")]
     /// `FUTEX_WAIT` on a process-private word, at most `timeout` (however
     /// it ends, the caller re-checks).
     pub(crate) fn wait_private(word: &AtomicU32, expected: u32, timeout: Duration) {
