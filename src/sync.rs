@@ -137,7 +137,9 @@ pub(crate) fn sleeper_fence() {
 pub(crate) use futex::wait_any;
 pub use futex::FutexWord;
 #[cfg(all(feature = "async", not(shmring_loom)))]
-pub(crate) use futex::{any_changed, wait_on_addresses, wait_private, wake_private, Woke};
+pub(crate) use futex::{
+    any_changed, wait_at_address, wait_on_addresses, wait_private, waitv_enabled, wake_at_address, wake_private, Woke,
+};
 
 // One `bump` for both futex words (the kernel's and loom's model), so that the
 // `wake_without_bump` mutant the models catch is applied to the code a normal
@@ -221,7 +223,7 @@ mod futex {
     /// unknown system calls rather than failing them), not once a call has
     /// been refused (`ENOSYS` before Linux 5.16, `EPERM` from a seccomp
     /// filter, ...).
-    fn waitv_enabled() -> bool {
+    pub(crate) fn waitv_enabled() -> bool {
         match WAITV.load(Ordering::Relaxed) {
             WAITV_YES => true,
             WAITV_NO => false,
@@ -358,6 +360,49 @@ mod futex {
             tv_nsec: i64::from(timeout.subsec_nanos()),
         };
         let _ = futex::wait(word, futex::Flags::PRIVATE, expected, Some(&timespec));
+    }
+
+    /// `FUTEX_WAIT` on the shared futex word at `address` while it holds
+    /// `expected`, at most `timeout`: whether it no longer held it (the
+    /// call failed with `EAGAIN`, or `EFAULT` for an address no longer
+    /// mapped). With a zero `timeout`, a look at the word through the
+    /// kernel. For the async reactor without `futex_waitv`: as for
+    /// [`wait_on_addresses`], the words are not this thread's to read.
+    #[cfg(feature = "async")]
+    pub(crate) fn wait_at_address(address: usize, expected: u32, timeout: Duration) -> bool {
+        let timespec = libc::timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+        };
+        // SAFETY: FUTEX_WAIT makes the kernel read the 4 bytes at `address`
+        // (failing with EFAULT if they are not mapped) and read `timespec`,
+        // which lives for the call; nothing of this process is written.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_futex, address as *const u32, libc::FUTEX_WAIT, expected, &timespec as *const _)
+        };
+        rc == -1
+            && matches!(
+                rustix::io::Errno::from_raw_os_error(errno()),
+                rustix::io::Errno::AGAIN | rustix::io::Errno::FAULT
+            )
+    }
+
+    /// `FUTEX_WAKE` of every sleeper on the shared futex word at `address`
+    /// (see [`wait_at_address`]).
+    #[cfg(feature = "async")]
+    pub(crate) fn wake_at_address(address: usize) {
+        // SAFETY: FUTEX_WAKE only looks the address up in the kernel's
+        // futex table (EFAULT if it is not mapped); nothing is read or
+        // written in this process.
+        unsafe {
+            libc::syscall(libc::SYS_futex, address as *const u32, libc::FUTEX_WAKE, i32::MAX);
+        }
+    }
+
+    /// The calling thread's `errno`.
+    #[cfg(feature = "async")]
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
     }
 
     #[cfg(feature = "async")]

@@ -27,6 +27,15 @@ fn runtimes() -> Vec<(&'static str, tokio::runtime::Runtime)> {
     ]
 }
 
+/// A waker that does nothing (`Waker::noop` is newer than the crate's MSRV).
+fn noop_waker() -> Waker {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    Waker::from(std::sync::Arc::new(Noop))
+}
+
 /// Sleepers announced on the consumer's and the producer's lines.
 fn sleepers(name: &str) -> (u32, u32) {
     let info = shmring::inspect::inspect(name).expect("inspect");
@@ -166,7 +175,8 @@ fn dropped_and_leaked_waits_leave_nothing_behind() {
     let options = RingOptions::new();
     let mut consumer = AsyncConsumer::new(Consumer::create(guard.name(), &options).expect("create"));
     let mut producer = Producer::open(guard.name(), &options).expect("open");
-    let mut cx = Context::from_waker(Waker::noop());
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
     let mut buf = Vec::new();
     {
         let mut pending = std::pin::pin!(consumer.recv(&mut buf));

@@ -60,7 +60,7 @@ impl AsyncState {
         match ring::announce(side) {
             None => Poll::Ready(()),
             Some(announced) => {
-                let ticket = reactor.register(announced.word, announced.seq, cx.waker().clone());
+                let ticket = reactor.register(announced.word, announced.seq, cx.waker().clone(), side.park_slice());
                 self.waiting = Some(Waiting { announced, reactor, ticket });
                 Poll::Pending
             }

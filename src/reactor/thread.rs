@@ -13,20 +13,28 @@
 //! is not, and the task withdraws its announcement when it next runs (or
 //! when its future or handle is dropped).
 
-use crate::sync::{any_changed, wait_on_addresses, wait_private, wake_private, Woke};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{
+    any_changed, wait_at_address, wait_on_addresses, wait_private, waitv_enabled, wake_at_address, wake_private, Woke,
+};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::task::Waker;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long the reactor sleeps at most: every registered task is then woken
-/// to re-check its ring (and its peers' liveness), as a parked handle
-/// re-checks every park slice.
-const REACTOR_SLICE: Duration = crate::wait::PARK_SLICE;
+/// How long the reactor sleeps with nothing registered (a registration
+/// rings the doorbell anyway).
+const IDLE_SLICE: Duration = Duration::from_secs(1);
 
-/// Without `futex_waitv` (or with more registrations than one call takes)
-/// the reactor cannot sleep on every word: it wakes every task this often.
-const FALLBACK_SLICE: Duration = Duration::from_millis(1);
+/// When the reactor cannot sleep on every registered word at once (more
+/// than one `futex_waitv` takes, or no `futex_waitv`), it sleeps on one
+/// group (or word) at a time, at most this long, then asks the kernel which
+/// of the others changed meanwhile.
+const TURN: Duration = Duration::from_millis(1);
+
+/// Without `futex_waitv`, the longest the reactor sleeps on a single
+/// registered word: a registration made while it sleeps there may not
+/// interrupt it (see `run`), so this bounds that delay.
+const FALLBACK_SINGLE: Duration = Duration::from_millis(10);
 
 /// The most shared words one reactor sleep takes (one `futex_waitv` slot
 /// is its doorbell's).
@@ -39,6 +47,9 @@ struct Registration {
     word: usize,
     seq: u32,
     waker: Waker,
+    /// When its task re-checks anyway (its handle's park slice: the
+    /// liveness of its peers).
+    due: Instant,
 }
 
 /// The process's reactor, once started, by fork generation (see
@@ -58,6 +69,9 @@ pub(crate) struct Reactor {
     /// the old set does not (its `futex_waitv` finds the word changed), and
     /// woken if it already sleeps (see [`asleep`](Self::asleep)).
     doorbell: AtomicU32,
+    /// Without `futex_waitv`: the word the reactor sleeps on (0: none), which
+    /// a registration wakes too.
+    sleeping_on: AtomicUsize,
     /// Whether the reactor is in (or about to enter) its sleep: a
     /// registration wakes the doorbell only then. Set before the sleep and
     /// read after the doorbell's bump, both SeqCst: either the registration
@@ -99,6 +113,7 @@ impl Reactor {
         let reactor: &'static Reactor = Box::leak(Box::new(Reactor {
             registrations: Mutex::new(Vec::new()),
             doorbell: AtomicU32::new(0),
+            sleeping_on: AtomicUsize::new(0),
             asleep: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             syscalls: AtomicU64::new(0),
@@ -115,14 +130,20 @@ impl Reactor {
     }
 
     /// Wakes `waker` once the futex word at `word` no longer holds `seq` or
-    /// is woken (or after at most the reactor's slice).
-    pub(crate) fn register(&self, word: usize, seq: u32, waker: Waker) -> Ticket {
+    /// is woken, or after `slice` (the task's re-check of its peers).
+    pub(crate) fn register(&self, word: usize, seq: u32, waker: Waker, slice: Duration) -> Ticket {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().push(Registration { id, word, seq, waker });
+        let due = Instant::now().checked_add(slice).unwrap_or_else(|| Instant::now() + IDLE_SLICE);
+        self.lock().push(Registration { id, word, seq, waker, due });
         self.doorbell.fetch_add(1, Ordering::SeqCst);
         if self.asleep.load(Ordering::SeqCst) {
             self.syscalls.fetch_add(1, Ordering::Relaxed);
             wake_private(&self.doorbell);
+            let sleeping_on = self.sleeping_on.load(Ordering::SeqCst);
+            if sleeping_on != 0 {
+                self.syscalls.fetch_add(1, Ordering::Relaxed);
+                wake_at_address(sleeping_on);
+            }
         }
         Ticket(id)
     }
@@ -141,49 +162,134 @@ impl Reactor {
         self.registrations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The reactor thread: sleeps on the registered words until one is
+    /// woken, a registration comes, or the earliest registration is due;
+    /// then wakes the tasks whose words changed (and those due).
     fn run(&self) {
         let mut shared: Vec<(usize, u32)> = Vec::new();
         let mut ids: Vec<u64> = Vec::new();
+        let mut changed: Vec<usize> = Vec::new();
+        let mut round = 0usize;
         loop {
-            let doorbell = self.doorbell.load(Ordering::Acquire);
+            let doorbell = self.doorbell.load(Ordering::SeqCst);
             shared.clear();
             ids.clear();
+            let mut first_due = None::<Instant>;
             for r in self.lock().iter() {
                 shared.push((r.word, r.seq));
                 ids.push(r.id);
+                first_due = Some(first_due.map_or(r.due, |d| d.min(r.due)));
             }
-            let complete = shared.len() <= SHARED_MAX;
-            let slice = if complete { REACTOR_SLICE } else { FALLBACK_SLICE };
-            self.syscalls.fetch_add(1, Ordering::Relaxed);
+            let now = Instant::now();
+            if first_due.is_some_and(|due| due <= now) {
+                // Due: those tasks re-check (their peers' liveness).
+                self.wake_due(now);
+                continue;
+            }
+            let until_due = first_due.map_or(IDLE_SLICE, |due| due - now);
+            round = round.wrapping_add(1);
+            changed.clear();
             self.asleep.store(true, Ordering::SeqCst);
-            let woke = wait_on_addresses(&shared[..shared.len().min(SHARED_MAX)], (&self.doorbell, doorbell), slice);
-            self.asleep.store(false, Ordering::Relaxed);
-            match woke {
-                Woke::Shared(i) => self.wake(|id| id == ids[i]),
-                Woke::Private => {}
-                // A word changed before the call (it does not say which), or
-                // the doorbell did: the latter only means "sleep again".
-                Woke::Changed if self.doorbell.load(Ordering::Acquire) != doorbell => {}
-                Woke::Changed => {
-                    let mut changed = Vec::new();
-                    self.syscalls.fetch_add(
-                        changed_among(&shared[..shared.len().min(SHARED_MAX)], 0, &mut changed),
-                        Ordering::Relaxed,
-                    );
-                    self.wake(|id| ids.iter().zip(0..).any(|(&r, i)| r == id && changed.contains(&i)));
-                }
-                // The slice passed: every task re-checks (liveness).
-                Woke::Nothing => self.wake(|id| ids.contains(&id)),
-                Woke::Unsupported => {
-                    wait_private(&self.doorbell, doorbell, FALLBACK_SLICE);
-                    self.wake(|id| ids.contains(&id));
+            // A registration since the snapshot: look again rather than
+            // sleep (it saw `asleep` unset, or will wake us).
+            if self.doorbell.load(Ordering::SeqCst) == doorbell {
+                if waitv_enabled() {
+                    self.sleep_waitv(&shared, doorbell, until_due, round, &mut changed);
+                } else {
+                    self.sleep_fallback(&shared, doorbell, until_due, round, &mut changed);
                 }
             }
-            if !complete {
-                // The rest were not slept on: they re-check now.
-                self.wake(|id| ids.contains(&id));
+            self.asleep.store(false, Ordering::Relaxed);
+            if !changed.is_empty() {
+                self.wake(|id| ids.iter().zip(0..).any(|(&r, i)| r == id && changed.contains(&i)));
             }
         }
+    }
+
+    /// One sleep with `futex_waitv` on one group of at most 127 words (the
+    /// groups take turns of at most [`TURN`] when there are several), then
+    /// the indices of the words that changed in `changed`.
+    fn sleep_waitv(
+        &self,
+        shared: &[(usize, u32)],
+        doorbell: u32,
+        until_due: Duration,
+        round: usize,
+        changed: &mut Vec<usize>,
+    ) {
+        let groups = shared.len().div_ceil(SHARED_MAX).max(1);
+        let first = round % groups * SHARED_MAX;
+        let group = &shared[first.min(shared.len())..shared.len().min(first + SHARED_MAX)];
+        let slice = if groups > 1 { until_due.min(TURN) } else { until_due };
+        self.syscalls.fetch_add(1, Ordering::Relaxed);
+        match wait_on_addresses(group, (&self.doorbell, doorbell), slice) {
+            Woke::Shared(i) => changed.push(first + i),
+            Woke::Private | Woke::Nothing | Woke::Unsupported => {}
+            // The doorbell moved (a registration): only "look again".
+            Woke::Changed if self.doorbell.load(Ordering::Acquire) != doorbell => {}
+            Woke::Changed => self.count(changed_among(group, first, changed)),
+        }
+        // The groups not slept on: which changed meanwhile.
+        for (g, other) in shared.chunks(SHARED_MAX).enumerate() {
+            if groups > 1 && g * SHARED_MAX != first {
+                self.count(1);
+                match any_changed(other) {
+                    Some(false) => {}
+                    Some(true) => self.count(changed_among(other, g * SHARED_MAX, changed)),
+                    None => changed.extend(g * SHARED_MAX..g * SHARED_MAX + other.len()),
+                }
+            }
+        }
+    }
+
+    /// One sleep without `futex_waitv`: on the doorbell if nothing is
+    /// registered; otherwise on one registered word at a time (turns of
+    /// [`TURN`], or [`FALLBACK_SINGLE`] for a single one), woken by a
+    /// registration through that word; then one look at every word through
+    /// the kernel for the ones that changed.
+    fn sleep_fallback(
+        &self,
+        shared: &[(usize, u32)],
+        doorbell: u32,
+        until_due: Duration,
+        round: usize,
+        changed: &mut Vec<usize>,
+    ) {
+        self.count(1);
+        let Some(&(word, seq)) = shared.get(round % shared.len().max(1)) else {
+            wait_private(&self.doorbell, doorbell, until_due);
+            return;
+        };
+        let slice = until_due.min(if shared.len() == 1 { FALLBACK_SINGLE } else { TURN });
+        self.sleeping_on.store(word, Ordering::SeqCst);
+        if self.doorbell.load(Ordering::SeqCst) == doorbell {
+            wait_at_address(word, seq, slice);
+        }
+        self.sleeping_on.store(0, Ordering::Relaxed);
+        for (i, &(word, seq)) in shared.iter().enumerate() {
+            self.count(1);
+            if wait_at_address(word, seq, Duration::ZERO) {
+                changed.push(i);
+            }
+        }
+    }
+
+    /// Counts system calls.
+    fn count(&self, calls: u64) {
+        self.syscalls.fetch_add(calls, Ordering::Relaxed);
+    }
+
+    /// Wakes and forgets the registrations due by `now`.
+    fn wake_due(&self, now: Instant) {
+        let mut woken = Vec::new();
+        self.lock().retain(|r| {
+            if r.due <= now {
+                woken.push(r.waker.clone());
+                return false;
+            }
+            true
+        });
+        wake_all(woken);
     }
 
     /// Wakes and forgets the registrations whose id `chosen` picks.
@@ -196,10 +302,17 @@ impl Reactor {
             }
             true
         });
-        // Outside the lock: a waker may run code that registers again.
-        for waker in woken {
-            waker.wake();
-        }
+        wake_all(woken);
+    }
+}
+
+/// Wakes `wakers`, outside the registrations' lock (a waker may run code
+/// that registers again). A waker that panics is the task's own affair: it
+/// must not end the reactor thread, on which every async wait of the
+/// process depends.
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
     }
 }
 
