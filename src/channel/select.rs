@@ -3,6 +3,7 @@
 use super::{Consumer, Producer};
 use crate::layout::WakeLine;
 use crate::ring::{self, Pace, Watched};
+use crate::sync::AtomicU64;
 use crate::wait::{WaitStrategy, PARK_SLICE};
 use std::time::Duration;
 
@@ -156,8 +157,8 @@ impl Watched for Consumer {
     fn ready(&mut self, pace: Pace) -> bool {
         self.ring_to_watch_mut().is_none_or(|ring| ring.ready(pace))
     }
-    fn maybe_ready(&self) -> bool {
-        self.ring_to_watch().is_none_or(Watched::maybe_ready)
+    fn spin_word(&self) -> Option<&AtomicU64> {
+        self.ring_to_watch().and_then(Watched::spin_word)
     }
     fn park_slice(&self) -> Duration {
         self.ring_to_watch().map_or(PARK_SLICE, Watched::park_slice)

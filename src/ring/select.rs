@@ -14,7 +14,7 @@ use super::consumer::Consumer;
 use super::producer::Producer;
 use super::{Pace, RingBacking, SLEEPER_ANNOUNCE};
 use crate::layout::WakeLine;
-use crate::sync::{sleeper_fence, wait_any, FutexWord, Ordering};
+use crate::sync::{sleeper_fence, wait_any, AtomicU64, FutexWord, Ordering};
 use crate::wait::{block_for, WaitStrategy, Waitable};
 use std::time::Duration;
 
@@ -26,12 +26,14 @@ pub trait Watched {
     /// Whether the call it waits for would go on now: a message or room,
     /// or an error the call would return.
     fn ready(&mut self, pace: Pace) -> bool;
-    /// A cheap first look for a spin loop over many sides: `false` only if
-    /// [`ready`](Self::ready) would say so too, as far as the ring itself
-    /// goes (liveness is left to the full looks every [`FULL_LOOK_EVERY`]
-    /// spins).
-    fn maybe_ready(&self) -> bool {
-        true
+    /// A word for a spin loop over many sides to watch instead of calling
+    /// [`ready`](Self::ready): while it reads zero, `ready` would say no as
+    /// far as the ring itself goes (liveness is left to the full looks
+    /// every [`FULL_LOOK_EVERY`] spins). `None`: no such word, always look
+    /// in full. It must lie in memory that stays mapped while the side is
+    /// borrowed, and is taken again after every full look.
+    fn spin_word(&self) -> Option<&AtomicU64> {
+        None
     }
     /// Records, where others can see it, that the side is announced on its
     /// line (see `Parkable::mark_parked`).
@@ -47,8 +49,8 @@ impl<W: Watched + ?Sized> Watched for &mut W {
     fn ready(&mut self, pace: Pace) -> bool {
         (**self).ready(pace)
     }
-    fn maybe_ready(&self) -> bool {
-        (**self).maybe_ready()
+    fn spin_word(&self) -> Option<&AtomicU64> {
+        (**self).spin_word()
     }
     fn mark_parked(&self, parked: bool) {
         (**self).mark_parked(parked)
@@ -67,8 +69,10 @@ impl<B: RingBacking> Watched for Consumer<B> {
         !matches!(self.try_find(pace), Ok(None))
     }
     /// Something at `head`: a message, padding, or (MPSC) a claim.
-    fn maybe_ready(&self) -> bool {
-        self.backing.region().word(self.head).load(Ordering::Relaxed) != 0
+    /// The word at `head`: zero until a message, padding or (MPSC) a
+    /// claim is there.
+    fn spin_word(&self) -> Option<&AtomicU64> {
+        Some(self.backing.region().word(self.head))
     }
     fn park_slice(&self) -> Duration {
         self.park_slice
@@ -121,7 +125,7 @@ impl<B: RingBacking> Producer<B> {
 }
 
 /// How often a spinning [`select`] looks at every side in full (its peers'
-/// liveness included) rather than with [`Watched::maybe_ready`]: one spin
+/// liveness included) rather than watching [`Watched::spin_word`]: one spin
 /// in this many.
 pub const FULL_LOOK_EVERY: u32 = 128;
 
@@ -136,6 +140,11 @@ pub struct Selection {
     round: usize,
     /// Spins so far: every [`FULL_LOOK_EVERY`]th looks at each side in full.
     spins: u32,
+    /// Per side, the address of its [`Watched::spin_word`] (0: none), taken
+    /// from the sides at the start of each call and after each full look.
+    /// Addresses, not references: the list is kept between calls, beyond
+    /// the borrow of the sides, and read only within a call (see `look`).
+    spin_words: Vec<usize>,
 }
 
 /// Waits with `strategy`, at most `timeout`, until at least one of `sides`
@@ -146,9 +155,16 @@ pub struct Selection {
 /// or room first, it waits again.
 pub fn select<W: Watched>(sides: &mut [W], strategy: WaitStrategy, timeout: Duration, selection: &mut Selection) {
     selection.ready.clear();
+    selection.spin_words.clear();
+    selection.spin_words.extend(sides.iter().map(spin_word_address));
     let mut waiting = AnyOf { sides, selection };
     // Never `Err`: a side's stop counts as ready.
     let _ = block_for(&mut waiting, strategy, timeout);
+}
+
+/// The address of `side`'s spin word, or 0.
+fn spin_word_address<W: Watched>(side: &W) -> usize {
+    side.spin_word().map_or(0, |word| std::ptr::from_ref(word) as usize)
 }
 
 /// Lists in `selection.ready` the sides ready now: one full look at each,
@@ -164,10 +180,11 @@ struct AnyOf<'a, W> {
 }
 
 impl<W: Watched> AnyOf<'_, W> {
-    /// Lists the ready sides; whether there are any. A spin looks first
-    /// with [`Watched::maybe_ready`] (one load for a consumer), so that a
-    /// sweep over many idle rings stays short, except every
-    /// [`FULL_LOOK_EVERY`]th.
+    /// Lists the ready sides; whether there are any. A spin reads each
+    /// side's spin word (one load for a consumer, from a compact list, so
+    /// that a sweep over many idle rings stays short) and looks in full
+    /// only at sides whose word is not zero, except every
+    /// [`FULL_LOOK_EVERY`]th spin.
     fn look(&mut self, pace: Pace) -> bool {
         let selection = &mut *self.selection;
         selection.ready.clear();
@@ -175,10 +192,28 @@ impl<W: Watched> AnyOf<'_, W> {
         if pace == Pace::Spin {
             selection.spins = selection.spins.wrapping_add(1);
         }
-        for (i, side) in self.sides.iter_mut().enumerate() {
-            if (!quick || side.maybe_ready()) && side.ready(pace) {
+        if selection.spin_words.len() != self.sides.len() {
+            selection.spin_words.clear();
+            selection.spin_words.resize(self.sides.len(), 0);
+        }
+        for (i, address) in selection.spin_words.iter_mut().enumerate() {
+            if quick && *address != 0 {
+                // SAFETY: `address` is of an `AtomicU64` that `side` lent
+                // (`spin_word`) during this call: at its start or after its
+                // last full look below. The side is borrowed for the whole
+                // call, and a spin word lies in memory that stays mapped
+                // while it is (the trait's contract); an `AtomicU64` may
+                // alias bytes other processes write.
+                let word = unsafe { &*(*address as *const AtomicU64) };
+                if word.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+            }
+            let side = &mut self.sides[i];
+            if side.ready(pace) {
                 selection.ready.push(i);
             }
+            *address = spin_word_address(side);
         }
         !selection.ready.is_empty()
     }
