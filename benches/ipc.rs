@@ -381,6 +381,26 @@ mod ice {
 }
 
 /// Ring bytes for `size`-byte messages (shmring's rings and shmem-ipc's).
+/// `total` round trips of `msg`: sent on ring `ping`, the echo read (in
+/// place) on `pong`, each timed by `record`.
+fn ping_pong(
+    ping: &str,
+    pong: &str,
+    options: &RingOptions,
+    msg: &[u8],
+    total: u64,
+    record: &mut impl FnMut(u64, Instant),
+) {
+    let mut requests = Producer::open(ping, options).expect("open");
+    let mut replies = Consumer::open(pong, options).expect("open");
+    for i in 0..total {
+        let start = Instant::now();
+        requests.send(msg).expect("send");
+        drop(replies.read().expect("read"));
+        record(i, start);
+    }
+}
+
 /// Idle rings beside the active one in the `shmring-select` rows.
 const IDLE_RINGS: usize = 63;
 
@@ -982,15 +1002,8 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
             let (ping, pong) = (format!("{name}-ping"), format!("{name}-pong"));
             options.create(&ping).expect("create");
             options.create(&pong).expect("create");
-            let mut requests = Producer::open(&ping, &options).expect("open");
-            let mut replies = Consumer::open(&pong, &options).expect("open");
             let child = spawn_child(transport, "rtt", size, total, &name);
-            for i in 0..total {
-                let start = Instant::now();
-                requests.send(&msg).expect("send");
-                drop(replies.read().expect("read"));
-                record(i, start);
-            }
+            ping_pong(&ping, &pong, &options, &msg, total, &mut record);
             child_report(child);
             let _ = shmring::unlink(&ping);
             let _ = shmring::unlink(&pong);
@@ -1004,15 +1017,8 @@ fn rtt(transport: Transport, size: usize, warmup: u64, rounds: u64) -> [u64; 4] 
             }
             let _idle_producers: Vec<Producer> =
                 idle.iter().map(|ring| Producer::open(ring, &options).expect("open idle")).collect();
-            let mut requests = Producer::open(&ping, &options).expect("open");
-            let mut replies = Consumer::open(&pong, &options).expect("open");
             let child = spawn_child(transport, "rtt", size, total, &name);
-            for i in 0..total {
-                let start = Instant::now();
-                requests.send(&msg).expect("send");
-                drop(replies.read().expect("read"));
-                record(i, start);
-            }
+            ping_pong(&ping, &pong, &options, &msg, total, &mut record);
             child_report(child);
             for ring in idle.iter().chain([&ping, &pong]) {
                 let _ = shmring::unlink(ring);

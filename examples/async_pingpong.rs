@@ -19,11 +19,14 @@
 //! One line: `async_rtt_p50_ns= park_rtt_p50_ns= spin_rtt_p50_ns=
 //! async_spin_rtt_p50_ns= async_vs_park= async_spin_vs_spin= messages=
 //! syscalls_per_msg= sync_syscalls_per_msg=`.
+mod common;
+
 use clap::{Parser, Subcommand};
+use common::guards::{Running, Unlink};
 use shmring::{AsyncConsumer, AsyncProducer, Consumer, Producer, RecvError, RingOptions, WaitStrategy};
 use std::error::Error;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -63,27 +66,6 @@ enum Role {
         #[arg(long)]
         sync: bool,
     },
-}
-
-/// A child process, killed and reaped however the example ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Segments removed however the example ends.
-struct Unlink(Vec<String>);
-
-impl Drop for Unlink {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = shmring::unlink(name);
-        }
-    }
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

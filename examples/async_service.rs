@@ -16,11 +16,14 @@
 //!
 //! One line: `clients= requests= errors= rtt_p50_ns=` (the median of the
 //! clients' medians) `runtime_threads=`.
+mod common;
+
 use clap::{Parser, Subcommand};
+use common::guards::{Running, Unlink};
 use shmring::{AsyncConsumer, AsyncProducer, Consumer, Producer, RecvError, RingOptions};
 use std::error::Error;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -49,29 +52,6 @@ enum Role {
         #[arg(long)]
         requests: u64,
     },
-}
-
-/// Client processes, killed and reaped however the example ends.
-struct Running(Vec<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Segments removed however the example ends.
-struct Unlink(Vec<String>);
-
-impl Drop for Unlink {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = shmring::unlink(name);
-        }
-    }
 }
 
 fn request_ring(base: &str, k: u32) -> String {
@@ -157,13 +137,13 @@ fn run(cli: &Cli) -> Result<(), Box<dyn Error>> {
         let replies = AsyncProducer::new(Producer::open(&reply_ring(&base, k), &options)?);
         pairs.push((requests, replies));
     }
-    let mut clients = Running(Vec::new());
+    let mut clients: Vec<Running> = Vec::new();
     for k in 0..cli.clients {
         let child = Command::new(std::env::current_exe()?)
             .args(["client", "--base", &base, "--k", &k.to_string(), "--requests", &cli.requests.to_string()])
             .stdout(Stdio::piped())
             .spawn()?;
-        clients.0.push(child);
+        clients.push(Running(child));
     }
     let threads = 2;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).build()?;
@@ -179,7 +159,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn Error>> {
         })
         .map_err(|e| e.to_string())?;
     let (mut errors, mut medians) = (0, Vec::new());
-    for child in &mut clients.0 {
+    for Running(child) in &mut clients {
         let mut line = String::new();
         BufReader::new(child.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
         let status = child.wait()?;

@@ -18,6 +18,7 @@
 mod common;
 
 use clap::{Parser, Subcommand};
+use common::guards::{Running, Unlink};
 use common::{ConsumerArgs, ProducerArgs, Summary};
 use shmring::{payload, AnonymousRing, Kind, RingOptions, WaitStrategy};
 use std::error::Error;
@@ -25,7 +26,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -85,25 +86,6 @@ enum Role {
     PipeConsumer,
 }
 
-/// A child process that is killed if the demo exits early.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Removes the segment however the demo ends.
-struct Unlink(String);
-
-impl Drop for Unlink {
-    fn drop(&mut self) {
-        let _ = shmring::unlink(&self.0);
-    }
-}
-
 fn spawn(args: &[String], stdin: Stdio) -> Result<Running, Box<dyn Error>> {
     let child = Command::new(std::env::current_exe()?)
         .args(args)
@@ -154,7 +136,7 @@ fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
         (Box::new((ring, inherited)), ["--fd".into(), fd])
     } else {
         options.create(&name)?;
-        (Box::new(Unlink(name.clone())), ["--name".into(), name.clone()])
+        (Box::new(Unlink(vec![name.clone()])), ["--name".into(), name.clone()])
     };
     let wait = strategy_name(cli.wait).to_owned();
     let producers = cli.producers.max(1).to_string();

@@ -23,11 +23,14 @@
 //! this process that served the rings, counted while serving) `rtt_p50_ns=`
 //! (phase 2, used rings) `single_ring_rtt_p50_ns=` (phase 3) `ratio=`
 //! `fresh_rings_rtt_p50_ns=` `fresh_ratio=` `wait=` `futex_waits=`.
+mod common;
+
 use clap::{Parser, Subcommand};
+use common::guards::{Running, Unlink};
 use shmring::{payload, Consumer, Producer, RingOptions, Select, TryRecvError, WaitStrategy};
 use std::error::Error;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -91,27 +94,6 @@ enum Role {
         #[arg(long)]
         wait: WaitStrategy,
     },
-}
-
-/// A child process, killed and reaped however the example ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Segments removed however the example ends.
-struct Unlink(Vec<String>);
-
-impl Drop for Unlink {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = shmring::unlink(name);
-        }
-    }
 }
 
 fn spawn(args: &[String]) -> Result<Running, Box<dyn Error>> {

@@ -4,6 +4,8 @@
 //! producer; MPSC: several), at every size from 0 bytes up: see [`fill`].
 #![allow(dead_code)] // each example uses part of this module
 
+pub mod guards;
+
 use clap::Args;
 use shmring::{payload, AnonymousRing, Consumer, Kind, Producer, RecvTimeoutError, RingOptions, WaitStrategy};
 use std::error::Error;
