@@ -68,7 +68,6 @@ impl<B: RingBacking> Watched for Consumer<B> {
     fn ready(&mut self, pace: Pace) -> bool {
         !matches!(self.try_find(pace), Ok(None))
     }
-    /// Something at `head`: a message, padding, or (MPSC) a claim.
     /// The word at `head`: zero until a message, padding or (MPSC) a
     /// claim is there.
     fn spin_word(&self) -> Option<&AtomicU64> {
