@@ -150,9 +150,9 @@ struct Plan {
 /// `instead` of "": not run (reported as such).
 const PLANS: &[Plan] = &[
     Plan {
-        shown: "cargo test",
-        instead: "cargo test --no-run",
-        full: Some("cargo test --no-run"),
+        shown: "cargo test --features tokio",
+        instead: "cargo test --features tokio --no-run",
+        full: Some("cargo test --features tokio --no-run"),
         why:
             "this test runs inside `cargo test`; running it again would recurse, so it checks that every target builds",
     },
