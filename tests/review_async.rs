@@ -299,47 +299,9 @@ fn a_panicking_waker_does_not_take_the_reactor_down_for_the_whole_process() {
 //    a message to every ring must be delivered.
 // ---------------------------------------------------------------------------
 
-#[repr(C)]
-struct SockFilter {
-    code: u16,
-    jt: u8,
-    jf: u8,
-    k: u32,
-}
-
-#[repr(C)]
-struct SockFprog {
-    len: u16,
-    filter: *const SockFilter,
-}
-
-fn refuse_futex_waitv(errno: u32) {
-    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
-    let filter = [
-        SockFilter { code: ld, jt: 0, jf: 0, k: 0 },
-        SockFilter { code: jeq, jt: 0, jf: 1, k: libc::SYS_futex_waitv as u32 },
-        SockFilter { code: ret, jt: 0, jf: 0, k: 0x0005_0000 | errno },
-        SockFilter { code: ret, jt: 0, jf: 0, k: 0x7fff_0000 },
-    ];
-    let prog = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
-    // SAFETY: `prog` points at `filter`, both alive for the call; the filter only makes `futex_waitv` fail, in this child process.
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
-        let rc = libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_TSYNC,
-            &prog as *const SockFprog,
-        );
-        assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
-    }
-}
-
 fn idle_child() {
     if let Ok(errno) = std::env::var("SHMRING_ERRNO") {
-        refuse_futex_waitv(errno.parse().expect("errno"));
+        common::refuse_futex_waitv(errno.parse().expect("errno"));
     }
     let base = std::env::var("SHMRING_NAME").expect("name");
     let rings: usize = std::env::var("SHMRING_RINGS").expect("rings").parse().expect("rings");

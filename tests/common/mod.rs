@@ -746,3 +746,47 @@ pub fn clear_corrupted(c: &shmring::Corrupted, segment: &str) -> Result<(), Stri
         Err(format!("a Corrupted that does not name segment {segment} and what was wrong: {c:?}"))
     }
 }
+
+/// One instruction of a classic BPF program (`struct sock_filter`).
+#[repr(C)]
+struct SockFilter {
+    code: u16,
+    jt: u8,
+    jf: u8,
+    k: u32,
+}
+
+/// A classic BPF program (`struct sock_fprog`).
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const SockFilter,
+}
+
+/// Installs, in this (child) process, a seccomp filter that makes
+/// `futex_waitv` fail with `errno` (as container runtimes refuse a system
+/// call they do not know).
+pub fn refuse_futex_waitv(errno: u32) {
+    let ld = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    let filter = [
+        SockFilter { code: ld, jt: 0, jf: 0, k: 0 },
+        SockFilter { code: jeq, jt: 0, jf: 1, k: libc::SYS_futex_waitv as u32 },
+        SockFilter { code: ret, jt: 0, jf: 0, k: 0x0005_0000 | errno },
+        SockFilter { code: ret, jt: 0, jf: 0, k: 0x7fff_0000 },
+    ];
+    let prog = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
+    // SAFETY: `prog` points at `filter`, both alive for the call; the
+    // filter only makes `futex_waitv` fail, in this child process.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0, "no_new_privs");
+        let rc = libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_TSYNC,
+            &prog as *const SockFprog,
+        );
+        assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
+    }
+}
