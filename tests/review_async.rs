@@ -714,7 +714,9 @@ impl Wake for InlineTask {
 fn a_waker_that_polls_inline_on_the_reactor_thread() {
     within(Duration::from_secs(60), "inline waker", || {
         let guard = SegmentGuard::new("ra-inline");
-        let options = RingOptions::new().capacity(4096).unlink_on_drop(false);
+        // A lost wake-up would be recovered only after this interval; the
+        // loop below fails at half of it.
+        let options = RingOptions::new().capacity(4096).unlink_on_drop(false).liveness_interval(LOST_WAKE_UP_STALL);
         let consumer = AsyncConsumer::new(Consumer::create(guard.name(), &options).expect("create"));
         let mut producer = Producer::open(guard.name(), &options).expect("open");
         const COUNT: u64 = 500;
@@ -742,7 +744,7 @@ fn a_waker_that_polls_inline_on_the_reactor_thread() {
             let sent = Instant::now();
             producer.send(&seq.to_le_bytes()).expect("send");
             while got.load(Ordering::SeqCst) <= seq {
-                assert!(sent.elapsed() < Duration::from_secs(5), "message {seq} never received");
+                assert!(sent.elapsed() < LOST_WAKE_UP_STALL / 2, "message {seq}: a wake-up was lost");
                 std::thread::yield_now();
             }
             if sent.elapsed() > Duration::from_millis(20) {
@@ -750,8 +752,8 @@ fn a_waker_that_polls_inline_on_the_reactor_thread() {
             }
         }
         done_rx.recv_timeout(Duration::from_secs(5)).expect("done");
-        println!("inline waker: {slow} slow hand-offs");
-        assert!(slow <= 5, "{slow} of {COUNT} hand-offs over 20 ms");
+        // Slow hand-offs are scheduling noise here, not a failure.
+        println!("inline waker: {slow} of {COUNT} hand-offs over 20 ms");
         assert_eq!(sleepers(guard.name()), (0, 0));
     });
 }

@@ -438,14 +438,16 @@ fn timeouts_for_every_strategy_and_size() {
                 assert!(select.wait_timeout(&mut consumers, timeout).is_empty());
                 let took = start.elapsed();
                 assert!(took >= timeout, "{count} rings {strategy}: returned after {took:?} < {timeout:?}");
+                // Late by a park slice (50 ms) or so would be a scheduling
+                // accident on a loaded 2-core machine; by 200 ms, a bug.
                 assert!(
-                    took < timeout + Duration::from_millis(60),
+                    took < timeout + Duration::from_millis(200),
                     "{count} rings {strategy}: {timeout:?} took {took:?}"
                 );
             }
             let start = Instant::now();
             assert!(select.try_ready(&mut consumers).is_empty());
-            assert!(start.elapsed() < Duration::from_millis(40), "try_ready took {:?}", start.elapsed());
+            assert!(start.elapsed() < Duration::from_millis(200), "try_ready took {:?}", start.elapsed());
         }
     }
 }
