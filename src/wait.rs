@@ -194,7 +194,10 @@ fn wait<W: Waitable>(
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Ok(None);
+                    // One last look: what became ready during the last
+                    // sleep without waking it (a producer's wake for room
+                    // is deferred until there is enough of it) counts.
+                    return waitable.poll(Pace::Park);
                 }
                 left.min(park_slice)
             }

@@ -126,6 +126,32 @@ fn producer_parked_on_full_is_woken() {
     });
 }
 
+/// A consumer wakes a producer waiting for room only once half the ring is
+/// free by the producers' claim position; here that hint is garbage (as a
+/// hostile peer could leave it), so the release of the first message only
+/// defers the wake. The consumer must pay it before it parks on the empty
+/// ring, or both sleep for ever.
+#[test]
+fn a_deferred_wake_for_room_is_paid_before_the_consumer_waits() {
+    model("a_deferred_wake_for_room_is_paid_before_the_consumer_waits", || {
+        let ring = Arc::new(HeapRing::new(64, 24));
+        let mut consumer = attach_consumer(&ring);
+        let mut producer = attach_producer(&ring);
+        producer.send(&message(1, 24), PARK).expect("first send fits");
+        ring.set_claim_hint(u64::MAX / 2);
+        let sender = thread::spawn(move || {
+            producer.send(&message(2, 24), PARK).expect("second send");
+            producer
+        });
+        let mut buf = Vec::new();
+        consumer.recv(&mut buf, PARK).expect("recv 1");
+        assert_eq!(buf, message(1, 24));
+        consumer.recv(&mut buf, PARK).expect("recv 2");
+        assert_eq!(buf, message(2, 24));
+        drop(sender.join().unwrap());
+    });
+}
+
 /// The producer parks for room that takes three releases to appear (a
 /// 24-byte message after three 8-byte ones needs the padding at the wrap as
 /// well), so it is woken, finds too little room, and parks again: each

@@ -224,9 +224,13 @@ impl<B: RingBacking> Consumer<B> {
                 }
             };
             if let Step::Wait = step {
-                // Never wait holding space back (a batch cut short).
+                // Never wait holding space back (a batch cut short), nor
+                // owing producers a wake.
                 if self.released != self.head {
                     self.publish_head();
+                }
+                if self.waker.owes() {
+                    self.waker.pay_owed(&self.backing.header().producer_wake, &mut self.stats);
                 }
                 // Idle: a producer may be waiting for the durable head.
                 if self.persistent && durable::release_due(&self.backing, self.head, self.capacity, self.mpsc.is_some())
@@ -282,7 +286,8 @@ impl<B: RingBacking> Consumer<B> {
         }
         self.released = end;
         header.consumer.head.store(end, publish());
-        self.waker.wake_if_sleeping(&header.producer_wake, &mut self.stats);
+        let capacity = self.capacity;
+        self.waker.wake_for_room(&header.producer_wake, &mut self.stats, || room_worth_a_wake(header, end, capacity));
     }
 
     /// [`free_to`](Self::free_to) in a file ring: nothing is zeroed now;
@@ -520,6 +525,17 @@ impl<B: RingBacking> Parkable for Message<'_, B> {
     fn stats(&mut self) -> &mut Stats {
         &mut self.consumer.stats
     }
+}
+
+/// Whether the space free once `head` is released is worth waking a
+/// producer that waits for room: at least half the ring, by the producers'
+/// claim position (`tail`, a hint: a stale one only wakes early; a garbage
+/// one defers the wake until the consumer waits, see `Waker::pay_owed`).
+/// Waking for less would, with the ring full, wake the producers once per
+/// message: each sends one, finds the ring full again and parks anew.
+fn room_worth_a_wake(header: &crate::layout::RingHeader, head: u64, capacity: u64) -> bool {
+    let claimed = header.producer.tail.load(Ordering::Relaxed);
+    claimed.saturating_sub(head) <= capacity / 2
 }
 
 /// `buf` seen as possibly uninitialised bytes, for the receives that copy a

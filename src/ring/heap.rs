@@ -102,6 +102,14 @@ impl HeapRing {
     }
 }
 
+impl HeapRing {
+    /// Models a stale or hostile producers' claim position (the `tail`
+    /// hint a consumer reads to judge how much room it freed).
+    pub fn set_claim_hint(&self, tail: u64) {
+        self.header.producer.tail.store(tail, Ordering::Relaxed);
+    }
+}
+
 impl RingBacking for HeapRing {
     fn header(&self) -> &RingHeader {
         &self.header

@@ -69,9 +69,15 @@ pub(crate) fn withdraw_dead_sleeper(line: &WakeLine) {
 /// withdraw and announce anew, which moves the epoch and so earns a wake of
 /// its own. (The epoch wraps after 2^24 announcements; an exact wrap between
 /// two publishes could delay a wake by one park slice, never lose it.)
+///
+/// A consumer's wakes of producers waiting for room may also be deferred
+/// ([`wake_for_room`](Self::wake_for_room)) and are then owed until paid.
 #[derive(Debug, Default)]
 pub(crate) struct Waker {
     woken_for: Option<u32>,
+    /// A wake was deferred since the last one: the consumer pays it before
+    /// it waits or reports an empty ring ([`pay_owed`](Self::pay_owed)).
+    owed: bool,
 }
 
 impl Waker {
@@ -79,6 +85,35 @@ impl Waker {
     /// since the last wake.
     #[inline(always)]
     pub(crate) fn wake_if_sleeping(&mut self, line: &WakeLine, stats: &mut Stats) {
+        self.wake_when(line, stats, || true);
+    }
+
+    /// After releasing space: as [`wake_if_sleeping`](Self::wake_if_sleeping),
+    /// but a producer that announced itself is woken only once `worth()`
+    /// says the room is worth waking it for; until then the wake is owed.
+    #[inline(always)]
+    pub(crate) fn wake_for_room(&mut self, line: &WakeLine, stats: &mut Stats, worth: impl FnOnce() -> bool) {
+        self.wake_when(line, stats, worth);
+    }
+
+    /// A wake deferred by [`wake_for_room`](Self::wake_for_room), if any,
+    /// now (for whoever is still announced).
+    #[cold]
+    pub(crate) fn pay_owed(&mut self, line: &WakeLine, stats: &mut Stats) {
+        if std::mem::take(&mut self.owed) {
+            self.wake_if_sleeping(line, stats);
+        }
+    }
+
+    /// Whether a wake deferred by [`wake_for_room`](Self::wake_for_room) is
+    /// still owed.
+    #[inline(always)]
+    pub(crate) fn owes(&self) -> bool {
+        self.owed
+    }
+
+    #[inline(always)]
+    fn wake_when(&mut self, line: &WakeLine, stats: &mut Stats, worth: impl FnOnce() -> bool) {
         waker_fence();
         let sleepers = line.sleepers.load(Ordering::Relaxed);
         if sleepers & SLEEPER_COUNT_MASK == 0 {
@@ -89,12 +124,18 @@ impl Waker {
         } else {
             self.woken_for == Some(sleepers)
         };
-        if !unchanged {
-            self.woken_for = Some(sleepers);
-            line.seq.bump();
-            line.seq.wake_all();
-            stats.futex_wakes += 1;
+        if unchanged {
+            return;
         }
+        if !worth() {
+            self.owed = !crate::sync::mutant("room_wake_not_owed");
+            return;
+        }
+        self.owed = false;
+        self.woken_for = Some(sleepers);
+        line.seq.bump();
+        line.seq.wake_all();
+        stats.futex_wakes += 1;
     }
 }
 
