@@ -64,6 +64,10 @@ struct Cli {
     /// inheritance, instead of a name in /dev/shm.
     #[arg(long)]
     fork: bool,
+    /// The consumer wakes producers waiting for room once half the ring is
+    /// free, not at every release (`RingOptions::defer_room_wakes`).
+    #[arg(long)]
+    defer_room_wakes: bool,
     /// Skip the pipe comparison.
     #[arg(long)]
     no_pipe: bool,
@@ -152,6 +156,9 @@ fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
             .iter()
             .map(|s| s.to_string())
             .collect();
+    if cli.defer_room_wakes {
+        consumer_args.push("--defer-room-wakes".into());
+    }
     for args in [&mut consumer_args, &mut producer_args] {
         if cli.zero_copy {
             args.push("--zero-copy".into());

@@ -1,8 +1,9 @@
-//! A consumer wakes producers that wait for room once half the ring is free
-//! (by the producers' claim position), or when it finds the ring empty, not
-//! on every release: with the ring full, a wake per release made every
-//! parked producer send one message and park again, a system call or two per
-//! message. What that deferral may and may not cost a producer:
+//! A consumer with `RingOptions::defer_room_wakes(true)` wakes producers
+//! that wait for room once half the ring is free (by the producers' claim
+//! position), or when it finds the ring empty, not on every release: with
+//! the ring full, a wake per release made every parked producer send one
+//! message and park again, a system call or two per message. What that
+//! deferral may and may not cost a producer:
 //!
 //! * the consumer frees half the ring: the producer is woken at once;
 //! * the consumer frees a little and stops: the producer finds the room at
@@ -10,6 +11,10 @@
 //! * `send_timeout` finds room freed without a wake by its deadline;
 //! * a garbage claim position (a hostile peer's) never holds a producer up
 //!   past the moment the consumer finds the ring empty.
+//!
+//! And by default (no deferral) a request/reply pair of full rings never
+//! waits for a liveness interval: a consumer that frees room and then blocks
+//! sending its reply has woken the producer first.
 
 mod common;
 
@@ -24,7 +29,12 @@ const TAIL: u64 = 128;
 const MSG: usize = 100;
 
 fn options(liveness: Duration) -> RingOptions {
-    RingOptions::new().capacity(4096).wait(WaitStrategy::Park).liveness_interval(liveness).unlink_on_drop(false)
+    RingOptions::new()
+        .capacity(4096)
+        .wait(WaitStrategy::Park)
+        .liveness_interval(liveness)
+        .unlink_on_drop(false)
+        .defer_room_wakes(true)
 }
 
 /// The thread of a blocked send: when its call ended, and how.
@@ -137,5 +147,45 @@ fn a_garbage_claim_position_holds_a_producer_up_only_until_the_consumer_finds_th
         assert_eq!(&buf[..got], [0xEE; MSG]);
         let (_, outcome) = blocked.join().expect("sender");
         outcome.expect("send");
+    });
+}
+
+/// From a cold review: A sends requests on one ring and drains replies from
+/// another; B receives a request, then blocks sending its reply (the reply
+/// ring is full until A drains it, and A is blocked sending). With room
+/// wakes deferred, B's receive would only owe A a wake and A would wait its
+/// whole liveness interval (9.9 s of 10 here); by default B's receive wakes
+/// A at once.
+#[test]
+fn by_default_a_request_reply_pair_of_full_rings_never_waits_for_a_liveness_interval() {
+    within(Duration::from_secs(60), "request/reply", || {
+        let (requests, replies) = (SegmentGuard::new("rw-req"), SegmentGuard::new("rw-rep"));
+        let plain = RingOptions::new()
+            .capacity(4096)
+            .wait(WaitStrategy::Park)
+            .liveness_interval(Duration::from_secs(10))
+            .unlink_on_drop(false);
+        let mut b_requests = Consumer::create(requests.name(), &plain).expect("create");
+        let mut a_requests = Producer::open(requests.name(), &plain).expect("open");
+        let mut a_replies = Consumer::create(replies.name(), &plain).expect("create");
+        let mut b_replies = Producer::open(replies.name(), &plain).expect("open");
+        const M: usize = 120;
+        while a_requests.try_send(&[1; M]).is_ok() {}
+        while b_replies.try_send(&[2; M]).is_ok() {}
+        let a = std::thread::spawn(move || {
+            a_requests.send(&[3; M]).expect("A's send");
+            let mut buf = Vec::new();
+            while a_replies.try_recv(&mut buf).is_ok() {}
+            (a_requests, a_replies)
+        });
+        // A parks on the full request ring.
+        std::thread::sleep(Duration::from_millis(100));
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        b_requests.recv(&mut buf).expect("B's recv");
+        b_replies.send(&buf).expect("B's reply");
+        let stalled = start.elapsed();
+        drop(a.join().expect("A"));
+        assert!(stalled < Duration::from_secs(2), "B's reply waited {stalled:?}: A was not woken");
     });
 }

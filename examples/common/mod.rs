@@ -203,6 +203,10 @@ pub struct ConsumerArgs {
     /// release of their space per batch.
     #[arg(long, conflicts_with = "zero_copy")]
     pub batch: bool,
+    /// Wake producers waiting for room once half the ring is free, not at
+    /// every release (`RingOptions::defer_room_wakes`).
+    #[arg(long)]
+    pub defer_room_wakes: bool,
     /// Give up after this many seconds without a message.
     #[arg(long, default_value_t = 30.0)]
     pub idle_timeout: f64,
@@ -540,7 +544,7 @@ pub fn run_producer(args: &ProducerArgs) -> Result<Summary, Box<dyn Error>> {
 }
 
 pub fn run_consumer(args: &ConsumerArgs) -> Result<Summary, Box<dyn Error>> {
-    let options = options(args.capacity, args.wait, args.mpsc);
+    let options = options(args.capacity, args.wait, args.mpsc).defer_room_wakes(args.defer_room_wakes);
     let mut consumer = args.ring.consumer(args.create, &options, Duration::from_secs_f64(args.open_timeout))?;
     let idle = Duration::from_secs_f64(args.idle_timeout);
     let count = args.count.unwrap_or(u64::MAX);

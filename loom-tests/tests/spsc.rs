@@ -126,8 +126,9 @@ fn producer_parked_on_full_is_woken() {
     });
 }
 
-/// A consumer wakes a producer waiting for room only once half the ring is
-/// free by the producers' claim position; here that hint is garbage (as a
+/// A consumer that defers room wakes (`RingOptions::defer_room_wakes`) wakes
+/// a producer waiting for room only once half the ring is free by the
+/// producers' claim position; here that hint is garbage (as a
 /// hostile peer could leave it), so the release of the first message only
 /// defers the wake. The consumer must pay it before it parks on the empty
 /// ring, or both sleep for ever.
@@ -136,6 +137,7 @@ fn a_deferred_wake_for_room_is_paid_before_the_consumer_waits() {
     model("a_deferred_wake_for_room_is_paid_before_the_consumer_waits", || {
         let ring = Arc::new(HeapRing::new(64, 24));
         let mut consumer = attach_consumer(&ring);
+        consumer.set_defer_room_wakes(true);
         let mut producer = attach_producer(&ring);
         producer.send(&message(1, 24), PARK).expect("first send fits");
         ring.set_claim_hint(u64::MAX / 2);

@@ -107,6 +107,7 @@ impl Consumer {
         let kind = segment.kind();
         let mut ring = ring::Consumer::attach(segment, pid(), kind)?;
         ring.set_liveness_interval(options.liveness_interval);
+        ring.set_defer_room_wakes(options.defer_room_wakes);
         let lends = may_lend(ring.backing(), Slot::Consumer, options);
         ring.set_borrow_in_place(lends);
         Ok(Consumer { ring: ProcessLocal::new(ring), wait: options.wait, poison: Poison::default() })

@@ -41,6 +41,8 @@ pub struct Consumer<B: RingBacking> {
     pub(super) mpsc: Option<ProducersWatch>,
     /// Wakes producers when they sleep.
     waker: Waker,
+    /// See [`set_defer_room_wakes`](Self::set_defer_room_wakes).
+    defer_room_wakes: bool,
     pub(super) stats: Stats,
     /// The longest a park lasts before the producers' liveness is re-checked.
     pub(super) park_slice: Duration,
@@ -127,6 +129,7 @@ impl<B: RingBacking> Consumer<B> {
             mpsc,
             watch: PeerWatch::new(Slot::Producer(0)),
             waker: Waker::default(),
+            defer_room_wakes: false,
             stats: Stats::default(),
             park_slice: crate::wait::PARK_SLICE,
             in_place: false,
@@ -140,6 +143,13 @@ impl<B: RingBacking> Consumer<B> {
     /// The backing this consumer reads from.
     pub fn backing(&self) -> &B {
         &self.backing
+    }
+
+    /// Whether producers waiting for room are woken only once half the
+    /// ring is free (or before this consumer waits), not at every release
+    /// (see `RingOptions::defer_room_wakes`).
+    pub fn set_defer_room_wakes(&mut self, defer: bool) {
+        self.defer_room_wakes = defer;
     }
 
     /// How often a waiting consumer checks that its producers are alive (and,
@@ -286,8 +296,10 @@ impl<B: RingBacking> Consumer<B> {
         }
         self.released = end;
         header.consumer.head.store(end, publish());
-        let capacity = self.capacity;
-        self.waker.wake_for_room(&header.producer_wake, &mut self.stats, || room_worth_a_wake(header, end, capacity));
+        let (capacity, defer) = (self.capacity, self.defer_room_wakes);
+        self.waker.wake_for_room(&header.producer_wake, &mut self.stats, || {
+            !defer || room_worth_a_wake(header, end, capacity)
+        });
     }
 
     /// [`free_to`](Self::free_to) in a file ring: nothing is zeroed now;
