@@ -100,9 +100,7 @@ impl HeapRing {
             flag.store(0, Ordering::Release);
         }
     }
-}
 
-impl HeapRing {
     /// Models a stale or hostile producers' claim position (the `tail`
     /// hint a consumer reads to judge how much room it freed).
     pub fn set_claim_hint(&self, tail: u64) {

@@ -85,15 +85,7 @@ impl Waker {
     /// since the last wake.
     #[inline(always)]
     pub(crate) fn wake_if_sleeping(&mut self, line: &WakeLine, stats: &mut Stats) {
-        self.wake_when(line, stats, || true);
-    }
-
-    /// After releasing space: as [`wake_if_sleeping`](Self::wake_if_sleeping),
-    /// but a producer that announced itself is woken only once `worth()`
-    /// says the room is worth waking it for; until then the wake is owed.
-    #[inline(always)]
-    pub(crate) fn wake_for_room(&mut self, line: &WakeLine, stats: &mut Stats, worth: impl FnOnce() -> bool) {
-        self.wake_when(line, stats, worth);
+        self.wake_for_room(line, stats, || true);
     }
 
     /// A wake deferred by [`wake_for_room`](Self::wake_for_room), if any,
@@ -112,8 +104,11 @@ impl Waker {
         self.owed
     }
 
+    /// After releasing space: as [`wake_if_sleeping`](Self::wake_if_sleeping),
+    /// but a producer that announced itself is woken only once `worth()`
+    /// says the room is worth waking it for; until then the wake is owed.
     #[inline(always)]
-    fn wake_when(&mut self, line: &WakeLine, stats: &mut Stats, worth: impl FnOnce() -> bool) {
+    pub(crate) fn wake_for_room(&mut self, line: &WakeLine, stats: &mut Stats, worth: impl FnOnce() -> bool) {
         waker_fence();
         let sleepers = line.sleepers.load(Ordering::Relaxed);
         if sleepers & SLEEPER_COUNT_MASK == 0 {
