@@ -155,16 +155,23 @@ impl Record {
 /// exactly there.
 #[inline(always)]
 pub fn decode(word: u64, position: u64, capacity: u64, max_message: u32) -> Result<Record, String> {
-    // The common case, a valid message, in a few instructions: stamp and tag
-    // compared at once, then the two bounds.
-    let len = word as u32;
-    if word >> 32 == (stamp(position, capacity) << 8) | TAG_MESSAGE as u64
-        && len <= max_message
-        && (position & (capacity - 1)) + record_size(u64::from(len)) <= capacity
-    {
-        return Ok(Record::Message { len });
+    match message_len(word, position, capacity, max_message) {
+        Some(len) => Ok(Record::Message { len }),
+        None => decode_other(word, position, capacity, max_message),
     }
-    decode_other(word, position, capacity, max_message)
+}
+
+/// The common case of [`decode`] in a few instructions: the payload length
+/// if `word` is a valid message's commit word at `position` (stamp and tag
+/// compared at once, then the two bounds); `None` for anything else,
+/// valid or not, which `decode` then tells apart.
+#[inline(always)]
+pub fn message_len(word: u64, position: u64, capacity: u64, max_message: u32) -> Option<u32> {
+    let len = word as u32;
+    let valid = word >> 32 == (stamp(position, capacity) << 8) | TAG_MESSAGE as u64
+        && len <= max_message
+        && (position & (capacity - 1)) + record_size(u64::from(len)) <= capacity;
+    valid.then_some(len)
 }
 
 /// Padding, and every way a word can be invalid.

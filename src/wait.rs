@@ -123,6 +123,7 @@ pub(crate) trait Waitable {
 }
 
 /// Waits for `waitable` with `strategy` until it is ready or it stops.
+#[inline(always)]
 pub(crate) fn block<W: Waitable>(waitable: &mut W, strategy: WaitStrategy) -> Result<W::Ready, W::Stop> {
     loop {
         // Without a deadline `wait` never gives up; were it to, wait again.
@@ -146,8 +147,9 @@ pub(crate) fn block_for<W: Waitable>(
 /// [`block`] and [`block_for`]: `Ok(None)` only once `timeout` has passed.
 ///
 /// The clock is first read only after a poll has failed: a call that finds
-/// its message (or room) at once costs no clock read at all.
-#[inline]
+/// its message (or room) at once costs no clock read at all. That first
+/// poll is inlined into the caller, the waiting is not.
+#[inline(always)]
 fn wait<W: Waitable>(
     waitable: &mut W,
     strategy: WaitStrategy,
@@ -159,6 +161,16 @@ fn wait<W: Waitable>(
     if let Some(ready) = waitable.poll(Pace::Spin)? {
         return Ok(Some(ready));
     }
+    wait_after_first_poll(waitable, strategy, timeout)
+}
+
+/// [`wait`] once its first poll has failed.
+#[inline(never)]
+fn wait_after_first_poll<W: Waitable>(
+    waitable: &mut W,
+    strategy: WaitStrategy,
+    timeout: Option<Duration>,
+) -> Result<Option<W::Ready>, W::Stop> {
     // `None` also when the deadline is beyond what `Instant` can hold.
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let spin_for = match strategy {

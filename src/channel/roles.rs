@@ -130,7 +130,9 @@ impl Poison {
     }
 
     /// Records `stop` if it is the first corruption met; passes it on.
-    #[inline]
+    /// Out of line: only a call that failed comes here.
+    #[cold]
+    #[inline(never)]
     pub(super) fn note<S: RingStop>(&mut self, stop: S) -> S {
         if let (None, Some(c)) = (&self.0, stop.corruption()) {
             self.0 = Some(c.clone());

@@ -5,7 +5,7 @@
 
 use super::durable;
 use super::mpsc_resolve::{ProducersWatch, Step};
-use super::record::{decode, payload_offset, Record};
+use super::record::{decode, message_len, payload_offset, Record};
 use super::region::LentView;
 use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
@@ -200,9 +200,26 @@ impl<B: RingBacking> Consumer<B> {
 
     /// The message at `head`, skipping padding (and, MPSC, discarded and torn
     /// records); `None` when there is none yet.
+    ///
+    /// The common case, a message at `head`, is inlined into the caller;
+    /// everything else is [`find_past`](Self::find_past), out of line, so
+    /// that the receive path saves and restores few registers.
+    #[inline(always)]
     pub(super) fn try_find(&mut self, pace: Pace) -> Result<Option<Found>, RecvStop> {
+        let word = self.backing.region().word(self.head).load(observe());
+        match message_len(word, self.head, self.capacity, self.max_message) {
+            Some(len) => Ok(Some(Found { position: self.head, len })),
+            None => self.find_past(word, pace),
+        }
+    }
+
+    /// [`try_find`](Self::try_find) when `word`, the word read at `head`,
+    /// is not a message's: nothing yet, padding, or (MPSC) a discarded,
+    /// claimed or torn record; or damage.
+    #[inline(never)]
+    fn find_past(&mut self, first_word: u64, pace: Pace) -> Result<Option<Found>, RecvStop> {
+        let mut word = first_word;
         loop {
-            let word = self.backing.region().word(self.head).load(observe());
             let step = if word == 0 {
                 self.nothing_at_head(pace)?
             } else {
@@ -233,21 +250,25 @@ impl<B: RingBacking> Consumer<B> {
                     Err(what) => return Err(self.corrupted(what)),
                 }
             };
-            if let Step::Wait = step {
-                // Never wait holding space back (a batch cut short), nor
-                // owing producers a wake.
-                if self.released != self.head {
-                    self.publish_head();
+            match step {
+                Step::Again => word = self.backing.region().word(self.head).load(observe()),
+                Step::Wait => {
+                    // Never wait holding space back (a batch cut short), nor
+                    // owing producers a wake.
+                    if self.released != self.head {
+                        self.publish_head();
+                    }
+                    if self.waker.owes() {
+                        self.waker.pay_owed(&self.backing.header().producer_wake, &mut self.stats);
+                    }
+                    // Idle: a producer may be waiting for the durable head.
+                    if self.persistent
+                        && durable::release_due(&self.backing, self.head, self.capacity, self.mpsc.is_some())
+                    {
+                        self.release_durably();
+                    }
+                    return Ok(None);
                 }
-                if self.waker.owes() {
-                    self.waker.pay_owed(&self.backing.header().producer_wake, &mut self.stats);
-                }
-                // Idle: a producer may be waiting for the durable head.
-                if self.persistent && durable::release_due(&self.backing, self.head, self.capacity, self.mpsc.is_some())
-                {
-                    self.release_durably();
-                }
-                return Ok(None);
             }
         }
     }
@@ -290,9 +311,7 @@ impl<B: RingBacking> Consumer<B> {
         self.report_consumed();
         let header = self.backing.header();
         if self.mpsc.is_some() {
-            header.consumer.freeing_to.store(end, Ordering::Relaxed);
-            let from = if crate::sync::mutant("zero_last_word_only") { end - 8 } else { self.released };
-            self.backing.region().zero_positions(from, end);
+            self.zero_consumed(end);
         }
         self.released = end;
         header.consumer.head.store(end, publish());
@@ -300,6 +319,16 @@ impl<B: RingBacking> Consumer<B> {
         self.waker.wake_for_room(&header.producer_wake, &mut self.stats, || {
             !defer || room_worth_a_wake(header, end, capacity)
         });
+    }
+
+    /// MPSC: zeroes what was consumed from `released` to `end`, saying so
+    /// first in `freeing_to` (see [`free_to`](Self::free_to)). Out of line:
+    /// a loop of `memset` calls would crowd the receive path's registers.
+    #[inline(never)]
+    fn zero_consumed(&self, end: u64) {
+        self.backing.header().consumer.freeing_to.store(end, Ordering::Relaxed);
+        let from = if crate::sync::mutant("zero_last_word_only") { end - 8 } else { self.released };
+        self.backing.region().zero_positions(from, end);
     }
 
     /// [`free_to`](Self::free_to) in a file ring: nothing is zeroed now;
@@ -418,12 +447,14 @@ impl<B: RingBacking> Consumer<B> {
     /// initialised) if one is waiting (`None`: empty); returns its length
     /// (`Err(len)`: it is `len` bytes, longer than `buf`, and was left in
     /// the ring).
+    #[inline]
     pub fn try_recv_into(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<Option<Result<usize, usize>>, RecvStop> {
         let found = self.next_now()?;
         Ok(found.map(|found| self.copy_into(found, buf)))
     }
 
     /// [`try_recv_into`](Self::try_recv_into), waiting with `strategy`.
+    #[inline]
     pub fn recv_into(
         &mut self,
         buf: &mut [MaybeUninit<u8>],
@@ -446,11 +477,13 @@ impl<B: RingBacking> Consumer<B> {
     }
 
     /// [`try_recv_into`](Self::try_recv_into) into initialised bytes.
+    #[inline]
     pub fn try_recv_into_init(&mut self, buf: &mut [u8]) -> Result<Option<Result<usize, usize>>, RecvStop> {
         self.try_recv_into(as_uninit(buf))
     }
 
     /// [`recv_into`](Self::recv_into) into initialised bytes.
+    #[inline]
     pub fn recv_into_init(&mut self, buf: &mut [u8], strategy: WaitStrategy) -> Result<Result<usize, usize>, RecvStop> {
         self.recv_into(as_uninit(buf), strategy)
     }
@@ -467,12 +500,14 @@ impl<B: RingBacking> Consumer<B> {
 
     /// Copies the next message into `buf` (replacing its contents) if one is
     /// waiting (`None`: empty); returns its length.
+    #[inline]
     pub fn try_recv(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, RecvStop> {
         let found = self.next_now()?;
         Ok(found.map(|found| self.copy_out(found, buf)))
     }
 
     /// Copies the next message into `buf`, waiting with `strategy`.
+    #[inline]
     pub fn recv(&mut self, buf: &mut Vec<u8>, strategy: WaitStrategy) -> Result<usize, RecvStop> {
         let found = self.next(strategy)?;
         Ok(self.copy_out(found, buf))
@@ -512,6 +547,7 @@ impl<B: RingBacking> Waitable for Message<'_, B> {
     type Ready = Found;
     type Stop = RecvStop;
 
+    #[inline(always)]
     fn poll(&mut self, pace: Pace) -> Result<Option<Found>, RecvStop> {
         self.consumer.try_find(pace)
     }

@@ -128,10 +128,18 @@ impl Waker {
         }
         self.owed = false;
         self.woken_for = Some(sleepers);
-        line.seq.bump();
-        line.seq.wake_all();
-        stats.futex_wakes += 1;
+        wake_all(line, stats);
     }
+}
+
+/// Bumps `line`'s futex word and wakes every sleeper on it: out of line, so
+/// that the publishing paths, which almost never get here, stay short.
+#[cold]
+#[inline(never)]
+fn wake_all(line: &WakeLine, stats: &mut Stats) {
+    line.seq.bump();
+    line.seq.wake_all();
+    stats.futex_wakes += 1;
 }
 
 /// Forgets the announcements on `line` of sleepers that no longer exist. Only

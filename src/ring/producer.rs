@@ -243,7 +243,7 @@ impl<B: RingBacking> Producer<B> {
     /// [`commit`](Self::commit) without waking the consumer: a batch wakes
     /// it once, after its last commit and before it waits for room (see
     /// [`super::batch`]).
-    #[inline]
+    #[inline(always)]
     pub(super) fn commit_quietly(&mut self, claim: Claim, len: u32) {
         let size = Record::Message { len }.size();
         let word = encode(TAG_MESSAGE, len, claim.position, self.capacity);
@@ -358,13 +358,14 @@ impl<B: RingBacking> Producer<B> {
         }
     }
 
+    #[inline(always)]
     fn write_claim(&mut self, claim: Claim, msg: &[u8]) {
         self.write_claim_quietly(claim, msg);
         self.wake_consumer();
     }
 
     /// Writes `msg` into `claim` and commits it without waking the consumer.
-    #[inline]
+    #[inline(always)]
     pub(super) fn write_claim_quietly(&mut self, claim: Claim, msg: &[u8]) {
         let written = self.backing.region().write(payload_offset(claim.position, self.capacity), msg);
         debug_assert!(written, "a claim always lies inside the region");
@@ -392,13 +393,44 @@ impl<B: RingBacking> Producer<B> {
     }
 
     /// Sends `msg` if there is room now (`false`: full).
+    ///
+    /// The common case, an SPSC ring with room as far as this handle knows
+    /// and no wrap, is inlined into the caller; the rest is out of line, so
+    /// that the send path saves and restores few registers (the same for
+    /// [`send`](Self::send)).
+    #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<bool, SendStop> {
+        match self.spsc_claim_without_looking(msg.len()) {
+            Some(claim) => {
+                self.write_claim(claim, msg);
+                Ok(true)
+            }
+            None => self.try_send_by_protocol(msg),
+        }
+    }
+
+    /// [`try_send`](Self::try_send) by the whole claim protocol.
+    #[inline(never)]
+    fn try_send_by_protocol(&mut self, msg: &[u8]) -> Result<bool, SendStop> {
         let claim = self.claim_now(msg.len())?;
         Ok(claim.map(|claim| self.write_claim(claim, msg)).is_some())
     }
 
     /// Sends `msg`, waiting for room with `strategy`.
+    #[inline]
     pub fn send(&mut self, msg: &[u8], strategy: WaitStrategy) -> Result<(), SendStop> {
+        match self.spsc_claim_without_looking(msg.len()) {
+            Some(claim) => {
+                self.write_claim(claim, msg);
+                Ok(())
+            }
+            None => self.send_by_protocol(msg, strategy),
+        }
+    }
+
+    /// [`send`](Self::send) by the whole claim protocol, waiting for room.
+    #[inline(never)]
+    fn send_by_protocol(&mut self, msg: &[u8], strategy: WaitStrategy) -> Result<(), SendStop> {
         let claim = self.claim(msg.len(), strategy)?;
         self.write_claim(claim, msg);
         Ok(())
