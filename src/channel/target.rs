@@ -57,7 +57,6 @@ pub(super) fn segment_for(target: Target<'_>, options: &RingOptions) -> Result<S
 /// The error of an operation on a handle inherited by a forked child.
 #[cold]
 #[inline(never)]
-#[cold]
 pub(super) fn forked(segment: &Segment, role: Role) -> ForkedHandle {
     ForkedHandle::new(segment.name(), role)
 }

@@ -9,9 +9,9 @@ use crate::error::{Corrupted, SendStop};
 use crate::layout::{Slot, MAX_POSITION};
 use crate::sync::{observe, publish, Ordering};
 
-/// The producer zeroes free space ahead of its commits in steps of up to
-/// this many bytes (see `zero_ahead`): a few cache lines, so the step is
-/// rare for small messages and short for every message.
+/// While streaming, the producer zeroes free space ahead of its commits to
+/// the end of a block of this many bytes (see `zero_ahead`): a few cache
+/// lines, so the step is rare for small messages and short for all.
 const ZERO_AHEAD_BLOCK: u64 = 512;
 
 impl<B: RingBacking> Producer<B> {
@@ -127,7 +127,9 @@ impl<B: RingBacking> Producer<B> {
             return false;
         }
         let raised = self.limit();
-        if raised < limit || raised % 8 != 0 {
+        // Past our own tail is a damaged head: left to the next claim's
+        // check, which reports it (never a position subtracted below zero).
+        if raised < limit || raised % 8 != 0 || raised > self.tail {
             return false;
         }
         self.cached_head = raised;
@@ -209,9 +211,15 @@ impl<B: RingBacking> Producer<B> {
     /// next commits then find their terminators written, and their own
     /// stores do not queue behind a store to a line this core does not hold
     /// (stores leave in order, so that store would delay the commit's
-    /// visibility by a cache miss). When it must zero, it zeroes on to the
-    /// end of the next [`ZERO_AHEAD_BLOCK`]: one `memset` every few small
-    /// messages instead of one each (25 instructions a message fewer).
+    /// visibility by a cache miss).
+    ///
+    /// Streaming (the zeroed space reached this commit), it zeroes on to
+    /// the end of the [`ZERO_AHEAD_BLOCK`] it starts in: one `memset` every
+    /// few small messages instead of one each (about 25 instructions a
+    /// message fewer). After a grant wrote past its commit (`zeroed_to`
+    /// fell back behind `end`), only what is needed: a producer that
+    /// reserves large and commits short would otherwise zero a block on
+    /// every message.
     #[inline(always)]
     fn zero_ahead(&mut self, end: u64) {
         if crate::sync::mutant("no_terminator") {
@@ -220,10 +228,12 @@ impl<B: RingBacking> Producer<B> {
         let capacity = self.capacity;
         let free_end = self.cached_head + capacity;
         let mut from = self.zeroed_to.max(end);
-        if from >= ((end | 63) + 65).min(free_end) {
+        let needed = ((end | 63) + 65).min(free_end);
+        if from >= needed {
             return;
         }
-        let limit = ((end | (ZERO_AHEAD_BLOCK - 1)) + ZERO_AHEAD_BLOCK + 1).min(free_end);
+        let limit =
+            if self.zeroed_to >= end { needed.max((from | (ZERO_AHEAD_BLOCK - 1)) + 1).min(free_end) } else { needed };
         let region = self.backing.region();
         // Written out, not `region_pieces`: its lap check would cost every
         // commit 7 instructions (callgrind), and `from` is within a lap of
