@@ -39,6 +39,7 @@ pub(crate) struct LentView(bool);
 
 impl LentView {
     /// Counts a view lent from `region`, unless one is counted already.
+    #[inline]
     pub(crate) fn lend(&mut self, region: &Region) {
         if !self.0 {
             region.lend();
@@ -47,6 +48,7 @@ impl LentView {
     }
 
     /// Ends the count, if there is one.
+    #[inline]
     pub(crate) fn give_back(&mut self, region: &Region) {
         if self.0 {
             region.unlend();

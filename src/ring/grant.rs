@@ -12,16 +12,26 @@ use std::time::Duration;
 /// Making grants: the zero-copy side of sending.
 impl<B: RingBacking> Producer<B> {
     /// Claims `len` bytes in the ring if there is room now (`None`: full).
+    /// The common case is inlined, as [`try_send`](Self::try_send)'s.
+    #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<Option<Grant<'_, B>>, SendStop> {
-        match self.claim_now(len)? {
+        let claim = match self.spsc_claim_without_looking(len) {
+            Some(claim) => Some(claim),
+            None => self.claim_now(len)?,
+        };
+        match claim {
             Some(claim) => Grant::new(self, claim).map(Some),
             None => Ok(None),
         }
     }
 
     /// Claims `len` bytes, waiting for room with `strategy`.
+    #[inline]
     pub fn reserve(&mut self, len: usize, strategy: WaitStrategy) -> Result<Grant<'_, B>, SendStop> {
-        let claim = self.claim(len, strategy)?;
+        let claim = match self.spsc_claim_without_looking(len) {
+            Some(claim) => claim,
+            None => self.claim(len, strategy)?,
+        };
         Grant::new(self, claim)
     }
 
@@ -57,6 +67,7 @@ pub struct Grant<'a, B: RingBacking> {
 }
 
 impl<'a, B: RingBacking> Grant<'a, B> {
+    #[inline]
     pub(super) fn new(producer: &'a mut Producer<B>, claim: Claim) -> Result<Self, SendStop> {
         let offset = payload_offset(claim.position, producer.capacity);
         let len = claim.len as usize;
@@ -97,12 +108,14 @@ impl<'a, B: RingBacking> Grant<'a, B> {
     }
 
     /// Publishes the message.
+    #[inline]
     pub fn commit(self) {
         self.commit_len(usize::MAX);
     }
 
     /// Publishes the first `len` bytes as the message (all of them if `len`
     /// is larger); the rest of the claim is given back.
+    #[inline]
     pub fn commit_len(mut self, len: usize) {
         // Taken here, so that `Drop` finds nothing to discard.
         if let Some(claim) = self.producer.open_claim.take() {

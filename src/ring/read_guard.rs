@@ -12,6 +12,7 @@ use std::time::Duration;
 /// Lending messages: the zero-copy side of receiving.
 impl<B: RingBacking> Consumer<B> {
     /// Borrows the next message in place if one is waiting (`None`: empty).
+    #[inline]
     pub fn try_read(&mut self) -> Result<Option<ReadGuard<'_, B>>, RecvStop> {
         match self.next_now()? {
             Some(found) => ReadGuard::new(self, found).map(Some),
@@ -20,6 +21,7 @@ impl<B: RingBacking> Consumer<B> {
     }
 
     /// Borrows the next message in place, waiting with `strategy`.
+    #[inline]
     pub fn read(&mut self, strategy: WaitStrategy) -> Result<ReadGuard<'_, B>, RecvStop> {
         let found = self.next(strategy)?;
         ReadGuard::new(self, found)
@@ -51,6 +53,7 @@ pub struct ReadGuard<'a, B: RingBacking> {
 }
 
 impl<'a, B: RingBacking> ReadGuard<'a, B> {
+    #[inline]
     pub(super) fn new(consumer: &'a mut Consumer<B>, found: Found) -> Result<Self, RecvStop> {
         let offset = payload_offset(found.position, consumer.capacity);
         let len = found.len as usize;
@@ -106,6 +109,7 @@ impl<B: RingBacking> std::ops::Deref for ReadGuard<'_, B> {
 }
 
 impl<B: RingBacking> Drop for ReadGuard<'_, B> {
+    #[inline]
     fn drop(&mut self) {
         // The view ends before its space is released to the producers.
         if self.view.take().is_some() {
