@@ -447,14 +447,14 @@ impl<B: RingBacking> Consumer<B> {
     /// initialised) if one is waiting (`None`: empty); returns its length
     /// (`Err(len)`: it is `len` bytes, longer than `buf`, and was left in
     /// the ring).
-    #[inline]
+    #[inline(always)]
     pub fn try_recv_into(&mut self, buf: &mut [MaybeUninit<u8>]) -> Result<Option<Result<usize, usize>>, RecvStop> {
         let found = self.next_now()?;
         Ok(found.map(|found| self.copy_into(found, buf)))
     }
 
     /// [`try_recv_into`](Self::try_recv_into), waiting with `strategy`.
-    #[inline]
+    #[inline(always)]
     pub fn recv_into(
         &mut self,
         buf: &mut [MaybeUninit<u8>],
