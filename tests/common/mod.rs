@@ -4,7 +4,9 @@
 //! `current_exe() --exact child --ignored` with `SHMRING_CHILD_ROLE` set, and
 //! the binary's `#[ignore]`d `child` test calls [`child_main`]. Every child is
 //! killed and reaped when its guard drops, and every segment is unlinked when
-//! its guard drops, so a failing test leaves neither behind.
+//! its guard drops, so a failing test leaves neither behind. A guard held by
+//! a thread that [`within`] gave up on never drops: what such threads hold is
+//! removed when the process exits (see [`leftovers`]).
 #![allow(dead_code)] // each test binary uses part of this module
 
 use shmring::{
@@ -51,6 +53,76 @@ pub fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -
     }
 }
 
+/// What the threads a test gave up on (see [`within`]) still hold when the
+/// process exits: their guards never drop, so the segments and temporary
+/// directories this process named (see [`unique_name`]) and the children it
+/// started that are still there are removed and killed at exit (`atexit`).
+pub mod leftovers {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Mutex, Once};
+
+    /// Children started and not yet reaped.
+    static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+    /// The process that armed the clean-up: a forked child inherits it, and
+    /// must not kill its parent's children nor remove its names.
+    static ARMED_BY: AtomicU32 = AtomicU32::new(0);
+
+    /// Registers the clean-up at exit, once.
+    pub fn arm() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            ARMED_BY.store(std::process::id(), Ordering::Relaxed);
+            // SAFETY: `clean_up` is an `extern "C" fn()` that never unwinds
+            // (it catches panics), as `atexit` requires.
+            let refused = unsafe { libc::atexit(clean_up) } != 0;
+            assert!(!refused, "atexit refused the clean-up");
+        });
+    }
+
+    pub fn child_started(pid: u32) {
+        arm();
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    }
+
+    /// After the child was reaped (its pid may be reused from now on).
+    pub fn child_ended(pid: u32) {
+        CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
+    }
+
+    /// Whether `file_name` is one [`super::unique_name`] made in process `pid`.
+    pub fn named_by(file_name: &str, pid: u32) -> bool {
+        let mut parts = file_name.trim_start_matches('/').rsplitn(4, '-');
+        let (_nanos, _n, by, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
+        rest.is_some_and(|r| r.starts_with("shmring-test-")) && by == Some(pid.to_string().as_str())
+    }
+
+    extern "C" fn clean_up() {
+        let _ = std::panic::catch_unwind(|| {
+            let me = std::process::id();
+            if ARMED_BY.load(Ordering::Relaxed) != me {
+                return;
+            }
+            if let Ok(children) = CHILDREN.try_lock() {
+                for &pid in children.iter() {
+                    // Unreaped, so the pid is still this child's.
+                    // SAFETY: a plain system call.
+                    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                }
+            }
+            for entry in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+                if let Some(name) = entry.file_name().to_str().filter(|n| named_by(n, me)) {
+                    let _ = shmring::unlink(&format!("/{name}"));
+                }
+            }
+            for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+                if entry.file_name().to_str().is_some_and(|n| named_by(n, me)) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        });
+    }
+}
+
 /// This thread's id, for [`in_futex_wait`].
 pub fn thread_id() -> i32 {
     rustix::thread::gettid().as_raw_nonzero().get()
@@ -74,9 +146,12 @@ pub fn wait_until_parked(tid: i32, what: &str) {
     }
 }
 
-/// A segment name no other test (or run) uses.
+/// A segment name no other test (or run) uses:
+/// `/shmring-test-TAG-PID-N-NANOS`. Whatever carries it when this process
+/// exits is removed then (see [`leftovers`]).
 pub fn unique_name(tag: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    leftovers::arm();
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     format!("/shmring-test-{tag}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
@@ -159,6 +234,7 @@ impl ChildGuard {
             });
             rx
         });
+        leftovers::child_started(child.id());
         ChildGuard { child, lines, status: None }
     }
 
@@ -170,6 +246,9 @@ impl ChildGuard {
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().expect("try_wait");
+            if self.status.is_some() {
+                leftovers::child_ended(self.child.id());
+            }
         }
         self.status
     }
@@ -182,6 +261,7 @@ impl ChildGuard {
         }
         let _ = self.child.kill();
         let status = self.child.wait().expect("wait");
+        leftovers::child_ended(self.child.id());
         self.status = Some(status);
         status
     }
@@ -651,6 +731,23 @@ pub fn child_main() {
                 }
             }
         }
+        // A test that gives up on its thread: the thread makes a segment
+        // (and its guard), a temporary directory and a child of its own,
+        // prints them and hangs; `within` fails the test after 200 ms. What
+        // the thread holds must be gone once this process has exited.
+        "hang-holding-guards" => within(Duration::from_millis(200), "a thread that hangs", || {
+            let segment = SegmentGuard::new("leftover");
+            let consumer = Consumer::create(segment.name(), &RingOptions::new()).expect("create");
+            let dir = TempDir::new("leftover");
+            std::fs::write(dir.0.join("file"), b"x").expect("write into the directory");
+            let grandchild = spawn_child("sleep", &[("SHMRING_NAME", String::new())]);
+            println!("holding {} {} {}", segment.name(), dir.0.display(), grandchild.id());
+            let _held = (segment, consumer, dir, grandchild);
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }),
+        "sleep" => std::thread::sleep(CHILD_LIFETIME),
         other => panic!("unknown child role {other}"),
     }
 }
