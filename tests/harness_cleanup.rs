@@ -58,10 +58,11 @@ fn only_names_of_this_process_are_removed() {
     let me = std::process::id();
     let mine = common::unique_name("mine");
     assert!(common::leftovers::named_by(&mine, me));
+    assert!(common::leftovers::named_by(&format!("{mine}-3"), me), "a name made from it by appending");
+    assert!(common::leftovers::named_by(&format!("{mine}-busy"), me));
     assert!(!common::leftovers::named_by(&mine, me + 1));
-    // A tag with dashes and digits, and another process's counter equal to our pid.
-    assert!(common::leftovers::named_by(&format!("/shmring-test-a-{me}-b-{me}-0-1"), me));
-    assert!(!common::leftovers::named_by(&format!("/shmring-test-x-{}-{me}-1", me + 1), me));
-    assert!(!common::leftovers::named_by(&format!("/other-{me}-0-1"), me));
-    assert!(!common::leftovers::named_by(&format!("shmring-test-{me}-tag"), me));
+    // Another process's name whose counter or tag holds our pid.
+    assert!(!common::leftovers::named_by(&format!("/shmring-test-x-p{}-{me}-1", me + 1), me));
+    assert!(!common::leftovers::named_by(&format!("/shmring-test-{me}-p{}-0-1-{me}", me + 1), me));
+    assert!(!common::leftovers::named_by(&format!("/other-p{me}-0-1"), me));
 }

@@ -89,11 +89,11 @@ pub mod leftovers {
         CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != pid);
     }
 
-    /// Whether `file_name` is one [`super::unique_name`] made in process `pid`.
+    /// Whether `file_name` is one [`super::unique_name`] made in process
+    /// `pid`, or made from one by appending to it.
     pub fn named_by(file_name: &str, pid: u32) -> bool {
-        let mut parts = file_name.trim_start_matches('/').rsplitn(4, '-');
-        let (_nanos, _n, by, rest) = (parts.next(), parts.next(), parts.next(), parts.next());
-        rest.is_some_and(|r| r.starts_with("shmring-test-")) && by == Some(pid.to_string().as_str())
+        let name = file_name.trim_start_matches('/');
+        name.starts_with("shmring-test-") && name.contains(&format!("-p{pid}-"))
     }
 
     extern "C" fn clean_up() {
@@ -102,7 +102,13 @@ pub mod leftovers {
             if ARMED_BY.load(Ordering::Relaxed) != me {
                 return;
             }
-            if let Ok(children) = CHILDREN.try_lock() {
+            // Not `lock`: a thread given up on may hold it for ever.
+            let children = match CHILDREN.try_lock() {
+                Ok(children) => Some(children),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(children) = children {
                 for &pid in children.iter() {
                     // Unreaped, so the pid is still this child's.
                     // SAFETY: a plain system call.
@@ -147,13 +153,14 @@ pub fn wait_until_parked(tid: i32, what: &str) {
 }
 
 /// A segment name no other test (or run) uses:
-/// `/shmring-test-TAG-PID-N-NANOS`. Whatever carries it when this process
-/// exits is removed then (see [`leftovers`]).
+/// `/shmring-test-TAG-pPID-N-NANOS`. Whatever carries it (or a name made
+/// from it by appending) when this process exits is removed then (see
+/// [`leftovers`]).
 pub fn unique_name(tag: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     leftovers::arm();
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    format!("/shmring-test-{tag}-{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!("/shmring-test-{tag}-p{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Unlinks the segment when dropped (whatever the test's outcome).
@@ -733,9 +740,10 @@ pub fn child_main() {
         }
         // A test that gives up on its thread: the thread makes a segment
         // (and its guard), a temporary directory and a child of its own,
-        // prints them and hangs; `within` fails the test after 200 ms. What
-        // the thread holds must be gone once this process has exited.
-        "hang-holding-guards" => within(Duration::from_millis(200), "a thread that hangs", || {
+        // prints them and hangs; `within` fails the test after 5 s (time
+        // enough to make them on a loaded machine). What the thread holds
+        // must be gone once this process has exited.
+        "hang-holding-guards" => within(Duration::from_secs(5), "a thread that hangs", || {
             let segment = SegmentGuard::new("leftover");
             let consumer = Consumer::create(segment.name(), &RingOptions::new()).expect("create");
             let dir = TempDir::new("leftover");
