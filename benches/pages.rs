@@ -8,14 +8,15 @@
 //! cargo bench --bench pages -- --quick  # 1 repetition
 //! ```
 //!
-//! The ring is the ideal ring of the `ipc` bench (fixed slots, an index
-//! each on its own line, cached indices, busy polling), not shmring's: the
-//! question is what the pages cost the memory system, and the ideal ring
-//! adds the least of its own, so any difference shows most in it. It lives
-//! in a memfd, allocated up front with `fallocate` as shmring's segments
-//! are, and shared with a consumer process that inherits the descriptor;
-//! each side is pinned to its own CPU. Every message carries its sequence
-//! number, which the consumer checks.
+//! Two rings: the ideal ring of the `ipc` bench (fixed slots, an index
+//! each on its own line, cached indices, busy polling), which adds the
+//! least of its own, so that what the pages cost the memory system shows
+//! most, and pre-faulting can be switched; and shmring itself, an
+//! `AnonymousRing` with and without `RingOptions::huge_pages` (busy
+//! polling; it always pre-faults). Each lives in a memfd allocated up
+//! front with `fallocate` and is shared with a consumer process that
+//! inherits the descriptor; each side is pinned to its own CPU. Every
+//! message carries its sequence number, which the consumer checks.
 //!
 //! Huge pages need reserved 2 MiB pages (`sysctl vm.nr_hugepages=40` as
 //! root; a 64 MiB ring takes 33). Without them those rows say so and are
@@ -25,7 +26,9 @@ use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
 use rustix::fs::{FallocateFlags, MemfdFlags};
 use rustix::io::Errno;
 use rustix::mm::{MapFlags, ProtFlags};
-use std::process::Command;
+use shmring::{AnonymousRing, RingOptions, WaitStrategy};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The data starts one huge page in, so that on huge pages it is aligned.
@@ -43,15 +46,18 @@ const T_END: usize = 640;
 
 #[derive(Clone, Copy, PartialEq)]
 struct Variant {
+    /// shmring's `AnonymousRing` (else the ideal ring).
+    shmring: bool,
     huge: bool,
     populate: bool,
 }
 
 impl Variant {
     fn name(self) -> String {
+        let ring = if self.shmring { "shmring" } else { "ideal ring" };
         let pages = if self.huge { "2 MiB pages" } else { "4 KiB pages" };
         let faults = if self.populate { "pre-faulted" } else { "faulted on first touch" };
-        format!("{pages}, {faults}")
+        format!("{ring} | {pages}, {faults}")
     }
 }
 
@@ -129,10 +135,16 @@ fn child(args: &[String]) {
     let mut buf = vec![0u8; size];
     map.word(READY).store(1, Ordering::Release);
     let (mut head, mut seen) = (0u64, 0u64);
+    let (parent, mut spins) = (rustix::process::getppid(), 0u32);
     while head < count {
         while seen == head {
             seen = map.word(TAIL).load(Ordering::Acquire);
             std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            // A producer that failed would leave this one spinning for ever.
+            if spins % (1 << 20) == 0 && rustix::process::getppid() != parent {
+                panic!("the producer ended before the run did");
+            }
         }
         // SAFETY: the slot is the producer's published message, not written
         // again until `head` passes it; `buf` is `size` bytes.
@@ -148,9 +160,95 @@ fn child(args: &[String]) {
     map.word(T_END).store(now_ns(), Ordering::Release);
 }
 
+/// shmring's consumer: `--child-shmring FD SIZE COUNT CPU`. Says `ready`
+/// once attached, then, at the end, the clock at the end of the first lap
+/// and at the end.
+fn shmring_child(args: &[String]) {
+    let number = |i: usize| args[i].parse::<u64>().expect("number");
+    let (fd, size, count, cpu) = (number(2) as i32, number(3) as usize, number(4), number(5) as usize);
+    pin(cpu);
+    let options = RingOptions::new().wait(WaitStrategy::BusySpin);
+    let ring = AnonymousRing::open_inherited(fd, &options).expect("open the inherited ring");
+    let mut consumer = ring.consumer(&options).expect("consumer");
+    println!("ready");
+    std::io::stdout().flush().expect("stdout");
+    let lap = shmring_lap(size);
+    let (mut buf, mut at_lap) = (vec![0u8; size], 0);
+    for seq in 0..count {
+        let len = consumer.recv_into(&mut buf).expect("recv");
+        let sequence = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+        assert!(len == size && sequence == seq, "message {seq}: {len} bytes, sequence number {sequence}");
+        if seq + 1 == lap {
+            at_lap = now_ns();
+        }
+    }
+    println!("{at_lap} {}", now_ns());
+}
+
+/// Messages in a lap of shmring's ring: a record is the payload and an
+/// 8-byte header.
+fn shmring_lap(size: usize) -> u64 {
+    (RING / (size + 8)) as u64
+}
+
+/// [`run`] for shmring's rows.
+fn run_shmring(variant: Variant, size: usize, laps: u64, cpus: (usize, usize)) -> Option<(f64, f64)> {
+    let options =
+        RingOptions::new().capacity(RING).max_message(size).huge_pages(variant.huge).wait(WaitStrategy::BusySpin);
+    let ring = match AnonymousRing::create("shmring-pages-bench", &options) {
+        Ok(ring) => ring,
+        Err(shmring::Error::NoHugePages { .. }) => return None,
+        Err(e) => panic!("create: {e}"),
+    };
+    let lap = shmring_lap(size);
+    let count = lap * laps;
+    let inherited = rustix::io::dup(&ring).expect("dup");
+    pin(cpus.0);
+    let mut consumer = Command::new(std::env::current_exe().expect("current_exe"))
+        .args(["--child-shmring", &inherited.as_raw_fd().to_string(), &size.to_string(), &count.to_string()])
+        .arg(cpus.1.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn consumer");
+    drop(inherited);
+    let mut out = BufReader::new(consumer.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("ready");
+    assert_eq!(line.trim(), "ready", "the consumer did not attach");
+    let mut producer = ring.producer(&options).expect("producer");
+    let mut msg = vec![0x5Au8; size];
+    let start = now_ns();
+    for seq in 0..count {
+        msg[..8].copy_from_slice(&seq.to_le_bytes());
+        producer.send(&msg).expect("send");
+    }
+    line.clear();
+    out.read_line(&mut line).expect("times");
+    let status = consumer.wait().expect("wait for consumer");
+    assert!(status.success(), "consumer failed: {status}");
+    let times: Vec<u64> = line.split_whitespace().map(|t| t.parse().expect("time")).collect();
+    let (at_lap, end) = (times[0], times[1]);
+    Some((lap as f64 / ((at_lap - start) as f64 / 1e9), (count - lap) as f64 / ((end - at_lap) as f64 / 1e9)))
+}
+
+/// A spin of the producer's waits: every 2^20th also checks that the
+/// consumer still runs (a consumer that failed would leave it spinning).
+fn check_alive(consumer: &mut std::process::Child, spins: &mut u32) {
+    std::hint::spin_loop();
+    *spins = spins.wrapping_add(1);
+    if *spins % (1 << 20) == 0 {
+        if let Some(status) = consumer.try_wait().expect("try_wait") {
+            panic!("the consumer ended before the run did: {status}");
+        }
+    }
+}
+
 /// One run: messages per second over the first lap and over the laps
 /// after it; `None` when huge pages are asked for and not available.
 fn run(variant: Variant, size: usize, laps: u64, cpus: (usize, usize)) -> Option<(f64, f64)> {
+    if variant.shmring {
+        return run_shmring(variant, size, laps, cpus);
+    }
     let flags = MemfdFlags::CLOEXEC
         | if variant.huge { MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB } else { MemfdFlags::empty() };
     let fd = rustix::fs::memfd_create("shmring-pages-bench", flags).expect("memfd_create");
@@ -173,8 +271,9 @@ fn run(variant: Variant, size: usize, laps: u64, cpus: (usize, usize)) -> Option
         .spawn()
         .expect("spawn consumer");
     drop(inherited);
+    let mut spins = 0u32;
     while map.word(READY).load(Ordering::Acquire) == 0 {
-        std::hint::spin_loop();
+        check_alive(&mut consumer, &mut spins);
     }
     let mut msg = vec![0x5Au8; size];
     let start = now_ns();
@@ -183,7 +282,7 @@ fn run(variant: Variant, size: usize, laps: u64, cpus: (usize, usize)) -> Option
     for tail in 0..count {
         while tail - cached_head == slots {
             cached_head = map.word(HEAD).load(Ordering::Acquire);
-            std::hint::spin_loop();
+            check_alive(&mut consumer, &mut spins);
         }
         msg[..8].copy_from_slice(&tail.to_le_bytes());
         // SAFETY: the slot is free (the consumer is past it) until `TAIL`
@@ -206,9 +305,10 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--child") {
-        child(&args);
-        return;
+    match args.get(1).map(String::as_str) {
+        Some("--child") => return child(&args),
+        Some("--child-shmring") => return shmring_child(&args),
+        _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
     let repetitions = if quick { 1 } else { 9 };
@@ -218,52 +318,61 @@ fn main() {
         return;
     };
     let variants = [
-        Variant { huge: false, populate: true },
-        Variant { huge: false, populate: false },
-        Variant { huge: true, populate: true },
-        Variant { huge: true, populate: false },
+        Variant { shmring: false, huge: false, populate: true },
+        Variant { shmring: false, huge: false, populate: false },
+        Variant { shmring: false, huge: true, populate: true },
+        Variant { shmring: false, huge: true, populate: false },
+        Variant { shmring: true, huge: false, populate: true },
+        Variant { shmring: true, huge: true, populate: true },
     ];
-    println!("64 MiB ring, ideal ring between two processes, {laps} laps, medians of {repetitions} interleaved runs");
-    println!("| message | pages | first lap msgs/s | later laps msgs/s | GB/s later | first / pre-faulted 4 KiB | later / pre-faulted 4 KiB |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("64 MiB rings between two processes, {laps} laps, medians of {repetitions} interleaved runs;");
+    println!("ratios (per run, then the median) to the same ring on pre-faulted 4 KiB pages");
+    println!("| message | ring | pages | first lap msgs/s | later laps msgs/s | GB/s later | first lap ratio | later laps ratio |");
+    println!("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |");
     for size in [1024usize, 65536] {
         // Per variant: (first, later) of each repetition, in the same
         // order, so that ratios are taken between runs seconds apart.
-        let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
-        let mut no_huge = false;
+        // Per variant, per repetition: `None` when huge pages were short.
+        // Ratios pair runs of one repetition, seconds apart.
+        let mut results: Vec<Vec<Option<(f64, f64)>>> = vec![Vec::new(); variants.len()];
         for _ in 0..repetitions {
             for (variant, results) in variants.iter().zip(results.iter_mut()) {
-                match run(*variant, size, laps, cpus) {
-                    Some(r) => results.push(r),
-                    None => no_huge = true,
-                }
+                results.push(run(*variant, size, laps, cpus));
             }
         }
-        let base = &results[0];
         for (variant, runs) in variants.iter().zip(results.iter()) {
-            if runs.is_empty() {
+            let base = &results[variants.iter().position(|v| v.shmring == variant.shmring).expect("a base row")];
+            let measured: Vec<(f64, f64)> = runs.iter().flatten().copied().collect();
+            let paired: Vec<((f64, f64), (f64, f64))> =
+                runs.iter().zip(base).filter_map(|(r, b)| Some(((*r)?, (*b)?))).collect();
+            if measured.is_empty() {
+                let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
+                println!(
+                    "| {size} B | {} | not measured: no free huge pages (vm.nr_hugepages = {}; a run needs 33) | | | | |",
+                    variant.name(),
+                    reserved.trim()
+                );
                 continue;
             }
-            let mut first: Vec<f64> = runs.iter().map(|r| r.0).collect();
-            let mut later: Vec<f64> = runs.iter().map(|r| r.1).collect();
-            let mut first_ratio: Vec<f64> = runs.iter().zip(base).map(|(r, b)| r.0 / b.0).collect();
-            let mut later_ratio: Vec<f64> = runs.iter().zip(base).map(|(r, b)| r.1 / b.1).collect();
+            let mut first: Vec<f64> = measured.iter().map(|r| r.0).collect();
+            let mut later: Vec<f64> = measured.iter().map(|r| r.1).collect();
+            let mut first_ratio: Vec<f64> = paired.iter().map(|(r, b)| r.0 / b.0).collect();
+            let mut later_ratio: Vec<f64> = paired.iter().map(|(r, b)| r.1 / b.1).collect();
             let later_median = median(&mut later);
+            let skipped = runs.len() - measured.len();
             println!(
-                "| {size} B | {} | {:.0} | {:.0} | {:.2} | {:.2}x | {:.2}x |",
+                "| {size} B | {} | {:.0} | {:.0} | {:.2} | {:.2}x | {:.2}x |{}",
                 variant.name(),
                 median(&mut first),
                 later_median,
                 later_median * size as f64 / 1e9,
                 median(&mut first_ratio),
                 median(&mut later_ratio),
-            );
-        }
-        if no_huge {
-            let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages").unwrap_or_default();
-            println!(
-                "| {size} B | 2 MiB pages | not measured: no free huge pages (vm.nr_hugepages = {}; a run needs 33) | | | | |",
-                reserved.trim()
+                if skipped > 0 {
+                    format!(" ({skipped} of {} runs found no free huge pages)", runs.len())
+                } else {
+                    String::new()
+                },
             );
         }
     }

@@ -347,7 +347,7 @@ mod tests {
     use crate::segment::Shape;
 
     fn shape() -> Shape {
-        Shape { kind: Kind::Spsc, capacity: 1 << 12, max_message: 64, max_producers: 1, mode: 0o600 }
+        Shape { kind: Kind::Spsc, capacity: 1 << 12, max_message: 64, max_producers: 1, mode: 0o600, huge_pages: false }
     }
 
     /// A segment whose producer slot says attached with no process holding

@@ -201,7 +201,7 @@ fn setup_code(e: &Error) -> c_int {
         Error::NotFound { .. } => SHMRING_E_NOT_FOUND,
         Error::AlreadyExists { .. } => SHMRING_E_EXISTS,
         Error::PermissionDenied { .. } => SHMRING_E_PERMISSION,
-        Error::NoSpace { .. } => SHMRING_E_NO_SPACE,
+        Error::NoSpace { .. } | Error::NoHugePages { .. } => SHMRING_E_NO_SPACE,
         Error::NotShmring { .. }
         | Error::VersionMismatch { .. }
         | Error::KindMismatch { .. }

@@ -39,6 +39,7 @@ pub struct RingOptions {
     pub(super) liveness_interval: Duration,
     pub(super) borrow_in_place: bool,
     pub(super) defer_room_wakes: bool,
+    pub(super) huge_pages: bool,
 }
 
 impl Default for RingOptions {
@@ -57,6 +58,7 @@ impl Default for RingOptions {
             liveness_interval: crate::wait::PARK_SLICE,
             borrow_in_place: true,
             defer_room_wakes: false,
+            huge_pages: false,
         }
     }
 }
@@ -287,6 +289,37 @@ impl RingOptions {
         self
     }
 
+    /// Back an anonymous ring ([`AnonymousRing::create`]) with 2 MiB huge
+    /// pages (`MFD_HUGETLB`) instead of 4 KiB ones (default: no).
+    ///
+    /// For large rings: fewer TLB misses and page-table walks while the
+    /// ring streams (about 1.1x the throughput of 64 KiB messages through a
+    /// 64 MiB ring, nothing measurable at 1 KiB: see docs/performance.md),
+    /// and no page faults at all even where pre-faulting is skipped. The
+    /// capacity must be at least 2 MiB; the header takes a huge page of its
+    /// own. Huge pages come from a pool the administrator reserves
+    /// (`sysctl vm.nr_hugepages=N`); creating a ring that the free pool
+    /// cannot hold fails with [`Error::NoHugePages`], and its pages return
+    /// to the pool when the last handle and descriptor are gone. Only
+    /// anonymous rings can have them: `/dev/shm` and regular files are not
+    /// on hugetlbfs, so creating a named or file ring with this option is
+    /// [`Error::InvalidOptions`]. Opening needs nothing: the segment says.
+    ///
+    /// ```no_run
+    /// use shmring::{AnonymousRing, RingOptions};
+    /// let options = RingOptions::new().capacity(64 << 20).max_message(1 << 20).huge_pages(true);
+    /// let ring = AnonymousRing::create("frames", &options)?; // 33 huge pages
+    /// let (mut producer, mut consumer) = (ring.producer(&options)?, ring.consumer(&options)?);
+    /// producer.send(&[7u8; 65536])?;
+    /// let mut buf = Vec::new();
+    /// assert_eq!(consumer.recv(&mut buf)?, 65536);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn huge_pages(mut self, huge: bool) -> Self {
+        self.huge_pages = huge;
+        self
+    }
+
     /// Open segments owned by another user (refused by default).
     pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
         self.allow_foreign_owner = allow;
@@ -309,6 +342,7 @@ impl RingOptions {
             max_message: self.max_message.map_or(default_max, |bytes| bytes as u64),
             max_producers: self.max_producers.map_or(default_producers, |producers| producers as u64),
             mode: self.mode,
+            huge_pages: self.huge_pages,
         }
     }
 

@@ -68,6 +68,15 @@ pub enum Error {
         /// for a size (then the message names none).
         bytes: u64,
     },
+    /// The pool of free huge pages cannot hold a ring made with
+    /// [`RingOptions::huge_pages`](crate::RingOptions::huge_pages) (an
+    /// administrator reserves them: `sysctl vm.nr_hugepages=N`).
+    NoHugePages {
+        /// The segment.
+        segment: String,
+        /// Bytes that were asked for (header and data, in huge pages).
+        bytes: u64,
+    },
     /// The object has no shmring header (wrong magic).
     NotShmring {
         /// The segment.
@@ -203,6 +212,7 @@ impl Error {
             | Error::AlreadyExists { segment }
             | Error::PermissionDenied { segment, .. }
             | Error::NoSpace { segment, .. }
+            | Error::NoHugePages { segment, .. }
             | Error::NotShmring { segment, .. }
             | Error::VersionMismatch { segment, .. }
             | Error::KindMismatch { segment, .. }
@@ -253,6 +263,12 @@ impl fmt::Display for Error {
                 f,
                 "no space left for segment {segment}: {bytes} bytes could not be reserved \
                  (is /dev/shm, or the file's file system, full?)"
+            ),
+            Error::NoHugePages { segment, bytes } => write!(
+                f,
+                "not enough free huge pages for segment {segment}: {bytes} bytes in {} pages of 2 MiB could not be \
+                 reserved (see HugePages_Free in /proc/meminfo; root reserves more with sysctl vm.nr_hugepages=N)",
+                bytes.div_ceil(2 << 20)
             ),
             Error::NotShmring { segment } => write!(f, "{segment} is not a shmring segment (bad magic)"),
             Error::VersionMismatch { segment, found, expected } => {

@@ -119,6 +119,7 @@ impl Segment {
     pub(crate) fn create(name: &str, shape: &Shape, unlink_on_drop: bool) -> Result<Segment, Error> {
         validate_name(name)?;
         check_shape(name, shape)?;
+        refuse_huge_pages(name, shape)?;
         let flags = shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR;
         let fd = SegmentFd::open(name, "shm_open", Scope::Process, || {
             shm::open(name, flags, Mode::from_raw_mode(shape.mode))
@@ -136,6 +137,7 @@ impl Segment {
     pub(crate) fn create_file(path: &Path, shape: &Shape) -> Result<Segment, Error> {
         let name = path.to_string_lossy();
         check_shape(&name, shape)?;
+        refuse_huge_pages(&name, shape)?;
         let flags = OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC;
         let fd = SegmentFd::open(&name, "open", Scope::Process, || {
             rustix::fs::open(path, flags, Mode::from_raw_mode(shape.mode))
@@ -163,7 +165,10 @@ impl Segment {
     pub(crate) fn create_memfd(label: &str, shape: &Shape) -> Result<Segment, Error> {
         let name = format!("memfd:{label}");
         check_shape(&name, shape)?;
-        let flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+        let mut flags = rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING;
+        if shape.huge_pages {
+            flags |= rustix::fs::MemfdFlags::HUGETLB | rustix::fs::MemfdFlags::HUGE_2MB;
+        }
         let fd = SegmentFd::open(&name, "memfd_create", Scope::Inherited, || rustix::fs::memfd_create(label, flags))?;
         let mut segment = Self::init(&name, fd, shape, false)?;
         // Only holders of the descriptor can write a memfd, whatever its mode.
@@ -176,12 +181,16 @@ impl Segment {
     fn init(name: &str, fd: SegmentFd, shape: &Shape, unlink_on_drop: bool) -> Result<Segment, Error> {
         // The umask may have narrowed the mode: set it exactly.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(shape.mode)).map_err(|e| Error::from_os(name, "fchmod", e))?;
-        let total = data_offset() + shape.capacity;
+        let total = data_offset(shape) + shape.capacity;
         rustix::fs::ftruncate(&fd, total).map_err(|e| Error::from_os(name, "ftruncate", e))?;
-        // Reserve the pages now, so a full /dev/shm is an error here rather
-        // than a SIGBUS at the first touch of a page later.
+        // Reserve the pages now, so a full /dev/shm (or huge page pool) is
+        // an error here rather than a SIGBUS at the first touch of a page
+        // later.
         match rustix::fs::fallocate(&fd, FallocateFlags::empty(), 0, total) {
             Ok(()) | Err(Errno::OPNOTSUPP) => {}
+            Err(Errno::NOSPC) if shape.huge_pages => {
+                return Err(Error::NoHugePages { segment: name.to_owned(), bytes: total })
+            }
             Err(Errno::NOSPC) => return Err(Error::NoSpace { segment: name.to_owned(), bytes: total }),
             Err(e) => return Err(Error::from_os(name, "fallocate", e)),
         }
@@ -190,7 +199,7 @@ impl Segment {
             version: VERSION,
             kind: shape.kind.code(),
             capacity: shape.capacity,
-            data_offset: data_offset(),
+            data_offset: data_offset(shape),
             total_size: total,
             // Both checked by `check_shape` (at most u32::MAX - 8 and 64).
             max_message: shape.max_message as u32,
@@ -357,7 +366,10 @@ impl Segment {
             size = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_size as u64;
         }
         // Map only the header until it is validated: its sizes are untrusted.
-        let probe = Mapping::new(name, &fd, HEADER_BYTES as usize, false, writable, false)?;
+        // On huge pages the probe is one huge page: the kernel maps that much
+        // anyway, and would refuse to unmap less of it.
+        let probe_len = HEADER_BYTES.max(huge_page_of(&fd).unwrap_or(0));
+        let probe = Mapping::new(name, &fd, probe_len as usize, false, writable, false)?;
         let (identity, stored_checksum) =
             probe.header().identity.wait_ready(name, deadline, expect.ready_timeout, || removed(&fd))?;
         validate_identity(name, &identity, stored_checksum, size, expect)?;
@@ -486,4 +498,29 @@ impl Drop for Segment {
             let _ = shm::unlink(&*self.name);
         }
     }
+}
+
+/// Huge pages back only anonymous rings: `/dev/shm` is tmpfs and a file
+/// ring's file system is not hugetlbfs.
+fn refuse_huge_pages(name: &str, shape: &Shape) -> Result<(), Error> {
+    if !shape.huge_pages {
+        return Ok(());
+    }
+    Err(Error::InvalidOptions {
+        segment: name.to_owned(),
+        reason: "huge pages back only anonymous rings (AnonymousRing::create): /dev/shm and regular files are not \
+                 on hugetlbfs"
+            .to_owned(),
+    })
+}
+
+/// The page size of the hugetlbfs file `fd` is on (its block size), or
+/// `None` for any other file system.
+fn huge_page_of(fd: &SegmentFd) -> Option<u64> {
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    let fs = rustix::fs::fstatfs(fd).ok()?;
+    if fs.f_type as i64 != HUGETLBFS_MAGIC {
+        return None;
+    }
+    Some(fs.f_bsize as u64).filter(|size| size.is_power_of_two())
 }

@@ -57,6 +57,8 @@ pub(crate) struct Shape {
     pub max_message: u64,
     pub max_producers: u64,
     pub mode: u32,
+    /// Back it with 2 MiB huge pages (a memfd only: see [`HUGE_PAGE`]).
+    pub huge_pages: bool,
 }
 
 /// How to attach to an existing segment.
@@ -100,6 +102,11 @@ pub(crate) fn check_shape(name: &str, shape: &Shape) -> Result<(), Error> {
             shape.max_producers, shape.kind
         ));
     }
+    if shape.huge_pages && cap < HUGE_PAGE {
+        return invalid(format!(
+            "capacity {cap} is not allowed with huge pages: it must be at least one huge page ({HUGE_PAGE} bytes)"
+        ));
+    }
     if shape.mode & !0o777 != 0 || shape.mode & 0o600 != 0o600 {
         return invalid(format!(
             "mode {:o} is not allowed: it must be permission bits only and give the owner read and write",
@@ -120,8 +127,18 @@ pub(crate) fn page_size() -> u64 {
     rustix::param::page_size() as u64
 }
 
+/// The huge page that backs a ring made with `RingOptions::huge_pages`:
+/// 2 MiB (`MFD_HUGE_2MB`), the size every x86-64 and arm64 kernel with
+/// huge pages offers.
+pub(crate) const HUGE_PAGE: u64 = 2 << 20;
+
 /// Offset of the data region: the header page, or one page if pages are
-/// larger.
-pub(super) fn data_offset() -> u64 {
-    HEADER_BYTES.max(page_size())
+/// larger; on huge pages one huge page, so that the data starts on one
+/// (and a hugetlb file's size, which must be a multiple of it, is).
+pub(super) fn data_offset(shape: &Shape) -> u64 {
+    if shape.huge_pages {
+        HUGE_PAGE
+    } else {
+        HEADER_BYTES.max(page_size())
+    }
 }

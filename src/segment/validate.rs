@@ -71,7 +71,7 @@ pub(super) fn validate_identity(
         }
         _ => {}
     }
-    if id.data_offset < HEADER_BYTES || id.data_offset % page_size() != 0 || id.data_offset > 1 << 20 {
+    if id.data_offset < HEADER_BYTES || id.data_offset % page_size() != 0 || id.data_offset > HUGE_PAGE {
         return Err(corrupt(
             name,
             format!("data offset {} is not a page-aligned offset after the header", id.data_offset),
@@ -83,6 +83,7 @@ pub(super) fn validate_identity(
         max_message: u64::from(id.max_message),
         max_producers: u64::from(id.max_producers),
         mode: 0o600,
+        huge_pages: false,
     };
     check_shape(name, &shape).map_err(|e| match e {
         Error::InvalidOptions { reason, .. } => corrupt(name, reason),
