@@ -6,6 +6,7 @@
 //! cargo run --release --example demo -- --size 1024 --seconds 5 --wait busy
 //! cargo run --release --example demo -- --producers 4   # an MPSC ring
 //! cargo run --release --example demo -- --fork           # an anonymous ring the children inherit
+//! cargo run --release --example demo -- --fork --huge-pages --capacity 67108864 --size 65536
 //! cargo run --release --example demo -- --batch 64       # send_batch and drain
 //! ```
 //!
@@ -64,6 +65,11 @@ struct Cli {
     /// inheritance, instead of a name in /dev/shm.
     #[arg(long)]
     fork: bool,
+    /// Put that anonymous ring on 2 MiB huge pages
+    /// (`RingOptions::huge_pages`; needs `--capacity` of 2 MiB or more and
+    /// reserved huge pages: `sysctl vm.nr_hugepages`).
+    #[arg(long, requires = "fork")]
+    huge_pages: bool,
     /// The consumer wakes producers waiting for room once half the ring is
     /// free, not at every release (`RingOptions::defer_room_wakes`).
     #[arg(long)]
@@ -129,7 +135,7 @@ fn strategy_name(w: WaitStrategy) -> &'static str {
 fn run_shmring(cli: &Cli) -> Result<Summary, Box<dyn Error>> {
     let name = format!("/shmring-demo-{}", std::process::id());
     let mpsc = cli.mpsc || cli.producers > 1;
-    let options = RingOptions::new().capacity(cli.capacity as usize);
+    let options = RingOptions::new().capacity(cli.capacity as usize).huge_pages(cli.huge_pages);
     let options = if mpsc { options.kind(Kind::Mpsc).max_producers(cli.producers.max(1) as usize) } else { options };
     // The children find the ring by name, or inherit it: a duplicate of the
     // memfd, which (unlike the original) is not closed on exec.

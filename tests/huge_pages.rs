@@ -207,6 +207,27 @@ fn opening_a_huge_ring_by_descriptor_leaves_no_mapping_behind() {
     assert_eq!(free_pages(), before, "huge pages not given back");
 }
 
+/// The demo's `--huge-pages`: a verified stream through a huge ring its
+/// children inherit.
+#[test]
+fn the_demo_streams_through_a_huge_ring() {
+    let _turn = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(_reserved) = reserve_or_skip(PAGES, "demo") else { return };
+    let before = free_pages();
+    let capacity = CAPACITY.to_string();
+    let args = ["--fork", "--huge-pages", "--capacity", &capacity, "--size", "4096", "--seconds", "1", "--no-pipe"];
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--release", "--example", "demo", "--"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo run the demo");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "demo {args:?} failed: {}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("every byte and each producer's order verified"), "{stdout}");
+    assert_eq!(free_pages(), before, "the demo's huge pages not given back");
+}
+
 /// A child forked while a huge ring's handles are attached holds none of
 /// their mappings (they are replaced in it, as on 4 KiB pages), cannot use
 /// them, and leaves the parent's stream intact.
