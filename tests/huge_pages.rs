@@ -8,7 +8,9 @@
 //! short and this process may (root), reserve more (`vm.nr_hugepages`,
 //! restored afterwards). Where neither is possible they say so and pass,
 //! unless `SHMRING_REQUIRE_HUGE_PAGES=1` (which `.ci/run` sets) makes that a
-//! failure. The tests share the machine's pool, so they take turns.
+//! failure. The tests share the machine's pool, so they take turns, and
+//! they count its pages exactly: nothing else may take or reserve huge
+//! pages while they run.
 
 mod common;
 
@@ -47,22 +49,27 @@ fn meminfo(key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
 }
 
+/// Pages free and not reserved by a mapping that has not touched them yet.
 fn free_pages() -> u64 {
-    meminfo("HugePages_Free")
+    meminfo("HugePages_Free").saturating_sub(meminfo("HugePages_Rsvd"))
 }
 
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 
-/// At least `pages` free huge pages for as long as it lives; the pool's size
-/// is put back on drop if it had to be raised.
+fn pool_size() -> Option<u64> {
+    std::fs::read_to_string(NR_HUGEPAGES).ok()?.trim().parse().ok()
+}
+
+/// At least `pages` free huge pages for as long as it lives; the pages it
+/// added to the pool are taken out again on drop.
 struct Reserved {
-    restore: Option<u64>,
+    added: u64,
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        if let Some(total) = self.restore {
-            let _ = std::fs::write(NR_HUGEPAGES, total.to_string());
+        if let Some(total) = pool_size().filter(|_| self.added > 0) {
+            let _ = std::fs::write(NR_HUGEPAGES, total.saturating_sub(self.added).to_string());
         }
     }
 }
@@ -70,11 +77,12 @@ impl Drop for Reserved {
 fn reserve(pages: u64) -> Option<Reserved> {
     let free = free_pages();
     if free >= pages {
-        return Some(Reserved { restore: None });
+        return Some(Reserved { added: 0 });
     }
-    let total: u64 = std::fs::read_to_string(NR_HUGEPAGES).ok()?.trim().parse().ok()?;
-    let reserved = Reserved { restore: Some(total) };
+    let total = pool_size()?;
     std::fs::write(NR_HUGEPAGES, (total + pages - free).to_string()).ok()?;
+    // The kernel may find fewer contiguous 2 MiB blocks than asked for.
+    let reserved = Reserved { added: pool_size()?.saturating_sub(total) };
     (free_pages() >= pages).then_some(reserved)
 }
 

@@ -295,15 +295,24 @@ impl RingOptions {
     /// For large rings: fewer TLB misses and page-table walks while the
     /// ring streams (about 1.1x the throughput of 64 KiB messages through a
     /// 64 MiB ring, nothing measurable at 1 KiB: see docs/performance.md),
-    /// and no page faults at all even where pre-faulting is skipped. The
-    /// capacity must be at least 2 MiB; the header takes a huge page of its
-    /// own. Huge pages come from a pool the administrator reserves
-    /// (`sysctl vm.nr_hugepages=N`); creating a ring that the free pool
-    /// cannot hold fails with [`Error::NoHugePages`], and its pages return
-    /// to the pool when the last handle and descriptor are gone. Only
-    /// anonymous rings can have them: `/dev/shm` and regular files are not
-    /// on hugetlbfs, so creating a named or file ring with this option is
-    /// [`Error::InvalidOptions`]. Opening needs nothing: the segment says.
+    /// and one page fault per 2 MiB where pre-faulting is skipped instead
+    /// of one per 4 KiB. The capacity must be at least 2 MiB; the header
+    /// takes a huge page of its own. Huge pages come from a pool the
+    /// administrator reserves (`sysctl vm.nr_hugepages=N`); creating a ring
+    /// that the pool cannot supply fails with [`Error::NoHugePages`], and
+    /// its pages return to the pool when the last handle and descriptor are
+    /// gone. Only anonymous rings can have them: `/dev/shm` and regular
+    /// files are not on hugetlbfs, so creating a named or file ring with
+    /// this option is [`Error::InvalidOptions`]. Opening needs nothing: the
+    /// segment says (a build from before this option reports such a ring as
+    /// corrupted).
+    ///
+    /// Give the descriptor only to processes trusted not to punch holes in
+    /// it (`fallocate`): no seal forbids that and still lets the ring be
+    /// written, and on huge pages a hole gives its page back to the pool,
+    /// so that a later touch, if the pool is empty by then, kills the
+    /// toucher with `SIGBUS` (on 4 KiB pages a hole reads back as zeros, as
+    /// if the peer had written them).
     ///
     /// ```no_run
     /// use shmring::{AnonymousRing, RingOptions};

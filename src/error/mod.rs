@@ -68,9 +68,12 @@ pub enum Error {
         /// for a size (then the message names none).
         bytes: u64,
     },
-    /// The pool of free huge pages cannot hold a ring made with
-    /// [`RingOptions::huge_pages`](crate::RingOptions::huge_pages) (an
-    /// administrator reserves them: `sysctl vm.nr_hugepages=N`).
+    /// The huge page pool cannot supply a ring made with
+    /// [`RingOptions::huge_pages`](crate::RingOptions::huge_pages) (at
+    /// create; or, opening one, the pages of a sparse object): too few free
+    /// pages that no one has reserved (`HugePages_Free` minus
+    /// `HugePages_Rsvd`), or a hugetlb cgroup limit. An administrator
+    /// reserves more with `sysctl vm.nr_hugepages=N`.
     NoHugePages {
         /// The segment.
         segment: String,
@@ -267,7 +270,8 @@ impl fmt::Display for Error {
             Error::NoHugePages { segment, bytes } => write!(
                 f,
                 "not enough free huge pages for segment {segment}: {bytes} bytes in {} pages of 2 MiB could not be \
-                 reserved (see HugePages_Free in /proc/meminfo; root reserves more with sysctl vm.nr_hugepages=N)",
+                 reserved (available: HugePages_Free minus HugePages_Rsvd in /proc/meminfo, within any hugetlb \
+                 cgroup limit; root reserves more with sysctl vm.nr_hugepages=N)",
                 bytes.div_ceil(2 << 20)
             ),
             Error::NotShmring { segment } => write!(f, "{segment} is not a shmring segment (bad magic)"),

@@ -368,15 +368,18 @@ impl Segment {
         // Map only the header until it is validated: its sizes are untrusted.
         // On huge pages the probe is one huge page: the kernel maps that much
         // anyway, and would refuse to unmap less of it.
-        let probe_len = HEADER_BYTES.max(huge_page_of(&fd).unwrap_or(0));
-        let probe = Mapping::new(name, &fd, probe_len as usize, false, writable, false)?;
+        let huge_page = huge_page_of(&fd);
+        let probe_len = HEADER_BYTES.max(huge_page.unwrap_or(0));
+        let probe = Mapping::new(name, &fd, probe_len as usize, false, writable, false)
+            .map_err(|e| pool_short(e, huge_page.is_some(), probe_len))?;
         let (identity, stored_checksum) =
             probe.header().identity.wait_ready(name, deadline, expect.ready_timeout, || removed(&fd))?;
         validate_identity(name, &identity, stored_checksum, size, expect)?;
         drop(probe);
         // Pre-fault the pages only if they all exist (a segment made here is
         // fully allocated): populating a hostile sparse object would allocate
-        // all of it.
+        // all of it. (On hugetlbfs the mapping reserves a sparse object's
+        // huge pages anyway, and fails if the pool cannot: `NoHugePages`.)
         let blocks = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_blocks as u64;
         let populate = writable && blocks.saturating_mul(512) >= size;
         let mut segment = Self::map(name, fd, identity, false, populate, writable)?;
@@ -392,7 +395,8 @@ impl Segment {
         populate: bool,
         writable: bool,
     ) -> Result<Segment, Error> {
-        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate, writable, true)?;
+        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate, writable, true)
+            .map_err(|e| pool_short(e, huge_page_of(&fd).is_some(), identity.total_size))?;
         let data = NonNull::new(mapping.base.as_ptr().wrapping_add(identity.data_offset as usize))
             .ok_or_else(|| Error::Corrupted(Corrupted::new(&Arc::from(name), "data region at a null address")))?;
         // SAFETY: validated (or, for a new segment, chosen) so that
@@ -512,6 +516,17 @@ fn refuse_huge_pages(name: &str, shape: &Shape) -> Result<(), Error> {
                  on hugetlbfs"
             .to_owned(),
     })
+}
+
+/// A mapping of a hugetlbfs file refused for want of memory: the pool
+/// cannot supply (or reserve) its huge pages.
+fn pool_short(e: Error, huge: bool, bytes: u64) -> Error {
+    match e {
+        Error::Io { segment, op: "mmap", source } if huge && source.raw_os_error() == Some(libc::ENOMEM) => {
+            Error::NoHugePages { segment, bytes }
+        }
+        other => other,
+    }
 }
 
 /// The page size of the hugetlbfs file `fd` is on (its block size), or
