@@ -14,11 +14,13 @@ use crate::sync::{observe, publish, Ordering};
 /// lines, so the step is rare for small messages and short for all.
 const ZERO_AHEAD_BLOCK: u64 = 512;
 
-/// Records this long or longer are not zeroed ahead of (only their
-/// terminator is written, by `terminate`): the zeroing writes lines the next
-/// record overwrites anyway. Measured between two processes, skipping it
-/// made 256-byte messages 1.4x as fast and 1 KiB 1.2x, and it made 128-byte
-/// ones 0.87x (docs/performance.md).
+/// Records this long or longer, header included (payloads of 248 bytes
+/// and more), are not zeroed ahead of: the zeroing writes lines the next
+/// record overwrites anyway, and the next terminator is written by
+/// `terminate` unless earlier zeroing covers it. Measured between two
+/// processes, skipping it made 256- and 512-byte messages about 1.4x as
+/// fast and 1 KiB 1.04x-1.18x, and it made 128-byte ones 0.87x
+/// (docs/performance.md).
 const ZERO_AHEAD_MAX_RECORD: u64 = 256;
 
 impl<B: RingBacking> Producer<B> {
@@ -147,9 +149,10 @@ impl<B: RingBacking> Producer<B> {
     /// `size`-byte record at `position`, then zeroes ahead.
     #[inline]
     pub(super) fn spsc_publish(&mut self, position: u64, size: u64, word: u64) {
+        let streaming = self.zeroed_to > position + size;
         self.terminate(position + size);
         self.backing.region().word(position).store(word, publish());
-        self.zero_ahead(position + size, size);
+        self.zero_ahead(position + size, size, streaming);
         self.tail = position + size;
         let line = &self.backing.header().producer;
         line.tail.store(position + size, Ordering::Relaxed);
@@ -166,11 +169,12 @@ impl<B: RingBacking> Producer<B> {
     /// word for ever.
     #[inline]
     pub(super) fn spsc_commit_held(&mut self, position: u64, size: u64, word: u64, held: bool) {
+        let streaming = self.zeroed_to > position + size;
         self.terminate(position + size);
         if !held {
             self.backing.region().word(position).store(word, Ordering::Relaxed);
         }
-        self.zero_ahead(position + size, size);
+        self.zero_ahead(position + size, size, streaming);
         self.tail = position + size;
     }
 
@@ -188,8 +192,10 @@ impl<B: RingBacking> Producer<B> {
 
     /// Makes the word at `position` (free space) read zero, so that the
     /// consumer, once it gets there, polls a zero until the next commit and
-    /// never a stale word of an earlier lap. Usually [`zero_ahead`] did it
-    /// already, off the critical path.
+    /// never a stale word of an earlier lap. While records are small,
+    /// [`zero_ahead`] usually did it already, off the critical path; after a
+    /// record of [`ZERO_AHEAD_MAX_RECORD`] bytes or more, this store is the
+    /// only zeroing.
     ///
     /// [`zero_ahead`]: Self::zero_ahead
     #[inline(always)]
@@ -221,15 +227,16 @@ impl<B: RingBacking> Producer<B> {
     /// (stores leave in order, so that store would delay the commit's
     /// visibility by a cache miss).
     ///
-    /// Streaming (the zeroed space reached this commit), it zeroes on to
-    /// the end of the [`ZERO_AHEAD_BLOCK`] it starts in: one `memset` every
-    /// few small messages instead of one each (about 25 instructions a
-    /// message fewer). After a grant wrote past its commit (`zeroed_to`
-    /// fell back behind `end`), only what is needed: a producer that
-    /// reserves large and commits short would otherwise zero a block on
-    /// every message.
+    /// `streaming`: the zeroed space reached past this commit's terminator
+    /// before [`terminate`](Self::terminate) ran (a short commit sets it to
+    /// the terminator exactly: the grant may have written beyond). Then it zeroes on to the
+    /// end of the [`ZERO_AHEAD_BLOCK`] it starts in: one `memset` every few
+    /// small messages instead of one each (about 25 instructions a message
+    /// fewer). Otherwise (a grant wrote past its commit: `zeroed_to` fell
+    /// back behind it) only what is needed: a producer that reserves large
+    /// and commits short would otherwise zero a block on every message.
     #[inline(always)]
-    fn zero_ahead(&mut self, end: u64, size: u64) {
+    fn zero_ahead(&mut self, end: u64, size: u64, streaming: bool) {
         if crate::sync::mutant("no_terminator") || size >= ZERO_AHEAD_MAX_RECORD {
             return;
         }
@@ -240,8 +247,7 @@ impl<B: RingBacking> Producer<B> {
         if from >= needed {
             return;
         }
-        let limit =
-            if self.zeroed_to >= end { needed.max((from | (ZERO_AHEAD_BLOCK - 1)) + 1).min(free_end) } else { needed };
+        let limit = if streaming { needed.max((from | (ZERO_AHEAD_BLOCK - 1)) + 1).min(free_end) } else { needed };
         let region = self.backing.region();
         // Written out, not `region_pieces`: its lap check would cost every
         // commit 7 instructions (callgrind), and `from` is within a lap of
