@@ -228,13 +228,13 @@ impl<B: RingBacking> Producer<B> {
     /// visibility by a cache miss).
     ///
     /// `streaming`: the zeroed space reached past this commit's terminator
-    /// before [`terminate`](Self::terminate) ran (a short commit sets it to
-    /// the terminator exactly: the grant may have written beyond). Then it zeroes on to the
+    /// before [`terminate`](Self::terminate) ran. Then it zeroes on to the
     /// end of the [`ZERO_AHEAD_BLOCK`] it starts in: one `memset` every few
     /// small messages instead of one each (about 25 instructions a message
-    /// fewer). Otherwise (a grant wrote past its commit: `zeroed_to` fell
-    /// back behind it) only what is needed: a producer that reserves large
-    /// and commits short would otherwise zero a block on every message.
+    /// fewer). Otherwise (a grant wrote past its commit, which sets
+    /// `zeroed_to` back to the terminator, or earlier) only what is needed:
+    /// a producer that reserves large and commits short would otherwise
+    /// zero a block on every message.
     #[inline(always)]
     fn zero_ahead(&mut self, end: u64, size: u64, streaming: bool) {
         if crate::sync::mutant("no_terminator") || size >= ZERO_AHEAD_MAX_RECORD {
