@@ -44,24 +44,7 @@ fn finish(child: ChildGuard) -> String {
 fn anonymous_ring_shared_with_a_child_both_ways() {
     for child_role in ["anon-consume", "anon-produce"] {
         let ring = AnonymousRing::create("fork-test", &options()).expect("create");
-        let fd = inheritable(&ring);
-        let env = [
-            ("SHMRING_NAME", String::new()),
-            ("SHMRING_FD", fd.as_raw_fd().to_string()),
-            ("SHMRING_COUNT", COUNT.to_string()),
-        ];
-        let child = spawn_child(child_role, &env);
-        drop(fd);
-        if child_role == "anon-consume" {
-            let mut producer = ring.producer(&options()).expect("producer");
-            send_stream(&mut producer, COUNT);
-            drop(producer);
-            assert_eq!(field(&finish(child), "received"), COUNT as i64);
-        } else {
-            let mut consumer = ring.consumer(&options()).expect("consumer");
-            assert_eq!(receive_stream(&mut consumer, COUNT), COUNT);
-            assert_eq!(field(&finish(child), "sent"), COUNT as i64);
-        }
+        common::stream_with_inheriting_child(&ring, &options(), child_role, COUNT);
     }
 }
 

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{receive_stream, send_stream, spawn_child, SegmentGuard, TempDir};
+use common::{SegmentGuard, TempDir};
 use shmring::{AnonymousRing, Consumer, Error, Producer, RingOptions, TryRecvError};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -163,26 +163,7 @@ fn a_huge_ring_streams_between_processes_and_gives_its_pages_back() {
     for child_role in ["anon-consume", "anon-produce"] {
         let ring = AnonymousRing::create("huge-stream", &options()).expect("create");
         assert_eq!(free_pages(), before - PAGES, "a {CAPACITY}-byte ring takes {PAGES} huge pages");
-        let fd = inheritable(&ring);
-        let env = [
-            ("SHMRING_NAME", String::new()),
-            ("SHMRING_FD", fd.as_raw_fd().to_string()),
-            ("SHMRING_COUNT", COUNT.to_string()),
-        ];
-        let child = spawn_child(child_role, &env);
-        drop(fd);
-        let out = if child_role == "anon-consume" {
-            let mut producer = ring.producer(&options()).expect("producer");
-            send_stream(&mut producer, COUNT);
-            drop(producer);
-            child.finish(Duration::from_secs(120))
-        } else {
-            let mut consumer = ring.consumer(&options()).expect("consumer");
-            assert_eq!(receive_stream(&mut consumer, COUNT), COUNT);
-            child.finish(Duration::from_secs(120))
-        };
-        assert!(out.0, "child {child_role} failed: {}", out.1);
-        assert!(out.1.contains(&format!("={COUNT}")), "child {child_role}: {}", out.1);
+        common::stream_with_inheriting_child(&ring, &options(), child_role, COUNT);
         drop(ring);
         assert_eq!(mappings_of("huge-stream"), 0, "a mapping of the ring outlived it");
     }

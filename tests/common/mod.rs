@@ -760,6 +760,37 @@ pub fn child_main() {
     }
 }
 
+/// Streams `count` messages of the integrity stream between this process
+/// and a child that inherits `ring`'s memfd (a duplicate without
+/// `FD_CLOEXEC`): the child is the consumer (`anon-consume`) or the
+/// producer (`anon-produce`), this process the other side. Fails the test
+/// unless both sides saw every message, in order, every byte.
+pub fn stream_with_inheriting_child(ring: &AnonymousRing, options: &RingOptions, child_role: &str, count: u64) {
+    use std::os::fd::AsRawFd;
+    // `dup`, not `try_clone_to_owned`, which sets `FD_CLOEXEC`.
+    let fd = rustix::io::dup(ring).expect("dup");
+    let env = [
+        ("SHMRING_NAME", String::new()),
+        ("SHMRING_FD", fd.as_raw_fd().to_string()),
+        ("SHMRING_COUNT", count.to_string()),
+    ];
+    let child = spawn_child(child_role, &env);
+    drop(fd);
+    let said = if child_role == "anon-consume" {
+        let mut producer = ring.producer(options).expect("producer");
+        send_stream(&mut producer, count);
+        drop(producer);
+        "received"
+    } else {
+        let mut consumer = ring.consumer(options).expect("consumer");
+        assert_eq!(receive_stream(&mut consumer, count), count);
+        "sent"
+    };
+    let (ok, out) = child.finish(Duration::from_secs(120));
+    assert!(ok, "child {child_role} failed: {out}");
+    assert_eq!(field(&out, said), count as i64, "child {child_role}: {out}");
+}
+
 /// Sends `count` messages of the integrity stream; fails (rather than
 /// hanging) if the ring stays full for 30 s.
 pub fn send_stream(producer: &mut Producer, count: u64) {
