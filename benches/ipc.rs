@@ -87,10 +87,13 @@ enum Transport {
     ShmringAsync {
         spin: bool,
     },
-    /// An MPSC ring fed by `producers` processes (throughput only).
+    /// An MPSC ring fed by `producers` processes (throughput only); with
+    /// `defer`, its consumer wakes producers waiting for room only once
+    /// half the ring is free (`RingOptions::defer_room_wakes`).
     ShmringMpsc {
         wait: WaitStrategy,
         producers: u32,
+        defer: bool,
     },
     Pipe,
     Uds,
@@ -130,7 +133,8 @@ impl Transport {
             Transport::Shmring { wait, zero_copy } => {
                 Some(if zero_copy { format!("{wait}+zero-copy") } else { wait.to_string() })
             }
-            Transport::ShmringMpsc { wait, .. } => Some(wait.to_string()),
+            Transport::ShmringMpsc { wait, defer: false, .. } => Some(wait.to_string()),
+            Transport::ShmringMpsc { wait, defer: true, .. } => Some(format!("{wait}+defer")),
             Transport::ShmringBatch { wait } => Some(format!("{wait}+batch")),
             Transport::ShmringSelect { wait } => Some(format!("{wait}, 1 of {}", IDLE_RINGS + 1)),
             #[cfg(feature = "async")]
@@ -149,7 +153,7 @@ impl Transport {
     fn encode(self) -> String {
         match self {
             Transport::Shmring { wait, zero_copy } => format!("shmring:{wait}:{zero_copy}"),
-            Transport::ShmringMpsc { wait, producers } => format!("mpsc:{wait}:{producers}"),
+            Transport::ShmringMpsc { wait, producers, defer } => format!("mpsc:{wait}:{producers}:{defer}"),
             Transport::ShmringBatch { wait } => format!("batch:{wait}"),
             Transport::ShmringSelect { wait } => format!("select:{wait}"),
             #[cfg(feature = "async")]
@@ -179,6 +183,7 @@ impl Transport {
             "mpsc" => Transport::ShmringMpsc {
                 wait: parts[1].parse().expect("wait"),
                 producers: parts[2].parse().expect("n"),
+                defer: parts[3] == "true",
             },
             "pipe" => Transport::Pipe,
             "uds" => Transport::Uds,
@@ -1259,8 +1264,9 @@ fn throughput(transport: Transport, size: usize, count: u64) -> (f64, f64, f64) 
             allocs += child_allocs;
             let _ = shmring::unlink(&name);
         }
-        Transport::ShmringMpsc { wait, producers } => {
-            let options = shm_options(size, wait).kind(Kind::Mpsc).max_producers(producers as usize);
+        Transport::ShmringMpsc { wait, producers, defer } => {
+            let options =
+                shm_options(size, wait).kind(Kind::Mpsc).max_producers(producers as usize).defer_room_wakes(defer);
             options.create(&name).expect("create");
             let mut consumer = Consumer::open(&name, &options).expect("open");
             let each = count / u64::from(producers);
@@ -1449,10 +1455,12 @@ fn main() {
         Transport::ShmringAsync { spin: true },
         // MPSC against the SPSC rows above: 1, 2 and 4 producer processes
         // (on two cores the producers share one).
-        Transport::ShmringMpsc { wait: WaitStrategy::BusySpin, producers: 1 },
-        Transport::ShmringMpsc { wait: spin, producers: 1 },
-        Transport::ShmringMpsc { wait: spin, producers: 2 },
-        Transport::ShmringMpsc { wait: spin, producers: 4 },
+        Transport::ShmringMpsc { wait: WaitStrategy::BusySpin, producers: 1, defer: false },
+        Transport::ShmringMpsc { wait: spin, producers: 1, defer: false },
+        Transport::ShmringMpsc { wait: spin, producers: 2, defer: false },
+        Transport::ShmringMpsc { wait: spin, producers: 4, defer: false },
+        // Issue 16's futex target: the consumer defers room wakes.
+        Transport::ShmringMpsc { wait: spin, producers: 4, defer: true },
         Transport::IdealRing,
         Transport::PingPong,
         Transport::Pipe,
