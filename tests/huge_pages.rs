@@ -86,8 +86,17 @@ fn reserve(pages: u64) -> Option<Reserved> {
     (free_pages() >= pages).then_some(reserved)
 }
 
-/// [`reserve`], or `None` after saying why the test checks less.
-fn reserve_or_skip(pages: u64, test: &str) -> Option<Reserved> {
+/// A test's turn at the pool: the other tests of this binary wait, and at
+/// least the pages it asked for are free until it drops.
+struct Turn {
+    _reserved: Reserved,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Waits for this test's turn at the pool and reserves `pages`, or returns
+/// `None` after saying why the test checks less.
+fn take_turn(pages: u64, test: &str) -> Option<Turn> {
+    let turn = POOL.lock().unwrap_or_else(|e| e.into_inner());
     let reserved = reserve(pages);
     if reserved.is_none() {
         let required = std::env::var("SHMRING_REQUIRE_HUGE_PAGES").is_ok_and(|v| v == "1");
@@ -96,7 +105,7 @@ fn reserve_or_skip(pages: u64, test: &str) -> Option<Reserved> {
         assert!(!required, "{why} (SHMRING_REQUIRE_HUGE_PAGES=1)");
         eprintln!("{why}: skipped");
     }
-    reserved
+    Some(Turn { _reserved: reserved?, _turn: turn })
 }
 
 /// Mappings of this process whose file is `label`'s memfd.
@@ -157,8 +166,7 @@ fn a_pool_too_small_is_a_clear_error_that_takes_nothing() {
 /// returns every one, and leaves no mapping, once it is gone.
 #[test]
 fn a_huge_ring_streams_between_processes_and_gives_its_pages_back() {
-    let _turn = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_reserved) = reserve_or_skip(PAGES, "streaming") else { return };
+    let Some(_turn) = take_turn(PAGES, "streaming") else { return };
     let before = free_pages();
     for child_role in ["anon-consume", "anon-produce"] {
         let ring = AnonymousRing::create("huge-stream", &options()).expect("create");
@@ -174,8 +182,7 @@ fn a_huge_ring_streams_between_processes_and_gives_its_pages_back() {
 /// its header first: that probe, a huge page long, is unmapped whole.
 #[test]
 fn opening_a_huge_ring_by_descriptor_leaves_no_mapping_behind() {
-    let _turn = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_reserved) = reserve_or_skip(PAGES, "opening") else { return };
+    let Some(_turn) = take_turn(PAGES, "opening") else { return };
     let before = free_pages();
     let ring = AnonymousRing::create("huge-open", &options()).expect("create");
     let fd = inheritable(&ring);
@@ -200,8 +207,7 @@ fn opening_a_huge_ring_by_descriptor_leaves_no_mapping_behind() {
 /// children inherit.
 #[test]
 fn the_demo_streams_through_a_huge_ring() {
-    let _turn = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_reserved) = reserve_or_skip(PAGES, "demo") else { return };
+    let Some(_turn) = take_turn(PAGES, "demo") else { return };
     let before = free_pages();
     let capacity = CAPACITY.to_string();
     let args = ["--fork", "--huge-pages", "--capacity", &capacity, "--size", "4096", "--seconds", "1", "--no-pipe"];
@@ -222,8 +228,7 @@ fn the_demo_streams_through_a_huge_ring() {
 /// them, and leaves the parent's stream intact.
 #[test]
 fn a_child_forked_with_huge_handles_holds_none_of_their_mappings() {
-    let _turn = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(_reserved) = reserve_or_skip(PAGES, "fork") else { return };
+    let Some(_turn) = take_turn(PAGES, "fork") else { return };
     let ring = AnonymousRing::create("huge-fork", &options()).expect("create");
     let (mut producer, mut consumer) =
         (ring.producer(&options()).expect("producer"), ring.consumer(&options()).expect("consumer"));

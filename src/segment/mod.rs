@@ -384,7 +384,8 @@ impl Segment {
         // huge pages anyway, and fails if the pool cannot: `NoHugePages`.)
         let blocks = rustix::fs::fstat(&fd).map_err(|e| Error::from_os(name, "fstat", e))?.st_blocks as u64;
         let populate = writable && blocks.saturating_mul(512) >= size;
-        let mut segment = Self::map(name, fd, identity, false, populate, writable)?;
+        let mut segment = Self::map(name, fd, identity, false, populate, writable)
+            .map_err(|e| pool_short(e, huge_page.is_some(), identity.total_size))?;
         segment.writers_trusted = stat.st_uid == rustix::process::geteuid().as_raw() && stat.st_mode & 0o022 == 0;
         Ok(segment)
     }
@@ -397,8 +398,7 @@ impl Segment {
         populate: bool,
         writable: bool,
     ) -> Result<Segment, Error> {
-        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate, writable, true)
-            .map_err(|e| pool_short(e, huge_page_of(&fd).is_some(), identity.total_size))?;
+        let mapping = Mapping::new(name, &fd, identity.total_size as usize, populate, writable, true)?;
         let data = NonNull::new(mapping.base.as_ptr().wrapping_add(identity.data_offset as usize))
             .ok_or_else(|| Error::Corrupted(Corrupted::new(&Arc::from(name), "data region at a null address")))?;
         // SAFETY: validated (or, for a new segment, chosen) so that
