@@ -339,3 +339,54 @@ fn batches_wrap_onto_space_a_drain_zeroed() {
         drop(sending.join().unwrap());
     });
 }
+
+/// A consumer parked behind one producer's claim says which record it waits
+/// for, and the other producer's commit after that claim does not wake it.
+/// Here the claim at `head` is given back (a grant dropped: a discarded
+/// record) while the other producer commits the record after it. The
+/// consumer's re-check may find the discarded record and move past it; it
+/// must then not sleep on its announcement for the record it passed, whose
+/// producer is done waking. Producers stay attached until the message is
+/// received, so that no detach's wake can stand in for a lost one.
+#[test]
+fn a_consumer_parked_at_a_discarded_claim_is_woken_by_the_record_after_it() {
+    model("a_consumer_parked_at_a_discarded_claim_is_woken_by_the_record_after_it", || {
+        let ring = Arc::new(HeapRing::new(64, 8));
+        let mut consumer = consumer(&ring);
+        let mut giving_up = producer(&ring, 0);
+        let mut sending = producer(&ring, 1);
+        let a = thread::spawn(move || {
+            drop(giving_up.reserve(8, PARK).expect("reserve"));
+            giving_up
+        });
+        let b = thread::spawn(move || {
+            sending.send(&message(1, 0, 8), PARK).expect("send");
+            sending
+        });
+        assert_eq!(receive_n(&mut consumer, 1), vec![message(1, 0, 8)]);
+        drop(a.join().unwrap());
+        drop(b.join().unwrap());
+    });
+}
+
+/// A consumer waits at a position where a wrapping claim then puts padding
+/// (head 40 of 64; the 32-byte record goes to the next lap's start, at 64):
+/// the record's commit is not at the position the consumer waits for, but
+/// must wake it. The producer stays attached until the message is received.
+#[test]
+fn a_consumer_waiting_where_padding_goes_is_woken_by_the_wrapped_record() {
+    model("a_consumer_waiting_where_padding_goes_is_woken_by_the_wrapped_record", || {
+        let ring = Arc::new(HeapRing::new(64, 28));
+        let mut consumer = consumer(&ring);
+        let mut wrapping = producer(&ring, 0);
+        wrapping.send(&message(0, 9, 28), PARK).expect("prefill");
+        let mut buf = Vec::new();
+        consumer.recv(&mut buf, PARK).expect("prefill recv");
+        let sender = thread::spawn(move || {
+            wrapping.send(&message(0, 0, 24), PARK).expect("send");
+            wrapping
+        });
+        assert_eq!(receive_n(&mut consumer, 1), vec![message(0, 0, 24)]);
+        drop(sender.join().unwrap());
+    });
+}

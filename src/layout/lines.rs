@@ -78,7 +78,18 @@ pub struct WakeLine {
     /// announcement advances, so a waker can tell "the sleepers I already
     /// woke" from "someone announced since" (see `ring::Waker`).
     pub sleepers: AtomicU32,
+    /// What the consumer's sleeper waits for, stored before it announces:
+    /// 0, anything published on this line; `p + 1`, the record at position
+    /// `p` (or the padding there before a record at the start of the next
+    /// lap). An MPSC producer whose record is elsewhere need not wake it: a
+    /// consumer reads in order, so only that record lets it go on. Always
+    /// 0 on the producers' line, and in rings whose consumer never writes
+    /// it (zero from creation, so older consumers mean "anything").
+    pub waiting_for: AtomicU64,
 }
+
+/// [`WakeLine::waiting_for`]: the sleeper waits for anything published.
+pub const WAITING_FOR_ANY: u64 = 0;
 
 /// Bits of [`WakeLine::sleepers`] that count sleepers (at most 65 ever wait
 /// on one line: 64 producers, or the consumer).

@@ -74,6 +74,7 @@ pub use select::{select, select_now, Selection, Watched};
 
 use crate::layout::{
     RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
+    WAITING_FOR_ANY,
 };
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
 pub(crate) use crate::wait::Pace;

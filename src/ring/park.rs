@@ -15,18 +15,32 @@ pub(crate) trait Parkable: Waitable {
     /// Records, where others can see it, that this side is announced on its
     /// line (`true`, after announcing) or about to withdraw (`false`).
     fn mark_parked(&self, _parked: bool) {}
+    /// What this side waits for, as [`WakeLine::waiting_for`] says it:
+    /// anything (the default), or an MPSC consumer's record at `head`.
+    fn waiting_for(&self) -> u64 {
+        WAITING_FOR_ANY
+    }
 }
 
-/// One park step: read the futex word, announce (one sleeper, one epoch),
-/// fence, re-check, and only if still not ready sleep on the word (at most
-/// `timeout`); then withdraw (the count, not the epoch).
+/// One park step: say what it waits for, read the futex word, announce (one
+/// sleeper, one epoch), fence, re-check, and only if still not ready sleep on
+/// the word (at most `timeout`); then withdraw (the count, not the epoch).
 ///
 /// The word is read before announcing, so a waker that sees the announcement
 /// bumps the word after this read (its read of `sleepers` happens-before the
 /// bump, which this Acquire load would otherwise have synchronised with): the
 /// wait then returns at once, and the caller re-checks.
+///
+/// What it waits for is stored before the fence, so a waker that sees the
+/// announcement sees it too (or a later value). If the re-check moved on (an
+/// MPSC consumer skipped padding or a discarded record at `head`), the
+/// announcement names a record already passed, whose producer has
+/// published it: a waker whose record is the new `head` would skip the wake.
+/// So the side does not sleep then, and the caller parks again, anew.
 pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, P::Stop> {
+    let waiting_for = side.waiting_for();
     let line = side.line();
+    line.waiting_for.store(waiting_for, Ordering::Relaxed);
     let seq = if crate::sync::mutant("announce_before_seq_read") {
         line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
         sleeper_fence();
@@ -39,7 +53,8 @@ pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<
     };
     side.mark_parked(true);
     let attempt = side.recheck();
-    if let Ok(None) = attempt {
+    let moved_on = side.waiting_for() != waiting_for && !crate::sync::mutant("sleep_after_head_moved");
+    if let (Ok(None), false) = (&attempt, moved_on) {
         side.stats().futex_waits += 1;
         side.line().seq.wait(seq, Some(timeout));
     }
@@ -104,24 +119,46 @@ impl Waker {
         self.owed
     }
 
-    /// After releasing space: as [`wake_if_sleeping`](Self::wake_if_sleeping),
-    /// but a producer that announced itself is woken only once `worth()`
-    /// says the room is worth waking it for; until then the wake is owed.
+    /// After an MPSC producer published the record at `position` (or a
+    /// discarded one there): as [`wake_if_sleeping`](Self::wake_if_sleeping),
+    /// but only a sleeper that waits for anything or for this record is
+    /// woken (see [`WakeLine::waiting_for`]). A consumer parked behind
+    /// another producer's unfinished claim is then not woken (and parked
+    /// again) by every record committed after that claim.
     #[inline(always)]
-    pub(crate) fn wake_for_room(&mut self, line: &WakeLine, stats: &mut Stats, worth: impl FnOnce() -> bool) {
+    pub(crate) fn wake_for_record(&mut self, line: &WakeLine, stats: &mut Stats, position: u64, capacity: u64) {
         waker_fence();
+        let Some(sleepers) = self.announced_since_last_wake(line) else { return };
+        if !waits_for_record(line.waiting_for.load(Ordering::Relaxed), position, capacity) {
+            return;
+        }
+        self.woken_for = Some(sleepers);
+        wake_all(line, stats);
+    }
+
+    /// The `sleepers` word if someone is announced on `line` and announced
+    /// itself since this waker's last wake. After the waker's fence.
+    #[inline(always)]
+    fn announced_since_last_wake(&self, line: &WakeLine) -> Option<u32> {
         let sleepers = line.sleepers.load(Ordering::Relaxed);
         if sleepers & SLEEPER_COUNT_MASK == 0 {
-            return;
+            return None;
         }
         let unchanged = if crate::sync::mutant("wake_once_per_count") {
             self.woken_for.is_some_and(|w| w & SLEEPER_COUNT_MASK == sleepers & SLEEPER_COUNT_MASK)
         } else {
             self.woken_for == Some(sleepers)
         };
-        if unchanged {
-            return;
-        }
+        (!unchanged).then_some(sleepers)
+    }
+
+    /// After releasing space: as [`wake_if_sleeping`](Self::wake_if_sleeping),
+    /// but a producer that announced itself is woken only once `worth()`
+    /// says the room is worth waking it for; until then the wake is owed.
+    #[inline(always)]
+    pub(crate) fn wake_for_room(&mut self, line: &WakeLine, stats: &mut Stats, worth: impl FnOnce() -> bool) {
+        waker_fence();
+        let Some(sleepers) = self.announced_since_last_wake(line) else { return };
         if !worth() {
             self.owed = !crate::sync::mutant("room_wake_not_owed");
             return;
@@ -130,6 +167,20 @@ impl Waker {
         self.woken_for = Some(sleepers);
         wake_all(line, stats);
     }
+}
+
+/// Whether a sleeper that says `waiting_for` (see [`WakeLine::waiting_for`])
+/// waits for the record published at `position` in a ring of `capacity`
+/// bytes: it waits for anything, or for this record, or for the padding
+/// before it (a record at the start of a lap may follow padding from where
+/// the consumer waits; a wake for another record there is only early).
+/// A hostile value only makes a wake early or skipped, and a skipped one is
+/// made up by the sleeper's park slice.
+#[inline(always)]
+fn waits_for_record(waiting_for: u64, position: u64, capacity: u64) -> bool {
+    let Some(at) = waiting_for.checked_sub(1) else { return true };
+    at == position
+        || (position & (capacity - 1) == 0 && at < position && !crate::sync::mutant("no_wake_across_padding"))
 }
 
 /// Bumps `line`'s futex word and wakes every sleeper on it: out of line, so

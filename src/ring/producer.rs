@@ -237,7 +237,7 @@ impl<B: RingBacking> Producer<B> {
     #[inline]
     pub(super) fn commit(&mut self, claim: Claim, len: u32) {
         self.commit_quietly(claim, len);
-        self.wake_consumer();
+        self.wake_consumer_for(claim.position);
     }
 
     /// [`commit`](Self::commit) without waking the consumer: a batch wakes
@@ -278,6 +278,15 @@ impl<B: RingBacking> Producer<B> {
     #[inline]
     pub(super) fn wake_consumer(&mut self) {
         self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+    }
+
+    /// [`wake_consumer`](Self::wake_consumer) after publishing the record at
+    /// `position` alone: a consumer that says it waits for another record
+    /// (MPSC, behind another producer's claim) is left asleep.
+    #[inline(always)]
+    fn wake_consumer_for(&mut self, position: u64) {
+        let line = &self.backing.header().consumer_wake;
+        self.waker.wake_for_record(line, &mut self.stats, position, self.capacity);
     }
 
     /// MPSC: makes the rest of `claim` after its first `size` bytes a
@@ -353,7 +362,7 @@ impl<B: RingBacking> Producer<B> {
             Some(_) => {
                 let word = encode(TAG_DISCARDED, claim.len, claim.position, self.capacity);
                 self.backing.region().word(claim.position).store(word, publish());
-                self.waker.wake_if_sleeping(&self.backing.header().consumer_wake, &mut self.stats);
+                self.wake_consumer_for(claim.position);
             }
         }
     }
@@ -361,7 +370,7 @@ impl<B: RingBacking> Producer<B> {
     #[inline(always)]
     fn write_claim(&mut self, claim: Claim, msg: &[u8]) {
         self.write_claim_quietly(claim, msg);
-        self.wake_consumer();
+        self.wake_consumer_for(claim.position);
     }
 
     /// Writes `msg` into `claim` and commits it without waking the consumer.

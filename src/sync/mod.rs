@@ -22,7 +22,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 /// The protocol weakenings a loom build can be run with, each named by
 /// what it breaks.
 #[cfg_attr(not(shmring_loom), allow(dead_code))]
-pub const MUTANTS: [&str; 30] = [
+pub const MUTANTS: [&str; 32] = [
     "relaxed_publish",                // commit / head stores Relaxed instead of Release
     "relaxed_observe",                // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",         // no SeqCst fence between publish and sleeper check
@@ -53,6 +53,8 @@ pub const MUTANTS: [&str; 30] = [
     "select_announces_on_first_only", // a multi-ring wait announces itself on its first ring's line only
     "cancel_keeps_announcement", // an async wait withdrawn (cancelled or woken) leaves its announcement on the line
     "room_wake_not_owed",      // a consumer defers a producer's wake for little room and forgets it
+    "sleep_after_head_moved",  // an MPSC consumer sleeps although its re-check moved past what it announced
+    "no_wake_across_padding",  // an MPSC record at a lap's start wakes no consumer waiting at padding before it
 ];
 
 /// Whether this (loom) build runs with the named mutant: `SHMRING_MUTANT`

@@ -1,0 +1,129 @@
+//! An MPSC consumer that waits says which record it waits for: the one at
+//! its position, as it reads in order. A producer wakes it only for that
+//! record (or for padding there before a record at the start of a lap), so a
+//! producer stopped between its claim and its commit (descheduled, say)
+//! costs one sleep and one wake, not a wake and a sleep for every record the
+//! other producers commit after its claim. What that may never cost:
+//!
+//! * the record waited for wakes the consumer at once, whether the producer
+//!   commits it or gives it back (a dropped grant);
+//! * a record at the start of a lap wakes a consumer waiting where the
+//!   padding before it goes.
+//!
+//! The liveness interval is 30 s in every test, so a wake that is lost shows
+//! as a test that does not finish within its limit.
+
+mod common;
+
+use common::{mpsc_options, within, SegmentGuard};
+use shmring::{Consumer, Producer, RingOptions, WaitStrategy};
+use std::thread;
+use std::time::Duration;
+
+/// Long enough that only a lost wake would leave a consumer asleep for it.
+const LIVENESS: Duration = Duration::from_secs(30);
+/// A test whose consumer is woken in time ends well within this.
+const LIMIT: Duration = Duration::from_secs(20);
+/// Time for a consumer thread to reach its sleep.
+const SETTLE: Duration = Duration::from_millis(100);
+
+fn options() -> RingOptions {
+    mpsc_options()
+        .capacity(4096)
+        .max_message(1024)
+        .max_producers(2)
+        .wait(WaitStrategy::Park)
+        .liveness_interval(LIVENESS)
+        .unlink_on_drop(false)
+}
+
+/// A consumer thread receiving `n` messages; returns them and its futex waits.
+fn receive(mut consumer: Consumer, n: usize) -> thread::JoinHandle<(Vec<Vec<u8>>, u64)> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let got = (0..n)
+            .map(|_| {
+                consumer.recv(&mut buf).expect("recv");
+                buf.clone()
+            })
+            .collect();
+        (got, consumer.stats().futex_waits)
+    })
+}
+
+#[test]
+fn a_consumer_behind_an_unfinished_claim_sleeps_through_the_records_after_it() {
+    const AFTER: usize = 200;
+    let guard = SegmentGuard::new("record-wakes-behind");
+    let consumer = Consumer::create(guard.name(), &options()).expect("create");
+    let mut slow = Producer::open(guard.name(), &options()).expect("open slow");
+    let mut fast = Producer::open(guard.name(), &options()).expect("open fast");
+    within(LIMIT, "consumer behind an unfinished claim", move || {
+        let mut grant = slow.reserve(8).expect("reserve");
+        grant.copy_from_slice(b"claimed!");
+        let receiver = receive(consumer, AFTER + 1);
+        thread::sleep(SETTLE);
+        // Spaced out, so that a consumer woken by each would park again
+        // before the next.
+        for i in 0..AFTER as u64 {
+            fast.send(&i.to_le_bytes()).expect("send");
+            thread::sleep(Duration::from_micros(100));
+        }
+        grant.commit();
+        let (got, waits) = receiver.join().expect("consumer thread");
+        assert_eq!(got[0], b"claimed!");
+        let after: Vec<Vec<u8>> = (0..AFTER as u64).map(|i| i.to_le_bytes().to_vec()).collect();
+        assert_eq!(got[1..], after[..], "the records after the claim, in order");
+        assert_eq!(fast.stats().futex_wakes, 0, "no record after the claim woke the consumer");
+        assert_eq!(slow.stats().futex_wakes, 1, "the claim's commit woke it");
+        // One sleep for the claim; a spurious return or two is allowed, a
+        // sleep per record after the claim (what waking for any record did) is not.
+        assert!(waits <= 3, "the consumer slept {waits} times for {} messages", AFTER + 1);
+    });
+}
+
+#[test]
+fn a_claim_given_back_at_the_consumer_s_position_wakes_it_for_the_record_after() {
+    let guard = SegmentGuard::new("record-wakes-discard");
+    let consumer = Consumer::create(guard.name(), &options()).expect("create");
+    let mut giving_up = Producer::open(guard.name(), &options()).expect("open");
+    let mut sending = Producer::open(guard.name(), &options()).expect("open");
+    within(LIMIT, "consumer behind a claim given back", move || {
+        let grant = giving_up.reserve(8).expect("reserve");
+        let receiver = receive(consumer, 1);
+        thread::sleep(SETTLE);
+        sending.send(b"after the claim").expect("send");
+        thread::sleep(SETTLE);
+        drop(grant);
+        let (got, _) = receiver.join().expect("consumer thread");
+        assert_eq!(got, vec![b"after the claim".to_vec()]);
+    });
+}
+
+#[test]
+fn a_record_at_a_lap_s_start_wakes_a_consumer_waiting_where_its_padding_goes() {
+    let guard = SegmentGuard::new("record-wakes-padding");
+    let mut consumer = Consumer::create(guard.name(), &options()).expect("create");
+    let mut producer = Producer::open(guard.name(), &options()).expect("open");
+    // Records of 112 bytes (100 of payload), then one that leaves 24 bytes
+    // before the end of the lap: too few for the next 112-byte record.
+    let capacity = consumer.capacity() as u64;
+    let pad_at = capacity - 24;
+    let mut buf = Vec::new();
+    while consumer.position() + 112 <= pad_at {
+        producer.send(&[7; 100]).expect("fill");
+        consumer.recv(&mut buf).expect("drain");
+    }
+    let last = (pad_at - consumer.position() - 8) as usize;
+    producer.send(&vec![8; last]).expect("fill");
+    consumer.recv(&mut buf).expect("drain");
+    assert_eq!(consumer.position(), pad_at);
+    within(LIMIT, "consumer waiting where padding goes", move || {
+        let receiver = receive(consumer, 1);
+        thread::sleep(SETTLE);
+        producer.send(&[9; 100]).expect("send the wrapping record");
+        let (got, _) = receiver.join().expect("consumer thread");
+        assert_eq!(got, vec![vec![9; 100]]);
+        assert_eq!(producer.position(), capacity + 112, "the record went to the next lap's start");
+    });
+}
