@@ -73,6 +73,10 @@ pub struct WakeInfo {
     /// Times anyone has announced itself on it (modulo 2^24): how often a
     /// side went to park.
     pub parks: u32,
+    /// The position of the record the last announcement said it waits for
+    /// (an MPSC consumer's `head`), if it said one; `None` for a sleeper
+    /// woken by any record (and on the producers' line).
+    pub waiting_for: Option<u64>,
 }
 
 /// Everything the header of a segment says, read at one moment.
@@ -171,10 +175,12 @@ fn participant(segment: &Segment, slot: Slot, p: &Participant, messages: u64) ->
 
 fn wake(line: &WakeLine) -> WakeInfo {
     let announced = line.sleepers.load(Ordering::Relaxed);
+    let tagged = line.waiting_epoch.load(Ordering::Relaxed) == announced >> SLEEPER_COUNT_BITS;
     WakeInfo {
         seq: line.seq.load(Ordering::Relaxed),
         sleepers: announced & SLEEPER_COUNT_MASK,
         parks: announced >> SLEEPER_COUNT_BITS,
+        waiting_for: line.waiting_for.load(Ordering::Relaxed).checked_sub(1).filter(|_| tagged),
     }
 }
 

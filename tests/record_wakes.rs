@@ -8,7 +8,10 @@
 //! * the record waited for wakes the consumer at once, whether the producer
 //!   commits it or gives it back (a dropped grant);
 //! * a record at the start of a lap wakes a consumer waiting where the
-//!   padding before it goes.
+//!   padding before it goes;
+//! * a sleeper that does not say what it waits for (a `Select`, an async
+//!   wait, an older build's consumer) is woken for any record, although a
+//!   blocking receive before it left `waiting_for` naming another.
 //!
 //! The liveness interval is 30 s in every test, so a wake that is lost shows
 //! as a test that does not finish within its limit.
@@ -16,7 +19,7 @@
 mod common;
 
 use common::{mpsc_options, within, SegmentGuard};
-use shmring::{Consumer, Producer, RingOptions, WaitStrategy};
+use shmring::{Consumer, Producer, RingOptions, Select, WaitStrategy};
 use std::thread;
 use std::time::Duration;
 
@@ -53,16 +56,21 @@ fn receive(mut consumer: Consumer, n: usize) -> thread::JoinHandle<(Vec<Vec<u8>>
 
 #[test]
 fn a_consumer_behind_an_unfinished_claim_sleeps_through_the_records_after_it() {
+    // All within the first lap (16-byte records from 0 in 4096 bytes): a
+    // record at a lap's start may wake a consumer waiting before it.
     const AFTER: usize = 200;
     let guard = SegmentGuard::new("record-wakes-behind");
     let consumer = Consumer::create(guard.name(), &options()).expect("create");
     let mut slow = Producer::open(guard.name(), &options()).expect("open slow");
     let mut fast = Producer::open(guard.name(), &options()).expect("open fast");
+    let name = guard.name().to_string();
     within(LIMIT, "consumer behind an unfinished claim", move || {
         let mut grant = slow.reserve(8).expect("reserve");
         grant.copy_from_slice(b"claimed!");
         let receiver = receive(consumer, AFTER + 1);
         thread::sleep(SETTLE);
+        let wake = shmring::inspect::inspect(&name).expect("inspect").consumer_wake;
+        assert_eq!((wake.sleepers, wake.waiting_for), (1, Some(0)), "parked for the claim at 0: {wake:?}");
         // Spaced out, so that a consumer woken by each would park again
         // before the next.
         for i in 0..AFTER as u64 {
@@ -125,5 +133,34 @@ fn a_record_at_a_lap_s_start_wakes_a_consumer_waiting_where_its_padding_goes() {
         let (got, _) = receiver.join().expect("consumer thread");
         assert_eq!(got, vec![vec![9; 100]]);
         assert_eq!(producer.position(), capacity + 112, "the record went to the next lap's start");
+    });
+}
+
+#[test]
+fn a_select_after_a_blocking_receive_that_slept_is_woken_by_the_next_record() {
+    let guard = SegmentGuard::new("record-wakes-select");
+    let mut consumer = Consumer::create(guard.name(), &options()).expect("create");
+    let mut producer = Producer::open(guard.name(), &options()).expect("open");
+    within(LIMIT, "select after a blocking receive", move || {
+        let sender = thread::spawn(move || {
+            thread::sleep(SETTLE);
+            producer.send(b"first").expect("send");
+            producer
+        });
+        let mut buf = Vec::new();
+        consumer.recv(&mut buf).expect("recv");
+        assert!(consumer.stats().futex_waits >= 1, "the blocking receive slept (saying it waits for 0)");
+        let mut producer = sender.join().expect("sender");
+        let sender = thread::spawn(move || {
+            thread::sleep(SETTLE);
+            producer.send(b"second").expect("send");
+            producer
+        });
+        let mut select = Select::with_strategy(WaitStrategy::Park);
+        assert_eq!(select.wait(std::slice::from_mut(&mut consumer)), [0]);
+        assert!(select.futex_waits() >= 1, "the select slept");
+        assert_eq!(consumer.try_recv(&mut buf).expect("try_recv"), 6);
+        assert_eq!(buf, b"second");
+        drop(sender.join().expect("sender"));
     });
 }

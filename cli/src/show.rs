@@ -56,7 +56,7 @@ fn slot_json(p: &ParticipantInfo) -> Value {
 }
 
 fn wake_json(w: &WakeInfo) -> Value {
-    json!({ "seq": w.seq, "sleepers": w.sleepers, "parks": w.parks })
+    json!({ "seq": w.seq, "sleepers": w.sleepers, "parks": w.parks, "waiting_for": w.waiting_for })
 }
 
 pub fn info_json(info: &SegmentInfo) -> Value {
@@ -127,12 +127,16 @@ fn describe(info: &SegmentInfo, previous: Option<(&SegmentInfo, f64)>) -> String
         s += &format!("rate        {msgs:.0} msgs/s, {bytes:.0} bytes/s (consumed)\n");
     }
     s += &format!(
-        "consumer    {}, {} attachments; wake word {}, {} sleeping, {} parks\n",
+        "consumer    {}, {} attachments; wake word {}, {} sleeping, {} parks{}\n",
         slot_text(&info.consumer),
         info.consumer.attachments,
         info.consumer_wake.seq,
         info.consumer_wake.sleepers,
-        info.consumer_wake.parks
+        info.consumer_wake.parks,
+        match info.consumer_wake.waiting_for {
+            Some(position) if info.consumer_wake.sleepers > 0 => format!(", for the record at {position}"),
+            _ => String::new(),
+        }
     );
     for (n, p) in info.producers.iter().enumerate() {
         // An MPSC segment has up to 64 slots: show the ones ever used.

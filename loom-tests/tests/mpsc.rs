@@ -13,10 +13,11 @@
 
 use loom::thread;
 use shmring::error::RecvStop;
-use shmring::ring::{Consumer, DieAt, HeapRing, Producer, RingBacking};
+use shmring::ring::{select, Consumer, DieAt, HeapRing, Producer, RingBacking, Selection};
 use shmring::{Kind, WaitStrategy};
 use shmring_loom_tests::model;
 use std::sync::Arc;
+use std::time::Duration;
 
 const PARK: WaitStrategy = WaitStrategy::Park;
 
@@ -387,6 +388,53 @@ fn a_consumer_waiting_where_padding_goes_is_woken_by_the_wrapped_record() {
             wrapping
         });
         assert_eq!(receive_n(&mut consumer, 1), vec![message(0, 0, 24)]);
+        drop(sender.join().unwrap());
+    });
+}
+
+/// One producer sends two records (at 0 and 16) while the consumer receives
+/// both. Its wake check after the first may find the consumer already parked
+/// for the second: it skips that wake, and must not remember the
+/// announcement as woken, or it skips the wake for the second too.
+#[test]
+fn one_producer_s_two_records_each_wake_a_consumer_parked_for_it() {
+    model("one_producer_s_two_records_each_wake_a_consumer_parked_for_it", || {
+        let ring = Arc::new(HeapRing::new(64, 8));
+        let mut consumer = consumer(&ring);
+        let mut sending = producer(&ring, 0);
+        let sender = thread::spawn(move || {
+            sending.send(&message(0, 0, 8), PARK).expect("send 0");
+            sending.send(&message(0, 1, 8), PARK).expect("send 1");
+            sending
+        });
+        assert_eq!(receive_n(&mut consumer, 2), vec![message(0, 0, 8), message(0, 1, 8)]);
+        drop(sender.join().unwrap());
+    });
+}
+
+/// A blocking receive (which may park saying it waits for the record at 0)
+/// and then a `Select` on the same MPSC ring (which announces without saying
+/// what it waits for, as a build that knows no `waiting_for` does): the
+/// producer's record at 16 must wake the select, although `waiting_for`
+/// still names 0.
+#[test]
+fn a_select_after_a_blocking_receive_is_woken_for_any_record() {
+    model("a_select_after_a_blocking_receive_is_woken_for_any_record", || {
+        let ring = Arc::new(HeapRing::new(64, 8));
+        let mut consumer = consumer(&ring);
+        let mut sending = producer(&ring, 0);
+        let sender = thread::spawn(move || {
+            sending.send(&message(0, 0, 8), PARK).expect("send 0");
+            sending.send(&message(0, 1, 8), PARK).expect("send 1");
+            sending
+        });
+        assert_eq!(receive_n(&mut consumer, 1), vec![message(0, 0, 8)]);
+        let mut selection = Selection::default();
+        select(std::slice::from_mut(&mut consumer), PARK, Duration::MAX, &mut selection);
+        assert_eq!(selection.ready, [0]);
+        let mut buf = Vec::new();
+        assert_eq!(consumer.try_recv(&mut buf).expect("try_recv"), Some(8));
+        assert_eq!(buf, message(0, 1, 8));
         drop(sender.join().unwrap());
     });
 }

@@ -82,10 +82,15 @@ pub struct WakeLine {
     /// 0, anything published on this line; `p + 1`, the record at position
     /// `p` (or the padding there before a record at the start of the next
     /// lap). An MPSC producer whose record is elsewhere need not wake it: a
-    /// consumer reads in order, so only that record lets it go on. Always
-    /// 0 on the producers' line, and in rings whose consumer never writes
-    /// it (zero from creation, so older consumers mean "anything").
+    /// consumer reads in order, so only that record lets it go on. It holds
+    /// only for the announcement whose epoch is in `waiting_epoch`.
     pub waiting_for: AtomicU64,
+    /// The epoch (see `sleepers`) of the announcement that stored
+    /// `waiting_for`. A waker that reads another epoch in `sleepers` wakes
+    /// for anything: the sleeper announced without saying what it waits for
+    /// (a `Select`, an async wait, or a build that knows neither field; such
+    /// a sleeper leaves a newer consumer's last `waiting_for` in place).
+    pub waiting_epoch: AtomicU32,
 }
 
 /// [`WakeLine::waiting_for`]: the sleeper waits for anything published.

@@ -25,7 +25,9 @@
 //!   publishing, fences (SeqCst) and, only if `sleepers` is non-zero, bumps the
 //!   word and wakes. One of the two fences always sees the other side's store,
 //!   so no wake-up is lost; in steady streaming nobody sleeps and no system
-//!   call is made.
+//!   call is made. An MPSC consumer's announcement also says which record
+//!   it waits for, and producers wake it only for that one
+//!   ([`WakeLine::waiting_for`], `Waker::wake_for_record`).
 //!
 //! [`WakeLine`]: crate::layout::WakeLine
 
@@ -73,8 +75,8 @@ pub use select::{announce, withdraw, Announcement};
 pub use select::{select, select_now, Selection, Watched};
 
 use crate::layout::{
-    RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
-    WAITING_FOR_ANY,
+    RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_BITS, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED,
+    SLOT_EMPTY, WAITING_FOR_ANY,
 };
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
 pub(crate) use crate::wait::Pace;

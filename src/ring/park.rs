@@ -31,23 +31,27 @@ pub(crate) trait Parkable: Waitable {
 /// bump, which this Acquire load would otherwise have synchronised with): the
 /// wait then returns at once, and the caller re-checks.
 ///
-/// What it waits for is stored before the fence, so a waker that sees the
-/// announcement sees it too (or a later value). If the re-check moved on (an
-/// MPSC consumer skipped padding or a discarded record at `head`), the
-/// announcement names a record already passed, whose producer has
-/// published it: a waker whose record is the new `head` would skip the wake.
-/// So the side does not sleep then, and the caller parks again, anew.
+/// A side that waits for one record (an MPSC consumer) stores it in
+/// `waiting_for`, and its announcement's epoch in `waiting_epoch`, before the
+/// fence, so a waker that sees the announcement sees both (or later values).
+/// If the re-check moved on (past a discarded record or padding at `head`),
+/// the announcement names a record already passed, whose producer has
+/// published it, and a waker whose record is the new `head` would skip the
+/// wake: so the side does not sleep then, and the caller parks again, anew.
 pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, P::Stop> {
     let waiting_for = side.waiting_for();
     let line = side.line();
-    line.waiting_for.store(waiting_for, Ordering::Relaxed);
+    let tagged = waiting_for != WAITING_FOR_ANY;
+    if tagged {
+        line.waiting_for.store(waiting_for, Ordering::Relaxed);
+    }
     let seq = if crate::sync::mutant("announce_before_seq_read") {
-        line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
+        announce(line, tagged);
         sleeper_fence();
         line.seq.load(Ordering::Acquire)
     } else {
         let seq = line.seq.load(Ordering::Acquire);
-        line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
+        announce(line, tagged);
         sleeper_fence();
         seq
     };
@@ -61,6 +65,16 @@ pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<
     side.mark_parked(false);
     side.line().sleepers.fetch_sub(1, Ordering::Relaxed);
     attempt
+}
+
+/// Announces one sleeper on `line` (one sleeper, one epoch); if `tagged`,
+/// says that `waiting_for` is this announcement's (its epoch in
+/// `waiting_epoch`). An untagged one is woken for anything.
+fn announce(line: &WakeLine, tagged: bool) {
+    let word = line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed).wrapping_add(SLEEPER_ANNOUNCE);
+    if tagged {
+        line.waiting_epoch.store(word >> SLEEPER_COUNT_BITS, Ordering::Relaxed);
+    }
 }
 
 /// Withdraws one announcement on `line` for a sleeper that died announced
@@ -129,7 +143,12 @@ impl Waker {
     pub(crate) fn wake_for_record(&mut self, line: &WakeLine, stats: &mut Stats, position: u64, capacity: u64) {
         waker_fence();
         let Some(sleepers) = self.announced_since_last_wake(line) else { return };
-        if !waits_for_record(line.waiting_for.load(Ordering::Relaxed), position, capacity) {
+        if crate::sync::mutant("remember_skipped_wake") {
+            self.woken_for = Some(sleepers);
+        }
+        if !waits_for_record(line, sleepers, position, capacity) {
+            // Not remembered as woken: the next record of this waker may be
+            // the one this announcement waits for.
             return;
         }
         self.woken_for = Some(sleepers);
@@ -169,16 +188,21 @@ impl Waker {
     }
 }
 
-/// Whether a sleeper that says `waiting_for` (see [`WakeLine::waiting_for`])
-/// waits for the record published at `position` in a ring of `capacity`
-/// bytes: it waits for anything, or for this record, or for the padding
-/// before it (a record at the start of a lap may follow padding from where
-/// the consumer waits; a wake for another record there is only early).
-/// A hostile value only makes a wake early or skipped, and a skipped one is
-/// made up by the sleeper's park slice.
+/// Whether the sleepers announced on `line` (its `sleepers` word as read
+/// after the waker's fence) wait for the record published at `position` in
+/// a ring of `capacity` bytes: the announcement is not tagged with what it
+/// waits for (its epoch is not `waiting_epoch`), or it waits for anything,
+/// for this record, or for the padding before it (a record at the start of a
+/// lap may follow padding from where the consumer waits; a wake for another
+/// record there is only early). A hostile value only makes a wake early or
+/// skipped, and a skipped one is made up by the sleeper's park slice.
 #[inline(always)]
-fn waits_for_record(waiting_for: u64, position: u64, capacity: u64) -> bool {
-    let Some(at) = waiting_for.checked_sub(1) else { return true };
+fn waits_for_record(line: &WakeLine, sleepers: u32, position: u64, capacity: u64) -> bool {
+    let Some(at) = line.waiting_for.load(Ordering::Relaxed).checked_sub(1) else { return true };
+    let tagged = line.waiting_epoch.load(Ordering::Relaxed) == sleepers >> SLEEPER_COUNT_BITS;
+    if !tagged && !crate::sync::mutant("ignore_waiting_epoch") {
+        return true;
+    }
     at == position
         || (position & (capacity - 1) == 0 && at < position && !crate::sync::mutant("no_wake_across_padding"))
 }

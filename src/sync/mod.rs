@@ -22,7 +22,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 /// The protocol weakenings a loom build can be run with, each named by
 /// what it breaks.
 #[cfg_attr(not(shmring_loom), allow(dead_code))]
-pub const MUTANTS: [&str; 32] = [
+pub const MUTANTS: [&str; 34] = [
     "relaxed_publish",                // commit / head stores Relaxed instead of Release
     "relaxed_observe",                // commit / head loads Relaxed instead of Acquire
     "no_sleeper_fence_waker",         // no SeqCst fence between publish and sleeper check
@@ -55,6 +55,8 @@ pub const MUTANTS: [&str; 32] = [
     "room_wake_not_owed",      // a consumer defers a producer's wake for little room and forgets it
     "sleep_after_head_moved",  // an MPSC consumer sleeps although its re-check moved past what it announced
     "no_wake_across_padding",  // an MPSC record at a lap's start wakes no consumer waiting at padding before it
+    "ignore_waiting_epoch",    // a producer trusts waiting_for although another announcement than its own is up
+    "remember_skipped_wake", // a producer that skipped a wake (not the record waited for) remembers the epoch as woken
 ];
 
 /// Whether this (loom) build runs with the named mutant: `SHMRING_MUTANT`
