@@ -11,9 +11,11 @@
 //!   the stream's end: never a hang, never a skipped live record.
 #![cfg(shmring_loom)]
 
+use loom::sync::atomic::{fence, Ordering};
 use loom::thread;
 use shmring::error::RecvStop;
-use shmring::ring::{select, Consumer, DieAt, HeapRing, Producer, RingBacking, Selection};
+use shmring::layout::{SLEEPER_ANNOUNCE, SLEEPER_COUNT_BITS};
+use shmring::ring::{select, wait_for_reactor, Consumer, DieAt, HeapRing, Producer, RingBacking, Selection};
 use shmring::{Kind, WaitStrategy};
 use shmring_loom_tests::model;
 use std::sync::Arc;
@@ -413,10 +415,8 @@ fn one_producer_s_two_records_each_wake_a_consumer_parked_for_it() {
 }
 
 /// A blocking receive (which may park saying it waits for the record at 0)
-/// and then a `Select` on the same MPSC ring (which announces without saying
-/// what it waits for, as a build that knows no `waiting_for` does): the
-/// producer's record at 16 must wake the select, although `waiting_for`
-/// still names 0.
+/// and then a `Select` on the same MPSC ring (which says it waits for
+/// anything): the producer's record at 16 must wake the select.
 #[test]
 fn a_select_after_a_blocking_receive_is_woken_for_any_record() {
     model("a_select_after_a_blocking_receive_is_woken_for_any_record", || {
@@ -434,6 +434,49 @@ fn a_select_after_a_blocking_receive_is_woken_for_any_record() {
         assert_eq!(selection.ready, [0]);
         let mut buf = Vec::new();
         assert_eq!(consumer.try_recv(&mut buf).expect("try_recv"), Some(8));
+        assert_eq!(buf, message(0, 1, 8));
+        drop(sender.join().unwrap());
+    });
+}
+
+/// A consumer of a build that knows neither `waiting_for` nor
+/// `waiting_epoch` parks after a newer consumer that waited for the record
+/// at 0 left both set: its announcement says nothing, and the record at 16
+/// must wake it. The model plays the older consumer by hand: it reads the
+/// futex word, announces, fences, re-checks and sleeps.
+#[test]
+fn an_older_consumer_that_says_nothing_is_woken_for_any_record() {
+    model("an_older_consumer_that_says_nothing_is_woken_for_any_record", || {
+        let ring = Arc::new(HeapRing::new(64, 8));
+        let mut consumer = consumer(&ring);
+        let mut sending = producer(&ring, 0);
+        let line = &ring.header().consumer_wake;
+        // What the newer consumer's park for the record at 0 left behind.
+        let word = line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed).wrapping_add(SLEEPER_ANNOUNCE);
+        line.waiting_for.store(1, Ordering::Relaxed);
+        line.waiting_epoch.store(word >> SLEEPER_COUNT_BITS, Ordering::Relaxed);
+        line.sleepers.fetch_sub(1, Ordering::Relaxed);
+        sending.send(&message(0, 0, 8), PARK).expect("send 0");
+        let mut buf = Vec::new();
+        consumer.recv(&mut buf, PARK).expect("recv 0");
+        let sender = thread::spawn(move || {
+            sending.send(&message(0, 1, 8), PARK).expect("send 1");
+            sending
+        });
+        // Its re-check is a `try_recv`, which announces nothing.
+        loop {
+            let seq = line.seq.load(Ordering::Acquire);
+            line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let got = consumer.try_recv(&mut buf).expect("try_recv");
+            if got.is_none() {
+                wait_for_reactor(&line.seq, seq);
+            }
+            line.sleepers.fetch_sub(1, Ordering::Relaxed);
+            if got.is_some() {
+                break;
+            }
+        }
         assert_eq!(buf, message(0, 1, 8));
         drop(sender.join().unwrap());
     });

@@ -31,20 +31,20 @@ pub(crate) trait Parkable: Waitable {
 /// bump, which this Acquire load would otherwise have synchronised with): the
 /// wait then returns at once, and the caller re-checks.
 ///
-/// A side that waits for one record (an MPSC consumer) stores it in
-/// `waiting_for`, and its announcement's epoch in `waiting_epoch`, before the
-/// fence, so a waker that sees the announcement sees both (or later values).
-/// If the re-check moved on (past a discarded record or padding at `head`),
-/// the announcement names a record already passed, whose producer has
-/// published it, and a waker whose record is the new `head` would skip the
-/// wake: so the side does not sleep then, and the caller parks again, anew.
+/// The side says what it waits for in `waiting_for` (anything, or for an
+/// MPSC consumer the record at `head`, then with its announcement's epoch in
+/// `waiting_epoch`), all before the fence: if the waker's fence comes after
+/// it, the waker reads this announcement's values (or later ones);
+/// otherwise the re-check sees the waker's record (and any padding before
+/// it). If the re-check moved on (past a discarded record or padding at
+/// `head`), the announcement names a record already passed, and a waker
+/// whose record is the new `head` may have skipped its wake: so the side
+/// does not sleep then, and the caller parks again, anew.
 pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, P::Stop> {
     let waiting_for = side.waiting_for();
     let line = side.line();
     let tagged = waiting_for != WAITING_FOR_ANY;
-    if tagged {
-        line.waiting_for.store(waiting_for, Ordering::Relaxed);
-    }
+    line.waiting_for.store(waiting_for, Ordering::Relaxed);
     let seq = if crate::sync::mutant("announce_before_seq_read") {
         announce(line, tagged);
         sleeper_fence();
@@ -148,7 +148,12 @@ impl Waker {
         }
         if !waits_for_record(line, sleepers, position, capacity) {
             // Not remembered as woken: the next record of this waker may be
-            // the one this announcement waits for.
+            // the one this announcement waits for. And the memo is
+            // forgotten: `sleepers` moved since, so it could only match again
+            // after the epoch wrapped.
+            if !crate::sync::mutant("remember_skipped_wake") {
+                self.woken_for = None;
+            }
             return;
         }
         self.woken_for = Some(sleepers);

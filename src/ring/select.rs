@@ -12,7 +12,7 @@
 
 use super::consumer::Consumer;
 use super::producer::Producer;
-use super::{Pace, RingBacking, SLEEPER_ANNOUNCE};
+use super::{Pace, RingBacking, SLEEPER_ANNOUNCE, WAITING_FOR_ANY};
 use crate::layout::WakeLine;
 use crate::sync::{sleeper_fence, wait_any, AtomicU64, FutexWord, Ordering};
 use crate::wait::{block_for, WaitStrategy, Waitable};
@@ -226,6 +226,9 @@ impl<W: Watched> AnyOf<'_, W> {
             seqs.push(side.wake_line().map(|line| {
                 let seq = line.seq.load(Ordering::Acquire);
                 if announce_all || i == 0 {
+                    // Any message will do (the re-check looks at every ring):
+                    // said outright, not only by an epoch that wraps.
+                    line.waiting_for.store(WAITING_FOR_ANY, Ordering::Relaxed);
                     line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
                 }
                 seq
@@ -297,6 +300,7 @@ pub struct Announcement {
 pub fn announce<W: Watched>(side: &mut W) -> Option<Announcement> {
     let line = side.wake_line()?;
     let seq = line.seq.load(Ordering::Acquire);
+    line.waiting_for.store(WAITING_FOR_ANY, Ordering::Relaxed);
     line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed);
     let word = std::ptr::from_ref(&line.seq) as usize;
     sleeper_fence();
