@@ -283,10 +283,17 @@ impl<B: RingBacking> Producer<B> {
     /// [`wake_consumer`](Self::wake_consumer) after publishing the record at
     /// `position` alone: a consumer that says it waits for another record
     /// (MPSC, behind another producer's claim) is left asleep.
+    /// An SPSC consumer always waits for anything (its one producer's next
+    /// record is the one at its `head`), so an SPSC producer skips the test.
     #[inline(always)]
     fn wake_consumer_for(&mut self, position: u64) {
-        let line = &self.backing.header().consumer_wake;
-        self.waker.wake_for_record(line, &mut self.stats, position, self.capacity);
+        match self.mpsc_slot {
+            None => self.wake_consumer(),
+            Some(_) => {
+                let line = &self.backing.header().consumer_wake;
+                self.waker.wake_for_record(line, &mut self.stats, position, self.capacity);
+            }
+        }
     }
 
     /// MPSC: makes the rest of `claim` after its first `size` bytes a
