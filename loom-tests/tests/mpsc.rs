@@ -394,6 +394,21 @@ fn a_consumer_waiting_where_padding_goes_is_woken_by_the_wrapped_record() {
     });
 }
 
+/// A ring of 8-byte messages, its consumer, and a thread whose producer
+/// sends messages 0 and 1 (records at 0 and 16) and is handed back still
+/// attached, so that no detach's wake can stand in for a lost one.
+fn two_records_from_a_thread() -> (Consumer<Arc<HeapRing>>, thread::JoinHandle<Producer<Arc<HeapRing>>>) {
+    let ring = Arc::new(HeapRing::new(64, 8));
+    let consumer = consumer(&ring);
+    let mut sending = producer(&ring, 0);
+    let sender = thread::spawn(move || {
+        sending.send(&message(0, 0, 8), PARK).expect("send 0");
+        sending.send(&message(0, 1, 8), PARK).expect("send 1");
+        sending
+    });
+    (consumer, sender)
+}
+
 /// One producer sends two records (at 0 and 16) while the consumer receives
 /// both. Its wake check after the first may find the consumer already parked
 /// for the second: it skips that wake, and must not remember the
@@ -401,14 +416,7 @@ fn a_consumer_waiting_where_padding_goes_is_woken_by_the_wrapped_record() {
 #[test]
 fn one_producer_s_two_records_each_wake_a_consumer_parked_for_it() {
     model("one_producer_s_two_records_each_wake_a_consumer_parked_for_it", || {
-        let ring = Arc::new(HeapRing::new(64, 8));
-        let mut consumer = consumer(&ring);
-        let mut sending = producer(&ring, 0);
-        let sender = thread::spawn(move || {
-            sending.send(&message(0, 0, 8), PARK).expect("send 0");
-            sending.send(&message(0, 1, 8), PARK).expect("send 1");
-            sending
-        });
+        let (mut consumer, sender) = two_records_from_a_thread();
         assert_eq!(receive_n(&mut consumer, 2), vec![message(0, 0, 8), message(0, 1, 8)]);
         drop(sender.join().unwrap());
     });
@@ -420,14 +428,7 @@ fn one_producer_s_two_records_each_wake_a_consumer_parked_for_it() {
 #[test]
 fn a_select_after_a_blocking_receive_is_woken_for_any_record() {
     model("a_select_after_a_blocking_receive_is_woken_for_any_record", || {
-        let ring = Arc::new(HeapRing::new(64, 8));
-        let mut consumer = consumer(&ring);
-        let mut sending = producer(&ring, 0);
-        let sender = thread::spawn(move || {
-            sending.send(&message(0, 0, 8), PARK).expect("send 0");
-            sending.send(&message(0, 1, 8), PARK).expect("send 1");
-            sending
-        });
+        let (mut consumer, sender) = two_records_from_a_thread();
         assert_eq!(receive_n(&mut consumer, 1), vec![message(0, 0, 8)]);
         let mut selection = Selection::default();
         select(std::slice::from_mut(&mut consumer), PARK, Duration::MAX, &mut selection);
