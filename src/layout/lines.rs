@@ -85,11 +85,11 @@ pub struct WakeLine {
     /// consumer reads in order, so only that record lets it go on. It holds
     /// only for the announcement whose epoch is in `waiting_epoch`.
     pub waiting_for: AtomicU64,
-    /// The epoch (see `sleepers`) of the announcement that stored
-    /// `waiting_for`. A waker that reads another epoch in `sleepers` wakes
-    /// for anything: the sleeper announced without saying what it waits for
-    /// (a `Select`, an async wait, or a build that knows neither field; such
-    /// a sleeper leaves a newer consumer's last `waiting_for` in place).
+    /// The epoch (see `sleepers`) of the announcement that stored a
+    /// position in `waiting_for`. A waker that reads another epoch in
+    /// `sleepers` wakes for anything: the sleeper announced without saying
+    /// what it waits for (a consumer of a build that knows neither field,
+    /// which leaves a newer consumer's last `waiting_for` in place).
     pub waiting_epoch: AtomicU32,
 }
 
