@@ -18,8 +18,8 @@
 
 mod common;
 
-use common::{mpsc_options, within, SegmentGuard};
-use shmring::{Consumer, Producer, RingOptions, Select, WaitStrategy};
+use common::{mpsc_options, spawn_child, wait_for_line, within, SegmentGuard};
+use shmring::{payload, Consumer, Producer, RingOptions, Select, WaitStrategy};
 use std::thread;
 use std::time::Duration;
 
@@ -52,6 +52,12 @@ fn receive(mut consumer: Consumer, n: usize) -> thread::JoinHandle<(Vec<Vec<u8>>
             .collect();
         (got, consumer.stats().futex_waits)
     })
+}
+
+#[test]
+#[ignore = "child process entry point"]
+fn child() {
+    common::child_main();
 }
 
 #[test]
@@ -163,4 +169,46 @@ fn a_select_after_a_blocking_receive_that_slept_is_woken_by_the_next_record() {
         assert_eq!(buf, b"second");
         drop(sender.join().expect("sender"));
     });
+}
+
+/// The same between processes: one producer process holds its claim at the
+/// consumer's position for a second (as a descheduled one would) while
+/// another commits 200 records after it, one a millisecond.
+#[test]
+fn a_producer_process_holding_its_claim_costs_the_consumer_one_sleep() {
+    const AFTER: u64 = 200;
+    let guard = SegmentGuard::new("record-wakes-processes");
+    let options = options().capacity(64 << 10);
+    let mut consumer = Consumer::create(guard.name(), &options).expect("create");
+    let env = |stream: u32, count: u64, hold_us: u64| {
+        vec![
+            ("SHMRING_NAME", guard.name().to_owned()),
+            ("SHMRING_STREAM", stream.to_string()),
+            ("SHMRING_MAX_SIZE", "64".to_owned()),
+            ("SHMRING_COUNT", count.to_string()),
+            ("SHMRING_HOLD_US", hold_us.to_string()),
+        ]
+    };
+    let mut holding = spawn_child("mpsc-produce", &env(0, 1, 1_000_000));
+    wait_for_line(&mut holding, "slot=0");
+    // Its claim is made right after it says its slot.
+    thread::sleep(Duration::from_millis(50));
+    let mut sending = spawn_child("mpsc-produce", &env(1, AFTER, 1_000));
+    let mut buf = Vec::new();
+    let mut next = [0u64; 2];
+    for n in 0..=AFTER {
+        consumer.recv(&mut buf).expect("recv");
+        let (stream, seq) = payload::identify(&buf).expect("message id");
+        assert!(
+            stream < 2 && seq == next[stream as usize],
+            "message {n}: stream {stream} seq {seq}, expected {next:?}"
+        );
+        payload::check(stream, seq, &buf).expect("payload bytes");
+        assert!(n > 0 || stream == 0, "the held claim's record comes first");
+        next[stream as usize] += 1;
+    }
+    wait_for_line(&mut sending, &format!("sent={AFTER}"));
+    wait_for_line(&mut holding, "sent=1");
+    let waits = consumer.stats().futex_waits;
+    assert!(waits <= 3, "the consumer slept {waits} times for {} messages", AFTER + 1);
 }
