@@ -78,12 +78,13 @@ pub struct WakeLine {
     /// announcement advances, so a waker can tell "the sleepers I already
     /// woke" from "someone announced since" (see `ring::Waker`).
     pub sleepers: AtomicU32,
-    /// What the consumer's sleeper waits for, stored before it announces:
-    /// 0, anything published on this line; `p + 1`, the record at position
-    /// `p` (or the padding there before a record at the start of the next
-    /// lap). An MPSC producer whose record is elsewhere need not wake it: a
-    /// consumer reads in order, so only that record lets it go on. It holds
-    /// only for the announcement whose epoch is in `waiting_epoch`.
+    /// What a sleeper waits for, stored by every sleeper before it
+    /// announces: 0, anything published on this line (every sleeper but a
+    /// parked MPSC consumer); `p + 1`, the record at position `p` (or the
+    /// padding there before a record at the start of the next lap), which
+    /// holds only for the announcement whose epoch is in `waiting_epoch`. An
+    /// MPSC producer whose record is elsewhere need not wake that consumer:
+    /// it reads in order, so only that record lets it go on.
     pub waiting_for: AtomicU64,
     /// The epoch (see `sleepers`) of the announcement that stored a
     /// position in `waiting_for`. A waker that reads another epoch in

@@ -19,9 +19,9 @@
 //!   longer fits.
 //! * The consumer frees space by a Release store of `head`; the producer
 //!   reloads `head` (Acquire) only when its cached copy says the ring is full.
-//! * Wake-ups, one [`WakeLine`] per direction: the side that must wait bumps
-//!   `sleepers`, fences (SeqCst), reads the futex word, re-checks its
-//!   condition and only then sleeps on the word. The other side, after
+//! * Wake-ups, one [`WakeLine`] per direction: the side that must wait reads
+//!   the futex word, bumps `sleepers`, fences (SeqCst), re-checks its
+//!   condition and only then sleeps on the word (with the value it read). The other side, after
 //!   publishing, fences (SeqCst) and, only if `sleepers` is non-zero, bumps the
 //!   word and wakes. One of the two fences always sees the other side's store,
 //!   so no wake-up is lost; in steady streaming nobody sleeps and no system
