@@ -16,7 +16,8 @@
 
 use crate::error::Error;
 use crate::layout::{
-    Kind, Participant, Slot, WakeLine, SLEEPER_COUNT_BITS, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED, SLOT_EMPTY,
+    Kind, Participant, Slot, WakeLine, SLEEPER_COUNT_BITS, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED,
+    SLOT_EMPTY, WAITING_FOR_ANY, WAITING_POSITION_BITS, WAITING_POSITION_MASK,
 };
 use crate::ring::RingBacking;
 use crate::segment::{unlink, Segment};
@@ -173,14 +174,19 @@ fn participant(segment: &Segment, slot: Slot, p: &Participant, messages: u64) ->
     }
 }
 
-fn wake(line: &WakeLine) -> WakeInfo {
+/// `line` as it reads; `head`, the consumer's position, from which the
+/// position a consumer waits for is told (the line holds it modulo 2^40).
+fn wake(line: &WakeLine, head: u64) -> WakeInfo {
     let announced = line.sleepers.load(Ordering::Relaxed);
-    let tagged = line.waiting_epoch.load(Ordering::Relaxed) == announced >> SLEEPER_COUNT_BITS;
+    let word = line.waiting_for.load(Ordering::Relaxed);
+    let said = word != WAITING_FOR_ANY && word >> WAITING_POSITION_BITS == u64::from(announced >> SLEEPER_COUNT_BITS);
+    let waited = word.wrapping_sub(1) & WAITING_POSITION_MASK;
+    let behind = head.wrapping_sub(waited) & WAITING_POSITION_MASK;
     WakeInfo {
         seq: line.seq.load(Ordering::Relaxed),
         sleepers: announced & SLEEPER_COUNT_MASK,
         parks: announced >> SLEEPER_COUNT_BITS,
-        waiting_for: line.waiting_for.load(Ordering::Relaxed).checked_sub(1).filter(|_| tagged),
+        waiting_for: said.then(|| head.checked_sub(behind).unwrap_or(waited)),
     }
 }
 
@@ -243,8 +249,8 @@ fn describe(name: &str, segment: &Segment) -> Result<SegmentInfo, Error> {
         torn_records: ring.consumer.torn_records.load(Ordering::Relaxed),
         durable_tail: ring.persistence.durable_tail.load(Ordering::Relaxed),
         lost_records: ring.persistence.lost_records.load(Ordering::Relaxed),
-        consumer_wake: wake(&ring.consumer_wake),
-        producer_wake: wake(&ring.producer_wake),
+        consumer_wake: wake(&ring.consumer_wake, head),
+        producer_wake: wake(&ring.producer_wake, head),
         consumer: participant(segment, Slot::Consumer, &ring.consumer_slot, messages_read),
         producers,
     })

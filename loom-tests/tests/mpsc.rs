@@ -14,7 +14,7 @@
 use loom::sync::atomic::{fence, Ordering};
 use loom::thread;
 use shmring::error::RecvStop;
-use shmring::layout::{SLEEPER_ANNOUNCE, SLEEPER_COUNT_BITS};
+use shmring::layout::{SLEEPER_ANNOUNCE, SLEEPER_COUNT_BITS, WAITING_POSITION_BITS};
 use shmring::ring::{select, wait_for_reactor, Consumer, DieAt, HeapRing, Producer, RingBacking, Selection};
 use shmring::{Kind, WaitStrategy};
 use shmring_loom_tests::model;
@@ -440,10 +440,9 @@ fn a_select_after_a_blocking_receive_is_woken_for_any_record() {
     });
 }
 
-/// A consumer of a build that knows neither `waiting_for` nor
-/// `waiting_epoch` parks after a newer consumer that waited for the record
-/// at 0 left both set: its announcement says nothing, and the record at 16
-/// must wake it. The model plays the older consumer by hand: it reads the
+/// A consumer of a build that knows no `waiting_for` parks after a newer
+/// consumer that waited for the record at 0 left it set: its announcement
+/// says nothing, and the record at 16 must wake it. The model plays the older consumer by hand: it reads the
 /// futex word, announces, fences, re-checks and sleeps.
 #[test]
 fn an_older_consumer_that_says_nothing_is_woken_for_any_record() {
@@ -452,10 +451,11 @@ fn an_older_consumer_that_says_nothing_is_woken_for_any_record() {
         let mut consumer = consumer(&ring);
         let mut sending = producer(&ring, 0);
         let line = &ring.header().consumer_wake;
-        // What the newer consumer's park for the record at 0 left behind.
+        // What the newer consumer's park for the record at 0 left behind:
+        // its announcement's epoch, and position 0 (plus one).
         let word = line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed).wrapping_add(SLEEPER_ANNOUNCE);
-        line.waiting_for.store(1, Ordering::Relaxed);
-        line.waiting_epoch.store(word >> SLEEPER_COUNT_BITS, Ordering::Relaxed);
+        let epoch = u64::from(word >> SLEEPER_COUNT_BITS);
+        line.waiting_for.store(epoch << WAITING_POSITION_BITS | 1, Ordering::Relaxed);
         line.sleepers.fetch_sub(1, Ordering::Relaxed);
         sending.send(&message(0, 0, 8), PARK).expect("send 0");
         let mut buf = Vec::new();

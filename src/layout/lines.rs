@@ -78,24 +78,30 @@ pub struct WakeLine {
     /// announcement advances, so a waker can tell "the sleepers I already
     /// woke" from "someone announced since" (see `ring::Waker`).
     pub sleepers: AtomicU32,
-    /// What a sleeper waits for, stored by every sleeper before it
-    /// announces: 0, anything published on this line (every sleeper but a
-    /// parked MPSC consumer); `p + 1`, the record at position `p` (or the
-    /// padding there before a record at the start of the next lap), which
-    /// holds only for the announcement whose epoch is in `waiting_epoch`. An
-    /// MPSC producer whose record is elsewhere need not wake that consumer:
-    /// it reads in order, so only that record lets it go on.
+    /// What the consumer's sleeper waits for, stored when it announces: 0,
+    /// anything published on this line (a `Select` or an async wait); else,
+    /// for a parked MPSC consumer, the epoch of its announcement (see
+    /// `sleepers`) above [`WAITING_POSITION_BITS`] and below them the
+    /// position of the record it waits for, plus one, modulo
+    /// 2^[`WAITING_POSITION_BITS`] (a ring holds at most 2^40 bytes, so the
+    /// positions a producer compares it with are told apart). An MPSC
+    /// producer whose record is neither that one nor one at the start of a
+    /// lap after padding from there need not wake it: it reads in order. A
+    /// waker that reads another epoch in `sleepers` wakes for anything: the
+    /// sleeper up announced without saying (a consumer of a build that knows
+    /// no such field, which leaves a newer consumer's last word in place).
+    /// Only MPSC producers read it: an SPSC consumer's parks and the
+    /// producers' line leave it alone.
     pub waiting_for: AtomicU64,
-    /// The epoch (see `sleepers`) of the announcement that stored a
-    /// position in `waiting_for`. A waker that reads another epoch in
-    /// `sleepers` wakes for anything: the sleeper announced without saying
-    /// what it waits for (a consumer of a build that knows neither field,
-    /// which leaves a newer consumer's last `waiting_for` in place).
-    pub waiting_epoch: AtomicU32,
 }
 
 /// [`WakeLine::waiting_for`]: the sleeper waits for anything published.
 pub const WAITING_FOR_ANY: u64 = 0;
+/// Bits of [`WakeLine::waiting_for`] below the epoch: the position waited
+/// for (plus one), modulo 2^40.
+pub const WAITING_POSITION_BITS: u32 = 40;
+/// The position part of [`WakeLine::waiting_for`].
+pub const WAITING_POSITION_MASK: u64 = (1 << WAITING_POSITION_BITS) - 1;
 
 /// Bits of [`WakeLine::sleepers`] that count sleepers (at most 65 ever wait
 /// on one line: 64 producers, or the consumer).

@@ -21,7 +21,6 @@ const_assert_eq!(offset_of!(RingHeader, consumer_slot), 512);
 const_assert_eq!(offset_of!(RingHeader, producer_slots), 640);
 const_assert_eq!(offset_of!(WakeLine, sleepers), 4);
 const_assert_eq!(offset_of!(WakeLine, waiting_for), 8);
-const_assert_eq!(offset_of!(WakeLine, waiting_epoch), 16);
 const_assert_eq!(offset_of!(ProducerLine, messages), 8);
 const_assert_eq!(offset_of!(ProducerLine, changes), 16);
 const_assert_eq!(offset_of!(ConsumerLine, messages), 8);

@@ -7,7 +7,7 @@ use super::durable;
 use super::mpsc_resolve::{ProducersWatch, Step};
 use super::record::{decode, message_len, payload_offset, Record};
 use super::region::LentView;
-use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker, WAITING_FOR_ANY};
+use super::{forget_dead_sleepers, mark_attached, mark_detached, park_once, Parkable, Waker};
 use super::{Pace, PeerWatch, RingBacking, Stats};
 use crate::error::{Corrupted, RecvStop};
 use crate::layout::{Kind, Slot, WakeLine, MAX_POSITION};
@@ -576,13 +576,10 @@ impl<B: RingBacking> Parkable for Message<'_, B> {
 
     /// MPSC: the record at `head`. The consumer reads in order, so no other
     /// producer's record lets it go on: it need not be woken for them (see
-    /// `Waker::wake_for_record`). SPSC: anything (one producer, whose next
-    /// record is the one at `head`).
-    fn waiting_for(&self) -> u64 {
-        match self.consumer.mpsc {
-            Some(_) => self.consumer.head.checked_add(1).unwrap_or(WAITING_FOR_ANY),
-            None => WAITING_FOR_ANY,
-        }
+    /// `Waker::wake_for_record`). SPSC: not said (one producer, whose next
+    /// record is the one at `head`, and which wakes it for anything).
+    fn waiting_for(&self) -> Option<u64> {
+        self.consumer.mpsc.as_ref().map(|_| self.consumer.head)
     }
 }
 

@@ -76,7 +76,7 @@ pub use select::{select, select_now, Selection, Watched};
 
 use crate::layout::{
     RingHeader, Slot, WakeLine, SLEEPER_ANNOUNCE, SLEEPER_COUNT_BITS, SLEEPER_COUNT_MASK, SLOT_ATTACHED, SLOT_DETACHED,
-    SLOT_EMPTY, WAITING_FOR_ANY,
+    SLOT_EMPTY, WAITING_FOR_ANY, WAITING_POSITION_BITS, WAITING_POSITION_MASK,
 };
 use crate::sync::{sleeper_fence, waker_fence, Ordering};
 pub(crate) use crate::wait::Pace;

@@ -15,10 +15,12 @@ pub(crate) trait Parkable: Waitable {
     /// Records, where others can see it, that this side is announced on its
     /// line (`true`, after announcing) or about to withdraw (`false`).
     fn mark_parked(&self, _parked: bool) {}
-    /// What this side waits for, as [`WakeLine::waiting_for`] says it:
-    /// anything (the default), or an MPSC consumer's record at `head`.
-    fn waiting_for(&self) -> u64 {
-        WAITING_FOR_ANY
+    /// The position of the record this side waits for, to say in
+    /// [`WakeLine::waiting_for`] (an MPSC consumer's `head`); `None` (the
+    /// default) where no waker reads it: producers waiting for room, an SPSC
+    /// consumer (its producer wakes it for anything).
+    fn waiting_for(&self) -> Option<u64> {
+        None
     }
 }
 
@@ -31,9 +33,9 @@ pub(crate) trait Parkable: Waitable {
 /// bump, which this Acquire load would otherwise have synchronised with): the
 /// wait then returns at once, and the caller re-checks.
 ///
-/// The side says what it waits for in `waiting_for` (anything, or for an
-/// MPSC consumer the record at `head`, then with its announcement's epoch in
-/// `waiting_epoch`), all before the fence: if the waker's fence comes after
+/// An MPSC consumer says what it waits for in `waiting_for` (the record at
+/// `head`, with its announcement's epoch), before the fence: if the waker's
+/// fence comes after
 /// it, the waker reads this announcement's values (or later ones);
 /// otherwise the re-check sees the waker's record (and any padding before
 /// it). If the re-check moved on (past a discarded record or padding at
@@ -43,15 +45,13 @@ pub(crate) trait Parkable: Waitable {
 pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, P::Stop> {
     let waiting_for = side.waiting_for();
     let line = side.line();
-    let tagged = waiting_for != WAITING_FOR_ANY;
-    line.waiting_for.store(waiting_for, Ordering::Relaxed);
     let seq = if crate::sync::mutant("announce_before_seq_read") {
-        announce(line, tagged);
+        announce(line, waiting_for);
         sleeper_fence();
         line.seq.load(Ordering::Acquire)
     } else {
         let seq = line.seq.load(Ordering::Acquire);
-        announce(line, tagged);
+        announce(line, waiting_for);
         sleeper_fence();
         seq
     };
@@ -67,13 +67,15 @@ pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<
     attempt
 }
 
-/// Announces one sleeper on `line` (one sleeper, one epoch); if `tagged`,
-/// says that `waiting_for` is this announcement's (its epoch in
-/// `waiting_epoch`). An untagged one is woken for anything.
-fn announce(line: &WakeLine, tagged: bool) {
+/// Announces one sleeper on `line` (one sleeper, one epoch) and, if it
+/// waits for the record at `waiting_for`, says so with this announcement's
+/// epoch (see [`WakeLine::waiting_for`]). One that does not say is woken for
+/// anything.
+fn announce(line: &WakeLine, waiting_for: Option<u64>) {
     let word = line.sleepers.fetch_add(SLEEPER_ANNOUNCE, Ordering::Relaxed).wrapping_add(SLEEPER_ANNOUNCE);
-    if tagged {
-        line.waiting_epoch.store(word >> SLEEPER_COUNT_BITS, Ordering::Relaxed);
+    if let Some(position) = waiting_for {
+        let epoch = u64::from(word >> SLEEPER_COUNT_BITS) << WAITING_POSITION_BITS;
+        line.waiting_for.store(epoch | (position.wrapping_add(1) & WAITING_POSITION_MASK), Ordering::Relaxed);
     }
 }
 
@@ -195,21 +197,27 @@ impl Waker {
 
 /// Whether the sleepers announced on `line` (its `sleepers` word as read
 /// after the waker's fence) wait for the record published at `position` in
-/// a ring of `capacity` bytes: the announcement is not tagged with what it
-/// waits for (its epoch is not `waiting_epoch`), or it waits for anything,
-/// for this record, or for the padding before it (a record at the start of a
-/// lap may follow padding from where the consumer waits; a wake for another
-/// record there is only early). A hostile value only makes a wake early or
-/// skipped, and a skipped one is made up by the sleeper's park slice.
+/// a ring of `capacity` bytes: they wait for anything, or the announcement
+/// up did not say (its epoch is not the one `waiting_for` carries), or it
+/// waits for this record, or for the padding before it (a record at the
+/// start of a lap may follow padding from where the consumer waits, less
+/// than a lap before; a wake for another record there is only early).
+/// Positions are compared modulo 2^40 (see [`WakeLine::waiting_for`]). A
+/// hostile value only makes a wake early or skipped, and a skipped one is
+/// made up by the sleeper's park slice.
 #[inline(always)]
 fn waits_for_record(line: &WakeLine, sleepers: u32, position: u64, capacity: u64) -> bool {
-    let Some(at) = line.waiting_for.load(Ordering::Relaxed).checked_sub(1) else { return true };
-    let tagged = line.waiting_epoch.load(Ordering::Relaxed) == sleepers >> SLEEPER_COUNT_BITS;
-    if !tagged && !crate::sync::mutant("ignore_waiting_epoch") {
+    let word = line.waiting_for.load(Ordering::Relaxed);
+    if word == WAITING_FOR_ANY {
         return true;
     }
-    at == position
-        || (position & (capacity - 1) == 0 && at < position && !crate::sync::mutant("no_wake_across_padding"))
+    let said = word >> WAITING_POSITION_BITS == u64::from(sleepers >> SLEEPER_COUNT_BITS);
+    if !said && !crate::sync::mutant("ignore_waiting_epoch") {
+        return true;
+    }
+    // How far this record lies past the one waited for.
+    let past = position.wrapping_add(1).wrapping_sub(word) & WAITING_POSITION_MASK;
+    past == 0 || (position & (capacity - 1) == 0 && past < capacity && !crate::sync::mutant("no_wake_across_padding"))
 }
 
 /// Bumps `line`'s futex word and wakes every sleeper on it: out of line, so

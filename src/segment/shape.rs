@@ -6,6 +6,9 @@ use super::*;
 pub const MIN_CAPACITY: u64 = 4096;
 /// Largest data region (1 TiB): positions are `u64`, mappings are `usize`.
 pub const MAX_CAPACITY: u64 = 1 << 40;
+// A waiting MPSC consumer's position and a producer's, within one ring's
+// capacity of each other, are told apart modulo 2^WAITING_POSITION_BITS.
+const _: () = assert!(MAX_CAPACITY <= 1 << crate::layout::WAITING_POSITION_BITS);
 
 /// Checks a POSIX shared-memory name before any system call: a leading `/`,
 /// no other `/`, not empty after it, not `.` or `..`, no NUL, at most 255
