@@ -75,8 +75,9 @@ pub struct WakeInfo {
     /// side went to park.
     pub parks: u32,
     /// The position of the record the last announcement said it waits for
-    /// (an MPSC consumer's `head`), if it said one; `None` for a sleeper
-    /// woken by any record (and on the producers' line).
+    /// (an MPSC consumer's `head` when it last parked), if it said one;
+    /// `None` for a sleeper woken by any record (and on the producers'
+    /// line). A hint: the line keeps the position modulo 2^40.
     pub waiting_for: Option<u64>,
 }
 
@@ -174,19 +175,24 @@ fn participant(segment: &Segment, slot: Slot, p: &Participant, messages: u64) ->
     }
 }
 
-/// `line` as it reads; `head`, the consumer's position, from which the
-/// position a consumer waits for is told (the line holds it modulo 2^40).
+/// `line` as it reads; `head`, the consumer's position as read just before,
+/// from which the position a consumer waits for is told (the line holds it
+/// modulo 2^40): the one nearest `head` (a hint: a consumer that read 2^39
+/// bytes or more since its last park may show one 2^40 off).
 fn wake(line: &WakeLine, head: u64) -> WakeInfo {
     let announced = line.sleepers.load(Ordering::Relaxed);
     let word = line.waiting_for.load(Ordering::Relaxed);
     let said = word != WAITING_FOR_ANY && word >> WAITING_POSITION_BITS == u64::from(announced >> SLEEPER_COUNT_BITS);
     let waited = word.wrapping_sub(1) & WAITING_POSITION_MASK;
-    let behind = head.wrapping_sub(waited) & WAITING_POSITION_MASK;
+    let ahead = waited.wrapping_sub(head) & WAITING_POSITION_MASK;
+    let half = 1 << (WAITING_POSITION_BITS - 1);
+    let nearest =
+        if ahead < half { head.checked_add(ahead) } else { head.checked_sub((WAITING_POSITION_MASK - ahead) + 1) };
     WakeInfo {
         seq: line.seq.load(Ordering::Relaxed),
         sleepers: announced & SLEEPER_COUNT_MASK,
         parks: announced >> SLEEPER_COUNT_BITS,
-        waiting_for: said.then(|| head.checked_sub(behind).unwrap_or(waited)),
+        waiting_for: said.then(|| nearest.unwrap_or(waited)),
     }
 }
 
