@@ -24,9 +24,10 @@ pub(crate) trait Parkable: Waitable {
     }
 }
 
-/// One park step: say what it waits for, read the futex word, announce (one
-/// sleeper, one epoch), fence, re-check, and only if still not ready sleep on
-/// the word (at most `timeout`); then withdraw (the count, not the epoch).
+/// One park step: read the futex word, announce (one sleeper, one epoch; an
+/// MPSC consumer also says what it waits for), fence, re-check, and only if
+/// still not ready sleep on the word (at most `timeout`); then withdraw (the
+/// count, not the epoch).
 ///
 /// The word is read before announcing, so a waker that sees the announcement
 /// bumps the word after this read (its read of `sleepers` happens-before the
@@ -34,11 +35,10 @@ pub(crate) trait Parkable: Waitable {
 /// wait then returns at once, and the caller re-checks.
 ///
 /// An MPSC consumer says what it waits for in `waiting_for` (the record at
-/// `head`, with its announcement's epoch), before the fence: if the waker's
-/// fence comes after
-/// it, the waker reads this announcement's values (or later ones);
-/// otherwise the re-check sees the waker's record (and any padding before
-/// it). If the re-check moved on (past a discarded record or padding at
+/// `head`, with its announcement's epoch) before the fence: if the waker's
+/// fence comes after it, the waker reads this announcement's word (or a
+/// later one); otherwise the re-check sees the waker's record (and any
+/// padding before it). If the re-check moved on (past a discarded record or padding at
 /// `head`), the announcement names a record already passed, and a waker
 /// whose record is the new `head` may have skipped its wake: so the side
 /// does not sleep then, and the caller parks again, anew.
