@@ -21,9 +21,9 @@
 //!   reloads `head` (Acquire) only when its cached copy says the ring is full.
 //! * Wake-ups, one [`WakeLine`] per direction: the side that must wait reads
 //!   the futex word, bumps `sleepers`, fences (SeqCst), re-checks its
-//!   condition and only then sleeps on the word (with the value it read). The other side, after
-//!   publishing, fences (SeqCst) and, only if `sleepers` is non-zero, bumps the
-//!   word and wakes. One of the two fences always sees the other side's store,
+//!   condition and only then sleeps on the word (with the value it read).
+//!   The other side, after publishing, fences (SeqCst) and, only if
+//!   `sleepers` is non-zero, bumps the word and wakes. One of the two fences always sees the other side's store,
 //!   so no wake-up is lost; in steady streaming nobody sleeps and no system
 //!   call is made. An MPSC consumer's announcement also says which record
 //!   it waits for, and producers wake it only for that one

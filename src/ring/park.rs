@@ -38,10 +38,10 @@ pub(crate) trait Parkable: Waitable {
 /// `head`, with its announcement's epoch) before the fence: if the waker's
 /// fence comes after it, the waker reads this announcement's word (or a
 /// later one); otherwise the re-check sees the waker's record (and any
-/// padding before it). If the re-check moved on (past a discarded record or padding at
-/// `head`), the announcement names a record already passed, and a waker
-/// whose record is the new `head` may have skipped its wake: so the side
-/// does not sleep then, and the caller parks again, anew.
+/// padding before it). If the re-check moved on (past a discarded record or
+/// padding at `head`), the announcement names a record already passed, and
+/// a waker whose record is the new `head` may have skipped its wake: so the
+/// side does not sleep then, and the caller parks again, anew.
 pub(crate) fn park_once<P: Parkable>(side: &mut P, timeout: Duration) -> Result<Option<P::Ready>, P::Stop> {
     let waiting_for = side.waiting_for();
     let line = side.line();
