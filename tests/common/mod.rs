@@ -718,8 +718,12 @@ pub fn child_main() {
         // Drain (in place where allowed) and verify the integrity stream,
         // recording the seq of each message in the progress file while it
         // is handed out (before its space is released); until killed.
+        // Drains, writing each message's number to SHMRING_PROGRESS, and
+        // stops inside the drain at message SHMRING_HOLD_AT, holding it
+        // (and whatever the drain has not yet released) until killed.
         "drain-progress" => {
             let progress = std::fs::OpenOptions::new().write(true).open(env("SHMRING_PROGRESS")).expect("progress");
+            let hold_at: u64 = env("SHMRING_HOLD_AT").parse().expect("SHMRING_HOLD_AT");
             let mut consumer = Consumer::open(&name, &options.kind(kind_from_env())).expect("open consumer");
             println!("attached");
             let mut expected = None;
@@ -729,6 +733,9 @@ pub fn child_main() {
                     assert!(expected.is_none_or(|e| e == seq), "expected {expected:?}, got {seq}");
                     check_stream(seq, msg).expect("payload");
                     progress.write_all_at(&seq.to_le_bytes(), 0).expect("record progress");
+                    if seq == hold_at {
+                        std::thread::sleep(CHILD_LIFETIME);
+                    }
                     expected = Some(seq + 1);
                 });
                 match drained {
