@@ -20,13 +20,13 @@ fn open_waits_for_a_creator_that_starts_later() {
     let segment = SegmentGuard::new("open-wait");
     let options = RingOptions::new().capacity(1 << 16).open_timeout(Duration::from_secs(30));
     let name = segment.name().to_owned();
+    let started = Instant::now();
     let creator = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
         let mut child = spawn_child("create-produce", &[("SHMRING_NAME", name), ("SHMRING_COUNT", "1000".into())]);
         child.wait_for_line("sent=1000");
         child
     });
-    let started = Instant::now();
     let mut consumer = Consumer::open(segment.name(), &options).expect("opened once created");
     assert!(started.elapsed() >= Duration::from_millis(250), "opened before the creator ran");
     assert_eq!(common::receive_stream(&mut consumer, 1000), 1000);
@@ -110,7 +110,9 @@ fn a_creator_that_gives_up_at_once_never_strands_an_opener() {
     std::thread::spawn({
         let (name, stop) = (segment.name().to_owned(), stop.clone());
         move || {
-            for ready_timeout in [Duration::from_millis(100), Duration::MAX].into_iter().cycle() {
+            // A finite ready_timeout long enough that only a stranded open
+            // (not a creator preempted between its two calls) reaches it.
+            for ready_timeout in [Duration::from_secs(10), Duration::MAX].into_iter().cycle() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
@@ -125,10 +127,10 @@ fn a_creator_that_gives_up_at_once_never_strands_an_opener() {
     let started = Instant::now();
     let mut opens = 0;
     while started.elapsed() < Duration::from_secs(3) {
-        match outcomes.recv_timeout(Duration::from_secs(5)) {
+        match outcomes.recv_timeout(Duration::from_secs(30)) {
             Ok(Err(Error::NotFound { .. })) => opens += 1,
             Ok(other) => panic!("open {opens}: expected NotFound from a name that keeps disappearing, got {other:?}"),
-            Err(_) => panic!("open {opens} (open_timeout 50 ms) has not returned for 5 s"),
+            Err(_) => panic!("open {opens} (open_timeout 50 ms) has not returned for 30 s"),
         }
     }
     stop.store(true, Ordering::Relaxed);

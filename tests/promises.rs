@@ -75,16 +75,20 @@ fn a_killed_producer_is_noticed_within_the_liveness_interval() {
             let mut consumer = Consumer::create(segment.name(), &options).expect("create");
             let mut producer = spawn_child("idle-producer", &env(&segment, kind));
             wait_for_line(&mut producer, "attached");
-            // Parked in the kernel when the kill comes.
+            // Parked in the kernel when the kill comes; the time is taken
+            // when the waiter returns (not when this thread gets to it),
+            // from when the killed child has been reaped.
+            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
             let waiter = std::thread::spawn(move || {
-                let took = until_disconnected(&mut consumer, Duration::from_secs(10));
-                (consumer, took)
+                tid_tx.send(common::thread_id()).expect("send the thread id");
+                until_disconnected(&mut consumer, Duration::from_secs(10));
+                (consumer, Instant::now())
             });
-            std::thread::sleep(Duration::from_millis(20));
+            common::wait_until_parked(tid_rx.recv().expect("the waiter's id"), "the waiter's sleep");
             producer.kill_alive("the idle producer");
             let killed = Instant::now();
-            let (_consumer, _) = waiter.join().expect("waiter");
-            let noticed = killed.elapsed();
+            let (_consumer, seen) = waiter.join().expect("waiter");
+            let noticed = seen.saturating_duration_since(killed);
             eprintln!("{kind}, interval {interval:?}: Disconnected {noticed:?} after the kill");
             assert!(noticed < bound, "{kind}, interval {interval:?}: {noticed:?}");
         }

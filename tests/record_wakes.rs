@@ -20,8 +20,11 @@
 
 mod common;
 
-use common::{mpsc_options, spawn_child, wait_for_line, within, SegmentGuard};
+use common::{
+    mpsc_options, spawn_child, thread_id, wait_for_line, wait_until_parked_on, within, Line, SegmentGuard, TempDir,
+};
 use shmring::{payload, Consumer, Producer, RingOptions, Select, WaitStrategy};
+use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -29,8 +32,6 @@ use std::time::Duration;
 const LIVENESS: Duration = Duration::from_secs(30);
 /// A test whose consumer is woken in time ends well within this.
 const LIMIT: Duration = Duration::from_secs(20);
-/// Time for a consumer thread to reach its sleep.
-const SETTLE: Duration = Duration::from_millis(100);
 
 fn options() -> RingOptions {
     mpsc_options()
@@ -42,9 +43,14 @@ fn options() -> RingOptions {
         .unlink_on_drop(false)
 }
 
-/// A consumer thread receiving `n` messages; returns them and its futex waits.
-fn receive(mut consumer: Consumer, n: usize) -> thread::JoinHandle<(Vec<Vec<u8>>, u64)> {
-    thread::spawn(move || {
+/// A consumer thread receiving `n` messages; returns them and its futex
+/// waits. Returns once the thread has parked on the ring `name` (it
+/// announced itself and sleeps in a futex wait), so that what the test does
+/// next finds it asleep however slowly the thread was scheduled.
+fn receive(mut consumer: Consumer, n: usize, name: &str) -> thread::JoinHandle<(Vec<Vec<u8>>, u64)> {
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let receiver = thread::spawn(move || {
+        tid_tx.send(thread_id()).expect("send the thread id");
         let mut buf = Vec::new();
         let got = (0..n)
             .map(|_| {
@@ -53,7 +59,9 @@ fn receive(mut consumer: Consumer, n: usize) -> thread::JoinHandle<(Vec<Vec<u8>>
             })
             .collect();
         (got, consumer.stats().futex_waits)
-    })
+    });
+    wait_until_parked_on(name, Line::Consumer, tid_rx.recv().expect("the consumer thread's id"));
+    receiver
 }
 
 #[test]
@@ -75,8 +83,7 @@ fn a_consumer_behind_an_unfinished_claim_sleeps_through_the_records_after_it() {
     within(LIMIT, "consumer behind an unfinished claim", move || {
         let mut grant = slow.reserve(8).expect("reserve");
         grant.copy_from_slice(b"claimed!");
-        let receiver = receive(consumer, AFTER + 1);
-        thread::sleep(SETTLE);
+        let receiver = receive(consumer, AFTER + 1, &name);
         let wake = shmring::inspect::inspect(&name).expect("inspect").consumer_wake;
         assert_eq!((wake.sleepers, wake.waiting_for), (1, Some(0)), "parked for the claim at 0: {wake:?}");
         // Spaced out, so that a consumer woken by each would park again
@@ -104,12 +111,11 @@ fn a_claim_given_back_at_the_consumer_s_position_wakes_it_for_the_record_after()
     let consumer = Consumer::create(guard.name(), &options()).expect("create");
     let mut giving_up = Producer::open(guard.name(), &options()).expect("open");
     let mut sending = Producer::open(guard.name(), &options()).expect("open");
+    let name = guard.name().to_string();
     within(LIMIT, "consumer behind a claim given back", move || {
         let grant = giving_up.reserve(8).expect("reserve");
-        let receiver = receive(consumer, 1);
-        thread::sleep(SETTLE);
+        let receiver = receive(consumer, 1, &name);
         sending.send(b"after the claim").expect("send");
-        thread::sleep(SETTLE);
         drop(grant);
         let (got, _) = receiver.join().expect("consumer thread");
         assert_eq!(got, vec![b"after the claim".to_vec()]);
@@ -134,9 +140,9 @@ fn a_record_at_a_lap_s_start_wakes_a_consumer_waiting_where_its_padding_goes() {
     producer.send(&vec![8; last]).expect("fill");
     consumer.recv(&mut buf).expect("drain");
     assert_eq!(consumer.position(), pad_at);
+    let name = guard.name().to_string();
     within(LIMIT, "consumer waiting where padding goes", move || {
-        let receiver = receive(consumer, 1);
-        thread::sleep(SETTLE);
+        let receiver = receive(consumer, 1, &name);
         producer.send(&[9; 100]).expect("send the wrapping record");
         let (got, _) = receiver.join().expect("consumer thread");
         assert_eq!(got, vec![vec![9; 100]]);
@@ -148,22 +154,23 @@ fn a_record_at_a_lap_s_start_wakes_a_consumer_waiting_where_its_padding_goes() {
 fn a_select_after_a_blocking_receive_that_slept_is_woken_by_the_next_record() {
     let guard = SegmentGuard::new("record-wakes-select");
     let mut consumer = Consumer::create(guard.name(), &options()).expect("create");
-    let mut producer = Producer::open(guard.name(), &options()).expect("open");
+    let producer = Producer::open(guard.name(), &options()).expect("open");
+    let name = guard.name().to_string();
     within(LIMIT, "select after a blocking receive", move || {
-        let sender = thread::spawn(move || {
-            thread::sleep(SETTLE);
-            producer.send(b"first").expect("send");
-            producer
-        });
+        // Each message is sent once this thread sleeps for it.
+        let me = thread_id();
+        let send_once_parked = move |mut producer: Producer, msg: &'static [u8], name: String| {
+            thread::spawn(move || {
+                wait_until_parked_on(&name, Line::Consumer, me);
+                producer.send(msg).expect("send");
+                producer
+            })
+        };
+        let sender = send_once_parked(producer, b"first", name.clone());
         let mut buf = Vec::new();
         consumer.recv(&mut buf).expect("recv");
         assert!(consumer.stats().futex_waits >= 1, "the blocking receive slept (saying it waits for 0)");
-        let mut producer = sender.join().expect("sender");
-        let sender = thread::spawn(move || {
-            thread::sleep(SETTLE);
-            producer.send(b"second").expect("send");
-            producer
-        });
+        let sender = send_once_parked(sender.join().expect("sender"), b"second", name);
         let mut select = Select::with_strategy(WaitStrategy::Park);
         assert_eq!(select.wait(std::slice::from_mut(&mut consumer)), [0]);
         assert!(select.futex_waits() >= 1, "the select slept");
@@ -174,12 +181,14 @@ fn a_select_after_a_blocking_receive_that_slept_is_woken_by_the_next_record() {
 }
 
 /// The same between processes: one producer process holds its claim at the
-/// consumer's position for two seconds (as a descheduled one would) while
-/// another commits 200 records after it, one a millisecond.
+/// consumer's position (as a descheduled one would) until another has
+/// committed 200 records after it, one a millisecond.
 #[test]
 fn a_producer_process_holding_its_claim_costs_the_consumer_one_sleep() {
     const AFTER: u64 = 200;
     let guard = SegmentGuard::new("record-wakes-processes");
+    let dir = TempDir::new("record-wakes-processes");
+    let release = dir.0.join("release");
     let options = options().capacity(64 << 10);
     let consumer = Consumer::create(guard.name(), &options).expect("create");
     let env = |stream: u32, count: u64, hold_us: u64| {
@@ -191,7 +200,9 @@ fn a_producer_process_holding_its_claim_costs_the_consumer_one_sleep() {
             ("SHMRING_HOLD_US", hold_us.to_string()),
         ]
     };
-    let mut holding = spawn_child("mpsc-produce", &env(0, 1, 2_000_000));
+    let mut holding_env = env(0, 1, 0);
+    holding_env.push(("SHMRING_HOLD_UNTIL", release.display().to_string()));
+    let mut holding = spawn_child("mpsc-produce", &holding_env);
     wait_for_line(&mut holding, "slot=0");
     // Its claim moves the claim position from 0.
     let name = guard.name().to_owned();
@@ -200,8 +211,7 @@ fn a_producer_process_holding_its_claim_costs_the_consumer_one_sleep() {
             thread::sleep(Duration::from_millis(1));
         }
     });
-    let mut sending = spawn_child("mpsc-produce", &env(1, AFTER, 1_000));
-    let waits = within(LIMIT, "consumer behind a producer process's claim", move || {
+    let receiver = thread::spawn(move || {
         let mut consumer = consumer;
         let mut buf = Vec::new();
         let mut next = [0u64; 2];
@@ -218,8 +228,12 @@ fn a_producer_process_holding_its_claim_costs_the_consumer_one_sleep() {
         }
         consumer.stats().futex_waits
     });
+    let mut sending = spawn_child("mpsc-produce", &env(1, AFTER, 1_000));
     wait_for_line(&mut sending, &format!("sent={AFTER}"));
+    std::fs::write(&release, b"").expect("release the held claim");
     wait_for_line(&mut holding, "sent=1");
+    let waits = within(LIMIT, "consumer behind a producer process's claim", move || receiver.join());
+    let waits = waits.expect("consumer thread");
     // Expected: one sleep for the claim, one more after the sending
     // process's detach woke the consumer (a detach wakes for anything).
     assert!(waits <= 5, "the consumer slept {waits} times for {} messages", AFTER + 1);

@@ -416,8 +416,8 @@ fn more_than_127_idle_waits_do_not_spin() {
 //    about 10 s, which scheduling noise on a loaded machine never makes.
 // ---------------------------------------------------------------------------
 
-/// The liveness interval of the rings in [`ping_latencies`]: how long a lost
-/// wake-up would hold a task up.
+/// The liveness interval of the rings in [`ping_latencies`] and the tests
+/// after it: how long a lost wake-up would hold a task up.
 const LOST_WAKE_UP_STALL: Duration = Duration::from_secs(10);
 
 /// One sender thread per ring, sending a timestamp after a random pause of
@@ -509,13 +509,19 @@ fn no_hand_off_waits_for_the_reactor_slice() {
 
 /// Many async MPSC producers waiting for room while a consumer drains in
 /// bursts: after each drain leaves the ring empty, a new message must come
-/// within a few ms while producers still have messages to send.
+/// while producers still have messages to send. With a liveness interval of
+/// `LOST_WAKE_UP_STALL`, a producer whose wake was lost sleeps that long,
+/// which shows at the latest when the others are done.
 #[test]
 fn mpsc_async_producers_waiting_for_room_are_all_woken() {
     const PRODUCERS: usize = 12;
     const COUNT: u64 = 1500;
     let guard = SegmentGuard::new("ra-mpsc-room");
-    let options = RingOptions::new().capacity(4096).kind(Kind::Mpsc).max_producers(PRODUCERS);
+    let options = RingOptions::new()
+        .capacity(4096)
+        .kind(Kind::Mpsc)
+        .max_producers(PRODUCERS)
+        .liveness_interval(LOST_WAKE_UP_STALL);
     let mut consumer = Consumer::create(guard.name(), &options).expect("create");
     let producers: Vec<Producer> =
         (0..PRODUCERS).map(|_| Producer::open(guard.name(), &options).expect("open")).collect();
@@ -578,7 +584,7 @@ fn mpsc_async_producers_waiting_for_room_are_all_woken() {
             break;
         }
         let empty_at = Instant::now();
-        match consumer.recv_timeout(&mut buf, Duration::from_secs(10)) {
+        match consumer.recv_timeout(&mut buf, 3 * LOST_WAKE_UP_STALL) {
             Ok(_) => {
                 gaps.push(empty_at.elapsed().as_micros() as u64);
                 let id = u64::from_le_bytes(buf[..8].try_into().unwrap()) as usize;
@@ -587,14 +593,20 @@ fn mpsc_async_producers_waiting_for_room_are_all_woken() {
                 next[id] += 1;
                 total += 1;
             }
-            Err(e) => panic!("no message for 10 s with {total} received: {e}"),
+            Err(e) => panic!("no message for {:?} with {total} received: {e}", 3 * LOST_WAKE_UP_STALL),
         }
     }
     let producers = runner.join().expect("runner");
     let (max, over) = report_latencies("mpsc room gaps", &mut gaps);
     assert_eq!(sleepers(guard.name()), (0, 0), "announcement left behind");
     drop(producers);
-    assert!(over * 100 <= gaps.len(), "{over} of {} refills took over 20 ms (max {max} us)", gaps.len());
+    // Scheduling on a loaded machine makes gaps of tens of ms (29 of 2,560
+    // over 20 ms in one CI run); a lost wake makes one of seconds.
+    assert!(
+        u128::from(max) * 2 < LOST_WAKE_UP_STALL.as_micros(),
+        "a refill took {max} us ({over} of {} over 20 ms): a producer's wake was lost",
+        gaps.len()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -628,7 +640,13 @@ fn runtime_shutdown_and_abort_leave_no_announcement() {
                     producer.send(&[1u8; 200]).await.expect("send");
                     unreachable!("never room");
                 });
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Both tasks announce at their first poll, which on the
+                // multi-thread runtime comes when a worker gets to it.
+                let polled = Instant::now();
+                while sleepers(guard_c.name()).0 == 0 || sleepers(guard_p.name()).1 == 0 {
+                    assert!(polled.elapsed() < Duration::from_secs(10), "{label}: not announced in 10 s");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 assert_eq!(sleepers(guard_c.name()).0, 1, "{label}: consumer announced");
                 assert_eq!(sleepers(guard_p.name()).1, 1, "{label}: producer announced");
                 h.abort();
@@ -652,6 +670,7 @@ fn a_handle_polled_with_different_wakers_wakes_the_latest() {
         let options = RingOptions::new();
         let mut consumer = AsyncConsumer::new(Consumer::create(guard.name(), &options).expect("create"));
         let mut producer = Producer::open(guard.name(), &options).expect("open");
+        let mut slow = 0;
         for round in 0..50 {
             let w1 = Arc::new(Counting(AtomicUsize::new(0)));
             let w2 = Arc::new(Counting(AtomicUsize::new(0)));
@@ -672,12 +691,17 @@ fn a_handle_polled_with_different_wakers_wakes_the_latest() {
                     assert!(sent.elapsed() < Duration::from_secs(5), "round {round}: the latest waker never woke");
                     std::thread::sleep(Duration::from_micros(100));
                 }
-                let took = sent.elapsed();
-                assert!(took < Duration::from_millis(30), "round {round}: woken after {took:?} (the reactor slice?)");
+                // A wake that only the reactor's 50 ms slice delivers takes
+                // 0 to 50 ms: over 30 ms in two rounds of five. A loaded
+                // machine may delay a few.
+                if sent.elapsed() > Duration::from_millis(30) {
+                    slow += 1;
+                }
                 assert!(fut.as_mut().poll(&mut Context::from_waker(&waker2)).is_ready());
             }
             assert_eq!(sleepers(guard.name()).0, 0);
         }
+        assert!(slow <= 5, "{slow} of 50 rounds woken after over 30 ms (by the reactor slice?)");
     });
 }
 
@@ -801,8 +825,10 @@ fn a_handle_dropped_while_registered_then_a_new_mapping_at_its_address() {
             let _ = sender.join();
             assert_eq!(sleepers(g2.name()), (0, 0));
         }
+        // A wake lost to a stale registration is delivered by the liveness
+        // interval (50 ms), in every round; a loaded machine delays a few.
         let (max, over) = report_latencies("address reuse", &mut lat);
-        assert!(over <= 2, "{over} of 60 waits took over 20 ms (max {max} us)");
+        assert!(over <= 6, "{over} of 60 waits took over 20 ms (max {max} us)");
     });
 }
 
@@ -894,47 +920,77 @@ fn recv_and_read_cancelled_at_random_lose_nothing() {
 //    liveness interval.
 // ---------------------------------------------------------------------------
 
+/// Whether process `pid` has exited (a zombie, or reaped): its descriptors,
+/// and so its liveness lock, are gone.
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) == Some("Z"),
+        Err(_) => true,
+    }
+}
+
+/// The time from a producer's death (not from the signal: a loaded machine
+/// may take a while to run the exit) to an async recv's `Disconnected` must
+/// follow the liveness interval, not the reactor's fixed 50 ms slice. A
+/// round of four kills whose worst misses the bound is run once more (a
+/// slice-bound detection misses it in nearly every round).
 #[test]
 fn a_killed_producer_ends_an_async_recv_within_the_liveness_interval() {
     for interval_ms in [10u64, 50] {
-        let mut worst = Duration::ZERO;
-        for kill_after_ms in [37u64, 55, 62, 70] {
-            let guard = SegmentGuard::new("ra-killed-p");
-            let options = RingOptions::new().liveness_interval(Duration::from_millis(interval_ms));
-            let consumer = Consumer::create(guard.name(), &options).expect("create");
-            let mut child = spawn_child("hold-producer", &[("SHMRING_NAME", guard.name().to_owned())]);
-            child.wait_for_line("attached");
-            let pid = child.id() as i32;
-            let rt = current_rt();
-            let (outcome, took) = within(Duration::from_secs(30), "killed producer", move || {
-                rt.block_on(async move {
-                    let mut c = AsyncConsumer::new(consumer);
-                    let mut buf = Vec::new();
-                    // Let it register, then kill the producer.
-                    let killer = tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
-                        // SAFETY: a signal to our own child, which its guard reaps.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                        Instant::now()
-                    });
-                    let r = tokio::time::timeout(Duration::from_secs(5), c.recv(&mut buf)).await;
-                    let killed_at = killer.await.unwrap();
-                    (r.map(|r| r.map(|_| ())), killed_at.elapsed())
-                })
-            });
-            child.kill();
-            assert!(matches!(outcome, Ok(Err(RecvError::Disconnected))), "{outcome:?}");
-            println!("liveness {interval_ms} ms, killed {kill_after_ms} ms after the wait began: seen after {took:?}");
-            worst = worst.max(took);
-        }
-        println!("liveness {interval_ms} ms: worst detection {worst:?}");
         let limit = Duration::from_millis(interval_ms * 2 + 10);
+        let mut worst = Duration::ZERO;
+        for round in 0..2 {
+            worst = worst_of_four_kills(interval_ms);
+            println!("liveness {interval_ms} ms, round {round}: worst detection {worst:?}");
+            if worst < limit {
+                break;
+            }
+        }
         assert!(
             worst < limit,
             "liveness_interval {interval_ms} ms: an async recv saw the killed producer only after {worst:?} \
              (a blocking recv: about 1.2x the interval); the reactor slice is a fixed 50 ms"
         );
     }
+}
+
+fn worst_of_four_kills(interval_ms: u64) -> Duration {
+    let mut worst = Duration::ZERO;
+    for kill_after_ms in [37u64, 55, 62, 70] {
+        let guard = SegmentGuard::new("ra-killed-p");
+        let options = RingOptions::new().liveness_interval(Duration::from_millis(interval_ms));
+        let consumer = Consumer::create(guard.name(), &options).expect("create");
+        let mut child = spawn_child("hold-producer", &[("SHMRING_NAME", guard.name().to_owned())]);
+        child.wait_for_line("attached");
+        let pid = child.id() as i32;
+        let rt = current_rt();
+        let (outcome, took) = within(Duration::from_secs(30), "killed producer", move || {
+            rt.block_on(async move {
+                let mut c = AsyncConsumer::new(consumer);
+                let mut buf = Vec::new();
+                // Let it register, then kill the producer.
+                let killer = tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
+                    // SAFETY: a signal to our own child, which its guard reaps.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while !exited(pid) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Instant::now()
+                });
+                let r = tokio::time::timeout(Duration::from_secs(5), c.recv(&mut buf)).await;
+                let killed_at = killer.await.unwrap();
+                (r.map(|r| r.map(|_| ())), killed_at.elapsed())
+            })
+        });
+        child.kill();
+        assert!(matches!(outcome, Ok(Err(RecvError::Disconnected))), "{outcome:?}");
+        println!("liveness {interval_ms} ms, killed {kill_after_ms} ms after the wait began: seen after {took:?}");
+        worst = worst.max(took);
+    }
+    worst
 }
 
 #[test]

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{within, SegmentGuard};
+use common::{thread_id, wait_until_parked_on, within, Line, SegmentGuard};
 use shmring::{Consumer, Producer, RingOptions, TryRecvError, TrySendError, WaitStrategy};
 use std::time::{Duration, Instant};
 
@@ -58,16 +58,18 @@ fn full_ring_and_a_blocked_sender(
             Err(other) => panic!("fill: {other:?}"),
         }
     }
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let blocked = std::thread::spawn(move || {
+        tid_tx.send(thread_id()).expect("send the thread id");
         let outcome = match timeout {
             None => producer.send(&[0xEE; MSG]).map_err(|e| e.to_string()),
             Some(t) => producer.send_timeout(&[0xEE; MSG], t).map_err(|e| e.to_string()),
         };
         (Instant::now(), outcome)
     });
-    // Long enough for the sender to announce itself and sleep; if it has
-    // not yet, the consumer's releases below find nobody to wake or defer.
-    std::thread::sleep(Duration::from_millis(100));
+    // Otherwise the consumer's releases below could find nobody to wake or
+    // defer.
+    wait_until_parked_on(guard.name(), Line::Producers, tid_rx.recv().expect("the sender's id"));
     (consumer, blocked, sent)
 }
 
@@ -119,7 +121,7 @@ fn send_timeout_takes_room_freed_without_a_wake_by_its_deadline() {
     within(Duration::from_secs(60), "send_timeout", || {
         let guard = SegmentGuard::new("rw-timeout");
         // A minute's liveness interval: the sender sleeps to its deadline.
-        let timeout = Duration::from_millis(400);
+        let timeout = Duration::from_secs(3);
         let (mut consumer, blocked, _) = full_ring_and_a_blocked_sender(&guard, Duration::from_secs(60), Some(timeout));
         let mut buf = Vec::new();
         free_a_little(&mut consumer, &mut buf);
@@ -172,14 +174,16 @@ fn by_default_a_request_reply_pair_of_full_rings_never_waits_for_a_liveness_inte
         const M: usize = 120;
         while a_requests.try_send(&[1; M]).is_ok() {}
         while b_replies.try_send(&[2; M]).is_ok() {}
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let a = std::thread::spawn(move || {
+            tid_tx.send(thread_id()).expect("send the thread id");
             a_requests.send(&[3; M]).expect("A's send");
             let mut buf = Vec::new();
             while a_replies.try_recv(&mut buf).is_ok() {}
             (a_requests, a_replies)
         });
         // A parks on the full request ring.
-        std::thread::sleep(Duration::from_millis(100));
+        wait_until_parked_on(requests.name(), Line::Producers, tid_rx.recv().expect("A's id"));
         let start = Instant::now();
         let mut buf = Vec::new();
         b_requests.recv(&mut buf).expect("B's recv");

@@ -152,6 +152,36 @@ pub fn wait_until_parked(tid: i32, what: &str) {
     }
 }
 
+/// Which of a ring's two wake lines a sleeper announces itself on.
+#[derive(Clone, Copy, Debug)]
+pub enum Line {
+    /// Where the consumer waits for messages.
+    Consumer,
+    /// Where producers wait for room.
+    Producers,
+}
+
+/// Waits (at most 30 s) until a sleeper has announced itself on `line` of
+/// the ring `name` and thread `tid` sleeps in a futex wait: the thread is
+/// parked on the ring, so what the test does next finds it asleep however
+/// slowly it was scheduled.
+pub fn wait_until_parked_on(name: &str, line: Line, tid: i32) {
+    let d = deadline(30);
+    loop {
+        let info = shmring::inspect::inspect(name).expect("inspect");
+        let wake = match line {
+            Line::Consumer => info.consumer_wake,
+            Line::Producers => info.producer_wake,
+        };
+        if wake.sleepers > 0 {
+            break;
+        }
+        until(d, "a sleeper's announcement");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    wait_until_parked(tid, "the announced sleeper's futex wait");
+}
+
 /// A segment name no other test (or run) uses:
 /// `/shmring-test-TAG-pPID-N-NANOS`. Whatever carries it (or a name made
 /// from it by appending) when this process exits is removed then (see
@@ -467,7 +497,8 @@ pub fn child_main() {
     match role.as_str() {
         // MPSC: send SHMRING_COUNT messages (all if absent: until killed) of
         // stream SHMRING_STREAM with sizes up to SHMRING_MAX_SIZE, written in
-        // place, holding each claim SHMRING_HOLD_US more. With
+        // place, holding each claim SHMRING_HOLD_US more, and, with
+        // SHMRING_HOLD_UNTIL, until that file exists (at most 60 s). With
         // SHMRING_PROGRESS, record the count committed after each commit.
         "mpsc-produce" => {
             let mut producer = Producer::open(&name, &mpsc_options()).expect("open MPSC producer");
@@ -478,6 +509,7 @@ pub fn child_main() {
                 .ok()
                 .map(|p| std::fs::OpenOptions::new().write(true).open(p).expect("progress file"));
             let hold = Duration::from_micros(std::env::var("SHMRING_HOLD_US").map_or(0, |h| h.parse().expect("hold")));
+            let hold_until = std::env::var_os("SHMRING_HOLD_UNTIL").map(std::path::PathBuf::from);
             let mut sizes = StreamSizes::new(stream);
             println!("slot={}", producer.slot());
             for seq in 0..count {
@@ -499,6 +531,12 @@ pub fn child_main() {
                 let claimed = Instant::now();
                 while claimed.elapsed() < hold {
                     std::hint::spin_loop();
+                }
+                if let Some(path) = &hold_until {
+                    let until = deadline(60);
+                    while !path.exists() && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
                 grant.commit();
                 if let Some(file) = &progress {
