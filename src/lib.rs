@@ -42,8 +42,8 @@
 //!
 //! * `layout`: the header in shared memory, pinned at compile time; `record`
 //!   and `region`: the record format and the data region (leaf modules).
-//! * `segment`: creating, opening, validating and mapping segments.
-//! * `fork`: what becomes of a handle in a forked child (it fails, and
+//! * `segment`: creating, opening, validating and mapping segments; its
+//!   `fork` says what becomes of a handle in a forked child (it fails, and
 //!   its drop does nothing), and how a child's copy of a mapping or
 //!   descriptor is kept from holding the parent's liveness lock.
 //! * `ring`: the algorithms (record framing, commit words, wake-ups), written
@@ -57,8 +57,8 @@
 //!   a role in it, and mapping the ring's reasons to the public errors.
 //!
 //! Imports run one way: `channel` uses `segment` and `ring`; `ring` uses
-//! `layout`, `record`, `region`, `wait` and `sync`; `segment` uses `layout`,
-//! `region` and `fork`; nothing below imports what is above it.
+//! `layout`, `record`, `region`, `wait` and `sync`; `segment` uses `layout`
+//! and `region`; nothing below imports what is above it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -89,9 +89,6 @@ pub mod wait;
 
 #[cfg(not(shmring_loom))]
 mod channel;
-#[cfg(not(shmring_loom))]
-#[allow(unsafe_code)]
-mod fork;
 #[cfg(not(shmring_loom))]
 pub mod inspect;
 #[cfg(not(shmring_loom))]

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::error::Error;
-use crate::fork::Scope;
 use crate::layout::{Slot, FLAG_HANDED_OUT};
+use crate::segment::fork::Scope;
 use crate::segment::Segment;
 use crate::sync::Ordering;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};

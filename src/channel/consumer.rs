@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::error::{BufferTooSmall, Error, ForkedHandle, RecvError, RecvStop, RecvTimeoutError, Role, TryRecvError};
-use crate::fork::ProcessLocal;
 use crate::layout::{Kind, Slot};
 use crate::ring::Stats;
 use crate::ring::{self, RingBacking};
+use crate::segment::fork::ProcessLocal;
 use crate::segment::Segment;
 use crate::wait::WaitStrategy;
 use std::mem::MaybeUninit;

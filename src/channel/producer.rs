@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::error::{Error, ForkedHandle, Role, SendError, SendStop, SendTimeoutError, TrySendError};
-use crate::fork::ProcessLocal;
 use crate::layout::{Kind, Slot};
 use crate::ring;
 use crate::ring::Stats;
+use crate::segment::fork::ProcessLocal;
 use crate::segment::Segment;
 use crate::wait::WaitStrategy;
 use std::path::Path;

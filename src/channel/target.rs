@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::error::{Error, ForkedHandle, Role};
-use crate::fork::Scope;
+use crate::segment::fork::Scope;
 use crate::segment::Segment;
 use std::os::fd::AsRawFd;
 use std::path::Path;

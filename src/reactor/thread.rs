@@ -53,7 +53,7 @@ struct Registration {
 }
 
 /// The process's reactor, once started, by fork generation (see
-/// `crate::fork`): a forked child has a copy of its parent's reactor but not
+/// `crate::segment::fork`): a forked child has a copy of its parent's reactor but not
 /// its thread, so it starts its own. (Slots, not a lock: a lock that another
 /// thread held at the fork would stay held in the child.)
 static REACTORS: [OnceLock<Option<&'static Reactor>>; 64] = [const { OnceLock::new() }; 64];
@@ -93,7 +93,7 @@ impl Reactor {
     /// the thread could not be started (no memory, or the thread limit):
     /// async waits then poll.
     pub(crate) fn get() -> Option<&'static Reactor> {
-        let generation = crate::fork::generation();
+        let generation = crate::segment::fork::generation();
         match REACTORS.get(generation as usize) {
             Some(slot) => *slot.get_or_init(Reactor::start),
             None => {
@@ -125,7 +125,8 @@ impl Reactor {
     /// The system calls of this process's reactor and its registrations so
     /// far (0 if it was never started).
     pub(crate) fn syscalls_so_far() -> u64 {
-        let started = REACTORS.get(crate::fork::generation() as usize).and_then(|slot| slot.get().copied().flatten());
+        let started =
+            REACTORS.get(crate::segment::fork::generation() as usize).and_then(|slot| slot.get().copied().flatten());
         started.map_or(0, |r| r.syscalls.load(Ordering::Relaxed))
     }
 

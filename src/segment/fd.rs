@@ -4,7 +4,7 @@ use super::*;
 
 /// A segment's descriptor: closed on drop (with forks held off if it is
 /// tracked), and left alone in a forked child, whose atfork handler closed
-/// it already (see [`crate::fork`]).
+/// it already (see [`crate::segment::fork`]).
 #[derive(Debug)]
 pub(super) struct SegmentFd {
     pub(super) fd: ManuallyDrop<OwnedFd>,

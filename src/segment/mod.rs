@@ -21,7 +21,7 @@
 //!   open file description of its own, so that its liveness lock is its own
 //!   and not shared with the process it got the descriptor from.
 //!
-//! This module, [`crate::fork`], [`crate::region`] and [`crate::ring`] are the
+//! This module (with its [`fork`]), [`crate::region`] and [`crate::ring`] are the
 //! only ones with `unsafe` code that touches mappings.
 //!
 //! # Liveness
@@ -37,10 +37,9 @@
 //! mappings, and each would keep the parent's open file description, and so
 //! its lock, alive as long as the child lives: so a handle's descriptor and
 //! mappings are tracked, and closed and blanked in every forked child (see
-//! [`crate::fork`]). What a child needs it attaches afresh.
+//! [`fork`]). What a child needs it attaches afresh.
 
 use crate::error::{Corrupted, Error};
-use crate::fork::{self, Scope, Tracked};
 use crate::layout::{
     IdentityFields, Kind, SegmentHeader, Slot, HEADER_BYTES, MAGIC, MAX_PRODUCERS, RECOVERY_LOCK_BYTE,
     STATE_INITIALIZING, STATE_READY, VERSION,
@@ -48,6 +47,7 @@ use crate::layout::{
 use crate::record::record_size;
 use crate::region::Region;
 use crate::sync::{fence, AtomicU32, Ordering};
+use fork::{Scope, Tracked};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::fs::{FallocateFlags, Mode, OFlags, SealFlags};
 use rustix::io::Errno;
@@ -60,6 +60,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod fd;
+pub(crate) mod fork;
 mod huge;
 mod locks;
 mod mapping;
@@ -80,7 +81,7 @@ use write_back::*;
 /// the mapping; unmaps on drop, and unlinks a shared-memory name if it
 /// created it and was asked to (files and memfds are never removed). In a
 /// process forked from the one that made it (a handle's segment), dropping it
-/// does none of that: see [`crate::fork`].
+/// does none of that: see [`fork`].
 #[derive(Debug)]
 pub(crate) struct Segment {
     /// The name for messages: `/name`, the file's path, or `memfd:label`.
