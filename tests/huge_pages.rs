@@ -271,3 +271,55 @@ fn a_child_forked_with_huge_handles_holds_none_of_their_mappings() {
     }
     assert_eq!(consumer.try_recv(&mut buf), Err(TryRecvError::Empty), "the child's send arrived");
 }
+
+/// A huge ring whose data pages were given back to the pool (a hole
+/// punched, as a peer holding the descriptor can) and then taken by someone
+/// else: opening it would need pages the pool no longer has. The open fails
+/// with `NoHugePages`, takes no page and leaves no mapping; once pages are
+/// free again the same descriptor opens, an empty ring that streams.
+#[test]
+fn opening_a_huge_ring_the_pool_cannot_back_is_no_huge_pages() {
+    let Some(_turn) = take_turn(PAGES, "opening a sparse ring") else { return };
+    let ring = AnonymousRing::create("huge-sparse", &options()).expect("create");
+    let fd = inheritable(&ring);
+    drop(ring);
+    // The data pages go back to the pool; the header's page stays.
+    rustix::fs::fallocate(
+        &fd,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        HUGE_PAGE,
+        PAGES * HUGE_PAGE - HUGE_PAGE,
+    )
+    .expect("punch out the data pages");
+    // Someone else takes every free page.
+    let free = free_pages();
+    let hog = rustix::fs::memfd_create(
+        "huge-hog",
+        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::HUGETLB | rustix::fs::MemfdFlags::HUGE_2MB,
+    )
+    .expect("memfd_create");
+    if free > 0 {
+        rustix::fs::fallocate(&hog, rustix::fs::FallocateFlags::empty(), 0, free * HUGE_PAGE)
+            .expect("take the free pages");
+    }
+    assert_eq!(free_pages(), 0, "the hog holds the pool");
+    match AnonymousRing::open_inherited(fd.as_raw_fd(), &options()) {
+        Err(e @ Error::NoHugePages { bytes, .. }) => {
+            assert_eq!(bytes, PAGES * HUGE_PAGE, "{e}");
+            assert!(e.to_string().contains("vm.nr_hugepages"), "{e}");
+        }
+        Err(other) => panic!("expected NoHugePages, got {other}"),
+        Ok(_) => panic!("opened a ring of {PAGES} huge pages with none free"),
+    }
+    assert_eq!(free_pages(), 0, "the failed open took or reserved pages");
+    assert_eq!(mappings_of("huge-sparse"), 0, "the failed open left a mapping");
+    drop(hog);
+    let opened = AnonymousRing::open_inherited(fd.as_raw_fd(), &options()).expect("open with pages free");
+    let (mut producer, mut consumer) =
+        (opened.producer(&options()).expect("producer"), opened.consumer(&options()).expect("consumer"));
+    assert_eq!(consumer.try_recv(&mut Vec::new()), Err(TryRecvError::Empty));
+    producer.send(&[5u8; 4096]).expect("send");
+    let mut buf = Vec::new();
+    assert_eq!(consumer.recv(&mut buf).expect("recv"), 4096);
+    assert!(buf.iter().all(|&b| b == 5));
+}
