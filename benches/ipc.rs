@@ -15,6 +15,9 @@
 //! not products: they map a file of `/dev/shm` themselves, which is the only
 //! `unsafe` outside the library's `segment` and `ring` modules.
 
+#[path = "common/cpus.rs"]
+mod cpus;
+
 use hdrhistogram::Histogram;
 use serde_json::json;
 use shmring::{Consumer, Kind, Producer, RingOptions, WaitStrategy};
@@ -226,18 +229,7 @@ struct Row {
 fn pin_to(side: usize) {
     let Some(cores) = std::env::var(PIN_ENV).ok() else { return };
     let Some(cpu) = cores.split(',').nth(side).and_then(|c| c.parse().ok()) else { return };
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
-        eprintln!("cannot pin to CPU {cpu}: {e}");
-    }
-}
-
-/// The first two CPUs this process may run on, if it may run on two.
-fn two_cores() -> Option<(usize, usize)> {
-    let allowed = rustix::thread::sched_getaffinity(None).ok()?;
-    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&cpu| allowed.is_set(cpu));
-    Some((cpus.next()?, cpus.next()?))
+    cpus::pin(cpu);
 }
 
 const PIN_ENV: &str = "SHMRING_BENCH_CPUS";
@@ -1419,7 +1411,7 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    if let Some((a, b)) = two_cores() {
+    if let Some((a, b)) = cpus::two_cpus() {
         std::env::set_var(PIN_ENV, format!("{a},{b}"));
     } else {
         eprintln!("one core: producer and consumer share it, busy rows measure the scheduler");

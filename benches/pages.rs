@@ -22,6 +22,9 @@
 //! root; a 64 MiB ring takes 33). Without them those rows say so and are
 //! skipped.
 
+#[path = "common/cpus.rs"]
+mod cpus;
+
 use rustix::fd::{AsRawFd, FromRawFd, OwnedFd};
 use rustix::fs::{FallocateFlags, MemfdFlags};
 use rustix::io::Errno;
@@ -108,25 +111,11 @@ fn now_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
-fn pin(cpu: usize) {
-    let mut set = rustix::thread::CpuSet::new();
-    set.set(cpu);
-    if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
-        eprintln!("cannot pin to CPU {cpu}: {e}");
-    }
-}
-
-fn two_cpus() -> Option<(usize, usize)> {
-    let allowed = rustix::thread::sched_getaffinity(None).ok()?;
-    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&cpu| allowed.is_set(cpu));
-    Some((cpus.next()?, cpus.next()?))
-}
-
 /// The consumer: `--child FD SIZE COUNT POPULATE CPU`.
 fn child(args: &[String]) {
     let number = |i: usize| args[i].parse::<u64>().expect("number");
     let (raw, size, count, populate, cpu) = (number(2), number(3) as usize, number(4), number(5) == 1, number(6));
-    pin(cpu as usize);
+    cpus::pin(cpu as usize);
     // SAFETY: the parent made this descriptor inheritable for this child
     // alone; nothing else here owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
@@ -166,7 +155,7 @@ fn child(args: &[String]) {
 fn shmring_child(args: &[String]) {
     let number = |i: usize| args[i].parse::<u64>().expect("number");
     let (fd, size, count, cpu) = (number(2) as i32, number(3) as usize, number(4), number(5) as usize);
-    pin(cpu);
+    cpus::pin(cpu);
     let options = RingOptions::new().wait(WaitStrategy::BusySpin);
     let ring = AnonymousRing::open_inherited(fd, &options).expect("open the inherited ring");
     let mut consumer = ring.consumer(&options).expect("consumer");
@@ -203,7 +192,7 @@ fn run_shmring(variant: Variant, size: usize, laps: u64, cpus: (usize, usize)) -
     let lap = shmring_lap(size);
     let count = lap * laps;
     let inherited = rustix::io::dup(&ring).expect("dup");
-    pin(cpus.0);
+    cpus::pin(cpus.0);
     let mut consumer = Command::new(std::env::current_exe().expect("current_exe"))
         .args(["--child-shmring", &inherited.as_raw_fd().to_string(), &size.to_string(), &count.to_string()])
         .arg(cpus.1.to_string())
@@ -263,7 +252,7 @@ fn run(variant: Variant, size: usize, laps: u64, cpus: (usize, usize)) -> Option
     let slots = (RING / size) as u64;
     let count = slots * laps;
     let inherited = rustix::io::dup(&fd).expect("dup");
-    pin(cpus.0);
+    cpus::pin(cpus.0);
     let mut consumer = Command::new(std::env::current_exe().expect("current_exe"))
         .args(["--child", &inherited.as_raw_fd().to_string(), &size.to_string(), &count.to_string()])
         .arg(if variant.populate { "1" } else { "0" })
@@ -313,7 +302,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let repetitions = if quick { 1 } else { 9 };
     let laps = if quick { 4 } else { 16 };
-    let Some(cpus) = two_cpus() else {
+    let Some(cpus) = cpus::two_cpus() else {
         eprintln!("one CPU: the two sides would share it; nothing measured");
         return;
     };
