@@ -56,9 +56,10 @@
 //!   [`AnonymousRing`], [`RingOptions`]): where a segment comes from, taking
 //!   a role in it, and mapping the ring's reasons to the public errors.
 //!
-//! Imports run one way: `channel` uses `segment` and `ring`; `ring` uses
-//! `layout`, `record`, `region`, `wait` and `sync`; `segment` uses `layout`
-//! and `region`; nothing below imports what is above it.
+//! Imports run one way: `channel` uses `segment` and `ring`; the async
+//! `reactor` uses `ring` and `segment`'s fork generation; `ring` uses
+//! `layout`, `record`, `region`, `wait` and `sync`; `segment` uses `layout`,
+//! `region` and `sync`; nothing below imports what is above it.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -161,8 +161,8 @@ pub enum Line {
     Producers,
 }
 
-/// Waits (at most 30 s) until a sleeper has announced itself on `line` of
-/// the ring `name` and thread `tid` sleeps in a futex wait: the thread is
+/// Waits (at most 30 s for each) until a sleeper has announced itself on
+/// `line` of the ring `name` and thread `tid` sleeps in a futex wait: the thread is
 /// parked on the ring, so what the test does next finds it asleep however
 /// slowly it was scheduled.
 pub fn wait_until_parked_on(name: &str, line: Line, tid: i32) {
@@ -755,10 +755,9 @@ pub fn child_main() {
         }
         // Drain (in place where allowed) and verify the integrity stream,
         // recording the seq of each message in the progress file while it
-        // is handed out (before its space is released); until killed.
-        // Drains, writing each message's number to SHMRING_PROGRESS, and
-        // stops inside the drain at message SHMRING_HOLD_AT, holding it
-        // (and whatever the drain has not yet released) until killed.
+        // is handed out (before its space is released); stop inside the
+        // drain at message SHMRING_HOLD_AT, holding it (and whatever the
+        // drain has not yet released) until killed.
         "drain-progress" => {
             let progress = std::fs::OpenOptions::new().write(true).open(env("SHMRING_PROGRESS")).expect("progress");
             let hold_at: u64 = env("SHMRING_HOLD_AT").parse().expect("SHMRING_HOLD_AT");
