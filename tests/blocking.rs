@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{thread_id, wait_until_parked, within, SegmentGuard};
+use common::{spawn_with_id, wait_until_parked, within, SegmentGuard};
 use shmring::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -70,14 +70,12 @@ fn full_ring_blocks_the_producer_until_the_consumer_reads() {
         assert!(fitted >= 30, "{fitted} messages of 100 bytes in 4 KiB");
         let sent = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&sent);
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let sender = std::thread::spawn(move || {
-            tid_tx.send(thread_id()).expect("tid");
+        let (sender, tid) = spawn_with_id(move || {
             producer.send(&[0xAA; 100]).expect("send");
             flag.store(true, Ordering::SeqCst);
             producer
         });
-        until_blocked(wait, tid_rx.recv().expect("tid"), "the producer parking on the full ring");
+        until_blocked(wait, tid, "the producer parking on the full ring");
         assert!(!sent.load(Ordering::SeqCst), "{wait:?}: send returned while the ring was full");
         // Read until the waiting send gets through (one freed record may not
         // be room enough when the next record needs padding at the wrap).
@@ -109,14 +107,11 @@ fn empty_ring_blocks_the_consumer_until_a_message_comes() {
         let (_segment, mut producer, mut consumer) = parking_pair("block-empty", wait);
         let got = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&got);
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let receiver = std::thread::spawn(move || {
-            tid_tx.send(thread_id()).expect("tid");
+        let (receiver, tid) = spawn_with_id(move || {
             let msg = consumer.read().expect("read").to_vec();
             flag.store(true, Ordering::SeqCst);
             (consumer, msg)
         });
-        let tid = tid_rx.recv().expect("tid");
         until_blocked(wait, tid, "the consumer parking on the empty ring");
         assert!(!got.load(Ordering::SeqCst), "{wait:?}: recv returned on an empty ring");
         producer.send_timeout(b"wake up", SOON).expect("send");
@@ -186,15 +181,13 @@ fn dropping_the_consumer_disconnects_the_producer_even_when_blocked() {
     for wait in STRATEGIES {
         let (_segment, mut producer, consumer) = parking_pair("drop-consumer", wait);
         fill(&mut producer);
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let sender = std::thread::spawn(move || {
-            tid_tx.send(thread_id()).expect("tid");
+        let (sender, tid) = spawn_with_id(move || {
             let outcome = producer.send(&[9; 100]);
             (producer, outcome)
         });
         // Dropped once the send is blocked: its detach must wake the
         // sender (a park slice of a minute would outlast the deadline).
-        until_blocked(wait, tid_rx.recv().expect("tid"), "the producer parking on the full ring");
+        until_blocked(wait, tid, "the producer parking on the full ring");
         drop(consumer);
         let (mut producer, outcome) =
             within(SOON, "a blocked send after the consumer left", move || sender.join()).expect("sender");

@@ -108,13 +108,10 @@ fn parked_consumer_is_released_when_its_producer_is_killed() {
         wait_for_line(&mut producer, "sent");
         // Blocks (parked or spinning) until the kill is noticed: `recv`, with
         // no timeout of its own, on a thread with a deadline.
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let receiver = std::thread::spawn(move || {
-            tid_tx.send(thread_id()).expect("tid");
+        let (receiver, tid) = spawn_with_id(move || {
             let mut buf = Vec::new();
             consumer.recv(&mut buf)
         });
-        let tid = tid_rx.recv().expect("tid");
         if wait != shmring::WaitStrategy::BusySpin {
             wait_until_parked(tid, "the consumer parking on the empty ring");
         }

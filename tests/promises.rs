@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{spawn_child, wait_for_line, ChildGuard, SegmentGuard};
+use common::{spawn_child, spawn_with_id, wait_for_line, wait_until_parked, ChildGuard, SegmentGuard};
 use shmring::{Consumer, Kind, Producer, RecvTimeoutError, RingOptions, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -78,13 +78,11 @@ fn a_killed_producer_is_noticed_within_the_liveness_interval() {
             // Parked in the kernel when the kill comes; the time is taken
             // when the waiter returns (not when this thread gets to it),
             // from when the killed child has been reaped.
-            let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-            let waiter = std::thread::spawn(move || {
-                tid_tx.send(common::thread_id()).expect("send the thread id");
+            let (waiter, tid) = spawn_with_id(move || {
                 until_disconnected(&mut consumer, Duration::from_secs(10));
                 (consumer, Instant::now())
             });
-            common::wait_until_parked(tid_rx.recv().expect("the waiter's id"), "the waiter's sleep");
+            wait_until_parked(tid, "the waiter's sleep");
             producer.kill_alive("the idle producer");
             let killed = Instant::now();
             let (_consumer, seen) = waiter.join().expect("waiter");

@@ -21,10 +21,10 @@
 mod common;
 
 use common::{
-    mpsc_options, spawn_child, thread_id, wait_for_line, wait_until_parked_on, within, Line, SegmentGuard, TempDir,
+    mpsc_options, spawn_child, spawn_with_id, thread_id, wait_for_line, wait_until_parked_on, within, Line,
+    SegmentGuard, TempDir,
 };
 use shmring::{payload, Consumer, Producer, RingOptions, Select, WaitStrategy};
-use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
@@ -48,9 +48,7 @@ fn options() -> RingOptions {
 /// announced itself and sleeps in a futex wait), so that what the test does
 /// next finds it asleep however slowly the thread was scheduled.
 fn receive(mut consumer: Consumer, n: usize, name: &str) -> thread::JoinHandle<(Vec<Vec<u8>>, u64)> {
-    let (tid_tx, tid_rx) = mpsc::channel();
-    let receiver = thread::spawn(move || {
-        tid_tx.send(thread_id()).expect("send the thread id");
+    let (receiver, tid) = spawn_with_id(move || {
         let mut buf = Vec::new();
         let got = (0..n)
             .map(|_| {
@@ -60,7 +58,7 @@ fn receive(mut consumer: Consumer, n: usize, name: &str) -> thread::JoinHandle<(
             .collect();
         (got, consumer.stats().futex_waits)
     });
-    wait_until_parked_on(name, Line::Consumer, tid_rx.recv().expect("the consumer thread's id"));
+    wait_until_parked_on(name, Line::Consumer, tid);
     receiver
 }
 

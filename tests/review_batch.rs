@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{spawn_child, wait_until_parked, within, SegmentGuard, TempDir};
+use common::{spawn_child, spawn_with_id, wait_until_parked, within, SegmentGuard, TempDir};
 use shmring::{Consumer, Kind, Producer, RecvTimeoutError, RingOptions, SendError, TryRecvError};
 use std::cell::Cell;
 use std::io::Read;
@@ -356,10 +356,8 @@ fn long_batch_wakes_a_parked_consumer(kind: Kind, label: &str) {
     let mut consumer = Consumer::create(segment.name(), &options).expect("create");
     let mut producer = Producer::open(segment.name(), &options).expect("open");
     let got_one = Arc::new(AtomicBool::new(false));
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let flag = got_one.clone();
-    let reader = std::thread::spawn(move || {
-        tid_tx.send(common::thread_id()).expect("tid");
+    let (reader, tid) = spawn_with_id(move || {
         let mut n = 0;
         let r = consumer.drain_timeout(usize::MAX, Duration::from_secs(20), |_| {
             n += 1;
@@ -367,7 +365,6 @@ fn long_batch_wakes_a_parked_consumer(kind: Kind, label: &str) {
         });
         (r, n)
     });
-    let tid = tid_rx.recv().expect("tid");
     wait_until_parked(tid, "the consumer parks");
     std::thread::sleep(Duration::from_millis(50));
     /// Message `i`; the write of `gate` waits (at most 5 s) for the

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::{thread_id, wait_until_parked_on, within, Line, SegmentGuard};
+use common::{spawn_with_id, wait_until_parked_on, within, Line, SegmentGuard};
 use shmring::{Consumer, Producer, RingOptions, TryRecvError, TrySendError, WaitStrategy};
 use std::time::{Duration, Instant};
 
@@ -58,9 +58,7 @@ fn full_ring_and_a_blocked_sender(
             Err(other) => panic!("fill: {other:?}"),
         }
     }
-    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-    let blocked = std::thread::spawn(move || {
-        tid_tx.send(thread_id()).expect("send the thread id");
+    let (blocked, tid) = spawn_with_id(move || {
         let outcome = match timeout {
             None => producer.send(&[0xEE; MSG]).map_err(|e| e.to_string()),
             Some(t) => producer.send_timeout(&[0xEE; MSG], t).map_err(|e| e.to_string()),
@@ -69,7 +67,7 @@ fn full_ring_and_a_blocked_sender(
     });
     // Otherwise the consumer's releases below could find nobody to wake or
     // defer.
-    wait_until_parked_on(guard.name(), Line::Producers, tid_rx.recv().expect("the sender's id"));
+    wait_until_parked_on(guard.name(), Line::Producers, tid);
     (consumer, blocked, sent)
 }
 
@@ -174,16 +172,14 @@ fn by_default_a_request_reply_pair_of_full_rings_never_waits_for_a_liveness_inte
         const M: usize = 120;
         while a_requests.try_send(&[1; M]).is_ok() {}
         while b_replies.try_send(&[2; M]).is_ok() {}
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let a = std::thread::spawn(move || {
-            tid_tx.send(thread_id()).expect("send the thread id");
+        let (a, tid) = spawn_with_id(move || {
             a_requests.send(&[3; M]).expect("A's send");
             let mut buf = Vec::new();
             while a_replies.try_recv(&mut buf).is_ok() {}
             (a_requests, a_replies)
         });
         // A parks on the full request ring.
-        wait_until_parked_on(requests.name(), Line::Producers, tid_rx.recv().expect("A's id"));
+        wait_until_parked_on(requests.name(), Line::Producers, tid);
         let start = Instant::now();
         let mut buf = Vec::new();
         b_requests.recv(&mut buf).expect("B's recv");

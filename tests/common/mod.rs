@@ -134,6 +134,17 @@ pub fn thread_id() -> i32 {
     rustix::thread::gettid().as_raw_nonzero().get()
 }
 
+/// Runs `f` on a new thread; returns its handle and its kernel thread id
+/// (for [`wait_until_parked`]) once the thread has started.
+pub fn spawn_with_id<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> (std::thread::JoinHandle<T>, i32) {
+    let (id_tx, id_rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        id_tx.send(thread_id()).expect("send the thread id");
+        f()
+    });
+    (handle, id_rx.recv().expect("the thread's id"))
+}
+
 /// Whether thread `tid` of this process is blocked in a futex wait: the
 /// event a test waits for before it checks that a blocking call blocked.
 pub fn in_futex_wait(tid: i32) -> bool {
